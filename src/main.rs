@@ -1,0 +1,2 @@
+//! bgslot: blue/green releases with Helm.
+fn main() {}

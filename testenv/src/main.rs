@@ -1,0 +1,2 @@
+//! Local control plane for bgslot tests.
+fn main() {}

@@ -1,0 +1,138 @@
+//! Shared plumbing for the tests that run real `helm` binaries against a real control plane.
+//!
+//! The README's test command (`scripts/test`) prepares the binaries, starts the local control plane
+//! and exports `KUBECONFIG`, `BGSLOT_HELM3` and `BGSLOT_HELM4`. A test that needs one of them and does
+//! not find it fails with a message saying how to provide it: nothing here skips.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DeleteParams, PostParams};
+use kube::Client;
+
+/// One real helm binary the tests run against.
+#[derive(Debug, Clone)]
+pub struct Helm {
+    pub major: u32,
+    pub path: PathBuf,
+}
+
+impl Helm {
+    /// A `helm` command isolated from the user's own helm config, cache and plugins.
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new(&self.path);
+        let home = helm_home(self.major);
+        cmd.env("HELM_CONFIG_HOME", home.join("config"))
+            .env("HELM_CACHE_HOME", home.join("cache"))
+            .env("HELM_DATA_HOME", home.join("data"));
+        cmd
+    }
+
+    /// Runs helm with `args`, panicking with helm's stderr when it fails; returns stdout.
+    pub fn run(&self, args: &[&str]) -> String {
+        let out = self.command().args(args).output().expect("run helm");
+        assert!(
+            out.status.success(),
+            "helm {} {:?} failed: {}",
+            self.major,
+            args,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).expect("helm prints UTF-8")
+    }
+
+    pub fn name(&self) -> String {
+        format!("helm{}", self.major)
+    }
+}
+
+fn helm_home(major: u32) -> PathBuf {
+    std::env::temp_dir().join(format!("bgslot-tests-helm{major}"))
+}
+
+/// Where `testenv/prepare.sh` caches binaries and writes the `env` file naming them.
+pub fn testenv_cache() -> PathBuf {
+    if let Some(dir) = std::env::var_os("BGSLOT_TESTENV_CACHE") {
+        return dir.into();
+    }
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
+    base.join("bgslot-testenv")
+}
+
+fn from_env_or_cache(var: &str) -> Option<String> {
+    if let Ok(v) = std::env::var(var) {
+        return Some(v);
+    }
+    let env = std::fs::read_to_string(testenv_cache().join("env")).ok()?;
+    env.lines()
+        .filter_map(|l| l.split_once('='))
+        .find(|(k, _)| *k == var)
+        .map(|(_, v)| v.to_string())
+}
+
+/// Helm 3 and Helm 4, both required.
+pub fn helms() -> Vec<Helm> {
+    [(3, "BGSLOT_HELM3"), (4, "BGSLOT_HELM4")]
+        .into_iter()
+        .map(|(major, var)| {
+            let path = from_env_or_cache(var).unwrap_or_else(|| {
+                panic!("{var} is not set and no testenv cache names it: run testenv/prepare.sh (or scripts/test)")
+            });
+            let path = PathBuf::from(path);
+            assert!(path.is_file(), "{var} points at {} which does not exist", path.display());
+            Helm { major, path }
+        })
+        .collect()
+}
+
+pub fn helm(major: u32) -> Helm {
+    helms().into_iter().find(|h| h.major == major).expect("helm major 3 or 4")
+}
+
+/// The kubeconfig of the control plane under test; fails loudly when there is none.
+pub fn kubeconfig() -> PathBuf {
+    let path = std::env::var_os("KUBECONFIG").unwrap_or_else(|| {
+        panic!("KUBECONFIG is not set: start the local control plane with scripts/test (or `testenv up`) or point it at a cluster")
+    });
+    PathBuf::from(path)
+}
+
+pub async fn client() -> Client {
+    let _ = kubeconfig();
+    Client::try_default().await.expect("kube client from KUBECONFIG")
+}
+
+/// A fresh namespace per test so tests run in parallel without seeing each other.
+pub async fn namespace(client: &Client, prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let name = format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let ns: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": { "name": name, "labels": { "bgslot-test": "true" } }
+    }))
+    .unwrap();
+    Api::<Namespace>::all(client.clone())
+        .create(&PostParams::default(), &ns)
+        .await
+        .expect("create test namespace");
+    name
+}
+
+pub async fn delete_namespace(client: &Client, name: &str) {
+    let _ = Api::<Namespace>::all(client.clone())
+        .delete(name, &DeleteParams::background())
+        .await;
+}
+
+/// The chart directory in this checkout.
+pub fn chart_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("chart")
+}
