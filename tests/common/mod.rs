@@ -60,7 +60,9 @@ pub fn testenv_cache() -> PathBuf {
     }
     let base = std::env::var_os("XDG_CACHE_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache"));
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").expect("HOME is set")).join(".cache")
+        });
     base.join("bgslot-testenv")
 }
 
@@ -91,7 +93,10 @@ pub fn helms() -> Vec<Helm> {
 }
 
 pub fn helm(major: u32) -> Helm {
-    helms().into_iter().find(|h| h.major == major).expect("helm major 3 or 4")
+    helms()
+        .into_iter()
+        .find(|h| h.major == major)
+        .expect("helm major 3 or 4")
 }
 
 /// The kubeconfig of the control plane under test; fails loudly when there is none.
@@ -104,7 +109,9 @@ pub fn kubeconfig() -> PathBuf {
 
 pub async fn client() -> Client {
     let _ = kubeconfig();
-    Client::try_default().await.expect("kube client from KUBECONFIG")
+    Client::try_default()
+        .await
+        .expect("kube client from KUBECONFIG")
 }
 
 /// A fresh namespace per test so tests run in parallel without seeing each other.

@@ -1,0 +1,522 @@
+//! The one place bgslot runs `helm`: finding it, detecting its major version, building argv and
+//! reading its JSON output.
+//!
+//! The argv builders are pure so the exact commands are unit-tested; `HelmRunner` is the thin layer
+//! that executes them (never through a shell) and keeps helm's stderr in every error.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::signals;
+
+/// Helm versions bgslot knows how to drive.
+pub const MIN_HELM: (u64, u64) = (3, 14);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+pub struct HelmVersion {
+    pub major: u64,
+    pub minor: u64,
+    pub patch: u64,
+}
+
+impl std::fmt::Display for HelmVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}.{}.{}", self.major, self.minor, self.patch)
+    }
+}
+
+/// Parses `helm version --template '{{.Version}}'` output such as `v3.17.2` or `v4.1.4+g1234`.
+pub fn parse_version(text: &str) -> Option<HelmVersion> {
+    let core = text.trim().strip_prefix('v')?;
+    let core = core.split(['+', '-']).next()?;
+    let mut parts = core.split('.').map(|p| p.parse::<u64>().ok());
+    Some(HelmVersion {
+        major: parts.next()??,
+        minor: parts.next()??,
+        patch: parts.next().flatten().unwrap_or(0),
+    })
+}
+
+/// Where the cluster is, as helm's own global flags say it.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub namespace: String,
+    pub kube_context: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl Target {
+    fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["--namespace".into(), self.namespace.clone().into()];
+        if let Some(ctx) = &self.kube_context {
+            args.extend(["--kube-context".into(), ctx.into()]);
+        }
+        if let Some(path) = &self.kubeconfig {
+            args.extend(["--kubeconfig".into(), path.into()]);
+        }
+        args
+    }
+}
+
+/// A value set on the helm command line; strings go through `--set-string` so that a tag such as
+/// `1.20` stays the string "1.20" instead of becoming the number 1.2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetValue {
+    Str(String),
+    Literal(String),
+}
+
+/// One helm write: what bgslot changes, plus what the user passes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub install: bool,
+    /// The chart version differs from the release's: apply the new chart's defaults.
+    pub reset_then_reuse: bool,
+    pub sets: Vec<(String, SetValue)>,
+    pub values_files: Vec<PathBuf>,
+    pub user_sets: Vec<String>,
+    pub description: String,
+}
+
+impl Write {
+    pub fn upgrade(description: impl Into<String>) -> Self {
+        Write {
+            install: false,
+            reset_then_reuse: false,
+            sets: Vec::new(),
+            values_files: Vec::new(),
+            user_sets: Vec::new(),
+            description: description.into(),
+        }
+    }
+
+    pub fn set(mut self, key: impl Into<String>, value: SetValue) -> Self {
+        self.sets.push((key.into(), value));
+        self
+    }
+}
+
+/// argv (without the program) for a bgslot write.
+pub fn write_argv(release: &str, chart: &str, target: &Target, write: &Write) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = Vec::new();
+    if write.install {
+        argv.extend(["install".into(), release.into(), chart.into()]);
+    } else {
+        argv.extend(["upgrade".into(), release.into(), chart.into()]);
+        argv.push(
+            if write.reset_then_reuse {
+                "--reset-then-reuse-values"
+            } else {
+                "--reuse-values"
+            }
+            .into(),
+        );
+    }
+    argv.extend(target.args());
+    for file in &write.values_files {
+        argv.extend(["--values".into(), file.into()]);
+    }
+    for set in &write.user_sets {
+        argv.extend(["--set".into(), set.into()]);
+    }
+    // bgslot's own keys come last so a pass-through --set cannot undo the slot bookkeeping.
+    for (key, value) in &write.sets {
+        let (flag, value) = match value {
+            SetValue::Str(v) => ("--set-string", v),
+            SetValue::Literal(v) => ("--set", v),
+        };
+        argv.extend([flag.into(), format!("{key}={value}").into()]);
+    }
+    argv.extend(["--description".into(), write.description.clone().into()]);
+    argv
+}
+
+/// Copy of argv fit to print: values of keys that look secret are replaced.
+pub fn redact(argv: &[OsString]) -> Vec<String> {
+    let secretish = |key: &str| {
+        let key = key.to_ascii_lowercase();
+        [
+            "password",
+            "passwd",
+            "secret",
+            "token",
+            "apikey",
+            "api_key",
+            "credential",
+            "private",
+        ]
+        .iter()
+        .any(|w| key.contains(w))
+    };
+    let mut out = Vec::with_capacity(argv.len());
+    let mut after_set = false;
+    for arg in argv {
+        let arg = arg.to_string_lossy().to_string();
+        if after_set {
+            out.push(
+                arg.split(',')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((k, _)) if secretish(k) => format!("{k}=***"),
+                        _ => pair.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        } else {
+            out.push(arg.clone());
+        }
+        after_set = matches!(
+            arg.as_str(),
+            "--set" | "--set-string" | "--set-file" | "--set-json" | "--set-literal"
+        );
+    }
+    out
+}
+
+/// One entry of `helm history -o json`.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq, Eq)]
+pub struct Revision {
+    pub revision: u64,
+    pub updated: String,
+    pub status: String,
+    pub chart: String,
+    #[serde(default)]
+    pub app_version: String,
+    #[serde(default)]
+    pub description: String,
+}
+
+impl Revision {
+    pub fn updated_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.updated.parse().ok()
+    }
+}
+
+/// Finds helm: `--helm`/`HELM_BIN`, else `helm` on PATH.
+pub fn locate(explicit: Option<&Path>) -> Result<PathBuf> {
+    match explicit {
+        Some(path) => {
+            let found = which::which(path).with_context(|| {
+                format!("helm not found at {}: check --helm / HELM_BIN", path.display())
+            })?;
+            Ok(found)
+        }
+        None => which::which("helm").map_err(|_| {
+            anyhow!(
+                "helm not found on PATH: install Helm 3.14 or newer (https://helm.sh/docs/intro/install/) \
+                 or point --helm / HELM_BIN at it"
+            )
+        }),
+    }
+}
+
+/// Runs helm for one bgslot invocation; knows its version.
+#[derive(Debug, Clone)]
+pub struct HelmRunner {
+    pub path: PathBuf,
+    pub version: HelmVersion,
+    pub target: Target,
+    pub verbose: bool,
+}
+
+/// What a finished helm run left.
+pub struct Output {
+    pub stdout: String,
+}
+
+impl HelmRunner {
+    /// Detects the helm version once and refuses helm older than [`MIN_HELM`].
+    pub async fn detect(path: PathBuf, target: Target, verbose: bool) -> Result<HelmRunner> {
+        let argv: Vec<OsString> =
+            vec!["version".into(), "--template".into(), "{{.Version}}".into()];
+        let out = run_raw(&path, &argv, verbose).await?;
+        let version = parse_version(&out.stdout).ok_or_else(|| {
+            anyhow!(
+                "could not read the helm version from `{} version`: got '{}'",
+                path.display(),
+                out.stdout.trim()
+            )
+        })?;
+        if (version.major, version.minor) < MIN_HELM {
+            bail!(
+                "helm {version} at {} is too old: bgslot needs Helm {}.{} or newer (for --reset-then-reuse-values)",
+                path.display(),
+                MIN_HELM.0,
+                MIN_HELM.1
+            );
+        }
+        Ok(HelmRunner {
+            path,
+            version,
+            target,
+            verbose,
+        })
+    }
+
+    async fn run(&self, argv: Vec<OsString>) -> Result<Output> {
+        run_raw(&self.path, &argv, self.verbose).await
+    }
+
+    /// `helm history REL -o json`; `None` when the release does not exist.
+    pub async fn history(&self, release: &str) -> Result<Option<Vec<Revision>>> {
+        let mut argv: Vec<OsString> = vec![
+            "history".into(),
+            release.into(),
+            "--output".into(),
+            "json".into(),
+        ];
+        argv.extend(["--max".into(), "50".into()]);
+        argv.extend(self.target.args());
+        match self.run(argv).await {
+            Ok(out) => {
+                let mut revs: Vec<Revision> = serde_json::from_str(&out.stdout)
+                    .with_context(|| format!("reading `helm history {release} -o json`"))?;
+                revs.sort_by_key(|r| r.revision);
+                Ok(Some(revs))
+            }
+            Err(err) if is_not_found(&err) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `helm get values REL --all -o json`: user values merged over chart defaults.
+    pub async fn values(&self, release: &str) -> Result<Value> {
+        let mut argv: Vec<OsString> = vec![
+            "get".into(),
+            "values".into(),
+            release.into(),
+            "--all".into(),
+            "--output".into(),
+            "json".into(),
+        ];
+        argv.extend(self.target.args());
+        let out = self.run(argv).await?;
+        serde_json::from_str(&out.stdout)
+            .with_context(|| format!("reading `helm get values {release} --all -o json`"))
+    }
+
+    pub async fn write(&self, release: &str, chart: &str, write: &Write) -> Result<()> {
+        self.run(write_argv(release, chart, &self.target, write))
+            .await
+            .map(|_| ())
+    }
+
+    /// `helm rollback REL REV` (used by `recover`).
+    pub async fn rollback(&self, release: &str, revision: u64) -> Result<()> {
+        let mut argv: Vec<OsString> = vec![
+            "rollback".into(),
+            release.into(),
+            revision.to_string().into(),
+        ];
+        argv.extend(self.target.args());
+        self.run(argv).await.map(|_| ())
+    }
+
+    /// `helm uninstall REL` (used by `recover` when a first install never completed).
+    pub async fn uninstall(&self, release: &str) -> Result<()> {
+        let mut argv: Vec<OsString> = vec!["uninstall".into(), release.into()];
+        argv.extend(self.target.args());
+        self.run(argv).await.map(|_| ())
+    }
+}
+
+/// True when helm failed because the release does not exist.
+pub fn is_not_found(err: &anyhow::Error) -> bool {
+    err.chain()
+        .any(|c| c.to_string().contains("release: not found"))
+}
+
+/// Runs helm with argv; forwards SIGINT/SIGTERM received by bgslot to it and waits for it to exit,
+/// so helm can record the state it leaves the release in.
+async fn run_raw(path: &Path, argv: &[OsString], verbose: bool) -> Result<Output> {
+    let printable = redact(argv);
+    if verbose {
+        eprintln!("+ {} {}", path.display(), shell_quote(&printable));
+    }
+    let handle = duct::cmd(path, argv)
+        .stdin_null()
+        .stdout_capture()
+        .stderr_capture()
+        .unchecked()
+        .start()
+        .with_context(|| format!("could not run {}", path.display()))?;
+    let handle = std::sync::Arc::new(handle);
+    let waiter = {
+        let handle = handle.clone();
+        tokio::task::spawn_blocking(move || handle.wait().cloned())
+    };
+    tokio::pin!(waiter);
+    let mut signals = signals::subscribe();
+    let output = loop {
+        tokio::select! {
+            res = &mut waiter => break res.context("waiting for helm")?.context("waiting for helm")?,
+            sig = signals.changed_to_signal() => {
+                for pid in handle.pids() {
+                    signals::forward(pid, sig);
+                }
+            }
+        }
+    };
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+    if !output.status.success() {
+        let sub = printable
+            .iter()
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
+        let code = output
+            .status
+            .code()
+            .map(|c| c.to_string())
+            .unwrap_or_else(|| "a signal".into());
+        let detail = if stderr.is_empty() {
+            "(helm printed nothing on stderr)".to_string()
+        } else {
+            stderr
+        };
+        return Err(anyhow!(detail).context(format!("`helm {sub}` failed (exit {code})")));
+    }
+    Ok(Output { stdout })
+}
+
+fn shell_quote(args: &[String]) -> String {
+    args.iter()
+        .map(|a| {
+            if !a.is_empty()
+                && a.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+".contains(&b))
+            {
+                a.clone()
+            } else {
+                format!("'{}'", a.replace('\'', r"'\''"))
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn target() -> Target {
+        Target {
+            namespace: "shop".into(),
+            kube_context: Some("prod".into()),
+            kubeconfig: None,
+        }
+    }
+
+    fn strings(argv: Vec<OsString>) -> Vec<String> {
+        argv.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    #[test]
+    fn versions() {
+        assert_eq!(
+            parse_version("v3.17.2"),
+            Some(HelmVersion {
+                major: 3,
+                minor: 17,
+                patch: 2
+            })
+        );
+        assert_eq!(
+            parse_version("v4.1.4+g05fa379"),
+            Some(HelmVersion {
+                major: 4,
+                minor: 1,
+                patch: 4
+            })
+        );
+        assert_eq!(parse_version("3.17.2"), None);
+        assert_eq!(parse_version(""), None);
+    }
+
+    #[test]
+    fn swap_is_one_reuse_values_upgrade_with_only_the_changed_key() {
+        let write = Write::upgrade("bgslot swap blue->green")
+            .set("productionSlot", SetValue::Str("green".into()));
+        assert_eq!(
+            strings(write_argv("web", "/tmp/chart", &target(), &write)),
+            [
+                "upgrade",
+                "web",
+                "/tmp/chart",
+                "--reuse-values",
+                "--namespace",
+                "shop",
+                "--kube-context",
+                "prod",
+                "--set-string",
+                "productionSlot=green",
+                "--description",
+                "bgslot swap blue->green"
+            ]
+        );
+    }
+
+    #[test]
+    fn chart_version_change_resets_then_reuses() {
+        let mut write = Write::upgrade("bgslot deploy green v2");
+        write.reset_then_reuse = true;
+        let argv = strings(write_argv("web", "c", &target(), &write));
+        assert!(argv.contains(&"--reset-then-reuse-values".to_string()));
+        assert!(!argv.contains(&"--reuse-values".to_string()));
+    }
+
+    #[test]
+    fn user_values_come_before_bgslot_keys() {
+        let mut write = Write::upgrade("d").set("green.enabled", SetValue::Literal("true".into()));
+        write.user_sets = vec!["green.enabled=false".into()];
+        write.values_files = vec!["v.yaml".into()];
+        let argv = strings(write_argv("web", "c", &target(), &write));
+        let user = argv
+            .iter()
+            .position(|a| a == "green.enabled=false")
+            .unwrap();
+        let ours = argv.iter().position(|a| a == "green.enabled=true").unwrap();
+        assert!(user < ours);
+        assert!(argv.windows(2).any(|w| w == ["--values", "v.yaml"]));
+    }
+
+    #[test]
+    fn install_has_no_reuse_flag() {
+        let mut write = Write::upgrade("bgslot deploy blue v1");
+        write.install = true;
+        let argv = strings(write_argv("web", "c", &target(), &write));
+        assert_eq!(&argv[..3], ["install", "web", "c"]);
+        assert!(!argv.iter().any(|a| a.contains("reuse")));
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let argv: Vec<OsString> = [
+            "upgrade",
+            "--set",
+            "db.password=hunter2,replicas=2",
+            "--set-string",
+            "apiToken=abc",
+            "--description",
+            "x",
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+        let shown = redact(&argv).join(" ");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("abc"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("replicas=2") && shown.contains("db.password=***"),
+            "{shown}"
+        );
+    }
+}

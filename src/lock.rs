@@ -1,0 +1,258 @@
+//! The per-release lock: a `coordination.k8s.io/v1` Lease held for the whole of a mutating command.
+//!
+//! Helm's own guard only notices a concurrent upgrade once it has started; two bgslot runs could
+//! still read the same values and both act. The Lease makes the second one wait or stop (exit 4)
+//! before it reads anything, and a Lease left by a killed process expires on its own.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, PostParams, Preconditions};
+use kube::Client;
+use tokio::sync::watch;
+
+use crate::error::LockHeld;
+
+/// How long a Lease stays valid without renewal; renewal happens every third of it.
+pub const LEASE_SECONDS: i32 = 15;
+
+pub fn lease_name(release: &str) -> String {
+    format!("bgslot-lock-{release}")
+}
+
+/// Who is running: shown to the next bgslot that finds the lock taken.
+#[derive(Debug, Clone)]
+pub struct Holder {
+    pub operation: String,
+}
+
+impl Holder {
+    fn identity(&self) -> String {
+        let user = std::env::var("USER")
+            .or_else(|_| std::env::var("LOGNAME"))
+            .unwrap_or_else(|_| "unknown".into());
+        let host = hostname();
+        format!(
+            "{user}@{host} pid {} ({})",
+            std::process::id(),
+            self.operation
+        )
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown-host".into())
+}
+
+/// A lease is free when nobody holds it or its holder stopped renewing it.
+pub fn is_free(spec: &LeaseSpec, now: Timestamp) -> bool {
+    let Some(holder) = spec.holder_identity.as_deref().filter(|h| !h.is_empty()) else {
+        return true;
+    };
+    let _ = holder;
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS));
+    match spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) {
+        Some(t) => now.duration_since(t.0).as_secs() > duration,
+        None => true,
+    }
+}
+
+/// Holds the lock until dropped via [`LockGuard::release`]; renews it in the background.
+pub struct LockGuard {
+    api: Api<Lease>,
+    name: String,
+    stop: watch::Sender<bool>,
+    renewer: tokio::task::JoinHandle<Option<String>>,
+}
+
+impl LockGuard {
+    /// Takes the lock for `release`, waiting up to `wait` for a holder to finish.
+    pub async fn acquire(
+        client: Client,
+        namespace: &str,
+        release: &str,
+        holder: Holder,
+        wait: Option<Duration>,
+    ) -> Result<LockGuard> {
+        let api: Api<Lease> = Api::namespaced(client, namespace);
+        let name = lease_name(release);
+        let identity = holder.identity();
+        let deadline = wait.map(|w| tokio::time::Instant::now() + w);
+        let mut announced = false;
+        loop {
+            let now = Timestamp::now();
+            let existing = api
+                .get_opt(&name)
+                .await
+                .with_context(|| format!("reading the release lock Lease {namespace}/{name}"))?;
+            let attempt = match existing {
+                None => {
+                    let lease = Lease {
+                        metadata: ObjectMeta {
+                            name: Some(name.clone()),
+                            ..Default::default()
+                        },
+                        spec: Some(held_spec(&identity, now, None)),
+                    };
+                    api.create(&PostParams::default(), &lease).await
+                }
+                Some(lease) if lease.spec.as_ref().map(|s| is_free(s, now)).unwrap_or(true) => {
+                    let transitions = lease
+                        .spec
+                        .as_ref()
+                        .and_then(|s| s.lease_transitions)
+                        .unwrap_or(0)
+                        + 1;
+                    let taken = Lease {
+                        metadata: lease.metadata.clone(),
+                        spec: Some(held_spec(&identity, now, Some(transitions))),
+                    };
+                    api.replace(&name, &PostParams::default(), &taken).await
+                }
+                Some(lease) => {
+                    let spec = lease.spec.unwrap_or_default();
+                    let held = LockHeld {
+                        lease: name.clone(),
+                        namespace: namespace.to_string(),
+                        holder: spec.holder_identity.unwrap_or_default(),
+                        since: spec
+                            .acquire_time
+                            .map(|t| t.0.to_string())
+                            .unwrap_or_else(|| "unknown".into()),
+                    };
+                    match deadline {
+                        Some(d) if tokio::time::Instant::now() < d => {
+                            if !announced {
+                                eprintln!("waiting for the release lock: {held}");
+                                announced = true;
+                            }
+                            tokio::time::sleep(Duration::from_millis(500)).await;
+                            continue;
+                        }
+                        _ => return Err(held.into()),
+                    }
+                }
+            };
+            match attempt {
+                Ok(lease) => return Ok(Self::hold(api, name, identity, lease)),
+                // Someone else created or took it between our read and write: look again.
+                Err(kube::Error::Api(status)) if status.code == 409 => continue,
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!("taking the release lock Lease {namespace}/{name} (bgslot needs create/update on leases.coordination.k8s.io)")
+                    })
+                }
+            }
+        }
+    }
+
+    fn hold(api: Api<Lease>, name: String, identity: String, lease: Lease) -> LockGuard {
+        let (stop, mut stopped) = watch::channel(false);
+        let renewer = {
+            let api = api.clone();
+            let name = name.clone();
+            tokio::spawn(async move {
+                let mut current = lease;
+                let period = Duration::from_secs((LEASE_SECONDS / 3) as u64);
+                loop {
+                    tokio::select! {
+                        _ = stopped.changed() => return current.metadata.resource_version.clone(),
+                        _ = tokio::time::sleep(period) => {}
+                    }
+                    let mut renewed = current.clone();
+                    if let Some(spec) = renewed.spec.as_mut() {
+                        spec.renew_time = Some(MicroTime(Timestamp::now()));
+                    }
+                    match api.replace(&name, &PostParams::default(), &renewed).await {
+                        Ok(lease) => current = lease,
+                        Err(kube::Error::Api(status))
+                            if status.code == 409 || status.code == 404 =>
+                        {
+                            eprintln!("warning: lost the release lock {name}: it was taken over or deleted");
+                            return None;
+                        }
+                        // A passing API outage: keep trying until the lease would expire.
+                        Err(err) => eprintln!(
+                            "warning: could not renew the release lock {name} ({identity}): {err}"
+                        ),
+                    }
+                }
+            })
+        };
+        LockGuard {
+            api,
+            name,
+            stop,
+            renewer,
+        }
+    }
+
+    /// Stops renewing and deletes the Lease (only if it is still ours).
+    pub async fn release(self) {
+        let _ = self.stop.send(true);
+        let Ok(Some(resource_version)) = self.renewer.await else {
+            return;
+        };
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: Some(resource_version),
+                uid: None,
+            }),
+            ..Default::default()
+        };
+        let _ = self.api.delete(&self.name, &params).await;
+    }
+}
+
+fn held_spec(identity: &str, now: Timestamp, transitions: Option<i32>) -> LeaseSpec {
+    LeaseSpec {
+        holder_identity: Some(identity.to_string()),
+        lease_duration_seconds: Some(LEASE_SECONDS),
+        acquire_time: Some(MicroTime(now)),
+        renew_time: Some(MicroTime(now)),
+        lease_transitions: transitions,
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(holder: Option<&str>, renewed_secs_ago: i64) -> (LeaseSpec, Timestamp) {
+        let now: Timestamp = "2026-01-01T00:01:00Z".parse().unwrap();
+        let renew = now - k8s_openapi::jiff::SignedDuration::from_secs(renewed_secs_ago);
+        (
+            LeaseSpec {
+                holder_identity: holder.map(str::to_string),
+                lease_duration_seconds: Some(15),
+                renew_time: Some(MicroTime(renew)),
+                ..Default::default()
+            },
+            now,
+        )
+    }
+
+    #[test]
+    fn a_renewed_lease_is_held_and_an_abandoned_one_expires() {
+        let (s, now) = spec(Some("alice@h pid 1 (swap)"), 5);
+        assert!(!is_free(&s, now));
+        let (s, now) = spec(Some("alice@h pid 1 (swap)"), 16);
+        assert!(is_free(&s, now));
+        let (s, now) = spec(None, 0);
+        assert!(is_free(&s, now));
+    }
+
+    #[test]
+    fn lease_is_named_after_the_release() {
+        assert_eq!(lease_name("web"), "bgslot-lock-web");
+    }
+}

@@ -1,0 +1,253 @@
+//! What a release's values say about its slots, read from `helm get values --all -o json`.
+//!
+//! Parsing is strict where safety depends on it: a release whose values carry no `productionSlot`
+//! was not made from a bgslot chart, and an unknown slot name is refused rather than guessed at.
+
+use std::fmt;
+
+use serde_json::Value;
+
+use crate::error::Refusal;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Slot {
+    Blue,
+    Green,
+}
+
+impl Slot {
+    pub const ALL: [Slot; 2] = [Slot::Blue, Slot::Green];
+
+    pub fn other(self) -> Slot {
+        match self {
+            Slot::Blue => Slot::Green,
+            Slot::Green => Slot::Blue,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Slot::Blue => "blue",
+            Slot::Green => "green",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Slot> {
+        match text {
+            "blue" => Some(Slot::Blue),
+            "green" => Some(Slot::Green),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One slot's configuration in the release values (after chart defaults and fallbacks).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct SlotValues {
+    pub enabled: bool,
+    pub repository: String,
+    pub tag: String,
+    pub replicas: Option<u64>,
+}
+
+impl SlotValues {
+    pub fn image(&self) -> String {
+        format!("{}:{}", self.repository, self.tag)
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ReleaseValues {
+    pub production: Slot,
+    pub blue: SlotValues,
+    pub green: SlotValues,
+    pub autoscaling: bool,
+    pub ingress_host: Option<String>,
+    pub ingress_stage_host: Option<String>,
+    pub ingress_tls: bool,
+    pub service_port: u64,
+}
+
+impl ReleaseValues {
+    pub fn slot(&self, slot: Slot) -> &SlotValues {
+        match slot {
+            Slot::Blue => &self.blue,
+            Slot::Green => &self.green,
+        }
+    }
+
+    pub fn stage(&self) -> Slot {
+        self.production.other()
+    }
+
+    /// Reads computed values (`helm get values --all -o json`) of the release `release`.
+    pub fn from_json(release: &str, all: &Value) -> Result<ReleaseValues, Refusal> {
+        let production = match all.get("productionSlot") {
+            None | Some(Value::Null) => {
+                return Err(Refusal::new(
+                    format!("release {release} was not made from a bgslot chart: its values have no productionSlot"),
+                    "bgslot only drives releases of the bgslot chart (or a chart with the same values); \
+                     use helm directly for this release",
+                ))
+            }
+            Some(Value::String(s)) => Slot::parse(s).ok_or_else(|| {
+                Refusal::new(
+                    format!("release {release} has productionSlot '{s}' in its live values; only blue or green is allowed"),
+                    format!("fix it with `helm upgrade {release} ... --reuse-values --set productionSlot=blue` (or green) after checking which slot really serves"),
+                )
+            })?,
+            Some(other) => {
+                return Err(Refusal::new(
+                    format!("release {release} has productionSlot {other} in its live values; only blue or green is allowed"),
+                    format!("fix it with `helm upgrade {release} ... --reuse-values --set productionSlot=blue` (or green)"),
+                ))
+            }
+        };
+        let shared_repo = str_at(all, &["image", "repository"]).unwrap_or_default();
+        let shared_tag = str_at(all, &["image", "tag"]).unwrap_or_default();
+        let shared_replicas = all.get("replicaCount").and_then(Value::as_u64);
+        let slot = |slot: Slot| -> Result<SlotValues, Refusal> {
+            let v = all.get(slot.as_str());
+            let enabled = match v.and_then(|v| v.get("enabled")) {
+                None | Some(Value::Null) => slot == Slot::Blue,
+                Some(Value::Bool(b)) => *b,
+                Some(other) => {
+                    return Err(Refusal::new(
+                        format!(
+                        "release {release} has {slot}.enabled = {other}; it must be true or false"
+                    ),
+                        format!("fix it with `--set {slot}.enabled=true` (or false)"),
+                    ))
+                }
+            };
+            let non_empty =
+                |path: &[&str]| v.and_then(|v| str_at(v, path)).filter(|s| !s.is_empty());
+            Ok(SlotValues {
+                enabled,
+                repository: non_empty(&["image", "repository"])
+                    .unwrap_or_else(|| shared_repo.clone()),
+                tag: non_empty(&["image", "tag"]).unwrap_or_else(|| shared_tag.clone()),
+                replicas: v
+                    .and_then(|v| v.get("replicaCount"))
+                    .and_then(Value::as_u64)
+                    .or(shared_replicas),
+            })
+        };
+        let blue = slot(Slot::Blue)?;
+        let green = slot(Slot::Green)?;
+        let ingress_enabled = all
+            .pointer("/ingress/enabled")
+            .and_then(Value::as_bool)
+            .unwrap_or(false);
+        let host = |key: &str| {
+            ingress_enabled
+                .then(|| {
+                    all.pointer(&format!("/ingress/{key}"))
+                        .and_then(Value::as_str)
+                })
+                .flatten()
+                .filter(|s| !s.is_empty())
+                .map(str::to_string)
+        };
+        Ok(ReleaseValues {
+            production,
+            blue,
+            green,
+            autoscaling: all
+                .pointer("/autoscaling/enabled")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            ingress_host: host("host"),
+            ingress_stage_host: host("stageHost"),
+            ingress_tls: all
+                .pointer("/ingress/tls")
+                .map(|t| !t.is_null() && t != &Value::Bool(false) && t != &Value::Array(vec![]))
+                .unwrap_or(false),
+            service_port: all
+                .pointer("/service/port")
+                .and_then(Value::as_u64)
+                .unwrap_or(80),
+        })
+    }
+}
+
+fn str_at(v: &Value, path: &[&str]) -> Option<String> {
+    let mut cur = v;
+    for key in path {
+        cur = cur.get(key)?;
+    }
+    match cur {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn values() -> Value {
+        json!({
+            "productionSlot": "blue",
+            "image": {"repository": "ghcr.io/acme/web", "tag": "v1"},
+            "replicaCount": 3,
+            "blue": {"enabled": true, "image": {"repository": "", "tag": "v6"}, "replicaCount": null},
+            "green": {"enabled": false, "image": {"repository": "", "tag": ""}, "replicaCount": 2},
+            "service": {"port": 8080},
+            "ingress": {"enabled": true, "host": "web.example.com", "stageHost": "stage.web.example.com", "tls": []}
+        })
+    }
+
+    #[test]
+    fn slots_fall_back_to_shared_values() {
+        let v = ReleaseValues::from_json("web", &values()).unwrap();
+        assert_eq!(v.production, Slot::Blue);
+        assert_eq!(v.blue.image(), "ghcr.io/acme/web:v6");
+        assert_eq!(v.blue.replicas, Some(3));
+        assert_eq!(v.green.image(), "ghcr.io/acme/web:v1");
+        assert_eq!(v.green.replicas, Some(2));
+        assert!(!v.green.enabled);
+        assert_eq!(
+            v.ingress_stage_host.as_deref(),
+            Some("stage.web.example.com")
+        );
+        assert!(!v.ingress_tls);
+        assert_eq!(v.service_port, 8080);
+    }
+
+    #[test]
+    fn foreign_chart_is_refused() {
+        let err = ReleaseValues::from_json("web", &json!({"image": {}})).unwrap_err();
+        assert!(
+            err.reason.contains("not made from a bgslot chart"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn unknown_slot_is_refused() {
+        let mut v = values();
+        v["productionSlot"] = json!("purple");
+        let err = ReleaseValues::from_json("web", &v).unwrap_err();
+        assert!(err.reason.contains("'purple'"), "{err:?}");
+        v["productionSlot"] = json!(3);
+        assert!(ReleaseValues::from_json("web", &v).is_err());
+    }
+
+    #[test]
+    fn wrong_type_for_enabled_is_refused() {
+        let mut v = values();
+        v["green"]["enabled"] = json!("yes");
+        let err = ReleaseValues::from_json("web", &v).unwrap_err();
+        assert!(err.reason.contains("green.enabled"), "{err:?}");
+    }
+}

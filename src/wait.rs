@@ -1,0 +1,242 @@
+//! bgslot's own waiting, instead of `helm --wait`: it watches the slot's Deployment and pods,
+//! shows progress (`green: 2/3 ready`), and on timeout says which pods failed and why.
+//!
+//! Watches go through kube-runtime's watcher with backoff, so a restarting API server delays
+//! the wait instead of failing it.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Result};
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{watcher, WatchStreamExt};
+
+use crate::cluster::{pod_state, slot_selector, Cluster, PodState, Role, SlotState};
+use crate::signals;
+use crate::values::Slot;
+
+/// One line of progress; the caller decides where it goes.
+pub type Progress<'a> = &'a mut (dyn FnMut(&str) + Send);
+
+fn progress_line(slot: Slot, state: &SlotState, pods: &[PodState]) -> String {
+    let mut line = format!(
+        "{slot}: {}/{} ready",
+        state.available.min(state.ready),
+        state.desired
+    );
+    let mut reasons: Vec<String> = pods
+        .iter()
+        .filter(|p| !p.ready && !p.terminating)
+        .filter_map(|p| p.reason.clone())
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    if !reasons.is_empty() {
+        line.push_str(&format!(" ({})", reasons.join(", ")));
+    }
+    line
+}
+
+/// Describes the pods that keep a slot from being available, for the timeout error.
+pub fn explain_pods(pods: &[PodState]) -> String {
+    let bad: Vec<String> = pods
+        .iter()
+        .filter(|p| !p.ready && !p.terminating)
+        .map(|p| {
+            let mut s = format!(
+                "pod {}: {}",
+                p.name,
+                p.reason.as_deref().unwrap_or("not ready")
+            );
+            if p.restarts > 0 {
+                s.push_str(&format!(" ({} restarts)", p.restarts));
+            }
+            s
+        })
+        .collect();
+    if bad.is_empty() {
+        "no pod reports a problem (the Deployment may be blocked by quota or scheduling)".into()
+    } else {
+        bad.join("; ")
+    }
+}
+
+/// Waits until the slot's Deployment is fully available.
+pub async fn slot_available(
+    cluster: &Cluster,
+    release: &str,
+    slot: Slot,
+    timeout: Duration,
+    progress: Progress<'_>,
+) -> Result<SlotState> {
+    let selector = slot_selector(release, slot);
+    let (deployments, dep_writer) = reflector::store::<Deployment>();
+    let (pods, pod_writer) = reflector::store::<Pod>();
+    let dep_stream = reflector::reflector(
+        dep_writer,
+        watcher(
+            cluster.deployments(),
+            watcher::Config::default().labels(&selector),
+        ),
+    )
+    .default_backoff()
+    .map(|e| e.map(|_| ()).map_err(|e| e.to_string()));
+    let pod_stream = reflector::reflector(
+        pod_writer,
+        watcher(cluster.pods(), watcher::Config::default().labels(&selector)),
+    )
+    .default_backoff()
+    .map(|e| e.map(|_| ()).map_err(|e| e.to_string()));
+    let mut events = std::pin::pin!(futures::stream::select(dep_stream, pod_stream));
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut signals = signals::subscribe();
+    let mut last_line = String::new();
+    let mut last_error: Option<String> = None;
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                match event {
+                    Some(Ok(())) => last_error = None,
+                    Some(Err(err)) => {
+                        if last_error.as_deref() != Some(&err) {
+                            progress(&format!("{slot}: watch interrupted ({err}); retrying"));
+                        }
+                        last_error = Some(err);
+                        continue;
+                    }
+                    None => bail!("the watch on the {slot} slot of {release} ended unexpectedly"),
+                }
+                let (state, pod_states) = snapshot(&deployments, &pods);
+                let line = progress_line(slot, &state, &pod_states);
+                if line != last_line {
+                    progress(&line);
+                    last_line = line;
+                }
+                if state.fully_available() {
+                    return Ok(state);
+                }
+            }
+            _ = &mut deadline => {
+                // The stores may be empty if the API server was unreachable: ask once more directly.
+                let (state, pod_states) = match (cluster.slot(release, slot).await, cluster.slot_pods(release, slot).await) {
+                    (Ok(s), Ok(p)) => (s, p),
+                    _ => snapshot(&deployments, &pods),
+                };
+                if state.fully_available() {
+                    return Ok(state);
+                }
+                let api_note = last_error.map(|e| format!("; the API server was last unreachable: {e}")).unwrap_or_default();
+                return Err(anyhow!(
+                    "timed out after {}s waiting for the {slot} slot of {release} in namespace {}: {}/{} ready; {}{api_note}",
+                    timeout.as_secs(), cluster.namespace, state.ready, state.desired, explain_pods(&pod_states)
+                ));
+            }
+            sig = signals.changed_to_signal() => {
+                bail!("interrupted by {} while waiting for the {slot} slot of {release}", signals::name(sig));
+            }
+        }
+    }
+}
+
+fn snapshot(deployments: &Store<Deployment>, pods: &Store<Pod>) -> (SlotState, Vec<PodState>) {
+    let state = deployments
+        .state()
+        .first()
+        .map(|d| SlotState::from_deployment(d))
+        .unwrap_or_default();
+    let mut pod_states: Vec<PodState> = pods.state().iter().map(|p| pod_state(p)).collect();
+    pod_states.sort_by(|a, b| a.name.cmp(&b.name));
+    (state, pod_states)
+}
+
+/// After a swap: waits until the production Service selects `slot` and routes only to its ready pods.
+pub async fn production_serves(
+    cluster: &Cluster,
+    release: &str,
+    slot: Slot,
+    timeout: Duration,
+) -> Result<usize> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut signals = signals::subscribe();
+    loop {
+        let svc = cluster.service(release, Role::Production).await?;
+        let seen = match &svc {
+            Some(svc)
+                if svc.selects == Some(slot)
+                    && svc.ready_in(slot) > 0
+                    && svc.ready == svc.ready_in(slot) =>
+            {
+                return Ok(svc.ready)
+            }
+            Some(svc) => format!(
+                "Service {} selects {} with {} ready endpoints ({} in {slot})",
+                svc.name,
+                svc.selector_slot.as_deref().unwrap_or("no slot"),
+                svc.ready,
+                svc.ready_in(slot)
+            ),
+            None => "the production Service does not exist".into(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!(
+                "production of {release} did not move to {slot} within {}s: {seen}",
+                timeout.as_secs()
+            );
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            sig = signals.changed_to_signal() => bail!("interrupted by {} while confirming the swap of {release}", signals::name(sig)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ready: bool, reason: Option<&str>, restarts: i32) -> PodState {
+        PodState {
+            name: name.into(),
+            ready,
+            terminating: false,
+            phase: "Running".into(),
+            reason: reason.map(str::to_string),
+            restarts,
+        }
+    }
+
+    #[test]
+    fn progress_names_the_reasons_once() {
+        let state = SlotState {
+            deployment: Some("d".into()),
+            desired: 3,
+            ready: 1,
+            available: 1,
+            ..Default::default()
+        };
+        let pods = [
+            pod("a", true, None, 0),
+            pod("b", false, Some("ImagePullBackOff"), 0),
+            pod("c", false, Some("ImagePullBackOff"), 0),
+        ];
+        assert_eq!(
+            progress_line(Slot::Green, &state, &pods),
+            "green: 1/3 ready (ImagePullBackOff)"
+        );
+    }
+
+    #[test]
+    fn timeout_explanation_names_pods_and_reasons() {
+        let pods = [
+            pod("web-green-1", false, Some("CrashLoopBackOff"), 4),
+            pod("web-green-2", true, None, 0),
+        ];
+        assert_eq!(
+            explain_pods(&pods),
+            "pod web-green-1: CrashLoopBackOff (4 restarts)"
+        );
+    }
+}
