@@ -1,2 +1,229 @@
-//! Local control plane for bgslot tests.
-fn main() {}
+//! `testenv`: the local Kubernetes environment bgslot's end-to-end tests and demo run against — a
+//! real etcd, kube-apiserver and kube-controller-manager plus a simulated kubelet, started on free
+//! loopback ports in a directory of their own and stopped without leaving anything behind.
+
+mod controlplane;
+mod duration;
+mod kubelet;
+mod pki;
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+use tokio::signal::unix::{signal, SignalKind};
+
+use controlplane::UpOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "testenv",
+    version,
+    about = "Local Kubernetes control plane for bgslot's tests"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Verb,
+}
+
+#[derive(Subcommand)]
+enum Verb {
+    /// Install and build etcd, kube-apiserver, kube-controller-manager and Helm 3/4 into the
+    /// cache (idempotent).
+    Prepare,
+    /// Start a control plane and print how to use it.
+    Up(UpArgs),
+    /// Stop a control plane started by `up` and remove its directory.
+    Down {
+        /// The directory `up` printed.
+        #[arg(env = "BGSLOT_TESTENV_DIR")]
+        dir: PathBuf,
+    },
+    /// Start a control plane, run a command against it, and stop it whatever happens.
+    Run {
+        #[command(flatten)]
+        up: UpArgs,
+        /// The command, after `--`; it gets KUBECONFIG, BGSLOT_TESTENV_DIR and BGSLOT_HELM3/4.
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
+    /// Run the simulated kubelet (started by `up`).
+    Kubelet {
+        #[arg(long)]
+        kubeconfig: PathBuf,
+        #[arg(long, default_value = controlplane::NODE_NAME)]
+        node_name: String,
+        /// How long pods take to start and become ready.
+        #[arg(long, default_value = "1s", value_parser = duration::parse)]
+        startup_delay: Duration,
+        /// Upper bound on a deleted pod's grace period.
+        #[arg(long, default_value = "2s", value_parser = duration::parse)]
+        max_grace: Duration,
+    },
+}
+
+#[derive(Args, Clone)]
+struct UpArgs {
+    /// Directory for the environment (default: a fresh one under /dev/shm or the temp dir).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// How long pods take to start and become ready.
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    startup_delay: Duration,
+    /// Upper bound on a deleted pod's grace period.
+    #[arg(long, default_value = "2s", value_parser = duration::parse)]
+    max_grace: Duration,
+}
+
+impl From<UpArgs> for UpOptions {
+    fn from(a: UpArgs) -> Self {
+        UpOptions {
+            dir: a.dir,
+            startup_delay: a.startup_delay,
+            max_grace: a.max_grace,
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Verb::Prepare => prepare(),
+        Verb::Up(args) => up(args.into()).await,
+        Verb::Down { dir } => controlplane::down(&dir).map(|()| ExitCode::SUCCESS),
+        Verb::Run { up, command } => run(up.into(), &command).await,
+        Verb::Kubelet {
+            kubeconfig,
+            node_name,
+            startup_delay,
+            max_grace,
+        } => kubelet::run(kubelet::Options {
+            kubeconfig,
+            node_name,
+            startup_delay,
+            max_grace,
+        })
+        .await
+        .map(|()| ExitCode::SUCCESS),
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("testenv: error: {e:#}");
+        ExitCode::FAILURE
+    })
+}
+
+fn prepare() -> Result<ExitCode> {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/prepare.sh");
+    let err = std::process::Command::new("bash").arg(script).exec();
+    Err(err).with_context(|| format!("running {script}"))
+}
+
+async fn up(opts: UpOptions) -> Result<ExitCode> {
+    let (dir, created) = controlplane::make_dir(opts.dir.as_deref())?;
+    match controlplane::start(&dir, &opts).await {
+        Ok(started) => {
+            println!("export KUBECONFIG={}", started.kubeconfig.display());
+            println!("export BGSLOT_TESTENV_DIR={}", dir.display());
+            eprintln!("testenv: stop it with: testenv down {}", dir.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            give_up(&dir, created);
+            Err(e)
+        }
+    }
+}
+
+/// Undoes a failed or interrupted `up`: stops what it started, removes the directory unless the
+/// caller chose it (its logs stay for inspection then).
+fn give_up(dir: &Path, created: bool) {
+    if created {
+        let _ = controlplane::down(dir);
+    } else {
+        controlplane::stop(dir);
+        eprintln!("testenv: logs kept in {}", dir.display());
+    }
+}
+
+async fn run(opts: UpOptions, command: &[String]) -> Result<ExitCode> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let (dir, created) = controlplane::make_dir(opts.dir.as_deref())?;
+
+    let started = tokio::select! {
+        r = controlplane::start(&dir, &opts) => r,
+        _ = sigint.recv() => Err(anyhow::anyhow!("interrupted while starting")),
+        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated while starting")),
+    };
+    let started = match started {
+        Ok(s) => s,
+        Err(e) => {
+            give_up(&dir, created);
+            return Err(e);
+        }
+    };
+
+    let outcome = run_command(command, &started.env, &mut sigint, &mut sigterm).await;
+    let stopped = controlplane::down(&dir);
+    let code = outcome?;
+    stopped?;
+    Ok(code)
+}
+
+/// Runs `command` with `env`; on SIGINT/SIGTERM passes the signal on and waits for it to end.
+async fn run_command(
+    command: &[String],
+    env: &[(String, String)],
+    sigint: &mut tokio::signal::unix::Signal,
+    sigterm: &mut tokio::signal::unix::Signal,
+) -> Result<ExitCode> {
+    let mut child = tokio::process::Command::new(&command[0])
+        .args(&command[1..])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .spawn()
+        .with_context(|| format!("starting {}", command[0]))?;
+    let pid = child.id().map(|p| p as i32);
+    let forwarded = tokio::select! {
+        status = child.wait() => return Ok(exit_code(status?)),
+        _ = sigint.recv() => libc::SIGINT,
+        _ = sigterm.recv() => libc::SIGTERM,
+    };
+    if let Some(pid) = pid {
+        // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet, so
+        // its pid cannot have been reused.
+        unsafe { libc::kill(pid, forwarded) };
+    }
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        eprintln!(
+            "testenv: {} did not stop within 10s; killing it",
+            command[0]
+        );
+        let _ = child.kill().await;
+    }
+    Ok(ExitCode::from(128 + forwarded as u8))
+}
+
+fn exit_code(status: std::process::ExitStatus) -> ExitCode {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => ExitCode::from(code as u8),
+        (None, Some(sig)) => ExitCode::from(128 + sig as u8),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// A client for the cluster in `kubeconfig`.
+async fn client_for(kubeconfig: &Path) -> Result<Client> {
+    let kc = Kubeconfig::read_from(kubeconfig)
+        .with_context(|| format!("reading {}", kubeconfig.display()))?;
+    let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
+    Ok(Client::try_from(config)?)
+}
