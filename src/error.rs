@@ -73,6 +73,24 @@ impl fmt::Display for UsageError {
 
 impl std::error::Error for UsageError {}
 
+/// The command that failed, as the outermost context of its error.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub op: &'static str,
+    pub release: String,
+    pub namespace: String,
+}
+
+impl fmt::Display for Operation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} of release {} in namespace {} failed",
+            self.op, self.release, self.namespace
+        )
+    }
+}
+
 /// The exit code an error stands for: the first classified kind in its chain, else 1.
 pub fn exit_code(err: &anyhow::Error) -> i32 {
     for cause in err.chain() {

@@ -80,6 +80,8 @@ pub struct Write {
     pub values_files: Vec<PathBuf>,
     pub user_sets: Vec<String>,
     pub description: String,
+    /// Take over fields another manager owns (Helm 4 server-side apply), for an explicit --force.
+    pub force_conflicts: bool,
 }
 
 impl Write {
@@ -91,6 +93,7 @@ impl Write {
             values_files: Vec::new(),
             user_sets: Vec::new(),
             description: description.into(),
+            force_conflicts: false,
         }
     }
 
@@ -100,8 +103,14 @@ impl Write {
     }
 }
 
-/// argv (without the program) for a bgslot write.
-pub fn write_argv(release: &str, chart: &str, target: &Target, write: &Write) -> Vec<OsString> {
+/// argv (without the program) for a bgslot write with helm of major version `major`.
+pub fn write_argv(
+    release: &str,
+    chart: &str,
+    target: &Target,
+    write: &Write,
+    major: u64,
+) -> Vec<OsString> {
     let mut argv: Vec<OsString> = Vec::new();
     if write.install {
         argv.extend(["install".into(), release.into(), chart.into()]);
@@ -132,6 +141,11 @@ pub fn write_argv(release: &str, chart: &str, target: &Target, write: &Write) ->
         argv.extend([flag.into(), format!("{key}={value}").into()]);
     }
     argv.extend(["--description".into(), write.description.clone().into()]);
+    // Helm 4 applies server-side: a field someone edited by hand is owned by another manager and
+    // the apply conflicts. Only an explicit --force takes it back. Helm 3 merges client-side.
+    if write.force_conflicts && major >= 4 {
+        argv.push("--force-conflicts".into());
+    }
     argv
 }
 
@@ -300,9 +314,15 @@ impl HelmRunner {
     }
 
     pub async fn write(&self, release: &str, chart: &str, write: &Write) -> Result<()> {
-        self.run(write_argv(release, chart, &self.target, write))
-            .await
-            .map(|_| ())
+        self.run(write_argv(
+            release,
+            chart,
+            &self.target,
+            write,
+            self.version.major,
+        ))
+        .await
+        .map(|_| ())
     }
 
     /// `helm rollback REL REV` (used by `recover`).
@@ -444,7 +464,7 @@ mod tests {
         let write = Write::upgrade("bgslot swap blue->green")
             .set("productionSlot", SetValue::Str("green".into()));
         assert_eq!(
-            strings(write_argv("web", "/tmp/chart", &target(), &write)),
+            strings(write_argv("web", "/tmp/chart", &target(), &write, 3)),
             [
                 "upgrade",
                 "web",
@@ -466,7 +486,7 @@ mod tests {
     fn chart_version_change_resets_then_reuses() {
         let mut write = Write::upgrade("bgslot deploy green v2");
         write.reset_then_reuse = true;
-        let argv = strings(write_argv("web", "c", &target(), &write));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4));
         assert!(argv.contains(&"--reset-then-reuse-values".to_string()));
         assert!(!argv.contains(&"--reuse-values".to_string()));
     }
@@ -476,7 +496,7 @@ mod tests {
         let mut write = Write::upgrade("d").set("green.enabled", SetValue::Literal("true".into()));
         write.user_sets = vec!["green.enabled=false".into()];
         write.values_files = vec!["v.yaml".into()];
-        let argv = strings(write_argv("web", "c", &target(), &write));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4));
         let user = argv
             .iter()
             .position(|a| a == "green.enabled=false")
@@ -487,10 +507,20 @@ mod tests {
     }
 
     #[test]
+    fn forcing_takes_over_conflicting_fields_only_on_helm4() {
+        let mut write = Write::upgrade("bgslot swap blue->green");
+        write.force_conflicts = true;
+        assert!(strings(write_argv("web", "c", &target(), &write, 4))
+            .contains(&"--force-conflicts".to_string()));
+        assert!(!strings(write_argv("web", "c", &target(), &write, 3))
+            .contains(&"--force-conflicts".to_string()));
+    }
+
+    #[test]
     fn install_has_no_reuse_flag() {
         let mut write = Write::upgrade("bgslot deploy blue v1");
         write.install = true;
-        let argv = strings(write_argv("web", "c", &target(), &write));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4));
         assert_eq!(&argv[..3], ["install", "web", "c"]);
         assert!(!argv.iter().any(|a| a.contains("reuse")));
     }

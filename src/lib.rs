@@ -133,29 +133,47 @@ async fn dispatch(cli: &Cli) -> Result<Outcome> {
     }
 }
 
-fn in_ns(op: &str, release: &str, ctx: &Ctx) -> String {
-    format!("{op} {release} in namespace {}", ctx.namespace)
+fn in_ns(op: &'static str, release: &str, ctx: &Ctx) -> error::Operation {
+    error::Operation {
+        op,
+        release: release.to_string(),
+        namespace: ctx.namespace.clone(),
+    }
 }
 
 /// Renders an error as `error: ...` followed by `caused by:` lines and a hint, or as JSON.
 pub fn render_error(err: &anyhow::Error, json_output: bool) -> String {
     let code = error::exit_code(err);
     let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();
-    // The most specific message leads: a refusal or lock message says what happened; the
-    // outer contexts (`swap web in namespace shop`) say where.
+    // A refusal or lock message says what happened and leads, prefixed with the operation it
+    // stopped; other errors lead with the operation and list their causes.
     let (lead, rest) = match err
         .chain()
         .position(|c| c.is::<error::Refusal>() || c.is::<error::LockHeld>())
     {
-        Some(i) => (
-            chain[i].clone(),
-            chain
+        Some(i) => {
+            let op = err.downcast_ref::<error::Operation>();
+            let verb = if code == error::exit::LOCKED {
+                "cannot"
+            } else {
+                "refused to"
+            };
+            let lead = match op {
+                Some(op) => format!(
+                    "{verb} {} {} in namespace {}: {}",
+                    op.op, op.release, op.namespace, chain[i]
+                ),
+                None => chain[i].clone(),
+            };
+            let skip_first = op.is_some();
+            let others = chain
                 .iter()
                 .enumerate()
-                .filter(|(j, _)| *j != i)
+                .filter(|(j, _)| *j != i && !(skip_first && *j == 0))
                 .map(|(_, c)| c.clone())
-                .collect::<Vec<_>>(),
-        ),
+                .collect();
+            (lead, others)
+        }
         None => (chain[0].clone(), chain[1..].to_vec()),
     };
     let hint = error::hint(err);

@@ -149,7 +149,7 @@ pub fn plan_deploy(
     if staged.enabled && !req.replace {
         return Err(Refusal::new(
             format!(
-                "release {release}: the idle slot {idle} already runs a staged version ({}); deploying would replace it",
+                "the idle slot {idle} already runs a staged version ({}); deploying would replace it",
                 staged.image()
             ),
             format!(
@@ -212,11 +212,15 @@ pub fn plan_swap(
     if !target.enabled || state.deployment.is_none() {
         return Err(match kind {
             SwapKind::Swap => Refusal::new(
-                format!("release {release}: nothing is staged: the {to} slot is empty, so there is nothing to swap to"),
+                format!(
+                    "nothing is staged: the {to} slot is empty, so there is nothing to swap to"
+                ),
                 format!("deploy a version first: `bgslot deploy {release} --tag TAG`"),
             ),
             SwapKind::Rollback => Refusal::new(
-                format!("release {release}: the previous slot {to} is gone (cleaned), so there is nothing to roll back to"),
+                format!(
+                    "the previous slot {to} is gone (cleaned), so there is nothing to roll back to"
+                ),
                 rollback_hint(release, history, values),
             ),
         });
@@ -224,7 +228,7 @@ pub fn plan_swap(
     if let Some(want) = expect_tag {
         if target.tag != want {
             return Err(Refusal::new(
-                format!("release {release}: the {to} slot runs tag {} but --expect-tag is {want}", target.tag),
+                format!("the {to} slot runs tag {} but --expect-tag is {want}", target.tag),
                 format!("check what is staged with `bgslot status {release}`; deploy {want} with `bgslot deploy {release} --tag {want} --replace`"),
             ));
         }
@@ -232,7 +236,7 @@ pub fn plan_swap(
     let drifted = drift(release, values, observed);
     if !drifted.is_empty() && !force {
         return Err(Refusal::new(
-            format!("release {release}: the Services do not match the release values: {}", drifted.join("; ")),
+            format!("the Services do not match the release values: {}", drifted.join("; ")),
             "someone changed them outside helm; inspect with `bgslot status`, then re-apply the values \
              with `helm upgrade --reuse-values` or pass --force to swap anyway"
                 .to_string(),
@@ -241,7 +245,7 @@ pub fn plan_swap(
     if !state.fully_available() {
         return Err(Refusal::new(
             format!(
-                "release {release}: the {to} slot is not fully available ({}/{} ready, {} available, {} updated)",
+                "the {to} slot is not fully available ({}/{} ready, {} available, {} updated)",
                 state.ready, state.desired, state.available, state.updated
             ),
             format!("wait for it (`bgslot status {release}`), or redeploy with `bgslot deploy {release} --tag TAG --replace`"),
@@ -252,9 +256,12 @@ pub fn plan_swap(
         .as_ref()
         .map(|s| s.ready_in(to))
         .unwrap_or(0);
-    if stage_ready == 0 {
+    // A drifted stage Service may not select the target at all; a forced swap then relies on the
+    // Deployment's availability alone and confirms endpoints after the flip.
+    let forced_over_drift = force && !drifted.is_empty();
+    if stage_ready == 0 && !forced_over_drift {
         return Err(Refusal::new(
-            format!("release {release}: the {to} slot has no ready endpoints behind its Service"),
+            format!("the {to} slot has no ready endpoints behind its Service"),
             format!("check its pods and Service with `bgslot status {release}` and `kubectl get endpoints -n NAMESPACE`"),
         ));
     }
@@ -262,14 +269,18 @@ pub fn plan_swap(
     if state.available < live.ready {
         return Err(Refusal::new(
             format!(
-                "release {release}: the {to} slot has {} available pods but production ({from}) serves with {} now",
+                "the {to} slot has {} available pods but production ({from}) serves with {} now",
                 state.available, live.ready
             ),
-            format!("scale it up: `bgslot deploy {release} --tag {} --replace --replicas {}`", target.tag, live.ready),
+            format!(
+                "scale it up: `bgslot deploy {release} --tag {} --replace --replicas {}`",
+                target.tag, live.ready
+            ),
         ));
     }
-    let write = Write::upgrade(format!("bgslot {} {from}->{to}", kind.verb()))
+    let mut write = Write::upgrade(format!("bgslot {} {from}->{to}", kind.verb()))
         .set("productionSlot", SetValue::Str(to.as_str().into()));
+    write.force_conflicts = forced_over_drift;
     Ok(SwapPlan { from, to, write })
 }
 
@@ -332,7 +343,7 @@ pub fn plan_clean(
                 let left = min_age - age;
                 return Err(Refusal::new(
                     format!(
-                        "release {release}: the last swap was {}s ago; the drain delay is {}s, so the {old} slot may still finish in-flight requests",
+                        "the last swap was {}s ago; the drain delay is {}s, so the {old} slot may still finish in-flight requests",
                         age.as_secs(),
                         min_age.as_secs()
                     ),
@@ -344,7 +355,7 @@ pub fn plan_clean(
         if !live.fully_available() {
             return Err(Refusal::new(
                 format!(
-                    "release {release}: production ({}) is not fully available ({}/{} ready); the {old} slot may be the only healthy copy",
+                    "production ({}) is not fully available ({}/{} ready); the {old} slot may be the only healthy copy",
                     values.production, live.ready, live.desired
                 ),
                 format!("check `bgslot status {release}`; `bgslot rollback {release}` returns to {old}; --force cleans anyway"),

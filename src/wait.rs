@@ -111,7 +111,7 @@ pub async fn slot_available(
                 }
                 let (state, pod_states) = snapshot(&deployments, &pods);
                 let line = progress_line(slot, &state, &pod_states);
-                if line != last_line {
+                if line != last_line && state.deployment.is_some() && state.desired > 0 {
                     progress(&line);
                     last_line = line;
                 }

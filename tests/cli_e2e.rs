@@ -1,0 +1,661 @@
+//! End-to-end tests of the bgslot binary on a real control plane, each with Helm 3 and Helm 4.
+//!
+//! Every test works in its own namespace, so they run in parallel. "Nothing changed" is checked
+//! against the helm revision list, the Services' live selectors and the Deployments' generations.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use common::Helm;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::Client;
+use serde_json::{json, Value};
+
+/// What one bgslot run returned.
+#[derive(Debug)]
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+impl Run {
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    #[track_caller]
+    fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "bgslot failed: {self:?}");
+        self
+    }
+
+    #[track_caller]
+    fn code(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "expected exit {code}: {self:?}");
+        self
+    }
+
+    #[track_caller]
+    fn says(self, text: &str) -> Run {
+        assert!(
+            self.stderr.contains(text) || self.stdout.contains(text),
+            "expected '{text}' in output: {self:?}"
+        );
+        self
+    }
+}
+
+/// The parts of a release that a refused command must leave alone.
+#[derive(Debug, PartialEq, Eq)]
+struct Fingerprint {
+    revisions: usize,
+    latest_status: String,
+    selectors: BTreeMap<String, String>,
+    deployments: BTreeMap<String, (i64, String)>,
+}
+
+struct Env {
+    helm: Helm,
+    ns: String,
+    client: Client,
+}
+
+impl Env {
+    async fn new(major: u32, prefix: &str) -> Env {
+        let client = common::client().await;
+        let ns = common::namespace(&client, &format!("{prefix}-h{major}")).await;
+        Env {
+            helm: common::helm(major),
+            ns,
+            client,
+        }
+    }
+
+    async fn bgslot(&self, args: &[&str]) -> Run {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bgslot"));
+        let helm_cmd = self.helm.command();
+        for (k, v) in helm_cmd.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("HELM_BIN", &self.helm.path)
+            .env("HELM_NAMESPACE", &self.ns)
+            .env("NO_COLOR", "1");
+        cmd.args(args);
+        let out = cmd.output().await.expect("run bgslot");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    fn helm_json(&self, args: &[&str]) -> Value {
+        let mut full = args.to_vec();
+        full.extend(["-n", &self.ns, "-o", "json"]);
+        serde_json::from_str(&self.helm.run(&full)).expect("helm prints JSON")
+    }
+
+    async fn fingerprint(&self, release: &str) -> Fingerprint {
+        let history = self.helm_json(&["history", release]);
+        let history = history.as_array().unwrap();
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.ns);
+        let selectors = services
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}")))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|s| {
+                let slot = s
+                    .spec
+                    .unwrap()
+                    .selector
+                    .unwrap_or_default()
+                    .get("bgslot/slot")
+                    .cloned()
+                    .unwrap_or_default();
+                (s.metadata.name.unwrap(), slot)
+            })
+            .collect();
+        let deployments = self
+            .deployments()
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}")))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|d| {
+                let image = d.spec.unwrap().template.spec.unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap_or_default();
+                (
+                    d.metadata.name.unwrap(),
+                    (d.metadata.generation.unwrap_or(0), image),
+                )
+            })
+            .collect();
+        Fingerprint {
+            revisions: history.len(),
+            latest_status: history
+                .last()
+                .map(|r| r["status"].as_str().unwrap().to_string())
+                .unwrap_or_default(),
+            selectors,
+            deployments,
+        }
+    }
+
+    fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// The slot of every ready endpoint of `service`.
+    async fn endpoint_slots(&self, service: &str) -> Vec<String> {
+        let eps: Api<Endpoints> = Api::namespaced(self.client.clone(), &self.ns);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let pod_slot: BTreeMap<String, String> = pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|p| {
+                Some((
+                    p.metadata.name?,
+                    p.metadata.labels?.get("bgslot/slot")?.clone(),
+                ))
+            })
+            .collect();
+        let Some(ep) = eps.get_opt(service).await.unwrap() else {
+            return vec![];
+        };
+        let mut slots: Vec<String> = ep
+            .subsets
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|s| s.addresses.unwrap_or_default())
+            .map(|a| {
+                a.target_ref
+                    .and_then(|r| r.name)
+                    .and_then(|n| pod_slot.get(&n).cloned())
+                    .unwrap_or_else(|| "?".into())
+            })
+            .collect();
+        slots.sort();
+        slots
+    }
+
+    /// Polls until `service`'s ready endpoints are exactly `count` pods of `slot`.
+    async fn await_endpoints(&self, service: &str, slot: &str, count: usize) {
+        let want = vec![slot.to_string(); count];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let seen = self.endpoint_slots(service).await;
+            if seen == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service}: endpoints {seen:?}, expected {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    async fn done(self) {
+        common::delete_namespace(&self.client, &self.ns).await;
+    }
+}
+
+macro_rules! with_both_helms {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn helm3() { super::$name(3).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn helm4() { super::$name(4).await }
+        }
+    )*};
+}
+
+with_both_helms!(
+    full_cycle_alternates_slots,
+    rollback_returns_to_the_previous_slot,
+    refusals_change_nothing,
+    never_ready_deploy_times_out_and_leaves_production,
+    errors_are_clear_and_change_nothing,
+    foreign_release_is_refused,
+);
+
+async fn full_cycle_alternates_slots(major: u32) {
+    let env = Env::new(major, "cycle").await;
+    let r = env
+        .bgslot(&[
+            "deploy",
+            "web",
+            "--tag",
+            "v1",
+            "--replicas",
+            "2",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok();
+    let j = r.json();
+    assert_eq!(
+        (
+            j["operation"].as_str(),
+            j["slot"].as_str(),
+            j["ready"].as_i64()
+        ),
+        (Some("install"), Some("blue"), Some(2))
+    );
+    env.await_endpoints("web", "blue", 2).await;
+
+    let mut production = "blue";
+    for (round, tag) in ["v2", "v3"].iter().enumerate() {
+        let stage = if production == "blue" {
+            "green"
+        } else {
+            "blue"
+        };
+        let r = env
+            .bgslot(&["deploy", "web", "--tag", tag])
+            .await
+            .ok()
+            .says(&format!("{stage}: 2/2 ready"));
+        assert!(
+            r.stdout
+                .contains(&format!("next: bgslot swap web --expect-tag {tag}")),
+            "{r:?}"
+        );
+        env.await_endpoints("web-stage", stage, 2).await;
+        env.await_endpoints("web", production, 2).await;
+
+        let status = env
+            .bgslot(&["status", "web", "-o", "json"])
+            .await
+            .ok()
+            .json();
+        assert_eq!(status["production_slot"], production);
+        assert_eq!(status["stage_slot"], stage);
+        let staged = status["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["slot"] == stage)
+            .unwrap()
+            .clone();
+        assert_eq!(staged["image"], format!("nginx:{tag}"));
+        assert_eq!(
+            (
+                staged["ready"].as_i64(),
+                staged["fully_available"].as_bool()
+            ),
+            (Some(2), Some(true))
+        );
+        assert_eq!(status["drift"], json!([]));
+
+        let before = env.fingerprint("web").await;
+        let swapped = env
+            .bgslot(&["swap", "web", "--expect-tag", tag, "-o", "json"])
+            .await
+            .ok()
+            .json();
+        assert_eq!(
+            (swapped["from"].as_str(), swapped["to"].as_str()),
+            (Some(production), Some(stage))
+        );
+        let after = env.fingerprint("web").await;
+        assert_eq!(
+            after.revisions,
+            before.revisions + 1,
+            "a swap is exactly one helm write"
+        );
+        assert_eq!(
+            after.deployments, before.deployments,
+            "a swap restarts no pods"
+        );
+        assert_eq!(after.selectors["web"], stage);
+        env.await_endpoints("web", stage, 2).await;
+        env.await_endpoints("web-stage", production, 2).await;
+
+        env.bgslot(&["clean", "web"])
+            .await
+            .code(3)
+            .says("drain delay is 30s");
+        assert_eq!(env.fingerprint("web").await, after);
+        let cleaned = env
+            .bgslot(&["clean", "web", "--min-age", "0s", "-o", "json"])
+            .await
+            .ok()
+            .json();
+        assert_eq!(
+            (cleaned["slot"].as_str(), cleaned["changed"].as_bool()),
+            (Some(production), Some(true))
+        );
+        let deps = env.fingerprint("web").await.deployments;
+        assert_eq!(
+            deps.keys().cloned().collect::<Vec<_>>(),
+            [format!("web-{stage}")],
+            "round {round}"
+        );
+        production = stage;
+    }
+    assert_eq!(
+        production, "blue",
+        "two swaps bring production back to blue"
+    );
+
+    let history = env
+        .bgslot(&["history", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    let descriptions: Vec<&str> = history["revisions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["description"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        descriptions,
+        [
+            "bgslot deploy blue v1",
+            "bgslot deploy green v2",
+            "bgslot swap blue->green",
+            "bgslot clean blue",
+            "bgslot deploy blue v3",
+            "bgslot swap green->blue",
+            "bgslot clean green"
+        ]
+    );
+    let text = env.bgslot(&["history", "web"]).await.ok();
+    assert!(
+        text.stdout
+            .contains("bgslot swap: production blue -> green"),
+        "{text:?}"
+    );
+    env.done().await;
+}
+
+async fn rollback_returns_to_the_previous_slot(major: u32) {
+    let env = Env::new(major, "rollback").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
+    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+    env.bgslot(&["swap", "web"]).await.ok();
+    env.await_endpoints("web", "green", 2).await;
+    let r = env
+        .bgslot(&["rollback", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            r["operation"].as_str(),
+            r["from"].as_str(),
+            r["to"].as_str()
+        ),
+        (Some("rollback"), Some("green"), Some("blue"))
+    );
+    env.await_endpoints("web", "blue", 2).await;
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["production_slot"], "blue");
+    assert_eq!(status["description"], "bgslot rollback green->blue");
+
+    // Once the other slot is cleaned there is nothing to roll back to: say how helm can.
+    env.bgslot(&["clean", "web", "--min-age", "0s"]).await.ok();
+    let before = env.fingerprint("web").await;
+    env.bgslot(&["rollback", "web"])
+        .await
+        .code(3)
+        .says("previous slot green is gone")
+        .says("helm rollback web");
+    assert_eq!(env.fingerprint("web").await, before);
+    env.done().await;
+}
+
+async fn refusals_change_nothing(major: u32) {
+    let env = Env::new(major, "refuse").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
+
+    let before = env.fingerprint("web").await;
+    env.bgslot(&["swap", "web"])
+        .await
+        .code(3)
+        .says("nothing is staged");
+    env.bgslot(&["rollback", "web"])
+        .await
+        .code(3)
+        .says("previous slot green is gone");
+    assert_eq!(env.fingerprint("web").await, before);
+
+    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+    let before = env.fingerprint("web").await;
+    env.bgslot(&["deploy", "web", "--tag", "v3"])
+        .await
+        .code(3)
+        .says("already runs a staged version (nginx:v2)");
+    env.bgslot(&["swap", "web", "--expect-tag", "v9"])
+        .await
+        .code(3)
+        .says("runs tag v2 but --expect-tag is v9");
+    let json = env
+        .bgslot(&["swap", "web", "--expect-tag", "v9", "-o", "json"])
+        .await
+        .code(3)
+        .json();
+    assert_eq!(
+        (json["kind"].as_str(), json["exit_code"].as_i64()),
+        (Some("refused"), Some(3))
+    );
+    assert!(
+        json["hint"].as_str().unwrap().contains("--replace"),
+        "{json}"
+    );
+    env.bgslot(&["clean", "web", "--min-age", "1h"])
+        .await
+        .code(3)
+        .says("drain delay is 3600s");
+    assert_eq!(env.fingerprint("web").await, before);
+
+    // --replace stages a new version over the old staged one.
+    env.bgslot(&["deploy", "web", "--tag", "v3", "--replace"])
+        .await
+        .ok();
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["slots"][1]["image"], "nginx:v3");
+
+    // A hand-edited Service selector is drift: swap refuses unless --force.
+    let services: Api<Service> = Api::namespaced(env.client.clone(), &env.ns);
+    services
+        .patch(
+            "web-stage",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"selector": {"bgslot/slot": "blue"}}})),
+        )
+        .await
+        .unwrap();
+    let before = env.fingerprint("web").await;
+    env.bgslot(&["swap", "web"])
+        .await
+        .code(3)
+        .says("Service web-stage (stage) selects blue but the values say green");
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["drift"].as_array().unwrap().len(), 1, "{status}");
+    assert_eq!(env.fingerprint("web").await, before);
+    env.bgslot(&["swap", "web", "--force"]).await.ok();
+    env.await_endpoints("web", "green", 2).await;
+    env.await_endpoints("web-stage", "blue", 2).await;
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["drift"], json!([]));
+    env.done().await;
+}
+
+async fn never_ready_deploy_times_out_and_leaves_production(major: u32) {
+    let env = Env::new(major, "neverready").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
+    env.await_endpoints("web", "blue", 2).await;
+    let r = env
+        .bgslot(&[
+            "deploy",
+            "web",
+            "--tag",
+            "v2-never-ready",
+            "--timeout",
+            "8s",
+        ])
+        .await
+        .code(1);
+    let r = r
+        .says("timed out after 8s waiting for the green slot")
+        .says("readiness probe failing")
+        .says("production is unchanged");
+    assert!(r.stderr.contains("pod web-green-"), "names the pods: {r:?}");
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["production_slot"], "blue");
+    env.await_endpoints("web", "blue", 2).await;
+    // The broken version cannot be swapped in.
+    let before = env.fingerprint("web").await;
+    env.bgslot(&["swap", "web"])
+        .await
+        .code(3)
+        .says("green slot is not fully available (0/2 ready");
+    assert_eq!(env.fingerprint("web").await, before);
+
+    let r = env
+        .bgslot(&[
+            "deploy",
+            "web",
+            "--tag",
+            "v3-image-pull",
+            "--replace",
+            "--timeout",
+            "6s",
+        ])
+        .await
+        .code(1);
+    r.says("ImagePullBackOff");
+    let r = env
+        .bgslot(&[
+            "deploy",
+            "web",
+            "--tag",
+            "v4-crash-loop",
+            "--replace",
+            "--timeout",
+            "6s",
+        ])
+        .await
+        .code(1);
+    r.says("CrashLoopBackOff");
+    env.await_endpoints("web", "blue", 2).await;
+    env.done().await;
+}
+
+async fn errors_are_clear_and_change_nothing(major: u32) {
+    let env = Env::new(major, "errors").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "1"])
+        .await
+        .ok();
+    let before = env.fingerprint("web").await;
+    env.bgslot(&["status", "nosuch"])
+        .await
+        .code(1)
+        .says("release nosuch not found in namespace");
+    env.bgslot(&["swap", "nosuch"])
+        .await
+        .code(1)
+        .says("release nosuch not found");
+    env.bgslot(&["deploy", "Web", "--tag", "v2"])
+        .await
+        .code(1)
+        .says("release name 'Web' is invalid");
+    env.bgslot(&["deploy", "web", "--tag", "v2;rm"])
+        .await
+        .code(1)
+        .says("image tag 'v2;rm' is invalid");
+    env.bgslot(&["deploy", "web"]).await.code(2).says("--tag");
+    env.bgslot(&["--helm", "/nonexistent/helm", "status", "web"])
+        .await
+        .code(1)
+        .says("helm not found at /nonexistent/helm");
+    let mut unreachable = env
+        .bgslot(&["status", "web", "--kubeconfig", "/nonexistent/kubeconfig"])
+        .await;
+    unreachable = unreachable.code(1).says("/nonexistent/kubeconfig");
+    drop(unreachable);
+    assert_eq!(env.fingerprint("web").await, before);
+    env.done().await;
+}
+
+async fn foreign_release_is_refused(major: u32) {
+    let env = Env::new(major, "foreign").await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("Chart.yaml"),
+        "apiVersion: v2\nname: other\nversion: 1.0.0\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("templates")).unwrap();
+    std::fs::write(
+        dir.path().join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  a: b\n",
+    )
+    .unwrap();
+    env.helm.run(&[
+        "install",
+        "other",
+        dir.path().to_str().unwrap(),
+        "-n",
+        &env.ns,
+    ]);
+    let before = env.fingerprint("other").await;
+    env.bgslot(&["swap", "other"])
+        .await
+        .code(3)
+        .says("was not made from a bgslot chart");
+    env.bgslot(&["deploy", "other", "--tag", "v2"])
+        .await
+        .code(3)
+        .says("was not made from a bgslot chart");
+    env.bgslot(&["status", "other"]).await.code(3);
+    assert_eq!(env.fingerprint("other").await, before);
+    env.done().await;
+}
