@@ -253,7 +253,7 @@ fn component_failed(dir: &Path, name: &str, what: &str) -> anyhow::Error {
             lines[lines.len().saturating_sub(30)..].join("\n")
         })
         .unwrap_or_else(|e| format!("(cannot read log: {e})"));
-    anyhow!("{name} {what}; last lines of {}:\n{tail}", log.display())
+    anyhow!("{name} {what}; last lines of its log ({name}.log):\n{tail}")
 }
 
 /// Starts the control plane in `dir` and waits until it can run pods.
@@ -485,7 +485,7 @@ async fn node_ready(client: &Client) -> bool {
 
 /// Whether `dir` has a process from `DIR/pids` still running.
 fn running(dir: &Path) -> bool {
-    read_pids(dir).iter().any(|(_, pid)| owned(*pid, dir))
+    read_pids(dir).iter().any(|(_, pid)| alive(*pid, dir))
 }
 
 fn read_pids(dir: &Path) -> Vec<(String, i32)> {
@@ -499,9 +499,18 @@ fn read_pids(dir: &Path) -> Vec<(String, i32)> {
         .collect()
 }
 
-/// Whether `pid` is alive and still the process `up` started for `dir`: its command line names
-/// the directory (a recycled pid would not). Zombies have an empty command line, so they count
-/// as gone.
+/// Whether `pid` is still running (not a zombie) and is the process `up` started for `dir`.
+fn alive(pid: i32, dir: &Path) -> bool {
+    let zombie = fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(") ")
+                .map(|(_, rest)| rest.starts_with('Z'))
+        });
+    zombie == Some(false) && owned(pid, dir)
+}
+
+/// Whether `pid`'s command line names `dir`, which a recycled pid's would not.
 fn owned(pid: i32, dir: &Path) -> bool {
     let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
@@ -534,33 +543,32 @@ pub fn down(dir: &Path) -> Result<()> {
     fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))
 }
 
-/// Stops the processes of `dir`, newest first, leaving the directory in place.
+/// Stops the processes of `dir` one by one, newest first (the API server needs etcd to shut down
+/// cleanly), leaving the directory in place.
 pub fn stop(dir: &Path) {
-    let pids: Vec<(String, i32)> = read_pids(dir)
-        .into_iter()
-        .rev()
-        .filter(|(_, pid)| owned(*pid, dir))
-        .collect();
-    for (_, pid) in &pids {
-        signal(*pid, libc::SIGTERM);
-    }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut left = pids;
-    while !left.is_empty() {
-        left.retain(|(_, pid)| owned(*pid, dir));
-        if Instant::now() > deadline {
-            for (name, pid) in &left {
-                eprintln!("testenv: {name} (pid {pid}) ignored SIGTERM; killing it");
-                signal(*pid, libc::SIGKILL);
-            }
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while left.iter().any(|(_, pid)| owned(*pid, dir)) && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            break;
+    for (name, pid) in read_pids(dir).into_iter().rev() {
+        if !alive(pid, dir) {
+            continue;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        signal(pid, libc::SIGTERM);
+        if wait_gone(pid, dir, Duration::from_secs(10)) {
+            continue;
+        }
+        eprintln!("testenv: {name} (pid {pid}) ignored SIGTERM for 10s; killing it");
+        signal(pid, libc::SIGKILL);
+        wait_gone(pid, dir, Duration::from_secs(5));
     }
+}
+
+fn wait_gone(pid: i32, dir: &Path, timeout: Duration) -> bool {
+    let deadline = Instant::now() + timeout;
+    while alive(pid, dir) {
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    true
 }
 
 #[cfg(test)]
@@ -590,6 +598,7 @@ mod tests {
         let me = std::process::id() as i32;
         let exe = std::env::current_exe().unwrap();
         assert!(owned(me, exe.parent().unwrap()));
+        assert!(alive(me, exe.parent().unwrap()));
         assert!(!owned(me, Path::new("/nonexistent/bgslot-testenv-x")));
         assert!(!owned(i32::MAX, exe.parent().unwrap()));
     }

@@ -40,9 +40,8 @@ enum Verb {
     Up(UpArgs),
     /// Stop a control plane started by `up` and remove its directory.
     Down {
-        /// The directory `up` printed.
-        #[arg(env = "BGSLOT_TESTENV_DIR")]
-        dir: PathBuf,
+        /// The directory `up` printed (default: $BGSLOT_TESTENV_DIR).
+        dir: Option<PathBuf>,
     },
     /// Start a control plane, run a command against it, and stop it whatever happens.
     Run {
@@ -96,7 +95,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Verb::Prepare => prepare(),
         Verb::Up(args) => up(args.into()).await,
-        Verb::Down { dir } => controlplane::down(&dir).map(|()| ExitCode::SUCCESS),
+        Verb::Down { dir } => down(dir),
         Verb::Run { up, command } => run(up.into(), &command).await,
         Verb::Kubelet {
             kubeconfig,
@@ -122,6 +121,20 @@ fn prepare() -> Result<ExitCode> {
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/prepare.sh");
     let err = std::process::Command::new("bash").arg(script).exec();
     Err(err).with_context(|| format!("running {script}"))
+}
+
+fn down(dir: Option<PathBuf>) -> Result<ExitCode> {
+    let dir = dir
+        .or_else(|| {
+            std::env::var_os("BGSLOT_TESTENV_DIR")
+                .filter(|d| !d.is_empty())
+                .map(PathBuf::from)
+        })
+        .context(
+            "which environment? pass the directory `testenv up` printed, or set BGSLOT_TESTENV_DIR",
+        )?;
+    controlplane::down(&dir)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn up(opts: UpOptions) -> Result<ExitCode> {
@@ -152,14 +165,15 @@ fn give_up(dir: &Path, created: bool) {
 }
 
 async fn run(opts: UpOptions, command: &[String]) -> Result<ExitCode> {
+    // Registered first: from here on SIGINT/SIGTERM cannot end testenv before it cleans up.
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
     let (dir, created) = controlplane::make_dir(opts.dir.as_deref())?;
 
     let started = tokio::select! {
         r = controlplane::start(&dir, &opts) => r,
-        _ = sigint.recv() => Err(anyhow::anyhow!("interrupted while starting")),
-        _ = sigterm.recv() => Err(anyhow::anyhow!("terminated while starting")),
+        _ = sigint.recv() => return Ok(interrupted_while_starting(&dir, created, libc::SIGINT)),
+        _ = sigterm.recv() => return Ok(interrupted_while_starting(&dir, created, libc::SIGTERM)),
     };
     let started = match started {
         Ok(s) => s,
@@ -176,7 +190,14 @@ async fn run(opts: UpOptions, command: &[String]) -> Result<ExitCode> {
     Ok(code)
 }
 
-/// Runs `command` with `env`; on SIGINT/SIGTERM passes the signal on and waits for it to end.
+fn interrupted_while_starting(dir: &Path, created: bool, sig: libc::c_int) -> ExitCode {
+    give_up(dir, created);
+    eprintln!("testenv: interrupted while starting; stopped everything");
+    ExitCode::from(128 + sig as u8)
+}
+
+/// Runs `command` with `env` in a process group of its own. On SIGINT/SIGTERM the signal goes to
+/// that whole group, and whatever the command left behind in it is stopped when it ends.
 async fn run_command(
     command: &[String],
     env: &[(String, String)],
@@ -186,19 +207,24 @@ async fn run_command(
     let mut child = tokio::process::Command::new(&command[0])
         .args(&command[1..])
         .envs(env.iter().map(|(k, v)| (k, v)))
+        .process_group(0)
         .spawn()
         .with_context(|| format!("starting {}", command[0]))?;
-    let pid = child.id().map(|p| p as i32);
+    let group = child.id().context("command exited before it started")? as i32;
+    let signal_group = |sig: libc::c_int| {
+        // SAFETY: kill(2) has no memory-safety preconditions. The kernel does not hand out a
+        // pid that is still some process group's id, so this reaches the command's group only.
+        unsafe { libc::kill(-group, sig) };
+    };
     let forwarded = tokio::select! {
-        status = child.wait() => return Ok(exit_code(status?)),
+        status = child.wait() => {
+            signal_group(libc::SIGTERM);
+            return Ok(exit_code(status?));
+        }
         _ = sigint.recv() => libc::SIGINT,
         _ = sigterm.recv() => libc::SIGTERM,
     };
-    if let Some(pid) = pid {
-        // SAFETY: kill(2) has no memory-safety preconditions; the child is not reaped yet, so
-        // its pid cannot have been reused.
-        unsafe { libc::kill(pid, forwarded) };
-    }
+    signal_group(forwarded);
     if tokio::time::timeout(Duration::from_secs(10), child.wait())
         .await
         .is_err()
@@ -207,8 +233,10 @@ async fn run_command(
             "testenv: {} did not stop within 10s; killing it",
             command[0]
         );
-        let _ = child.kill().await;
+        signal_group(libc::SIGKILL);
+        let _ = child.wait().await;
     }
+    signal_group(libc::SIGKILL);
     Ok(ExitCode::from(128 + forwarded as u8))
 }
 
