@@ -129,6 +129,14 @@ so this tests for nil rather than using `default`. Call with (dict "root" $ "slo
 {{- if and .root.Values.autoscaling.enabled (ne (include "bgslot.slotReplicas" .) "0") }}true{{ end }}
 {{- end }}
 
+{{- define "bgslot.replicasNote" -}}
+{{- if include "bgslot.slotAutoscaled" . }}
+{{- printf "autoscaled %d-%d replicas" (.root.Values.autoscaling.minReplicas | int) (.root.Values.autoscaling.maxReplicas | int) }}
+{{- else }}
+{{- printf "%s replica(s)" (include "bgslot.slotReplicas" .) }}
+{{- end }}
+{{- end }}
+
 {{/*
 The slot's container env: the shared env with the slot's env merged over it (slot wins), as a YAML
 list sorted by name. A map value is used as the entry's body (e.g. valueFrom).
