@@ -82,6 +82,25 @@ async fn wait_for_default_token(client: &Client, ns: &str) {
     .await;
 }
 
+/// Creates a pod, retrying while ServiceAccount admission has not yet seen the namespace's token
+/// (its informer can lag the ServiceAccount itself by a moment).
+async fn create_pod(pods: &Api<Pod>, pod: &Pod) {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        match pods.create(&PostParams::default(), pod).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(s))
+                if (s.message.contains("service account")
+                    || s.message.contains("serviceaccount"))
+                    && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
+            Err(e) => panic!("creating pod: {e}"),
+        }
+    }
+}
+
 /// Waits until `cond` holds for the named object, failing with its last state after DEADLINE.
 async fn wait_for<K>(api: &Api<K>, name: &str, what: &str, cond: impl Fn(Option<&K>) -> bool) -> K
 where
@@ -390,12 +409,11 @@ async fn deleted_deployments_pods_are_gone_after_the_grace_period() {
 async fn crash_loop_shows_back_off_and_a_rising_restart_count() {
     in_namespace("crash-loop", |client, ns| async move {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        pods.create(
-            &PostParams::default(),
+        create_pod(
+            &pods,
             &pod("crash", "app:v2-crash-loop", "Always", json!({})),
         )
-        .await
-        .unwrap();
+        .await;
         let mut first = None;
         watch_pod(
             &pods,
@@ -441,12 +459,11 @@ async fn image_pull_failure_shows_err_image_pull_then_back_off() {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         // Chosen by annotation; the image tag says nothing.
         let annotations = json!({ "sim.bgslot.dev/fault": "image-pull" });
-        pods.create(
-            &PostParams::default(),
+        create_pod(
+            &pods,
             &pod("pull", "registry.example/app:v1", "Always", annotations),
         )
-        .await
-        .unwrap();
+        .await;
         let mut seen_err = false;
         watch_pod(&pods, "pull", "ErrImagePull then ImagePullBackOff", |p| {
             let reason = waiting_reason(p);
@@ -480,12 +497,7 @@ async fn slow_start_is_running_but_unready_before_it_becomes_ready() {
     in_namespace("slow-start", |client, ns| async move {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
         let annotations = json!({ "sim.bgslot.dev/start-delay": "5s" });
-        pods.create(
-            &PostParams::default(),
-            &pod("slow", "app:slow-start", "Always", annotations),
-        )
-        .await
-        .unwrap();
+        create_pod(&pods, &pod("slow", "app:slow-start", "Always", annotations)).await;
         let created = Instant::now();
         let mut seen_unready_running = false;
         watch_pod(
@@ -519,12 +531,7 @@ async fn slow_start_is_running_but_unready_before_it_becomes_ready() {
 async fn restart_never_pod_succeeds() {
     in_namespace("succeeds", |client, ns| async move {
         let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
-        pods.create(
-            &PostParams::default(),
-            &pod("once", "app:v1", "Never", json!({})),
-        )
-        .await
-        .unwrap();
+        create_pod(&pods, &pod("once", "app:v1", "Never", json!({}))).await;
         let p = wait_for(&pods, "once", "phase Succeeded", |p| {
             p.is_some_and(|p| phase(p) == Some("Succeeded"))
         })
