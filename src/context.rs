@@ -75,10 +75,10 @@ async fn kube_config(global: &GlobalArgs) -> Result<Config> {
             .await
             .with_context(|| format!("loading kubeconfig {}", path.display()));
     }
-    if global.kube_context.is_some() {
-        return Config::from_kubeconfig(&options)
-            .await
-            .context("loading the kubeconfig ($KUBECONFIG or ~/.kube/config)");
+    if let Some(name) = &global.kube_context {
+        return Config::from_kubeconfig(&options).await.with_context(|| {
+            format!("kube context '{name}' could not be loaded from the kubeconfig ($KUBECONFIG or ~/.kube/config)")
+        });
     }
     Config::infer().await.context("no Kubernetes configuration found: set KUBECONFIG, pass --kubeconfig, or run inside a cluster")
 }

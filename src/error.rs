@@ -85,7 +85,7 @@ impl fmt::Display for Operation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} of release {} in namespace {} failed",
+            "bgslot {} {} in namespace {} failed",
             self.op, self.release, self.namespace
         )
     }

@@ -90,6 +90,7 @@ async fn dispatch(cli: &Cli) -> Result<Outcome> {
         }
         Command::Deploy(a) => {
             release_name(&a.release)?;
+            ops::deploy_request(&a.image)?;
             let ctx = Ctx::connect(global).await?;
             ops::deploy(&ctx, a)
                 .await
@@ -97,6 +98,9 @@ async fn dispatch(cli: &Cli) -> Result<Outcome> {
         }
         Command::Swap(a) => {
             release_name(&a.release)?;
+            if let Some(tag) = &a.expect_tag {
+                names::validate_tag(tag).context("--expect-tag")?;
+            }
             let ctx = Ctx::connect(global).await?;
             ops::swap(&ctx, a)
                 .await
@@ -118,6 +122,8 @@ async fn dispatch(cli: &Cli) -> Result<Outcome> {
         }
         Command::Release(a) => {
             release_name(&a.release)?;
+            ops::deploy_request(&a.image)?;
+            ops::verify_argv(a.verify_cmd.as_deref())?;
             let ctx = Ctx::connect(global).await?;
             ops::release(&ctx, a)
                 .await
@@ -141,14 +147,20 @@ fn in_ns(op: &'static str, release: &str, ctx: &Ctx) -> error::Operation {
     }
 }
 
+/// The error chain as `render_error` shows it. kube's API errors repeat themselves
+/// (`ApiError: msg: Reason (Status {..})`, then the Status as their source): keep the source only.
+fn chain_kinds(err: &anyhow::Error) -> impl Iterator<Item = &(dyn std::error::Error + 'static)> {
+    err.chain()
+        .filter(|c| !matches!(c.downcast_ref::<kube::Error>(), Some(kube::Error::Api(_))))
+}
+
 /// Renders an error as `error: ...` followed by `caused by:` lines and a hint, or as JSON.
 pub fn render_error(err: &anyhow::Error, json_output: bool) -> String {
     let code = error::exit_code(err);
-    let chain: Vec<String> = err.chain().map(|c| c.to_string()).collect();
+    let chain: Vec<String> = chain_kinds(err).map(|c| c.to_string()).collect();
     // A refusal or lock message says what happened and leads, prefixed with the operation it
     // stopped; other errors lead with the operation and list their causes.
-    let (lead, rest) = match err
-        .chain()
+    let (lead, rest) = match chain_kinds(err)
         .position(|c| c.is::<error::Refusal>() || c.is::<error::LockHeld>())
     {
         Some(i) => {

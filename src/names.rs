@@ -63,17 +63,25 @@ pub fn split_image(image: &str) -> Result<(String, String)> {
 }
 
 fn validate_repository(repo: &str) -> Result<()> {
+    let path_ok = |part: &str| {
+        !part.is_empty()
+            && part.bytes().all(|b| {
+                b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'_' | b'-')
+            })
+    };
+    // The first component may be a registry host with a numeric port (`localhost:5000`).
+    let host_ok = |part: &str| match part.split_once(':') {
+        Some((host, port)) => {
+            path_ok(host) && !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit())
+        }
+        None => path_ok(part),
+    };
     let valid = !repo.is_empty()
         && repo.len() <= 255
-        && repo.split('/').enumerate().all(|(i, part)| {
-            !part.is_empty()
-                && part.bytes().all(|b| {
-                    b.is_ascii_lowercase()
-                        || b.is_ascii_digit()
-                        || matches!(b, b'.' | b'_' | b'-')
-                        || (i == 0 && (b == b':' || b.is_ascii_uppercase()))
-                })
-        });
+        && repo
+            .split('/')
+            .enumerate()
+            .all(|(i, part)| if i == 0 { host_ok(part) } else { path_ok(part) });
     if !valid {
         bail!("image repository '{repo}' is invalid: use lowercase path components like ghcr.io/acme/web");
     }
@@ -128,5 +136,7 @@ mod tests {
         assert!(split_image("nginx@sha256:abc").is_err());
         assert!(split_image("Nginx/App:v1").is_err());
         assert!(split_image(":v1").is_err());
+        assert!(split_image("nginx:v3:v4").is_err());
+        assert!(split_image("localhost:http/web:v1").is_err());
     }
 }

@@ -145,7 +145,8 @@ fn namespace_hint(err: anyhow::Error, ctx: &Ctx) -> anyhow::Error {
     }
 }
 
-fn deploy_request(image: &ImageArgs) -> Result<DeployRequest> {
+/// Checks and turns the version flags into a request; pure, so it runs before connecting.
+pub fn deploy_request(image: &ImageArgs) -> Result<DeployRequest> {
     let (repository, tag) = match (&image.image, &image.tag) {
         (Some(reference), _) => {
             let (repo, tag) = names::split_image(reference)?;
@@ -159,6 +160,11 @@ fn deploy_request(image: &ImageArgs) -> Result<DeployRequest> {
             "give the new version with --tag TAG or --image REPOSITORY:TAG".into()
         )),
     };
+    if image.replicas == Some(0) {
+        bail!(crate::error::UsageError(
+            "--replicas 0 would stage a slot that can never take production traffic: give at least 1".into()
+        ));
+    }
     for set in &image.set {
         if !set.contains('=') {
             bail!(crate::error::UsageError(format!(
@@ -506,12 +512,7 @@ async fn clean_locked(
 
 pub async fn release(ctx: &Ctx, args: &ReleaseArgs) -> Result<Outcome> {
     let req = deploy_request(&args.image)?;
-    let verify = match &args.verify_cmd {
-        Some(cmd) => Some(shlex::split(cmd).filter(|v| !v.is_empty()).ok_or_else(|| {
-            crate::error::UsageError(format!("--verify-cmd '{cmd}' cannot be split into a program and arguments (check its quotes)"))
-        })?),
-        None => None,
-    };
+    let verify = verify_argv(args.verify_cmd.as_deref())?;
     let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
     let release = &args.release;
     locked(ctx, release, "release", || async {
@@ -558,6 +559,18 @@ pub async fn release(ctx: &Ctx, args: &ReleaseArgs) -> Result<Outcome> {
         Ok(Outcome { json: json!({"operation": "release", "release": release, "namespace": ctx.namespace, "steps": steps}), text })
     })
     .await
+}
+
+/// Splits `--verify-cmd` into argv (quotes respected, no shell involved).
+pub fn verify_argv(cmd: Option<&str>) -> Result<Option<Vec<String>>> {
+    let Some(cmd) = cmd else { return Ok(None) };
+    match shlex::split(cmd).filter(|v| !v.is_empty()) {
+        Some(argv) => Ok(Some(argv)),
+        None => Err(crate::error::UsageError(format!(
+            "--verify-cmd '{cmd}' cannot be split into a program and arguments (check its quotes)"
+        ))
+        .into()),
+    }
 }
 
 async fn run_verify(

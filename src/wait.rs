@@ -23,9 +23,15 @@ pub type Progress<'a> = &'a mut (dyn FnMut(&str) + Send);
 fn progress_line(slot: Slot, state: &SlotState, pods: &[PodState]) -> String {
     let mut line = format!(
         "{slot}: {}/{} ready",
-        state.available.min(state.ready),
+        state.ready.min(state.desired),
         state.desired
     );
+    if state.updated < state.desired {
+        line.push_str(&format!(", {}/{} updated", state.updated, state.desired));
+    }
+    if state.total > state.desired {
+        line.push_str(&format!(", {} old pods", state.total - state.desired));
+    }
     let mut reasons: Vec<String> = pods
         .iter()
         .filter(|p| !p.ready && !p.terminating)
@@ -111,7 +117,7 @@ pub async fn slot_available(
                 }
                 let (state, pod_states) = snapshot(&deployments, &pods);
                 let line = progress_line(slot, &state, &pod_states);
-                if line != last_line && state.deployment.is_some() && state.desired > 0 {
+                if line != last_line && state.deployment.is_some() && state.desired > 0 && state.observed {
                     progress(&line);
                     last_line = line;
                 }
@@ -215,6 +221,8 @@ mod tests {
             desired: 3,
             ready: 1,
             available: 1,
+            updated: 3,
+            total: 3,
             ..Default::default()
         };
         let pods = [

@@ -447,7 +447,7 @@ fn shell_quote(value: &str) -> String {
     }
 }
 
-async fn readyz(client: &Client) -> bool {
+pub async fn readyz(client: &Client) -> bool {
     let request = http::Request::get("/readyz").body(Vec::new()).unwrap();
     matches!(client.request_text(request).await, Ok(body) if body.trim() == "ok")
 }
@@ -524,6 +524,57 @@ fn signal(pid: i32, sig: libc::c_int) {
     unsafe {
         libc::kill(pid, sig);
     }
+}
+
+/// Kills the running kube-apiserver of `dir`, keeps it down for `down_for`, and starts it again
+/// with the same command line (for tests of clients that must survive an API server restart).
+pub fn restart_apiserver(dir: &Path, down_for: Duration) -> Result<i32> {
+    let dir =
+        fs::canonicalize(dir).with_context(|| format!("no environment at {}", dir.display()))?;
+    let (_, pid) = read_pids(&dir)
+        .into_iter()
+        .rev()
+        .find(|(name, pid)| name == "kube-apiserver" && alive(*pid, &dir))
+        .with_context(|| format!("no running kube-apiserver in {}", dir.display()))?;
+    let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
+        .context("reading the kube-apiserver command line")?;
+    let mut argv: Vec<String> = cmdline
+        .split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let program = PathBuf::from(argv.remove(0));
+    // Killed, not stopped: clients must also survive an API server that vanishes mid-request.
+    signal(pid, libc::SIGKILL);
+    if !wait_gone(pid, &dir, Duration::from_secs(10)) {
+        bail!("kube-apiserver (pid {pid}) did not exit after SIGKILL");
+    }
+    std::thread::sleep(down_for);
+    let log = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("kube-apiserver.log"))?;
+    let mut cmd = Command::new(&program);
+    cmd.args(&argv)
+        .current_dir(&dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: as in `Procs::spawn`: setsid(2) is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("restarting {}", program.display()))?;
+    let mut pids = fs::OpenOptions::new().append(true).open(dir.join("pids"))?;
+    writeln!(pids, "kube-apiserver {}", child.id())?;
+    Ok(child.id() as i32)
 }
 
 /// Stops every process recorded in `DIR/pids` (SIGTERM, then SIGKILL after 10 s) and removes

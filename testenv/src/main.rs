@@ -51,6 +51,14 @@ enum Verb {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Kill the API server of an environment, keep it down for a while, and start it again.
+    RestartApiserver {
+        /// The directory `up` printed (default: $BGSLOT_TESTENV_DIR).
+        dir: Option<PathBuf>,
+        /// How long the API server stays down.
+        #[arg(long, default_value = "2s", value_parser = duration::parse)]
+        down_for: Duration,
+    },
     /// Run the simulated kubelet (started by `up`).
     Kubelet {
         #[arg(long)]
@@ -96,6 +104,7 @@ async fn main() -> ExitCode {
         Verb::Prepare => prepare(),
         Verb::Up(args) => up(args.into()).await,
         Verb::Down { dir } => down(dir),
+        Verb::RestartApiserver { dir, down_for } => restart_apiserver(dir, down_for).await,
         Verb::Run { up, command } => run(up.into(), &command).await,
         Verb::Kubelet {
             kubeconfig,
@@ -123,17 +132,35 @@ fn prepare() -> Result<ExitCode> {
     Err(err).with_context(|| format!("running {script}"))
 }
 
+fn env_dir(dir: Option<PathBuf>) -> Result<PathBuf> {
+    dir.or_else(|| {
+        std::env::var_os("BGSLOT_TESTENV_DIR")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    })
+    .context(
+        "which environment? pass the directory `testenv up` printed, or set BGSLOT_TESTENV_DIR",
+    )
+}
+
 fn down(dir: Option<PathBuf>) -> Result<ExitCode> {
-    let dir = dir
-        .or_else(|| {
-            std::env::var_os("BGSLOT_TESTENV_DIR")
-                .filter(|d| !d.is_empty())
-                .map(PathBuf::from)
-        })
-        .context(
-            "which environment? pass the directory `testenv up` printed, or set BGSLOT_TESTENV_DIR",
-        )?;
-    controlplane::down(&dir)?;
+    controlplane::down(&env_dir(dir)?)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn restart_apiserver(dir: Option<PathBuf>, down_for: Duration) -> Result<ExitCode> {
+    let dir = env_dir(dir)?;
+    let pid = controlplane::restart_apiserver(&dir, down_for)?;
+    let client = client_for(&dir.join("kubeconfig")).await?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !controlplane::readyz(&client).await {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "kube-apiserver (pid {pid}) not ready 60s after its restart"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    eprintln!("testenv: kube-apiserver restarted (pid {pid})");
     Ok(ExitCode::SUCCESS)
 }
 

@@ -5,6 +5,21 @@
 //! not find it fails with a message saying how to provide it: nothing here skips.
 #![allow(dead_code)]
 
+pub mod cli;
+
+/// Runs each named `async fn NAME(helm_major: u32)` once with Helm 3 and once with Helm 4.
+#[allow(unused_macros)]
+macro_rules! with_both_helms {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn helm3() { super::$name(3).await }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn helm4() { super::$name(4).await }
+        }
+    )*};
+}
+
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -142,4 +157,20 @@ pub async fn delete_namespace(client: &Client, name: &str) {
 /// The chart directory in this checkout.
 pub fn chart_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("chart")
+}
+
+/// Polls `check` until it holds, failing after 60 s with `what`.
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }

@@ -1,0 +1,247 @@
+//! Running the bgslot binary in a test namespace and checking what it left behind.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use kube::api::{Api, ListParams};
+use kube::Client;
+use serde_json::Value;
+
+use super::Helm;
+
+/// What one bgslot run returned.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl From<std::process::Output> for Run {
+    fn from(out: std::process::Output) -> Run {
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Run {
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.stdout)
+            .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
+    }
+
+    #[track_caller]
+    pub fn ok(self) -> Run {
+        assert_eq!(self.code, 0, "bgslot failed: {self:?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn code(self, code: i32) -> Run {
+        assert_eq!(self.code, code, "expected exit {code}: {self:?}");
+        self
+    }
+
+    #[track_caller]
+    pub fn says(self, text: &str) -> Run {
+        assert!(
+            self.stderr.contains(text) || self.stdout.contains(text),
+            "expected '{text}' in output: {self:?}"
+        );
+        self
+    }
+}
+
+/// The parts of a release that a refused command must leave alone.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Fingerprint {
+    /// The latest revision number (helm prunes old revisions, so counting them would lie).
+    pub revision: u64,
+    pub latest_status: String,
+    pub selectors: BTreeMap<String, String>,
+    pub deployments: BTreeMap<String, (i64, String)>,
+}
+
+pub struct Env {
+    pub helm: Helm,
+    pub ns: String,
+    pub client: Client,
+    /// Another cluster than the one in KUBECONFIG, for bgslot and helm alike.
+    pub kubeconfig: Option<String>,
+}
+
+impl Env {
+    pub async fn new(major: u32, prefix: &str) -> Env {
+        let client = super::client().await;
+        let ns = super::namespace(&client, &format!("{prefix}-h{major}")).await;
+        Env {
+            helm: super::helm(major),
+            ns,
+            client,
+            kubeconfig: None,
+        }
+    }
+
+    /// The bgslot command for this namespace and helm, not yet started.
+    pub fn command(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_bgslot"));
+        let helm_cmd = self.helm.command();
+        for (k, v) in helm_cmd.get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        if let Some(kubeconfig) = &self.kubeconfig {
+            cmd.env("KUBECONFIG", kubeconfig);
+        }
+        cmd.env("HELM_BIN", &self.helm.path)
+            .env("HELM_NAMESPACE", &self.ns)
+            .env("NO_COLOR", "1");
+        cmd.args(args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    pub async fn bgslot(&self, args: &[&str]) -> Run {
+        self.bgslot_env(args, &[]).await
+    }
+
+    pub async fn bgslot_env(&self, args: &[&str], envs: &[(&str, &str)]) -> Run {
+        let mut cmd = self.command(args);
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        Run::from(cmd.output().await.expect("run bgslot"))
+    }
+
+    pub fn helm_json(&self, args: &[&str]) -> Value {
+        let mut full = args.to_vec();
+        full.extend(["-n", &self.ns, "-o", "json"]);
+        if let Some(kubeconfig) = &self.kubeconfig {
+            full.extend(["--kubeconfig", kubeconfig]);
+        }
+        serde_json::from_str(&self.helm.run(&full)).expect("helm prints JSON")
+    }
+
+    pub async fn fingerprint(&self, release: &str) -> Fingerprint {
+        let history = self.helm_json(&["history", release]);
+        let history = history.as_array().unwrap();
+        let services: Api<Service> = Api::namespaced(self.client.clone(), &self.ns);
+        let selectors = services
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}")))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|s| {
+                let slot = s
+                    .spec
+                    .unwrap()
+                    .selector
+                    .unwrap_or_default()
+                    .get("bgslot/slot")
+                    .cloned()
+                    .unwrap_or_default();
+                (s.metadata.name.unwrap(), slot)
+            })
+            .collect();
+        let deployments = self
+            .deployments()
+            .list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={release}")))
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .map(|d| {
+                let image = d.spec.unwrap().template.spec.unwrap().containers[0]
+                    .image
+                    .clone()
+                    .unwrap_or_default();
+                (
+                    d.metadata.name.unwrap(),
+                    (d.metadata.generation.unwrap_or(0), image),
+                )
+            })
+            .collect();
+        Fingerprint {
+            revision: history
+                .last()
+                .map(|r| r["revision"].as_u64().unwrap())
+                .unwrap_or(0),
+            latest_status: history
+                .last()
+                .map(|r| r["status"].as_str().unwrap().to_string())
+                .unwrap_or_default(),
+            selectors,
+            deployments,
+        }
+    }
+
+    pub fn deployments(&self) -> Api<Deployment> {
+        Api::namespaced(self.client.clone(), &self.ns)
+    }
+
+    /// The slot of every ready endpoint of `service`.
+    pub async fn endpoint_slots(&self, service: &str) -> Vec<String> {
+        let eps: Api<Endpoints> = Api::namespaced(self.client.clone(), &self.ns);
+        let pods: Api<Pod> = Api::namespaced(self.client.clone(), &self.ns);
+        let pod_slot: BTreeMap<String, String> = pods
+            .list(&ListParams::default())
+            .await
+            .unwrap()
+            .items
+            .into_iter()
+            .filter_map(|p| {
+                Some((
+                    p.metadata.name?,
+                    p.metadata.labels?.get("bgslot/slot")?.clone(),
+                ))
+            })
+            .collect();
+        let Some(ep) = eps.get_opt(service).await.unwrap() else {
+            return vec![];
+        };
+        let mut slots: Vec<String> = ep
+            .subsets
+            .unwrap_or_default()
+            .into_iter()
+            .flat_map(|s| s.addresses.unwrap_or_default())
+            .map(|a| {
+                a.target_ref
+                    .and_then(|r| r.name)
+                    .and_then(|n| pod_slot.get(&n).cloned())
+                    .unwrap_or_else(|| "?".into())
+            })
+            .collect();
+        slots.sort();
+        slots
+    }
+
+    /// Polls until `service`'s ready endpoints are exactly `count` pods of `slot`.
+    pub async fn await_endpoints(&self, service: &str, slot: &str, count: usize) {
+        let want = vec![slot.to_string(); count];
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let seen = self.endpoint_slots(service).await;
+            if seen == want {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{service}: endpoints {seen:?}, expected {want:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    pub async fn done(self) {
+        super::delete_namespace(&self.client, &self.ns).await;
+    }
+}

@@ -1,0 +1,740 @@
+//! Release safety on the real control plane, with Helm 3 and Helm 4: the per-release lock under
+//! concurrency, helm killed mid-upgrade, signals, and a table of bad inputs that must each fail
+//! clearly and change nothing.
+
+#[macro_use]
+mod common;
+
+use std::time::Duration;
+
+use common::cli::{Env, Run};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::api::Api;
+use serde_json::json;
+
+with_both_helms!(
+    concurrent_swaps_take_turns,
+    a_killed_bgslot_leaves_a_lock_that_expires,
+    sigterm_during_deploy_reports_state_and_releases_the_lock,
+    helm_killed_mid_upgrade_is_recovered,
+    bad_inputs_fail_clearly_and_change_nothing,
+);
+
+async fn two_slots(env: &Env) {
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
+    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+}
+
+async fn run_many(env: &Env, n: usize, args: &[&str]) -> Vec<Run> {
+    let children: Vec<_> = (0..n).map(|_| env.command(args).output()).collect();
+    futures::future::join_all(children)
+        .await
+        .into_iter()
+        .map(|o| Run::from(o.expect("run bgslot")))
+        .collect()
+}
+
+async fn assert_consistent(env: &Env) {
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["helm_status"], "deployed", "{status}");
+    assert_eq!(status["drift"], json!([]), "{status}");
+    let production = status["production_slot"].as_str().unwrap().to_string();
+    let fp = env.fingerprint("web").await;
+    assert_eq!(fp.selectors["web"], production);
+}
+
+async fn concurrent_swaps_take_turns(major: u32) {
+    let env = Env::new(major, "concurrent").await;
+    two_slots(&env).await;
+    let before = env.fingerprint("web").await.revision;
+
+    // Without waiting: whoever holds the lock swaps, the others stop with exit 4 naming the holder.
+    let runs = run_many(&env, 8, &["swap", "web"]).await;
+    let ok = runs.iter().filter(|r| r.code == 0).count();
+    let locked: Vec<&Run> = runs.iter().filter(|r| r.code == 4).collect();
+    assert_eq!(
+        ok + locked.len(),
+        8,
+        "every run either swapped or found the lock: {runs:#?}"
+    );
+    assert!(
+        ok >= 1 && !locked.is_empty(),
+        "one proceeds, the others are refused: {runs:#?}"
+    );
+    for r in &locked {
+        assert!(
+            r.stderr.contains("locked by another bgslot") && r.stderr.contains("(swap)"),
+            "{r:?}"
+        );
+    }
+    let after = env.fingerprint("web").await.revision;
+    assert_eq!(
+        after,
+        before + ok as u64,
+        "one helm write per successful swap: {runs:#?}"
+    );
+    assert_consistent(&env).await;
+
+    // Waiting: all eight run, one at a time.
+    let before = env.fingerprint("web").await.revision;
+    let runs = run_many(&env, 8, &["swap", "web", "--wait-for-lock=120s"]).await;
+    assert!(runs.iter().all(|r| r.code == 0), "{runs:#?}");
+    let history = env.helm_json(&["history", "web"]);
+    let revisions = history.as_array().unwrap();
+    assert_eq!(env.fingerprint("web").await.revision, before + 8);
+    assert!(
+        revisions
+            .iter()
+            .all(|r| r["status"] == "deployed" || r["status"] == "superseded"),
+        "{history}"
+    );
+    assert_consistent(&env).await;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    assert!(
+        leases.get_opt("bgslot-lock-web").await.unwrap().is_none(),
+        "the lock is released at exit"
+    );
+    env.done().await;
+}
+
+async fn a_killed_bgslot_leaves_a_lock_that_expires(major: u32) {
+    let env = Env::new(major, "killed").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
+    // A slow-starting version keeps the deploy waiting; kill it there, holding the lock.
+    let mut child = env
+        .command(&["deploy", "web", "--tag", "v2-slow-start"])
+        .spawn()
+        .unwrap();
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    common::eventually("the deploy holds the lock", || async {
+        leases.get_opt("bgslot-lock-web").await.unwrap().is_some()
+    })
+    .await;
+    common::eventually("the deploy wrote the release and waits", || async {
+        env.fingerprint("web")
+            .await
+            .deployments
+            .contains_key("web-green")
+    })
+    .await;
+    child.start_kill().unwrap();
+    child.wait().await.unwrap();
+
+    let r = env.bgslot(&["swap", "web"]).await.code(4);
+    let r = r
+        .says("locked by another bgslot")
+        .says("(deploy)")
+        .says("bgslot-lock-web");
+    assert!(
+        r.stderr
+            .contains(&format!("pid {}", child.id().unwrap_or(0)))
+            || r.stderr.contains("pid "),
+        "{r:?}"
+    );
+    let json = env
+        .bgslot(&["swap", "web", "-o", "json"])
+        .await
+        .code(4)
+        .json();
+    assert_eq!(json["kind"], "locked");
+    // The abandoned lease expires and the next bgslot takes over.
+    let r = env
+        .bgslot(&["swap", "web", "--wait-for-lock=90s"])
+        .await
+        .ok();
+    r.says("waiting for the release lock");
+    assert_consistent(&env).await;
+    env.done().await;
+}
+
+async fn sigterm_during_deploy_reports_state_and_releases_the_lock(major: u32) {
+    let env = Env::new(major, "sigterm").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
+    let child = env
+        .command(&["deploy", "web", "--tag", "v2-never-ready"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id().unwrap();
+    common::eventually("the deploy is waiting", || async {
+        env.fingerprint("web")
+            .await
+            .deployments
+            .contains_key("web-green")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(pid as i32, libc::SIGTERM) };
+    let run = Run::from(child.wait_with_output().await.unwrap());
+    let run = run
+        .code(1)
+        .says("stopped by SIGTERM")
+        .says("was left as: revision 2 is deployed");
+    drop(run);
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    assert!(
+        leases.get_opt("bgslot-lock-web").await.unwrap().is_none(),
+        "the lock is released on SIGTERM"
+    );
+    env.bgslot(&["status", "web"]).await.ok();
+    env.bgslot(&["clean", "web", "--force"]).await.ok();
+    env.done().await;
+}
+
+async fn helm_killed_mid_upgrade_is_recovered(major: u32) {
+    let env = Env::new(major, "pending").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
+    // A helm upgrade that waits on a never-ready version is killed with SIGKILL: helm cannot
+    // record an outcome, so the release stays pending-upgrade.
+    let chart = common::chart_dir();
+    let wait = if major >= 4 {
+        "--wait=watcher"
+    } else {
+        "--wait"
+    };
+    let mut helm = env.helm.command();
+    helm.args([
+        "upgrade",
+        "web",
+        chart.to_str().unwrap(),
+        "-n",
+        &env.ns,
+        "--reuse-values",
+        wait,
+        "--timeout",
+        "5m",
+    ])
+    .args([
+        "--set",
+        "green.enabled=true",
+        "--set-string",
+        "green.image.tag=never-ready",
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null());
+    let mut helm = helm.spawn().unwrap();
+    common::eventually("helm marks the release pending-upgrade", || async {
+        env.fingerprint("web").await.latest_status == "pending-upgrade"
+    })
+    .await;
+    helm.kill().unwrap();
+    helm.wait().unwrap();
+
+    let before = env.fingerprint("web").await;
+    assert_eq!(before.latest_status, "pending-upgrade");
+    for args in [
+        &["swap", "web"][..],
+        &["deploy", "web", "--tag", "v3", "--replace"],
+        &["clean", "web", "--force"],
+    ] {
+        env.bgslot(args)
+            .await
+            .code(3)
+            .says("pending-upgrade")
+            .says("bgslot recover web");
+    }
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["next"], "bgslot recover web");
+    assert_eq!(env.fingerprint("web").await, before);
+
+    let r = env
+        .bgslot(&["recover", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(
+        (
+            r["changed"].as_bool(),
+            r["to_revision"].as_u64(),
+            r["status"].as_str()
+        ),
+        (Some(true), Some(1), Some("deployed"))
+    );
+    env.bgslot(&["recover", "web"])
+        .await
+        .ok()
+        .says("nothing to recover");
+    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+    env.bgslot(&["swap", "web", "--expect-tag", "v2"])
+        .await
+        .ok();
+    env.await_endpoints("web", "green", 2).await;
+    env.done().await;
+}
+
+async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
+    let env = Env::new(major, "badinput").await;
+    two_slots(&env).await;
+    let before = env.fingerprint("web").await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+
+    std::fs::write(path("bad-types.yaml"), "replicaCount: three\n").unwrap();
+    std::fs::write(path("bad-slot.yaml"), "productionSlot: purple\n").unwrap();
+    std::fs::write(path("garbage-kubeconfig"), "this: [is not a kubeconfig\n").unwrap();
+    std::fs::write(path("unreachable-kubeconfig"), UNREACHABLE_KUBECONFIG).unwrap();
+    std::fs::write(path("old-helm"), "#!/bin/sh\necho v3.10.0\n").unwrap();
+    std::fs::write(path("not-helm"), "#!/bin/sh\necho hello\n").unwrap();
+    for f in ["old-helm", "not-helm"] {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path(f), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    // A release of another chart whose values happen to carry an unknown slot.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(foreign.join("templates")).unwrap();
+    std::fs::write(
+        foreign.join("Chart.yaml"),
+        "apiVersion: v2\nname: foreign\nversion: 1.0.0\n",
+    )
+    .unwrap();
+    std::fs::write(foreign.join("values.yaml"), "productionSlot: purple\n").unwrap();
+    std::fs::write(
+        foreign.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  slot: {{ .Values.productionSlot }}\n",
+    )
+    .unwrap();
+    env.helm.run(&[
+        "install",
+        "purple",
+        foreign.to_str().unwrap(),
+        "-n",
+        &env.ns,
+    ]);
+    let foreign_plain = dir.path().join("plain");
+    std::fs::create_dir_all(foreign_plain.join("templates")).unwrap();
+    std::fs::write(
+        foreign_plain.join("Chart.yaml"),
+        "apiVersion: v2\nname: plain\nversion: 1.0.0\n",
+    )
+    .unwrap();
+    std::fs::write(
+        foreign_plain.join("templates/cm.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n",
+    )
+    .unwrap();
+    env.helm.run(&[
+        "install",
+        "plain",
+        foreign_plain.to_str().unwrap(),
+        "-n",
+        &env.ns,
+    ]);
+    let foreign_before = (
+        env.fingerprint("purple").await,
+        env.fingerprint("plain").await,
+    );
+
+    let long = "a".repeat(54);
+    let long_tag = "t".repeat(129);
+    let (bad_types, bad_slot, garbage, unreachable, old_helm, not_helm) = (
+        path("bad-types.yaml"),
+        path("bad-slot.yaml"),
+        path("garbage-kubeconfig"),
+        path("unreachable-kubeconfig"),
+        path("old-helm"),
+        path("not-helm"),
+    );
+    let cases: Vec<(Vec<&str>, i32, &str)> = vec![
+        // release names
+        (vec!["status", "Web"], 1, "release name 'Web' is invalid"),
+        (vec!["swap", "web_1"], 1, "release name 'web_1' is invalid"),
+        (vec!["deploy", "-web", "--tag", "v3"], 2, ""),
+        (
+            vec!["deploy", "web-", "--tag", "v3"],
+            1,
+            "release name 'web-' is invalid",
+        ),
+        (vec!["clean", &long], 1, "helm allows at most 53"),
+        (
+            vec!["swap", "nosuch"],
+            1,
+            "release nosuch not found in namespace",
+        ),
+        (vec!["history", "nosuch"], 1, "release nosuch not found"),
+        // tags and image references
+        (
+            vec!["deploy", "web", "--tag", "v3;rm -rf /", "--replace"],
+            1,
+            "image tag 'v3;rm -rf /' is invalid",
+        ),
+        (
+            vec!["deploy", "web", "--tag", ".hidden", "--replace"],
+            1,
+            "image tag '.hidden' is invalid",
+        ),
+        (
+            vec!["deploy", "web", "--tag", &long_tag, "--replace"],
+            1,
+            "is invalid: a tag is 1 to 128",
+        ),
+        (
+            vec!["deploy", "web", "--tag", "", "--replace"],
+            1,
+            "image tag '' is invalid",
+        ),
+        (
+            vec!["deploy", "web", "--image", "nginx", "--replace"],
+            1,
+            "image 'nginx' has no tag",
+        ),
+        (
+            vec!["deploy", "web", "--image", "nginx@sha256:abcd", "--replace"],
+            1,
+            "names a digest",
+        ),
+        (
+            vec!["deploy", "web", "--image", "Nginx/Web:v3", "--replace"],
+            1,
+            "image repository 'Nginx/Web' is invalid",
+        ),
+        (
+            vec!["deploy", "web", "--image", "nginx:v3:v4", "--replace"],
+            1,
+            "is invalid",
+        ),
+        (
+            vec!["swap", "web", "--expect-tag", "v2 v3"],
+            1,
+            "image tag 'v2 v3' is invalid",
+        ),
+        // live values and foreign releases
+        (vec!["swap", "purple"], 3, "productionSlot 'purple'"),
+        (vec!["status", "purple"], 3, "only blue or green is allowed"),
+        (
+            vec!["deploy", "plain", "--tag", "v2"],
+            3,
+            "was not made from a bgslot chart",
+        ),
+        // values files with wrong types (helm's schema check; helm's message is shown)
+        (
+            vec![
+                "deploy",
+                "web",
+                "--tag",
+                "v3",
+                "--replace",
+                "-f",
+                &bad_types,
+            ],
+            1,
+            "replicaCount",
+        ),
+        (
+            vec!["deploy", "web", "--tag", "v3", "--replace", "-f", &bad_slot],
+            1,
+            "productionSlot",
+        ),
+        (
+            vec![
+                "deploy",
+                "web",
+                "--tag",
+                "v3",
+                "--replace",
+                "-f",
+                "/nonexistent/values.yaml",
+            ],
+            1,
+            "values file /nonexistent/values.yaml cannot be read",
+        ),
+        (
+            vec![
+                "deploy",
+                "web",
+                "--tag",
+                "v3",
+                "--replace",
+                "--set",
+                "noequals",
+            ],
+            2,
+            "--set noequals: expected KEY=VALUE",
+        ),
+        // helm
+        (
+            vec!["--helm", "/nonexistent/helm", "status", "web"],
+            1,
+            "helm not found at /nonexistent/helm",
+        ),
+        (
+            vec!["--helm", &old_helm, "swap", "web"],
+            1,
+            "is too old: bgslot needs Helm 3.14 or newer",
+        ),
+        (
+            vec!["--helm", &not_helm, "swap", "web"],
+            1,
+            "could not read the helm version",
+        ),
+        // cluster access
+        (
+            vec!["--kube-context", "nosuch-context", "swap", "web"],
+            1,
+            "nosuch-context",
+        ),
+        (
+            vec!["--kubeconfig", &garbage, "swap", "web"],
+            1,
+            "garbage-kubeconfig",
+        ),
+        (
+            vec!["--kubeconfig", "/nonexistent/kubeconfig", "swap", "web"],
+            1,
+            "reading kubeconfig /nonexistent/kubeconfig",
+        ),
+        (
+            vec!["--kubeconfig", &unreachable, "swap", "web"],
+            1,
+            "cannot reach the Kubernetes API server at https://127.0.0.1:1",
+        ),
+        (
+            vec!["-n", "nosuch-namespace", "deploy", "web", "--tag", "v3"],
+            1,
+            "namespace nosuch-namespace does not exist",
+        ),
+        (
+            vec!["-n", "nosuch-namespace", "status", "web"],
+            1,
+            "release web not found in namespace nosuch-namespace",
+        ),
+        // flag combinations that make no sense
+        (
+            vec!["deploy", "web", "--tag", "v3", "--image", "nginx:v3"],
+            2,
+            "cannot be used with",
+        ),
+        (vec!["deploy", "web"], 2, "--tag"),
+        (
+            vec![
+                "deploy",
+                "web",
+                "--tag",
+                "v3",
+                "--replace",
+                "--replicas",
+                "0",
+            ],
+            2,
+            "--replicas 0",
+        ),
+        (
+            vec!["deploy", "web", "--tag", "v3", "--replicas", "-1"],
+            2,
+            "",
+        ),
+        (
+            vec!["clean", "web", "--min-age", "soon"],
+            2,
+            "invalid duration 'soon'",
+        ),
+        (
+            vec!["swap", "web", "--wait-for-lock=forever"],
+            2,
+            "invalid duration 'forever'",
+        ),
+        (vec!["swap", "web", "-o", "yaml"], 2, "invalid value 'yaml'"),
+        (
+            vec![
+                "release",
+                "web",
+                "--tag",
+                "v3",
+                "--verify-cmd",
+                "curl 'unterminated",
+            ],
+            2,
+            "cannot be split",
+        ),
+        (vec!["swap"], 2, "RELEASE"),
+    ];
+    assert!(cases.len() >= 30);
+    for (args, code, text) in &cases {
+        let run = env.bgslot(args).await;
+        assert_eq!(run.code, *code, "{args:?}: {run:?}");
+        assert!(
+            run.stderr.contains(text),
+            "{args:?} should say '{text}': {run:?}"
+        );
+        let error_lines = run
+            .stderr
+            .lines()
+            .filter(|l| l.starts_with("error:"))
+            .count();
+        assert_eq!(error_lines, 1, "{args:?} prints exactly one error: {run:?}");
+    }
+    assert_eq!(
+        env.fingerprint("web").await,
+        before,
+        "no bad input changed the release"
+    );
+    assert_eq!(
+        (
+            env.fingerprint("purple").await,
+            env.fingerprint("plain").await
+        ),
+        foreign_before
+    );
+    env.done().await;
+}
+
+const UNREACHABLE_KUBECONFIG: &str = "apiVersion: v1
+kind: Config
+clusters:
+- name: nowhere
+  cluster:
+    server: https://127.0.0.1:1
+    insecure-skip-tls-verify: true
+users:
+- name: nobody
+  user:
+    token: nothing
+contexts:
+- name: nowhere
+  context:
+    cluster: nowhere
+    user: nobody
+current-context: nowhere
+";
+
+/// The `testenv` binary built beside the test binaries.
+fn testenv_bin() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .unwrap()
+        .join("testenv");
+    assert!(
+        bin.is_file(),
+        "{} is missing: build the workspace (scripts/test does)",
+        bin.display()
+    );
+    bin
+}
+
+/// A control plane of this test's own: restarting the shared API server would disturb every
+/// other test running in parallel.
+struct PrivatePlane {
+    dir: tempfile::TempDir,
+}
+
+impl PrivatePlane {
+    fn start() -> PrivatePlane {
+        let dir = tempfile::Builder::new()
+            .prefix("bgslot-restart-")
+            .tempdir()
+            .unwrap();
+        let out = std::process::Command::new(testenv_bin())
+            .args([
+                "up",
+                "--dir",
+                dir.path().to_str().unwrap(),
+                "--startup-delay",
+                "3s",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "testenv up failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PrivatePlane { dir }
+    }
+
+    fn kubeconfig(&self) -> String {
+        self.dir
+            .path()
+            .join("kubeconfig")
+            .to_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+impl Drop for PrivatePlane {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(testenv_bin())
+            .args(["down", self.dir.path().to_str().unwrap()])
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn apiserver_restart_during_deploy_wait() {
+    let plane = tokio::task::spawn_blocking(PrivatePlane::start)
+        .await
+        .unwrap();
+    let kubeconfig = plane.kubeconfig();
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::read_from(&kubeconfig).unwrap(),
+        &Default::default(),
+    )
+    .await
+    .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    for major in [3, 4] {
+        let ns = common::namespace(&client, &format!("restart-h{major}")).await;
+        let env = Env {
+            helm: common::helm(major),
+            ns,
+            client: client.clone(),
+            kubeconfig: Some(kubeconfig.clone()),
+        };
+        env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+            .await
+            .ok();
+        let mut deploy =
+            env.command(&["deploy", "web", "--tag", "v2-slow-start", "--timeout", "3m"]);
+        deploy.stderr(std::process::Stdio::piped());
+        let deploy = deploy.spawn().unwrap();
+        // Helm's write has finished (revision 2 deployed) and bgslot is waiting on the slot.
+        common::eventually("the deploy is waiting on green", || async {
+            let fp = env.fingerprint("web").await;
+            fp.deployments.contains_key("web-green")
+                && fp.revision == 2
+                && fp.latest_status == "deployed"
+        })
+        .await;
+        let restart = std::process::Command::new(testenv_bin())
+            .args([
+                "restart-apiserver",
+                plane.dir.path().to_str().unwrap(),
+                "--down-for",
+                "3s",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            restart.status.success(),
+            "{}",
+            String::from_utf8_lossy(&restart.stderr)
+        );
+        let run = Run::from(deploy.wait_with_output().await.unwrap());
+        // The wait saw the outage, kept going, and finished once the slot was ready.
+        run.ok().says("watch interrupted").says("green: 2/2 ready");
+        let fp = env.fingerprint("web").await;
+        assert_eq!(fp.selectors["web"], "blue", "production untouched");
+        assert_eq!(fp.latest_status, "deployed");
+        env.bgslot(&["swap", "web", "--expect-tag", "v2-slow-start"])
+            .await
+            .ok();
+    }
+}
