@@ -79,8 +79,9 @@ async fn read(ctx: &Ctx, release: &str) -> Result<Option<Snapshot>> {
         return Ok(None);
     }
     let raw = ctx.helm.values(release).await?;
-    let values = ReleaseValues::from_json(release, &raw)?;
+    let mut values = ReleaseValues::from_json(release, &raw)?;
     let observed = observe(ctx, release).await?;
+    values.fill_running_images(|slot| observed.slot(slot).image.clone());
     Ok(Some(Snapshot {
         history,
         values,

@@ -83,6 +83,27 @@ impl ReleaseValues {
         }
     }
 
+    /// A slot whose values leave the tag empty runs the chart's appVersion, which values do not
+    /// carry: take the image its Deployment really runs.
+    pub fn fill_running_images(&mut self, running: impl Fn(Slot) -> Option<String>) {
+        for slot in Slot::ALL {
+            let v = match slot {
+                Slot::Blue => &mut self.blue,
+                Slot::Green => &mut self.green,
+            };
+            if !v.tag.is_empty() {
+                continue;
+            }
+            if let Some(image) = running(slot) {
+                if let Some((repo, tag)) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/'))
+                {
+                    v.repository = repo.to_string();
+                    v.tag = tag.to_string();
+                }
+            }
+        }
+    }
+
     pub fn stage(&self) -> Slot {
         self.production.other()
     }
@@ -222,6 +243,19 @@ mod tests {
         );
         assert!(!v.ingress_tls);
         assert_eq!(v.service_port, 8080);
+    }
+
+    #[test]
+    fn an_empty_tag_is_read_from_the_running_deployment() {
+        let mut raw = values();
+        raw["blue"]["image"]["tag"] = json!("");
+        raw["image"]["tag"] = json!("");
+        let mut v = ReleaseValues::from_json("web", &raw).unwrap();
+        v.fill_running_images(|slot| {
+            (slot == Slot::Blue).then(|| "ghcr.io/acme/web:1.27".to_string())
+        });
+        assert_eq!(v.blue.image(), "ghcr.io/acme/web:1.27");
+        assert_eq!(v.green.tag, "");
     }
 
     #[test]

@@ -443,3 +443,141 @@ async fn foreign_release_is_refused(major: u32) {
     assert_eq!(env.fingerprint("other").await, before);
     env.done().await;
 }
+
+/// Every file under `dir`, relative path -> bytes.
+fn tree(dir: &std::path::Path) -> std::collections::BTreeMap<String, Vec<u8>> {
+    fn walk(
+        root: &std::path::Path,
+        dir: &std::path::Path,
+        out: &mut std::collections::BTreeMap<String, Vec<u8>>,
+    ) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(root, &path, out);
+            } else {
+                let rel = path
+                    .strip_prefix(root)
+                    .unwrap()
+                    .to_string_lossy()
+                    .into_owned();
+                out.insert(rel, std::fs::read(&path).unwrap());
+            }
+        }
+    }
+    let mut out = std::collections::BTreeMap::new();
+    walk(dir, dir, &mut out);
+    out
+}
+
+#[tokio::test]
+async fn chart_export_is_byte_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("bgslot");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bgslot"))
+        .args(["chart", "export", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let exported = tree(&target);
+    assert_eq!(
+        exported,
+        tree(&common::chart_dir()),
+        "the exported chart differs from chart/"
+    );
+    assert!(exported.contains_key("Chart.yaml") && exported.contains_key("values.schema.json"));
+    // A second export into the same, now non-empty directory is refused and changes nothing.
+    let again = std::process::Command::new(env!("CARGO_BIN_EXE_bgslot"))
+        .args(["chart", "export", target.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("is not empty"));
+    assert_eq!(tree(&target), exported);
+}
+
+with_both_helms!(a_new_chart_version_applies_its_defaults);
+
+async fn a_new_chart_version_applies_its_defaults(major: u32) {
+    let env = Env::new(major, "chartup").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "1"])
+        .await
+        .ok();
+    // The same chart, one version on, with a changed default.
+    let dir = tempfile::tempdir().unwrap();
+    let chart = dir.path().join("bgslot");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bgslot"))
+        .args(["chart", "export", chart.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let meta = std::fs::read_to_string(chart.join("Chart.yaml")).unwrap();
+    let bumped = meta
+        .lines()
+        .map(|l| {
+            if l.starts_with("version:") {
+                "version: 9.9.9"
+            } else {
+                l
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(chart.join("Chart.yaml"), bumped + "\n").unwrap();
+    let values = std::fs::read_to_string(chart.join("values.yaml")).unwrap();
+    assert!(
+        values.contains("preStopSleepSeconds: 5"),
+        "the default this test changes"
+    );
+    std::fs::write(
+        chart.join("values.yaml"),
+        values.replace("preStopSleepSeconds: 5", "preStopSleepSeconds: 7"),
+    )
+    .unwrap();
+
+    let run = env
+        .bgslot(&[
+            "--chart",
+            chart.to_str().unwrap(),
+            "-v",
+            "deploy",
+            "web",
+            "--tag",
+            "v2",
+        ])
+        .await
+        .ok();
+    assert!(run.stderr.contains("--reset-then-reuse-values"), "{run:?}");
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["chart"], "bgslot-9.9.9");
+    let green = env.deployments().get("web-green").await.unwrap();
+    let pre_stop =
+        serde_json::to_value(&green.spec.unwrap().template.spec.unwrap().containers[0].lifecycle)
+            .unwrap();
+    assert_eq!(
+        pre_stop["preStop"]["exec"]["command"],
+        json!(["sleep", "7"]),
+        "the new default applies"
+    );
+    // Values set earlier survive the reset: blue keeps its tag and stays production.
+    assert_eq!(status["production_slot"], "blue");
+    assert_eq!(status["slots"][0]["image"], "nginx:v1");
+    // The same chart again: plain --reuse-values.
+    let run = env
+        .bgslot(&["--chart", chart.to_str().unwrap(), "-v", "swap", "web"])
+        .await
+        .ok();
+    assert!(
+        run.stderr.contains("--reuse-values") && !run.stderr.contains("--reset-then-reuse-values"),
+        "{run:?}"
+    );
+    env.done().await;
+}

@@ -14,7 +14,10 @@ with_both_helms!(runs_the_release_cycle_with_the_example_role);
 
 /// Applies `examples/rbac.yaml` in the namespace and returns a kubeconfig for its ServiceAccount.
 async fn service_account_kubeconfig(env: &Env, dir: &std::path::Path) -> String {
-    let text = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rbac.yaml")).unwrap();
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rbac.yaml"),
+    )
+    .unwrap();
     let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("examples/rbac.yaml is YAML");
     let discovery = Discovery::new(env.client.clone()).run().await.unwrap();
     for mut doc in docs.into_iter().filter(|d| d.is_object()) {
@@ -22,10 +25,16 @@ async fn service_account_kubeconfig(env: &Env, dir: &std::path::Path) -> String 
             doc["subjects"][0]["namespace"] = json!(env.ns);
         }
         let obj: DynamicObject = serde_json::from_value(doc.clone()).unwrap();
-        let gvk = obj.types.as_ref().map(|t| kube::api::GroupVersionKind::try_from(t).unwrap()).unwrap();
+        let gvk = obj
+            .types
+            .as_ref()
+            .map(|t| kube::api::GroupVersionKind::try_from(t).unwrap())
+            .unwrap();
         let (resource, _): (ApiResource, _) = discovery.resolve_gvk(&gvk).unwrap();
         let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), &env.ns, &resource);
-        api.create(&PostParams::default(), &obj).await.unwrap_or_else(|e| panic!("creating {doc}: {e}"));
+        api.create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("creating {doc}: {e}"));
     }
     // A token Secret works on every version (1.24+ no longer creates one by itself).
     let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
@@ -34,20 +43,37 @@ async fn service_account_kubeconfig(env: &Env, dir: &std::path::Path) -> String 
         "type": "kubernetes.io/service-account-token"
     }))
     .unwrap();
-    secrets.create(&PostParams::default(), &secret).await.unwrap();
+    secrets
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
     let read_token = || async {
         let secret = secrets.get("bgslot-token").await.ok()?;
         let token = secret.data?.get("token")?.0.clone();
         Some(String::from_utf8(token).unwrap())
     };
-    common::eventually("the ServiceAccount token is issued", || async { read_token().await.is_some() }).await;
+    common::eventually("the ServiceAccount token is issued", || async {
+        read_token().await.is_some()
+    })
+    .await;
     let token = read_token().await.unwrap();
     // Same cluster and CA as the admin kubeconfig; only the user changes.
-    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(common::kubeconfig()).unwrap()).unwrap();
+    let admin: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(common::kubeconfig()).unwrap()).unwrap();
     let current = admin["current-context"].as_str().unwrap().to_string();
-    let context = admin["contexts"].as_array().unwrap().iter().find(|c| c["name"] == current.as_str()).unwrap();
+    let context = admin["contexts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == current.as_str())
+        .unwrap();
     let cluster_name = context["context"]["cluster"].as_str().unwrap();
-    let cluster = admin["clusters"].as_array().unwrap().iter().find(|c| c["name"] == cluster_name).unwrap();
+    let cluster = admin["clusters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == cluster_name)
+        .unwrap();
     let config = json!({
         "apiVersion": "v1", "kind": "Config",
         "clusters": [{"name": "c", "cluster": cluster["cluster"]}],
@@ -64,22 +90,43 @@ async fn runs_the_release_cycle_with_the_example_role(major: u32) {
     let admin = Env::new(major, "rbac").await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig(&admin, dir.path()).await;
-    let env = Env { kubeconfig: Some(kubeconfig), ..admin };
+    let env = Env {
+        kubeconfig: Some(kubeconfig),
+        ..admin
+    };
 
-    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"]).await.ok();
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
     env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
     env.bgslot(&["status", "web"]).await.ok().says("web-stage");
-    env.bgslot(&["swap", "web", "--expect-tag", "v2"]).await.ok();
+    env.bgslot(&["swap", "web", "--expect-tag", "v2"])
+        .await
+        .ok();
     env.await_endpoints("web", "green", 2).await;
     env.bgslot(&["rollback", "web"]).await.ok();
     env.bgslot(&["swap", "web"]).await.ok();
     env.bgslot(&["clean", "web", "--min-age", "0s"]).await.ok();
     env.bgslot(&["history", "web"]).await.ok();
-    let status = env.bgslot(&["status", "web", "-o", "json"]).await.ok().json();
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
     assert_eq!(status["production_slot"], "green");
     assert_eq!(status["drift"], json!([]));
     // The Role is namespaced: another namespace is out of reach.
-    env.bgslot(&["-n", "default", "status", "web"]).await.code(1).says("forbidden");
-    env.helm.run(&["test", "web", "-n", &env.ns, "--kubeconfig", env.kubeconfig.as_deref().unwrap()]);
+    env.bgslot(&["-n", "default", "status", "web"])
+        .await
+        .code(1)
+        .says("forbidden");
+    env.helm.run(&[
+        "test",
+        "web",
+        "-n",
+        &env.ns,
+        "--kubeconfig",
+        env.kubeconfig.as_deref().unwrap(),
+    ]);
     env.done().await;
 }
