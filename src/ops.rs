@@ -830,6 +830,7 @@ pub async fn history(ctx: &Ctx, release: &str) -> Result<Outcome> {
 pub fn describe(description: &str) -> String {
     let words: Vec<&str> = description.split_whitespace().collect();
     match words.as_slice() {
+        ["bgslot", "install", slot, tag] => format!("bgslot install: {tag} in {slot} (production)"),
         ["bgslot", "deploy", slot, tag] => format!("bgslot deploy: {tag} staged in {slot}"),
         ["bgslot", "swap", flip] => {
             format!("bgslot swap: production {}", flip.replace("->", " -> "))

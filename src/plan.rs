@@ -133,7 +133,7 @@ pub fn plan_deploy(
 ) -> Result<DeployPlan, Refusal> {
     let Some(values) = values else {
         let replicas = req.replicas.map(u64::from);
-        let mut write = Write::upgrade(format!("bgslot deploy blue {}", req.tag));
+        let mut write = Write::upgrade(format!("bgslot install blue {}", req.tag));
         write.install = true;
         let write = write
             .set("productionSlot", SetValue::Str("blue".into()))
@@ -165,11 +165,21 @@ pub fn plan_deploy(
         None if live.deployment.is_some() && live.desired > 0 => Some(live.desired as u64),
         None => values.slot(values.production).replicas,
     };
+    // `--tag` means "the next version of what production runs": keep production's repository,
+    // even when it was set on the slot rather than in the shared `image.repository`.
+    let live_repository = &values.slot(values.production).repository;
+    let req = match &req.repository {
+        None if !live_repository.is_empty() => DeployRequest {
+            repository: Some(live_repository.clone()),
+            ..req.clone()
+        },
+        _ => req.clone(),
+    };
     let write = Write::upgrade(format!("bgslot deploy {idle} {}", req.tag));
     Ok(DeployPlan {
         slot: idle,
         replicas,
-        write: image_sets(write, idle, req, replicas),
+        write: image_sets(write, idle, &req, replicas),
     })
 }
 
@@ -514,11 +524,19 @@ mod tests {
             sets(&plan.write),
             [
                 "green.enabled=true",
+                "green.image.repository=web",
                 "green.image.tag=v2",
                 "green.replicaCount=5"
             ]
         );
         assert_eq!(plan.write.description, "bgslot deploy green v2");
+        // --image overrides the repository production runs.
+        let with_repo = DeployRequest {
+            repository: Some("ghcr.io/acme/web".into()),
+            ..req("v2")
+        };
+        let plan = plan_deploy("web", Some(&values(Slot::Blue, false)), &obs, &with_repo).unwrap();
+        assert!(sets(&plan.write).contains(&"green.image.repository=ghcr.io/acme/web".to_string()));
     }
 
     #[test]

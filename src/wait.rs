@@ -36,6 +36,7 @@ fn progress_line(slot: Slot, state: &SlotState, pods: &[PodState]) -> String {
         .iter()
         .filter(|p| !p.ready && !p.terminating)
         .filter_map(|p| p.reason.clone())
+        .filter(|r| !is_starting(r))
         .collect();
     reasons.sort();
     reasons.dedup();
@@ -43,6 +44,14 @@ fn progress_line(slot: Slot, state: &SlotState, pods: &[PodState]) -> String {
         line.push_str(&format!(" ({})", reasons.join(", ")));
     }
     line
+}
+
+/// States every pod passes through on its way up: not worth a progress line of their own.
+fn is_starting(reason: &str) -> bool {
+    matches!(
+        reason,
+        "ContainerCreating" | "PodInitializing" | "Pending" | "Pending: not scheduled"
+    )
 }
 
 /// Describes the pods that keep a slot from being available, for the timeout error.

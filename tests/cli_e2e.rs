@@ -26,8 +26,8 @@ async fn full_cycle_alternates_slots(major: u32) {
         .bgslot(&[
             "deploy",
             "web",
-            "--tag",
-            "v1",
+            "--image",
+            "registry.local:5000/acme/web:v1",
             "--replicas",
             "2",
             "-o",
@@ -80,7 +80,11 @@ async fn full_cycle_alternates_slots(major: u32) {
             .find(|s| s["slot"] == stage)
             .unwrap()
             .clone();
-        assert_eq!(staged["image"], format!("nginx:{tag}"));
+        // --tag keeps the repository production runs.
+        assert_eq!(
+            staged["image"],
+            format!("registry.local:5000/acme/web:{tag}")
+        );
         assert_eq!(
             (
                 staged["ready"].as_i64(),
@@ -155,7 +159,7 @@ async fn full_cycle_alternates_slots(major: u32) {
     assert_eq!(
         descriptions,
         [
-            "bgslot deploy blue v1",
+            "bgslot install blue v1",
             "bgslot deploy green v2",
             "bgslot swap blue->green",
             "bgslot clean blue",
