@@ -420,6 +420,7 @@ async fn swap_locked(
             "operation": kind.verb(), "release": release, "namespace": ctx.namespace,
             "from": from, "to": to, "image": snapshot.values.slot(to).image(),
             "service": service, "ready_endpoints": endpoints,
+            "url": production_url(ctx, &snapshot.values, Some(&service)),
             "next": format!("bgslot clean {release}   (or: bgslot rollback {release})"),
         }),
         text: format!(
@@ -533,7 +534,7 @@ pub async fn release(ctx: &Ctx, args: &ReleaseArgs) -> Result<Outcome> {
         let swapped = swap_locked(ctx, release, &chart, Some(&req.tag), false, SwapKind::Swap).await?;
         steps.push(swapped.json.clone());
         if let Some(cmd) = &verify {
-            let prod = json!({"service": swapped.json["service"], "slot": swapped.json["to"], "url": Value::Null});
+            let prod = json!({"service": swapped.json["service"], "slot": swapped.json["to"], "url": swapped.json["url"]});
             if let Err(err) = run_verify(ctx, cmd, "production", &prod, &req.tag).await {
                 progress(&format!("verification against production failed: {err:#}; swapping back"));
                 let back = swap_locked(ctx, release, &chart, None, false, SwapKind::Rollback)

@@ -585,3 +585,114 @@ async fn a_new_chart_version_applies_its_defaults(major: u32) {
     );
     env.done().await;
 }
+
+with_both_helms!(release_verifies_stage_then_production);
+
+async fn release_verifies_stage_then_production(major: u32) {
+    let env = Env::new(major, "release").await;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("verify.log");
+    let verify = |fail_on: &str| {
+        format!(
+            "sh -c 'echo \"$BGSLOT_TARGET $BGSLOT_SLOT $BGSLOT_TAG $BGSLOT_SERVICE\" >> {}; test -n \"$BGSLOT_URL\" && test \"$BGSLOT_TARGET\" != {fail_on}'",
+            log.display()
+        )
+    };
+    // First release installs; verification runs against production.
+    env.bgslot(&[
+        "release",
+        "web",
+        "--tag",
+        "v1",
+        "--replicas",
+        "2",
+        "--verify-cmd",
+        &verify("none"),
+    ])
+    .await
+    .ok();
+    // A full release: deploy, verify stage, swap, verify production, clean after the drain delay.
+    let r = env
+        .bgslot(&[
+            "release",
+            "web",
+            "--tag",
+            "v2",
+            "--verify-cmd",
+            &verify("none"),
+            "--clean",
+            "--min-age",
+            "1s",
+            "-o",
+            "json",
+        ])
+        .await
+        .ok()
+        .json();
+    let ops: Vec<&str> = r["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["deploy", "swap", "clean"]);
+    env.await_endpoints("web", "green", 2).await;
+    assert_eq!(
+        env.fingerprint("web").await.deployments.len(),
+        1,
+        "the old slot was cleaned"
+    );
+
+    // Stage verification fails: production is untouched and the new version stays staged.
+    let before = env.fingerprint("web").await;
+    env.bgslot(&[
+        "release",
+        "web",
+        "--tag",
+        "v3",
+        "--verify-cmd",
+        &verify("stage"),
+    ])
+    .await
+    .code(1)
+    .says("production is unchanged");
+    let after = env.fingerprint("web").await;
+    assert_eq!(after.selectors, before.selectors);
+    env.bgslot(&["clean", "web", "--force"]).await.ok();
+
+    // Production verification fails after the swap: bgslot swaps back.
+    env.bgslot(&[
+        "release",
+        "web",
+        "--tag",
+        "v4",
+        "--verify-cmd",
+        &verify("production"),
+    ])
+    .await
+    .code(1)
+    .says("swapped back to green");
+    env.await_endpoints("web", "green", 2).await;
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert_eq!(status["production_slot"], "green");
+    assert_eq!(status["description"], "bgslot rollback blue->green");
+
+    let calls = std::fs::read_to_string(&log).unwrap();
+    let calls: Vec<&str> = calls.lines().collect();
+    assert_eq!(
+        calls,
+        [
+            "production blue v1 web",
+            "stage green v2 web-stage",
+            "production green v2 web",
+            "stage blue v3 web-stage",
+            "stage blue v4 web-stage",
+            "production blue v4 web",
+        ]
+    );
+    env.done().await;
+}
