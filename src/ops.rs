@@ -196,41 +196,22 @@ fn write_for_chart(
     write
 }
 
-/// Where the stage slot can be reached.
-fn stage_url(ctx: &Ctx, release_values: &ReleaseValues, service: Option<&str>) -> String {
-    match &release_values.ingress_stage_host {
+/// Where the Service with `role` can be reached: its ingress host when set, else in-cluster DNS.
+fn url(ctx: &Ctx, values: &ReleaseValues, role: Role, service: Option<&str>) -> String {
+    let host = match role {
+        Role::Production => &values.ingress_host,
+        Role::Stage => &values.ingress_stage_host,
+    };
+    match host {
         Some(host) => format!(
             "{}://{host}/",
-            if release_values.ingress_tls {
-                "https"
-            } else {
-                "http"
-            }
-        ),
-        None => format!(
-            "http://{}.{}.svc.cluster.local:{}/",
-            service.unwrap_or("STAGE-SERVICE"),
-            ctx.namespace,
-            release_values.service_port
-        ),
-    }
-}
-
-fn production_url(ctx: &Ctx, release_values: &ReleaseValues, service: Option<&str>) -> String {
-    match &release_values.ingress_host {
-        Some(host) => format!(
-            "{}://{host}/",
-            if release_values.ingress_tls {
-                "https"
-            } else {
-                "http"
-            }
+            if values.ingress_tls { "https" } else { "http" }
         ),
         None => format!(
             "http://{}.{}.svc.cluster.local:{}/",
             service.unwrap_or("SERVICE"),
             ctx.namespace,
-            release_values.service_port
+            values.service_port
         ),
     }
 }
@@ -304,42 +285,61 @@ async fn deploy_locked(
     )
     .await
     .with_context(|| {
-        format!("the {slot} slot of {release} did not become ready; production is unchanged")
+        if write.install {
+            format!("the {slot} slot of the new release {release} did not become ready")
+        } else {
+            format!(
+                "the {slot} slot of {release} did not become ready; production is unchanged. The version stays \
+                 staged in {slot}: replace it with `bgslot deploy {release} --tag TAG --replace` or remove it \
+                 with `bgslot clean {release} --force`"
+            )
+        }
     })?;
-    let after = read_existing(ctx, release).await?;
-    let (service, url) = if write.install {
-        let svc = after
-            .observed
-            .production_service
-            .as_ref()
-            .map(|s| s.name.clone());
-        let url = production_url(ctx, &after.values, svc.as_deref());
-        (svc, url)
-    } else {
-        let svc = after
-            .observed
-            .stage_service
-            .as_ref()
-            .map(|s| s.name.clone());
-        let url = stage_url(ctx, &after.values, svc.as_deref());
-        (svc, url)
+    // The values after the write follow from the plan, unless the user passed values of their own
+    // (or this was the install, with nothing read before): only then read them back.
+    let values = match &snapshot {
+        Some(s) if write.values_files.is_empty() && write.user_sets.is_empty() => s
+            .values
+            .clone()
+            .with_staged(slot, req.repository.as_deref(), &req.tag),
+        _ => ReleaseValues::from_json(release, &ctx.helm.values(release).await?)?,
     };
-    let next = plan::next_step(release, &after.values, &after.observed, &after.history);
-    let role = if write.install { "production" } else { "stage" };
+    let revision = snapshot
+        .as_ref()
+        .map(|s| s.latest().revision + 1)
+        .unwrap_or(1);
+    let observed = observe(ctx, release).await?;
+    let role = if write.install {
+        Role::Production
+    } else {
+        Role::Stage
+    };
+    let service = match role {
+        Role::Production => &observed.production_service,
+        Role::Stage => &observed.stage_service,
+    }
+    .as_ref()
+    .map(|s| s.name.clone());
+    let url = url(ctx, &values, role, service.as_deref());
+    let image = state
+        .image
+        .clone()
+        .unwrap_or_else(|| values.slot(slot).image());
+    let next = plan::next_step(release, &values, &observed, &[]);
+    let role = role.as_str();
     Ok(Outcome {
         json: json!({
             "operation": if write.install { "install" } else { "deploy" },
             "release": release, "namespace": ctx.namespace,
-            "slot": slot, "role": role, "image": after.values.slot(slot).image(),
+            "slot": slot, "role": role, "image": image,
             "ready": state.ready, "desired": state.desired,
-            "revision": after.latest().revision,
+            "revision": revision,
             "service": service, "url": url, "next": next,
         }),
         text: format!(
-            "{release}: {slot} is ready ({}/{}) running {} as {role}\n  {role} service: {} -> {url}\n\nnext: {next}\n",
+            "{release}: {slot} is ready ({}/{}) running {image} as {role}\n  {role} service: {} -> {url}\n\nnext: {next}\n",
             state.ready,
             state.desired,
-            after.values.slot(slot).image(),
             service.unwrap_or_default()
         ),
     })
@@ -420,7 +420,7 @@ async fn swap_locked(
             "operation": kind.verb(), "release": release, "namespace": ctx.namespace,
             "from": from, "to": to, "image": snapshot.values.slot(to).image(),
             "service": service, "ready_endpoints": endpoints,
-            "url": production_url(ctx, &snapshot.values, Some(&service)),
+            "url": url(ctx, &snapshot.values, Role::Production, Some(&service)),
             "next": format!("bgslot clean {release}   (or: bgslot rollback {release})"),
         }),
         text: format!(

@@ -104,6 +104,20 @@ impl ReleaseValues {
         }
     }
 
+    /// These values after `slot` was enabled with a new version (what a deploy writes).
+    pub fn with_staged(mut self, slot: Slot, repository: Option<&str>, tag: &str) -> ReleaseValues {
+        let v = match slot {
+            Slot::Blue => &mut self.blue,
+            Slot::Green => &mut self.green,
+        };
+        v.enabled = true;
+        v.tag = tag.to_string();
+        if let Some(repository) = repository {
+            v.repository = repository.to_string();
+        }
+        self
+    }
+
     pub fn stage(&self) -> Slot {
         self.production.other()
     }

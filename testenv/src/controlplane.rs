@@ -162,6 +162,36 @@ pub struct Started {
     pub env: Vec<(String, String)>,
 }
 
+/// Starts `program` in a session of its own, output to `log`. The session keeps it alive after
+/// `up` exits and out of reach of the terminal's Ctrl-C; `down` stops it by pid.
+fn spawn_detached(program: &Path, args: &[String], dir: &Path, log: File) -> Result<Child> {
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log);
+    // SAFETY: setsid(2) is async-signal-safe.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    Ok(cmd.spawn()?)
+}
+
+fn record_pid(dir: &Path, name: &str, pid: u32) -> Result<()> {
+    let mut pids = fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("pids"))?;
+    writeln!(pids, "{name} {pid}")?;
+    Ok(())
+}
+
 /// The processes started so far; each is appended to `DIR/pids` as it starts.
 struct Procs {
     dir: PathBuf,
@@ -172,30 +202,9 @@ impl Procs {
     fn spawn(&mut self, name: &str, program: &Path, args: &[String]) -> Result<()> {
         let log = self.dir.join(format!("{name}.log"));
         let out = File::create(&log).with_context(|| format!("creating {}", log.display()))?;
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .current_dir(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone()?)
-            .stderr(out);
-        // SAFETY: setsid(2) is async-signal-safe. A session of its own keeps the process alive
-        // after `up` exits and out of reach of the terminal's Ctrl-C; `down` stops it by pid.
-        unsafe {
-            cmd.pre_exec(|| {
-                if libc::setsid() == -1 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd
-            .spawn()
+        let child = spawn_detached(program, args, &self.dir, out)
             .with_context(|| format!("starting {name} ({})", program.display()))?;
-        let mut pids = fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.join("pids"))?;
-        writeln!(pids, "{name} {}", child.id())?;
+        record_pid(&self.dir, name, child.id())?;
         self.children.push((name.to_string(), child));
         Ok(())
     }
@@ -554,26 +563,9 @@ pub fn restart_apiserver(dir: &Path, down_for: Duration) -> Result<i32> {
         .create(true)
         .append(true)
         .open(dir.join("kube-apiserver.log"))?;
-    let mut cmd = Command::new(&program);
-    cmd.args(&argv)
-        .current_dir(&dir)
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log);
-    // SAFETY: as in `Procs::spawn`: setsid(2) is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() == -1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
+    let child = spawn_detached(&program, &argv, &dir, log)
         .with_context(|| format!("restarting {}", program.display()))?;
-    let mut pids = fs::OpenOptions::new().append(true).open(dir.join("pids"))?;
-    writeln!(pids, "kube-apiserver {}", child.id())?;
+    record_pid(&dir, "kube-apiserver", child.id())?;
     Ok(child.id() as i32)
 }
 

@@ -480,19 +480,18 @@ impl PodLife {
         }
     }
 
+    fn check_not_deleting(&mut self) -> Result<(), Interrupted> {
+        match self.rx.borrow_and_update().metadata.deletion_timestamp {
+            Some(_) => Err(Interrupted::Deleting),
+            None => Ok(()),
+        }
+    }
+
     /// Waits `d`, returning early when the pod is being deleted or is gone.
     async fn pause(&mut self, d: Duration) -> Result<(), Interrupted> {
         let deadline = Instant::now() + d;
         loop {
-            if self
-                .rx
-                .borrow_and_update()
-                .metadata
-                .deletion_timestamp
-                .is_some()
-            {
-                return Err(Interrupted::Deleting);
-            }
+            self.check_not_deleting()?;
             tokio::select! {
                 _ = tokio::time::sleep_until(deadline) => return Ok(()),
                 changed = self.rx.changed() => if changed.is_err() { return Err(Interrupted::Gone) },
@@ -502,15 +501,7 @@ impl PodLife {
 
     async fn idle(&mut self) -> Result<std::convert::Infallible, Interrupted> {
         loop {
-            if self
-                .rx
-                .borrow_and_update()
-                .metadata
-                .deletion_timestamp
-                .is_some()
-            {
-                return Err(Interrupted::Deleting);
-            }
+            self.check_not_deleting()?;
             if self.rx.changed().await.is_err() {
                 return Err(Interrupted::Gone);
             }

@@ -427,16 +427,7 @@ async fn crash_loop_shows_back_off_and_a_rising_restart_count() {
                 assert!(!pod_ready(p));
                 let c = container(p).unwrap();
                 assert!(!c.ready);
-                let message = c
-                    .state
-                    .as_ref()
-                    .unwrap()
-                    .waiting
-                    .as_ref()
-                    .unwrap()
-                    .message
-                    .clone()
-                    .unwrap();
+                let message = waiting_message(c);
                 assert!(
                     message.starts_with("back-off ")
                         && message.contains("restarting failed container=app"),
@@ -451,6 +442,18 @@ async fn crash_loop_shows_back_off_and_a_rising_restart_count() {
         .await;
     })
     .await;
+}
+
+fn waiting_message(c: &ContainerStatus) -> String {
+    c.state
+        .as_ref()
+        .unwrap()
+        .waiting
+        .as_ref()
+        .unwrap()
+        .message
+        .clone()
+        .unwrap()
 }
 
 #[tokio::test]
@@ -472,16 +475,7 @@ async fn image_pull_failure_shows_err_image_pull_then_back_off() {
                 assert!(!pod_ready(p));
                 let c = container(p).unwrap();
                 assert!(!c.ready);
-                let message = c
-                    .state
-                    .as_ref()
-                    .unwrap()
-                    .waiting
-                    .as_ref()
-                    .unwrap()
-                    .message
-                    .clone()
-                    .unwrap();
+                let message = waiting_message(c);
                 assert!(message.contains("\"registry.example/app:v1\""), "{message}");
             }
             seen_err |= reason == Some("ErrImagePull");
