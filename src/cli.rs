@@ -68,6 +68,18 @@ pub struct GlobalArgs {
     pub wait_for_lock: Option<Duration>,
 }
 
+impl GlobalArgs {
+    /// Helm exports HELM_KUBECONTEXT (and may export HELM_NAMESPACE) empty when the flag was not
+    /// given; an empty value means "not set", as it does for helm.
+    pub fn without_empty_values(mut self) -> Self {
+        self.namespace = self.namespace.filter(|v| !v.is_empty());
+        self.kube_context = self.kube_context.filter(|v| !v.is_empty());
+        self.helm = self.helm.filter(|v| !v.as_os_str().is_empty());
+        self.kubeconfig = self.kubeconfig.filter(|v| !v.as_os_str().is_empty());
+        self
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     Text,
@@ -233,6 +245,14 @@ mod tests {
     fn deploy_needs_a_version() {
         let err = Cli::try_parse_from(["bgslot", "deploy", "web"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn empty_helm_environment_means_unset() {
+        let cli = Cli::try_parse_from(["bgslot", "--kube-context", "", "-n", "", "status", "web"])
+            .unwrap();
+        let global = cli.global.without_empty_values();
+        assert_eq!((global.kube_context, global.namespace), (None, None));
     }
 
     #[test]

@@ -27,8 +27,9 @@ use crate::context::Ctx;
 use crate::ops::Outcome;
 
 /// Runs one command and prints its outcome; errors are printed by the caller.
-pub async fn run(cli: Cli) -> Result<()> {
+pub async fn run(mut cli: Cli) -> Result<()> {
     signals::install();
+    cli.global = cli.global.without_empty_values();
     let outcome = dispatch(&cli).await?;
     match cli.global.output {
         cli::OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&outcome.json)?),

@@ -659,3 +659,80 @@ async fn release_verifies_stage_then_production(major: u32) {
     );
     env.done().await;
 }
+
+with_both_helms!(production_never_loses_its_endpoints);
+
+/// Zero downtime as the Service sees it: from the install on, through deploy, swap and clean
+/// twice over, every state of the production Endpoints has ready addresses, all of one slot.
+async fn production_never_loses_its_endpoints(major: u32) {
+    use futures::StreamExt;
+    use k8s_openapi::api::core::v1::Endpoints;
+    use kube::runtime::{watcher, WatchStreamExt};
+
+    let env = Env::new(major, "zerodown").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
+    env.await_endpoints("web", "blue", 2).await;
+
+    let api: Api<Endpoints> = Api::namespaced(env.client.clone(), &env.ns);
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let recorder = tokio::spawn(async move {
+        let mut states: Vec<Vec<String>> = Vec::new();
+        let stream =
+            watcher(api, watcher::Config::default().fields("metadata.name=web")).applied_objects();
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            tokio::select! {
+                _ = &mut stopped => return states,
+                ep = stream.next() => {
+                    let Some(Ok(ep)) = ep else { continue };
+                    let ready: Vec<String> = ep.subsets.unwrap_or_default().into_iter()
+                        .flat_map(|s| s.addresses.unwrap_or_default())
+                        .filter_map(|a| a.target_ref.and_then(|r| r.name))
+                        .collect();
+                    states.push(ready);
+                }
+            }
+        }
+    });
+    for (tag, from, to) in [("v2", "blue", "green"), ("v3", "green", "blue")] {
+        env.bgslot(&["deploy", "web", "--tag", tag]).await.ok();
+        env.bgslot(&["swap", "web", "--expect-tag", tag]).await.ok();
+        env.await_endpoints("web", to, 2).await;
+        env.bgslot(&["clean", "web", "--min-age", "0s"]).await.ok();
+        common::eventually(&format!("the {from} pods are gone"), || async {
+            !env.fingerprint("web")
+                .await
+                .deployments
+                .contains_key(&format!("web-{from}"))
+        })
+        .await;
+    }
+    env.await_endpoints("web", "blue", 2).await;
+    stop.send(()).unwrap();
+    let states = recorder.await.unwrap();
+    assert!(states.len() >= 3, "the watch saw the swaps: {states:?}");
+    for state in &states {
+        let slots: std::collections::BTreeSet<&str> = state
+            .iter()
+            .map(|pod| {
+                if pod.starts_with("web-blue-") {
+                    "blue"
+                } else {
+                    "green"
+                }
+            })
+            .collect();
+        assert!(
+            !state.is_empty(),
+            "production had no ready endpoint: {states:?}"
+        );
+        assert_eq!(
+            slots.len(),
+            1,
+            "production routed to both slots at once: {states:?}"
+        );
+    }
+    env.done().await;
+}
