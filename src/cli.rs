@@ -152,6 +152,10 @@ pub struct ImageArgs {
     /// Replace a version already staged in the idle slot
     #[arg(long)]
     pub replace: bool,
+
+    /// Create the namespace if it does not exist (as `helm install --create-namespace` does)
+    #[arg(long)]
+    pub create_namespace: bool,
 }
 
 #[derive(Debug, Args)]

@@ -29,19 +29,24 @@ impl Ctx {
             .unwrap_or_else(|| config.default_namespace.clone());
         let server = config.cluster_url.to_string();
         let client = Client::try_from(config).context("creating the Kubernetes client")?;
-        match tokio::time::timeout(Duration::from_secs(15), client.apiserver_version()).await {
+        let target = Target {
+            namespace: namespace.clone(),
+            kube_context: global.kube_context.clone(),
+            kubeconfig: global.kubeconfig.clone(),
+        };
+        // Independent: ask the API server and helm at the same time.
+        let (reachable, helm) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(15), client.apiserver_version()),
+            HelmRunner::detect(helm_path, target, global.verbose)
+        );
+        match reachable {
             Ok(Ok(_)) => {}
             Ok(Err(err)) => {
                 return Err(anyhow!(err)).with_context(|| format!("cannot reach the Kubernetes API server at {server}; check --kube-context / KUBECONFIG"))
             }
             Err(_) => return Err(anyhow!("no answer within 15s from the Kubernetes API server at {server}; check --kube-context / KUBECONFIG")),
         }
-        let target = Target {
-            namespace: namespace.clone(),
-            kube_context: global.kube_context.clone(),
-            kubeconfig: global.kubeconfig.clone(),
-        };
-        let helm = HelmRunner::detect(helm_path, target, global.verbose).await?;
+        let helm = helm?;
         Ok(Ctx {
             global: global.clone(),
             namespace,

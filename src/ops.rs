@@ -72,15 +72,18 @@ async fn observe(ctx: &Ctx, release: &str) -> Result<Observed> {
 
 /// One helm read of history and values, plus what the cluster shows.
 async fn read(ctx: &Ctx, release: &str) -> Result<Option<Snapshot>> {
-    let Some(history) = ctx.helm.history(release).await? else {
+    // The two helm reads and the API reads are independent: run them together. A missing
+    // release makes `get values` fail too; history says so first.
+    let (history, raw, observed) = tokio::join!(
+        ctx.helm.history(release),
+        ctx.helm.values(release),
+        observe(ctx, release)
+    );
+    let Some(history) = history?.filter(|h| !h.is_empty()) else {
         return Ok(None);
     };
-    if history.is_empty() {
-        return Ok(None);
-    }
-    let raw = ctx.helm.values(release).await?;
-    let mut values = ReleaseValues::from_json(release, &raw)?;
-    let observed = observe(ctx, release).await?;
+    let mut values = ReleaseValues::from_json(release, &raw?)?;
+    let observed = observed?;
     values.fill_running_images(|slot| observed.slot(slot).image.clone());
     Ok(Some(Snapshot {
         history,
@@ -219,8 +222,43 @@ fn url(ctx: &Ctx, values: &ReleaseValues, role: Role, service: Option<&str>) -> 
 // ---------------------------------------------------------------------------------------------
 // deploy
 
+/// Creates the namespace when asked to and it is missing: the lock Lease lives in it, so this
+/// happens before anything else.
+async fn ensure_namespace(ctx: &Ctx, image: &ImageArgs) -> Result<()> {
+    use k8s_openapi::api::core::v1::Namespace;
+    if !image.create_namespace {
+        return Ok(());
+    }
+    let api: kube::Api<Namespace> = kube::Api::all(ctx.client.clone());
+    let name = &ctx.namespace;
+    if api
+        .get_opt(name)
+        .await
+        .with_context(|| format!("reading namespace {name}"))?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let ns = Namespace {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.clone()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    match api.create(&kube::api::PostParams::default(), &ns).await {
+        Ok(_) => {
+            progress(&format!("created namespace {name}"));
+            Ok(())
+        }
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err).with_context(|| format!("creating namespace {name}")),
+    }
+}
+
 pub async fn deploy(ctx: &Ctx, args: &DeployArgs) -> Result<Outcome> {
     let req = deploy_request(&args.image)?;
+    ensure_namespace(ctx, &args.image).await?;
     let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
     locked(ctx, &args.release, "deploy", || {
         deploy_locked(ctx, &args.release, &args.image, req, &chart)
@@ -515,6 +553,7 @@ async fn clean_locked(
 pub async fn release(ctx: &Ctx, args: &ReleaseArgs) -> Result<Outcome> {
     let req = deploy_request(&args.image)?;
     let verify = verify_argv(args.verify_cmd.as_deref())?;
+    ensure_namespace(ctx, &args.image).await?;
     let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
     let release = &args.release;
     locked(ctx, release, "release", || async {

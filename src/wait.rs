@@ -202,7 +202,7 @@ pub async fn production_serves(
             );
         }
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
             sig = signals.changed_to_signal() => bail!("interrupted by {} while confirming the swap of {release}", signals::name(sig)),
         }
     }

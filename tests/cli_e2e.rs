@@ -736,3 +736,33 @@ async fn production_never_loses_its_endpoints(major: u32) {
     }
     env.done().await;
 }
+
+with_both_helms!(create_namespace_on_first_deploy);
+
+async fn create_namespace_on_first_deploy(major: u32) {
+    let env = Env::new(major, "createns").await;
+    let fresh = format!("{}-new", env.ns);
+    let args = [
+        "-n",
+        fresh.as_str(),
+        "deploy",
+        "web",
+        "--tag",
+        "v1",
+        "--replicas",
+        "1",
+    ];
+    env.bgslot(&args)
+        .await
+        .code(1)
+        .says(&format!("namespace {fresh} does not exist"));
+    let mut with_flag = args.to_vec();
+    with_flag.push("--create-namespace");
+    env.bgslot(&with_flag)
+        .await
+        .ok()
+        .says(&format!("created namespace {fresh}"));
+    env.bgslot(&["-n", &fresh, "status", "web"]).await.ok();
+    common::delete_namespace(&env.client, &fresh).await;
+    env.done().await;
+}
