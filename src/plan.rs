@@ -317,7 +317,10 @@ fn rollback_hint(release: &str, history: &[Revision], values: &ReleaseValues) ->
 /// When production last changed slots, from the helm history.
 pub fn last_swap(history: &[Revision]) -> Option<&Revision> {
     history.iter().rev().find(|r| {
-        r.description.starts_with("bgslot swap") || r.description.starts_with("bgslot rollback")
+        // `helm rollback` (and `bgslot recover`) may move production too: count it.
+        ["bgslot swap", "bgslot rollback", "Rollback to"]
+            .iter()
+            .any(|p| r.description.starts_with(p))
     })
 }
 

@@ -738,3 +738,72 @@ async fn apiserver_restart_during_deploy_wait() {
             .ok();
     }
 }
+
+with_both_helms!(sigterm_during_the_helm_write_reaches_helm);
+
+/// bgslot forwards SIGTERM to the helm it is running and reports the state helm left. A helm
+/// wrapper adds `--wait` to the upgrade so that the write itself takes long enough to interrupt.
+async fn sigterm_during_the_helm_write_reaches_helm(major: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new(major, "sigwrite").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "1"])
+        .await
+        .ok();
+    let dir = tempfile::tempdir().unwrap();
+    let wrapper = dir.path().join("helm");
+    let wait = if major >= 4 {
+        "--wait=watcher"
+    } else {
+        "--wait"
+    };
+    std::fs::write(
+        &wrapper,
+        format!(
+            "#!/bin/sh\nif [ \"$1\" = upgrade ]; then exec {real} \"$@\" {wait} --timeout 5m; fi\nexec {real} \"$@\"\n",
+            real = env.helm.path.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let mut cmd = env.command(&[
+        "--helm",
+        wrapper.to_str().unwrap(),
+        "deploy",
+        "web",
+        "--tag",
+        "v2-never-ready",
+    ]);
+    let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    common::eventually("helm is writing (pending-upgrade)", || async {
+        env.fingerprint("web").await.latest_status == "pending-upgrade"
+    })
+    .await;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGTERM) };
+    let run = Run::from(child.wait_with_output().await.unwrap());
+    let left = env.fingerprint("web").await;
+    assert_ne!(
+        left.latest_status, "pending-upgrade",
+        "helm got the signal and recorded an outcome: {run:?}"
+    );
+    run.code(1).says("stopped by SIGTERM").says(&format!(
+        "was left as: revision 2 is {}",
+        left.latest_status
+    ));
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    assert!(
+        leases.get_opt("bgslot-lock-web").await.unwrap().is_none(),
+        "the lock is released"
+    );
+    if left.latest_status == "failed" {
+        env.bgslot(&["swap", "web"])
+            .await
+            .code(3)
+            .says("state failed")
+            .says("bgslot recover web");
+        env.bgslot(&["recover", "web"]).await.ok();
+    }
+    env.bgslot(&["status", "web"]).await.ok();
+    env.done().await;
+}
