@@ -7,7 +7,7 @@ use anyhow::{anyhow, Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use crate::cli::{GlobalArgs, OutputFormat};
+use crate::cli::GlobalArgs;
 use crate::cluster::Cluster;
 use crate::helm::{self, HelmRunner, Target};
 
@@ -62,9 +62,6 @@ impl Ctx {
         }
     }
 
-    pub fn json(&self) -> bool {
-        self.global.output == OutputFormat::Json
-    }
 }
 
 async fn kube_config(global: &GlobalArgs) -> Result<Config> {
