@@ -61,7 +61,6 @@ impl Ctx {
             namespace: self.namespace.clone(),
         }
     }
-
 }
 
 async fn kube_config(global: &GlobalArgs) -> Result<Config> {

@@ -2,6 +2,7 @@
 //! confirms with the API. Mutating commands hold the release lock for their whole run.
 
 use std::future::Future;
+use std::os::fd::AsFd;
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -585,7 +586,16 @@ pub async fn release(ctx: &Ctx, args: &ReleaseArgs) -> Result<Outcome> {
                 )));
             }
         }
-        let mut text = format!("{}{}", deployed.text, swapped.text);
+        let (from, to) = (swapped.json["from"].as_str().unwrap_or_default(), swapped.json["to"].as_str().unwrap_or_default());
+        let mut text = format!(
+            "{release}: released {} in {to}; production routes to it ({} ready endpoints)\n",
+            swapped.json["image"].as_str().unwrap_or_default(),
+            swapped.json["ready_endpoints"]
+        );
+        if let Some(cmd) = &verify {
+            text.push_str(&format!("  verified against stage and production with `{}`\n", cmd.join(" ")));
+        }
+        let mut next = format!("bgslot clean {release}   (or: bgslot rollback {release})");
         if args.clean {
             progress(&format!("waiting {}s (drain delay) before cleaning the old slot", args.min_age.as_secs()));
             let mut sigs = signals::subscribe();
@@ -594,9 +604,13 @@ pub async fn release(ctx: &Ctx, args: &ReleaseArgs) -> Result<Outcome> {
                 sig = sigs.changed_to_signal() => bail!("interrupted by {} during the drain delay; production already runs the new version", signals::name(sig)),
             }
             let cleaned = clean_locked(ctx, release, &chart, args.min_age, false).await?;
-            text.push_str(&cleaned.text);
+            text.push_str(&format!("  {from} is disabled\n"));
+            next = format!("bgslot deploy {release} --tag NEW_TAG");
             steps.push(cleaned.json);
+        } else {
+            text.push_str(&format!("  {from} still runs the previous version: `bgslot rollback {release}` returns to it\n"));
         }
+        text.push_str(&format!("\nnext: {next}\n"));
         Ok(Outcome { json: json!({"operation": "release", "release": release, "namespace": ctx.namespace, "steps": steps}), text })
     })
     .await
@@ -623,8 +637,15 @@ async fn run_verify(
 ) -> Result<()> {
     let url = step["url"].as_str().map(str::to_string).unwrap_or_default();
     progress(&format!("verify ({target}): {}", argv.join(" ")));
+    // Its output goes to stderr with bgslot's progress: stdout carries bgslot's result (JSON).
+    let to_stderr = std::io::stderr()
+        .as_fd()
+        .try_clone_to_owned()
+        .context("duplicating stderr for the verify command")?;
     let status = tokio::process::Command::new(&argv[0])
         .args(&argv[1..])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::from(to_stderr))
         .env("BGSLOT_TARGET", target)
         .env("BGSLOT_URL", &url)
         .env(

@@ -557,7 +557,7 @@ async fn release_verifies_stage_then_production(major: u32) {
     let log = dir.path().join("verify.log");
     let verify = |fail_on: &str| {
         format!(
-            "sh -c 'echo \"$BGSLOT_TARGET $BGSLOT_SLOT $BGSLOT_TAG $BGSLOT_SERVICE\" >> {}; test -n \"$BGSLOT_URL\" && test \"$BGSLOT_TARGET\" != {fail_on}'",
+            "sh -c 'echo verifying $BGSLOT_URL; echo \"$BGSLOT_TARGET $BGSLOT_SLOT $BGSLOT_TAG $BGSLOT_SERVICE\" >> {}; test -n \"$BGSLOT_URL\" && test \"$BGSLOT_TARGET\" != {fail_on}'",
             log.display()
         )
     };
