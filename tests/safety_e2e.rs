@@ -297,45 +297,9 @@ async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
         std::fs::set_permissions(path(f), std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     // A release of another chart whose values happen to carry an unknown slot.
-    let foreign = dir.path().join("foreign");
-    std::fs::create_dir_all(foreign.join("templates")).unwrap();
-    std::fs::write(
-        foreign.join("Chart.yaml"),
-        "apiVersion: v2\nname: foreign\nversion: 1.0.0\n",
-    )
-    .unwrap();
-    std::fs::write(foreign.join("values.yaml"), "productionSlot: purple\n").unwrap();
-    std::fs::write(
-        foreign.join("templates/cm.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  slot: {{ .Values.productionSlot }}\n",
-    )
-    .unwrap();
-    env.helm.run(&[
-        "install",
-        "purple",
-        foreign.to_str().unwrap(),
-        "-n",
-        &env.ns,
-    ]);
-    let foreign_plain = dir.path().join("plain");
-    std::fs::create_dir_all(foreign_plain.join("templates")).unwrap();
-    std::fs::write(
-        foreign_plain.join("Chart.yaml"),
-        "apiVersion: v2\nname: plain\nversion: 1.0.0\n",
-    )
-    .unwrap();
-    std::fs::write(
-        foreign_plain.join("templates/cm.yaml"),
-        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\n",
-    )
-    .unwrap();
-    env.helm.run(&[
-        "install",
-        "plain",
-        foreign_plain.to_str().unwrap(),
-        "-n",
-        &env.ns,
-    ]);
+    // Releases of other charts: one whose values happen to carry an unknown slot, one without.
+    env.install_foreign(dir.path(), "purple", "productionSlot: purple\n");
+    env.install_foreign(dir.path(), "plain", "{}\n");
     let foreign_before = (
         env.fingerprint("purple").await,
         env.fingerprint("plain").await,

@@ -121,6 +121,26 @@ impl Env {
         Run::from(cmd.output().await.expect("run bgslot"))
     }
 
+    /// Installs release `name` of a minimal chart that is not bgslot's, with `values` as its
+    /// values.yaml; the chart lives in `dir`.
+    pub fn install_foreign(&self, dir: &std::path::Path, name: &str, values: &str) {
+        let chart = dir.join(name);
+        std::fs::create_dir_all(chart.join("templates")).unwrap();
+        std::fs::write(
+            chart.join("Chart.yaml"),
+            format!("apiVersion: v2\nname: {name}\nversion: 1.0.0\n"),
+        )
+        .unwrap();
+        std::fs::write(chart.join("values.yaml"), values).unwrap();
+        std::fs::write(
+            chart.join("templates/cm.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  values: {{ toJson .Values | quote }}\n",
+        )
+        .unwrap();
+        self.helm
+            .run(&["install", name, chart.to_str().unwrap(), "-n", &self.ns]);
+    }
+
     pub fn helm_json(&self, args: &[&str]) -> Value {
         let mut full = args.to_vec();
         full.extend(["-n", &self.ns, "-o", "json"]);

@@ -651,6 +651,11 @@ mod tests {
         assert!(c.state.as_ref().unwrap().running.is_some());
     }
 
+    fn waiting_message(c: &ContainerStatus) -> &str {
+        let waiting = c.state.as_ref().unwrap().waiting.as_ref().unwrap();
+        waiting.message.as_deref().unwrap()
+    }
+
     #[test]
     fn crash_loop() {
         let p = pod(&["app:crash-loop"], &[], None);
@@ -660,16 +665,7 @@ mod tests {
         let c = &s.container_statuses.as_ref().unwrap()[0];
         assert_eq!(c.restart_count, 3);
         assert!(!c.ready);
-        let message = c
-            .state
-            .as_ref()
-            .unwrap()
-            .waiting
-            .as_ref()
-            .unwrap()
-            .message
-            .as_deref()
-            .unwrap();
+        let message = waiting_message(c);
         assert!(message.starts_with("back-off "), "{message}");
         assert!(
             message.contains("restarting failed container=c0 pod=web-1_ns(uid-1)"),
@@ -690,16 +686,7 @@ mod tests {
         let s = status_for(&p, Stage::ImagePull { backoff: true }, &facts());
         assert_eq!(waiting_reason(&s), Some("ImagePullBackOff"));
         let c = &s.container_statuses.as_ref().unwrap()[0];
-        let message = c
-            .state
-            .as_ref()
-            .unwrap()
-            .waiting
-            .as_ref()
-            .unwrap()
-            .message
-            .as_deref()
-            .unwrap();
+        let message = waiting_message(c);
         assert!(
             message.contains("\"registry.example/app:image-pull\""),
             "{message}"
