@@ -353,7 +353,7 @@ async fn never_ready_deploy_times_out_and_leaves_production(major: u32) {
             "v3-image-pull",
             "--replace",
             "--timeout",
-            "6s",
+            "15s",
         ])
         .await
         .code(1);

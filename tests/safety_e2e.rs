@@ -4,9 +4,6 @@
 
 #[macro_use]
 mod common;
-
-use std::time::Duration;
-
 use common::cli::{Env, Run};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
@@ -119,10 +116,7 @@ async fn a_killed_bgslot_leaves_a_lock_that_expires(major: u32) {
     })
     .await;
     common::eventually("the deploy wrote the release and waits", || async {
-        env.fingerprint("web")
-            .await
-            .deployments
-            .contains_key("web-green")
+        env.is_waiting_on_green().await
     })
     .await;
     child.start_kill().unwrap();
@@ -167,13 +161,9 @@ async fn sigterm_during_deploy_reports_state_and_releases_the_lock(major: u32) {
         .unwrap();
     let pid = child.id().unwrap();
     common::eventually("the deploy is waiting", || async {
-        env.fingerprint("web")
-            .await
-            .deployments
-            .contains_key("web-green")
+        env.is_waiting_on_green().await
     })
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let run = Run::from(child.wait_with_output().await.unwrap());
@@ -669,12 +659,8 @@ async fn apiserver_restart_during_deploy_wait() {
             env.command(&["deploy", "web", "--tag", "v2-slow-start", "--timeout", "3m"]);
         deploy.stderr(std::process::Stdio::piped());
         let deploy = deploy.spawn().unwrap();
-        // Helm's write has finished (revision 2 deployed) and bgslot is waiting on the slot.
         common::eventually("the deploy is waiting on green", || async {
-            let fp = env.fingerprint("web").await;
-            fp.deployments.contains_key("web-green")
-                && fp.revision == 2
-                && fp.latest_status == "deployed"
+            env.is_waiting_on_green().await
         })
         .await;
         let restart = std::process::Command::new(testenv_bin())

@@ -204,6 +204,15 @@ impl Env {
         }
     }
 
+    /// A deploy to green has finished its helm write (revision 2 deployed) and now waits on the
+    /// slot: the moment to interrupt it without touching helm.
+    pub async fn is_waiting_on_green(&self) -> bool {
+        let fp = self.fingerprint("web").await;
+        fp.deployments.contains_key("web-green")
+            && fp.revision == 2
+            && fp.latest_status == "deployed"
+    }
+
     pub fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
