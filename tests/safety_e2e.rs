@@ -4,6 +4,7 @@
 
 #[macro_use]
 mod common;
+
 use common::cli::{Env, Run};
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::api::Api;
