@@ -165,6 +165,9 @@ async fn sigterm_during_deploy_reports_state_and_releases_the_lock(major: u32) {
         env.is_waiting_on_green().await
     })
     .await;
+    // The Lease is valid for 15 s; well past that, the waiting deploy still holds it: it renews.
+    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    env.bgslot(&["swap", "web"]).await.code(4).says("(deploy)");
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let run = Run::from(child.wait_with_output().await.unwrap());
