@@ -315,6 +315,7 @@ async fn deploy_locked(
             )
         })?;
     let mut report = |line: &str| progress(line);
+    let waiting_since = std::time::Instant::now();
     let state = crate::wait::slot_available(
         &ctx.cluster(),
         release,
@@ -333,6 +334,30 @@ async fn deploy_locked(
                  with `bgslot clean {release} --force`"
             )
         }
+    })?;
+    // Endpoints follow pod readiness with a delay (long after an API server restart): wait for
+    // them too, so that a swap right after this deploy finds the slot behind its Service.
+    let role = if write.install {
+        Role::Production
+    } else {
+        Role::Stage
+    };
+    let left = ctx
+        .global
+        .timeout
+        .saturating_sub(waiting_since.elapsed())
+        .max(Duration::from_secs(10));
+    crate::wait::endpoints_ready(
+        &ctx.cluster(),
+        release,
+        role,
+        slot,
+        state.desired.max(0) as usize,
+        left,
+    )
+    .await
+    .with_context(|| {
+        format!("the {slot} slot of {release} is ready but its Service does not route to it yet")
     })?;
     // The values after the write follow from the plan, unless the user passed values of their own
     // (or this was the install, with nothing read before): only then read them back.

@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 
-use crate::cluster::{pod_state, slot_selector, Cluster, PodState, Role, SlotState};
+use crate::cluster::{pod_state, slot_selector, Cluster, PodState, Role, ServiceState, SlotState};
 use crate::signals;
 use crate::values::Slot;
 
@@ -167,45 +167,81 @@ fn snapshot(deployments: &Store<Deployment>, pods: &Store<Pod>) -> (SlotState, V
     (state, pod_states)
 }
 
-/// After a swap: waits until the production Service selects `slot` and routes only to its ready pods.
+/// Polls the release's Service with `role` until `check` accepts what it shows; on timeout the
+/// error says what was seen last.
+async fn poll_service<T>(
+    cluster: &Cluster,
+    release: &str,
+    role: Role,
+    timeout: Duration,
+    what: &str,
+    check: impl Fn(&ServiceState) -> Option<T>,
+) -> Result<T> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut signals = signals::subscribe();
+    loop {
+        let seen = match cluster.service(release, role).await? {
+            Some(svc) => match check(&svc) {
+                Some(done) => return Ok(done),
+                None => format!(
+                    "Service {} selects {} with {} ready endpoints ({})",
+                    svc.name,
+                    svc.selector_slot.as_deref().unwrap_or("no slot"),
+                    svc.ready,
+                    svc.ready_by_slot
+                        .iter()
+                        .map(|(slot, n)| format!("{n} in {slot}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            },
+            None => format!("the {} Service of {release} does not exist", role.as_str()),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            bail!("{what} within {}s: {seen}", timeout.as_secs());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            sig = signals.changed_to_signal() => bail!("interrupted by {} while waiting until {what}", signals::name(sig)),
+        }
+    }
+}
+
+/// After a swap: waits until the production Service selects `slot` and routes only to its ready
+/// pods; returns how many.
 pub async fn production_serves(
     cluster: &Cluster,
     release: &str,
     slot: Slot,
     timeout: Duration,
 ) -> Result<usize> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    let mut signals = signals::subscribe();
-    loop {
-        let svc = cluster.service(release, Role::Production).await?;
-        let seen = match &svc {
-            Some(svc)
-                if svc.selects == Some(slot)
-                    && svc.ready_in(slot) > 0
-                    && svc.ready == svc.ready_in(slot) =>
-            {
-                return Ok(svc.ready)
-            }
-            Some(svc) => format!(
-                "Service {} selects {} with {} ready endpoints ({} in {slot})",
-                svc.name,
-                svc.selector_slot.as_deref().unwrap_or("no slot"),
-                svc.ready,
-                svc.ready_in(slot)
-            ),
-            None => "the production Service does not exist".into(),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            bail!(
-                "production of {release} did not move to {slot} within {}s: {seen}",
-                timeout.as_secs()
-            );
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-            sig = signals.changed_to_signal() => bail!("interrupted by {} while confirming the swap of {release}", signals::name(sig)),
-        }
-    }
+    let what = format!("production of {release} did not move to {slot}");
+    poll_service(cluster, release, Role::Production, timeout, &what, |svc| {
+        (svc.selects == Some(slot) && svc.ready_in(slot) > 0 && svc.ready == svc.ready_in(slot))
+            .then_some(svc.ready)
+    })
+    .await
+}
+
+/// After a deploy: waits until the Service with `role` lists all `desired` pods of `slot` as ready
+/// endpoints, so a `swap` right after finds them. A Service that does not select the slot (drift)
+/// is not waited on; `status` and `swap` report it.
+pub async fn endpoints_ready(
+    cluster: &Cluster,
+    release: &str,
+    role: Role,
+    slot: Slot,
+    desired: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let what = format!(
+        "the {} Service of {release} did not list the {desired} ready {slot} pods",
+        role.as_str()
+    );
+    poll_service(cluster, release, role, timeout, &what, |svc| {
+        (svc.selects != Some(slot) || svc.ready_in(slot) >= desired).then_some(())
+    })
+    .await
 }
 
 #[cfg(test)]
