@@ -101,7 +101,7 @@ pub enum Command {
     /// Deploy, verify against stage, swap, verify production and optionally clean, in one go
     Release(ReleaseArgs),
     /// Return a release stuck in a pending or failed helm state to its last deployed revision
-    Recover(ReleaseArg),
+    Recover(RecoverArgs),
     /// The helm history of the release, with each bgslot operation described
     History(ReleaseArg),
     /// Work with the embedded chart
@@ -195,6 +195,18 @@ pub struct RollbackArgs {
     /// Helm release name
     pub release: String,
     /// Roll back even when the Services' live selectors disagree with the release values
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RecoverArgs {
+    /// Helm release name
+    pub release: String,
+    /// A pending revision younger than this may still be worked on by a running helm: refused
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub min_age: Duration,
+    /// Recover even a pending revision younger than --min-age
     #[arg(long)]
     pub force: bool,
 }

@@ -133,7 +133,7 @@ async fn dispatch(cli: &Cli) -> Result<Outcome> {
         Command::Recover(a) => {
             let release = release_name(&a.release)?;
             let ctx = Ctx::connect(global).await?;
-            ops::recover(&ctx, release)
+            ops::recover(&ctx, a)
                 .await
                 .with_context(|| in_ns("recover", release, &ctx))
         }

@@ -65,6 +65,28 @@ pub fn is_free(spec: &LeaseSpec, now: Timestamp) -> bool {
     }
 }
 
+/// Who holds the release lock right now, if anyone (an expired Lease counts as free).
+pub async fn holder(client: Client, namespace: &str, release: &str) -> Result<Option<LockHeld>> {
+    let api: Api<Lease> = Api::namespaced(client, namespace);
+    let name = lease_name(release);
+    let lease = api
+        .get_opt(&name)
+        .await
+        .with_context(|| format!("reading the release lock Lease {namespace}/{name}"))?;
+    Ok(lease
+        .and_then(|l| l.spec)
+        .filter(|s| !is_free(s, Timestamp::now()))
+        .map(|spec| LockHeld {
+            lease: name,
+            namespace: namespace.to_string(),
+            holder: spec.holder_identity.unwrap_or_default(),
+            since: spec
+                .acquire_time
+                .map(|t| t.0.to_string())
+                .unwrap_or_else(|| "unknown".into()),
+        }))
+}
+
 /// Holds the lock until dropped via [`LockGuard::release`]; renews it in the background.
 pub struct LockGuard {
     api: Api<Lease>,

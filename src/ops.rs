@@ -10,11 +10,12 @@ use k8s_openapi::jiff::Timestamp;
 use serde_json::{json, Value};
 
 use crate::chart::ChartSource;
-use crate::cli::{CleanArgs, DeployArgs, ImageArgs, ReleaseArgs, RollbackArgs, SwapArgs};
+use crate::cli::{
+    CleanArgs, DeployArgs, ImageArgs, RecoverArgs, ReleaseArgs, RollbackArgs, SwapArgs,
+};
 use crate::cluster::{Role, SlotState};
 use crate::context::Ctx;
 use crate::duration::human_age;
-use crate::error::Refusal;
 use crate::helm::Revision;
 use crate::lock::{Holder, LockGuard};
 use crate::names;
@@ -695,24 +696,18 @@ async fn run_verify(
 // ---------------------------------------------------------------------------------------------
 // recover
 
-pub async fn recover(ctx: &Ctx, release: &str) -> Result<Outcome> {
+pub async fn recover(ctx: &Ctx, args: &RecoverArgs) -> Result<Outcome> {
+    let release = args.release.as_str();
     locked(ctx, release, "recover", || async {
         let history = ctx.helm.history(release).await?.ok_or_else(|| not_found(release, ctx))?;
         let latest = history.last().ok_or_else(|| not_found(release, ctx))?.clone();
-        if plan::check_helm_state(release, &history).is_ok() {
+        let Some(plan) = plan::plan_recover(release, &history, Timestamp::now(), args.min_age, args.force)? else {
             return Ok(Outcome {
                 json: json!({"operation": "recover", "release": release, "namespace": ctx.namespace, "changed": false, "revision": latest.revision, "status": latest.status}),
                 text: format!("{release}: nothing to recover: revision {} is {}\n", latest.revision, latest.status),
             });
-        }
-        let good = history.iter().rev().find(|r| r.status == "deployed" || r.status == "superseded").cloned();
-        let Some(good) = good else {
-            return Err(Refusal::new(
-                format!("release {release} was never deployed (revision {} is {}); there is no revision to return to", latest.revision, latest.status),
-                format!("remove it with `helm uninstall {release} -n {}` and deploy again", ctx.namespace),
-            )
-            .into());
         };
+        let good = plan.to;
         progress(&format!("recover {release}: revision {} is {}; rolling back to revision {}", latest.revision, latest.status, good.revision));
         ctx.helm
             .rollback(release, good.revision)
@@ -742,7 +737,12 @@ pub async fn recover(ctx: &Ctx, release: &str) -> Result<Outcome> {
 // status / history
 
 pub async fn status(ctx: &Ctx, release: &str) -> Result<Outcome> {
-    let snapshot = read_existing(ctx, release).await?;
+    let (snapshot, lock) = tokio::join!(
+        read_existing(ctx, release),
+        crate::lock::holder(ctx.client.clone(), &ctx.namespace, release)
+    );
+    let snapshot = snapshot?;
+    let lock = lock?;
     let latest = snapshot.latest().clone();
     let values = &snapshot.values;
     let now = Timestamp::now();
@@ -787,6 +787,7 @@ pub async fn status(ctx: &Ctx, release: &str) -> Result<Outcome> {
         "production_slot": values.production, "stage_slot": values.stage(),
         "slots": slots, "services": services, "drift": drift,
         "problem": helm_state.as_ref().map(|r| json!({"reason": r.reason, "hint": r.hint})),
+        "lock": lock.as_ref().map(|l| json!({"holder": l.holder, "since": l.since, "lease": l.lease})),
         "next": next,
     });
     let mut text = format!(
@@ -848,6 +849,12 @@ pub async fn status(ctx: &Ctx, release: &str) -> Result<Outcome> {
         text.push_str(&format!(
             "\n  problem: {}\n  {}\n",
             problem.reason, problem.hint
+        ));
+    }
+    if let Some(lock) = &lock {
+        text.push_str(&format!(
+            "\n  lock: {} is running on it (since {})\n",
+            lock.holder, lock.since
         ));
     }
     text.push_str(&format!("\nnext: {next}\n"));

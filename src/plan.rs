@@ -69,6 +69,69 @@ pub fn check_helm_state(release: &str, history: &[Revision]) -> Result<(), Refus
     Ok(())
 }
 
+/// What `recover` does: roll back from `from` to the last good revision `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverPlan {
+    pub from: Revision,
+    pub to: Revision,
+}
+
+/// Plans the return of a stuck release to its last deployed revision; `None` when nothing is
+/// stuck. A young pending revision may belong to a helm that is still running, so it is left
+/// alone unless forced.
+pub fn plan_recover(
+    release: &str,
+    history: &[Revision],
+    now: Timestamp,
+    min_age: Duration,
+    force: bool,
+) -> Result<Option<RecoverPlan>, Refusal> {
+    if check_helm_state(release, history).is_ok() {
+        return Ok(None);
+    }
+    let latest = history
+        .last()
+        .expect("a stuck release has a revision")
+        .clone();
+    if latest.status.starts_with("pending-") && !force {
+        if let Some(age) = latest
+            .updated_at()
+            .map(|t| now.duration_since(t).unsigned_abs())
+        {
+            if age < min_age {
+                return Err(Refusal::new(
+                    format!(
+                        "revision {} of {release} became {} only {}s ago: a helm may still be working on it",
+                        latest.revision,
+                        latest.status,
+                        age.as_secs()
+                    ),
+                    format!(
+                        "wait for that helm to finish, or if you know it is gone, run `bgslot recover {release} --force`"
+                    ),
+                ));
+            }
+        }
+    }
+    let Some(good) = history
+        .iter()
+        .rev()
+        .find(|r| r.status == "deployed" || r.status == "superseded")
+    else {
+        return Err(Refusal::new(
+            format!(
+                "release {release} was never deployed (revision {} is {}); there is no revision to return to",
+                latest.revision, latest.status
+            ),
+            format!("remove it with `helm uninstall {release}` and deploy again"),
+        ));
+    };
+    Ok(Some(RecoverPlan {
+        from: latest,
+        to: good.clone(),
+    }))
+}
+
 /// Which services disagree with the values: human-readable lines, empty when consistent.
 pub fn drift(release: &str, values: &ReleaseValues, observed: &Observed) -> Vec<String> {
     let mut lines = Vec::new();
@@ -731,6 +794,48 @@ mod tests {
         let err = check_helm_state("web", &history).unwrap_err();
         assert!(err.hint.contains("helm uninstall web"), "{}", err.hint);
         assert!(check_helm_state("web", &[rev(1, "deployed", "", "t")]).is_ok());
+    }
+
+    #[test]
+    fn recover_returns_to_the_last_good_revision_once_helm_is_surely_gone() {
+        let at = |s: &str| s.parse::<Timestamp>().unwrap();
+        let history = [
+            rev(1, "superseded", "", "2026-01-01T00:00:00Z"),
+            rev(2, "deployed", "", "2026-01-01T00:01:00Z"),
+            rev(3, "pending-upgrade", "", "2026-01-01T00:02:00Z"),
+        ];
+        let min = Duration::from_secs(60);
+        let err =
+            plan_recover("web", &history, at("2026-01-01T00:02:10Z"), min, false).unwrap_err();
+        assert!(
+            err.reason.contains("only 10s ago") && err.hint.contains("--force"),
+            "{err:?}"
+        );
+        let plan = plan_recover("web", &history, at("2026-01-01T00:02:10Z"), min, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((plan.from.revision, plan.to.revision), (3, 2));
+        let plan = plan_recover("web", &history, at("2026-01-01T00:05:00Z"), min, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.to.revision, 2);
+        // A failed revision has no helm behind it: no waiting.
+        let failed = [
+            rev(1, "deployed", "", "2026-01-01T00:00:00Z"),
+            rev(2, "failed", "", "2026-01-01T00:02:00Z"),
+        ];
+        assert!(
+            plan_recover("web", &failed, at("2026-01-01T00:02:01Z"), min, false)
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(
+            plan_recover("web", &history[..2], at("2026-01-01T00:05:00Z"), min, false).unwrap(),
+            None
+        );
+        let never = [rev(1, "failed", "", "2026-01-01T00:00:00Z")];
+        let err = plan_recover("web", &never, at("2026-01-01T00:05:00Z"), min, false).unwrap_err();
+        assert!(err.hint.contains("helm uninstall web"), "{err:?}");
     }
 
     #[test]

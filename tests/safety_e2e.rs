@@ -168,6 +168,18 @@ async fn sigterm_during_deploy_reports_state_and_releases_the_lock(major: u32) {
     // The Lease is valid for 15 s; well past that, the waiting deploy still holds it: it renews.
     tokio::time::sleep(std::time::Duration::from_secs(20)).await;
     env.bgslot(&["swap", "web"]).await.code(4).says("(deploy)");
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .ok()
+        .json();
+    assert!(
+        status["lock"]["holder"]
+            .as_str()
+            .unwrap()
+            .ends_with("(deploy)"),
+        "status names the holder: {status}"
+    );
     // SAFETY: signalling our own child process.
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let run = Run::from(child.wait_with_output().await.unwrap());
@@ -248,8 +260,16 @@ async fn helm_killed_mid_upgrade_is_recovered(major: u32) {
     assert_eq!(status["next"], "bgslot recover web");
     assert_eq!(env.fingerprint("web").await, before);
 
+    // The pending revision is seconds old: a helm could still be running, so recover waits to be
+    // told it is gone.
+    env.bgslot(&["recover", "web"])
+        .await
+        .code(3)
+        .says("a helm may still be working on it")
+        .says("--force");
+    assert_eq!(env.fingerprint("web").await, before);
     let r = env
-        .bgslot(&["recover", "web", "-o", "json"])
+        .bgslot(&["recover", "web", "--force", "-o", "json"])
         .await
         .ok()
         .json();
