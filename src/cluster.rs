@@ -174,25 +174,62 @@ impl Cluster {
         Ok(pods)
     }
 
-    /// The Service with `role` of the release, its live selector and its ready endpoints.
-    pub async fn service(&self, release: &str, role: Role) -> Result<Option<ServiceState>> {
+    /// The release's production and stage Services, their live selectors and ready endpoints:
+    /// one Service list and one pod list for both.
+    pub async fn services(
+        &self,
+        release: &str,
+    ) -> Result<(Option<ServiceState>, Option<ServiceState>)> {
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
-        let list = services
-            .list(&ListParams::default().labels(&format!(
-                "{INSTANCE_LABEL}={release},{ROLE_LABEL}={}",
-                role.as_str()
-            )))
-            .await
-            .with_context(|| {
-                format!(
-                    "listing the {} Service of {release} in namespace {}",
-                    role.as_str(),
-                    self.namespace
-                )
-            })?;
-        let Some(svc) = list.items.into_iter().next() else {
-            return Ok(None);
+        let (list, pods) = tokio::try_join!(
+            async {
+                services
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("{INSTANCE_LABEL}={release},{ROLE_LABEL}")),
+                    )
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "listing the Services of {release} in namespace {}",
+                            self.namespace
+                        )
+                    })
+            },
+            self.pod_slots(release)
+        )?;
+        let of_role = |role: Role| {
+            list.items.iter().find(|s| {
+                s.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get(ROLE_LABEL))
+                    .map(String::as_str)
+                    == Some(role.as_str())
+            })
         };
+        let (production, stage) = tokio::try_join!(
+            self.service_state(of_role(Role::Production), &pods),
+            self.service_state(of_role(Role::Stage), &pods)
+        )?;
+        Ok((production, stage))
+    }
+
+    /// The release's Service with `role`.
+    pub async fn service(&self, release: &str, role: Role) -> Result<Option<ServiceState>> {
+        let (production, stage) = self.services(release).await?;
+        Ok(match role {
+            Role::Production => production,
+            Role::Stage => stage,
+        })
+    }
+
+    async fn service_state(
+        &self,
+        svc: Option<&Service>,
+        pods: &BTreeMap<String, String>,
+    ) -> Result<Option<ServiceState>> {
+        let Some(svc) = svc else { return Ok(None) };
         let name = svc.metadata.name.clone().unwrap_or_default();
         let selector_slot = svc
             .spec
@@ -200,7 +237,6 @@ impl Cluster {
             .and_then(|s| s.selector.as_ref())
             .and_then(|s| s.get(SLOT_LABEL))
             .cloned();
-        let pods = self.pod_slots(release).await?;
         let (ready, not_ready) = self.endpoints(&name).await?;
         let mut ready_by_slot = BTreeMap::new();
         for pod in &ready {

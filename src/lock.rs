@@ -76,15 +76,7 @@ pub async fn holder(client: Client, namespace: &str, release: &str) -> Result<Op
     Ok(lease
         .and_then(|l| l.spec)
         .filter(|s| !is_free(s, Timestamp::now()))
-        .map(|spec| LockHeld {
-            lease: name,
-            namespace: namespace.to_string(),
-            holder: spec.holder_identity.unwrap_or_default(),
-            since: spec
-                .acquire_time
-                .map(|t| t.0.to_string())
-                .unwrap_or_else(|| "unknown".into()),
-        }))
+        .map(|spec| held_by(&name, namespace, spec)))
 }
 
 /// Holds the lock until dropped via [`LockGuard::release`]; renews it in the background.
@@ -140,16 +132,7 @@ impl LockGuard {
                     api.replace(&name, &PostParams::default(), &taken).await
                 }
                 Some(lease) => {
-                    let spec = lease.spec.unwrap_or_default();
-                    let held = LockHeld {
-                        lease: name.clone(),
-                        namespace: namespace.to_string(),
-                        holder: spec.holder_identity.unwrap_or_default(),
-                        since: spec
-                            .acquire_time
-                            .map(|t| t.0.to_string())
-                            .unwrap_or_else(|| "unknown".into()),
-                    };
+                    let held = held_by(&name, namespace, lease.spec.unwrap_or_default());
                     match deadline {
                         Some(d) if tokio::time::Instant::now() < d => {
                             if !announced {
@@ -231,6 +214,18 @@ impl LockGuard {
             ..Default::default()
         };
         let _ = self.api.delete(&self.name, &params).await;
+    }
+}
+
+fn held_by(lease: &str, namespace: &str, spec: LeaseSpec) -> LockHeld {
+    LockHeld {
+        lease: lease.to_string(),
+        namespace: namespace.to_string(),
+        holder: spec.holder_identity.unwrap_or_default(),
+        since: spec
+            .acquire_time
+            .map(|t| t.0.to_string())
+            .unwrap_or_else(|| "unknown".into()),
     }
 }
 

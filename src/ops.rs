@@ -58,11 +58,10 @@ fn not_found(release: &str, ctx: &Ctx) -> anyhow::Error {
 
 async fn observe(ctx: &Ctx, release: &str) -> Result<Observed> {
     let cluster = ctx.cluster();
-    let (blue, green, production_service, stage_service) = tokio::try_join!(
+    let (blue, green, (production_service, stage_service)) = tokio::try_join!(
         cluster.slot(release, Slot::Blue),
         cluster.slot(release, Slot::Green),
-        cluster.service(release, Role::Production),
-        cluster.service(release, Role::Stage),
+        cluster.services(release),
     )?;
     Ok(Observed {
         blue,

@@ -607,6 +607,19 @@ fn testenv_bin() -> std::path::PathBuf {
     bin
 }
 
+/// Runs `testenv ARGS`, failing with its stderr.
+fn testenv(args: &[&str]) {
+    let out = std::process::Command::new(testenv_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "testenv {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A control plane of this test's own: restarting the shared API server would disturb every
 /// other test running in parallel.
 struct PrivatePlane {
@@ -619,21 +632,13 @@ impl PrivatePlane {
             .prefix("bgslot-restart-")
             .tempdir()
             .unwrap();
-        let out = std::process::Command::new(testenv_bin())
-            .args([
-                "up",
-                "--dir",
-                dir.path().to_str().unwrap(),
-                "--startup-delay",
-                "3s",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "testenv up failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        testenv(&[
+            "up",
+            "--dir",
+            dir.path().to_str().unwrap(),
+            "--startup-delay",
+            "3s",
+        ]);
         PrivatePlane { dir }
     }
 
@@ -687,20 +692,12 @@ async fn apiserver_restart_during_deploy_wait() {
             env.is_waiting_on_green().await
         })
         .await;
-        let restart = std::process::Command::new(testenv_bin())
-            .args([
-                "restart-apiserver",
-                plane.dir.path().to_str().unwrap(),
-                "--down-for",
-                "3s",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            restart.status.success(),
-            "{}",
-            String::from_utf8_lossy(&restart.stderr)
-        );
+        testenv(&[
+            "restart-apiserver",
+            plane.dir.path().to_str().unwrap(),
+            "--down-for",
+            "3s",
+        ]);
         let run = Run::from(deploy.wait_with_output().await.unwrap());
         // The wait saw the outage, kept going, and finished once the slot was ready.
         run.ok().says("watch interrupted").says("green: 2/2 ready");
