@@ -2,8 +2,9 @@
 //! listener on 127.100.x.y (x.y from the cluster IP, the port chosen by the kernel), and every new
 //! connection is sent to one ready endpoint chosen at random, as iptables mode does. Endpoints
 //! changes reach the routing table only after the propagation lag (kube-proxy's minimum sync
-//! period); a connection keeps its pod until one side closes it (conntrack); with no endpoint the
-//! connection is rejected with a reset.
+//! period; a Service's annotation `sim.bgslot.dev/proxy-lag` sets its own, e.g. to stand for a
+//! cloud load balancer's slower deregistration); a connection keeps its pod until one side closes
+//! it (conntrack); with no endpoint the connection is rejected with a reset.
 //!
 //! What tests and benchmarks read, under the environment's directory:
 //! - `services.json`: each Service's local address, current backends, when they last changed,
@@ -35,6 +36,8 @@ use tokio::time::Instant;
 
 use crate::podnet::{write_atomically, PodNet};
 
+/// Service annotation setting that Service's propagation lag (e.g. `5s`).
+pub const LAG_ANNOTATION: &str = "sim.bgslot.dev/proxy-lag";
 /// How long the proxy tries to reach a pod before it gives up on the connection.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// The least time between two rewrites of `services.json` for rejection counts alone.
@@ -88,6 +91,13 @@ struct Desired {
     cluster_ip: Ipv4Addr,
     /// (port name, port, backends)
     ports: Vec<(String, u16, Vec<Backend>)>,
+}
+
+/// A change seen by the watches, due to reach the table at `at`.
+struct Pending {
+    at: Instant,
+    observed_t: f64,
+    desired: Option<Desired>,
 }
 
 /// A port's number, local address and backends, as applied.
@@ -152,8 +162,9 @@ impl Proxy {
 
     /// Watches Services and Endpoints for good and applies each change after the lag.
     pub async fn run(self: Arc<Self>, client: Client) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(self.clone().apply_changes(rx));
+        // One queue per Service: its changes apply in order, and a Service with a long lag
+        // never holds up another's.
+        let mut queues: HashMap<String, mpsc::UnboundedSender<Pending>> = HashMap::new();
         tokio::spawn(self.clone().write_counts());
         let services = watcher::watcher(
             Api::<Service>::all(client.clone()),
@@ -178,18 +189,25 @@ impl Proxy {
             };
             for key in observed.record(change) {
                 let desired = observed.desired(&key);
-                let _ = tx.send((Instant::now() + self.lag, now_unix(), key, desired));
+                let lag = observed.lag(&key).unwrap_or(self.lag);
+                let queue = queues.entry(key.clone()).or_insert_with(|| {
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    tokio::spawn(self.clone().apply_changes(key.clone(), rx));
+                    tx
+                });
+                let _ = queue.send(Pending {
+                    at: Instant::now() + lag,
+                    observed_t: now_unix(),
+                    desired,
+                });
             }
         }
     }
 
-    async fn apply_changes(
-        self: Arc<Self>,
-        mut rx: mpsc::UnboundedReceiver<(Instant, f64, String, Option<Desired>)>,
-    ) {
-        while let Some((at, observed_t, key, desired)) = rx.recv().await {
-            tokio::time::sleep_until(at).await;
-            if let Err(e) = self.apply(&key, desired, observed_t).await {
+    async fn apply_changes(self: Arc<Self>, key: String, mut rx: mpsc::UnboundedReceiver<Pending>) {
+        while let Some(change) = rx.recv().await {
+            tokio::time::sleep_until(change.at).await;
+            if let Err(e) = self.apply(&key, change.desired, change.observed_t).await {
                 eprintln!("proxy: {key}: {e:#}");
             }
         }
@@ -549,6 +567,18 @@ impl Observed {
 
     fn desired(&self, key: &str) -> Option<Desired> {
         desired(self.services.get(key)?, self.endpoints.get(key))
+    }
+
+    /// The Service's own propagation lag, when its annotation sets one.
+    fn lag(&self, key: &str) -> Option<Duration> {
+        let value = self
+            .services
+            .get(key)?
+            .metadata
+            .annotations
+            .as_ref()?
+            .get(LAG_ANNOTATION)?;
+        crate::duration::parse(value).ok()
     }
 }
 
