@@ -4,6 +4,7 @@
 //! run as real local HTTP processes behind a kube-proxy-like service proxy, so claims about
 //! traffic are tested with traffic (`testenv load`).
 
+mod bench;
 mod controlplane;
 mod duration;
 mod http1;
@@ -84,6 +85,9 @@ enum Verb {
     /// Send constant load through a Service until interrupted (or --max-duration), then print a
     /// JSON summary: requests, failures by kind, who answered, latency.
     Load(LoadArgs),
+    /// The zero-downtime benchmark (scripts/bench runs it): deploy/swap/clean cycles under load,
+    /// with a negative control; writes zero-downtime.json and zero-downtime.svg.
+    ZeroDowntime(bench::Options),
     /// Print the local address at which the service proxy serves a Service.
     ServiceAddr {
         /// NAMESPACE/NAME of the Service.
@@ -196,6 +200,7 @@ async fn main() -> ExitCode {
         .map(|()| ExitCode::SUCCESS),
         Verb::PodApp(opts) => podapp::run(opts).await.map(|()| ExitCode::SUCCESS),
         Verb::Load(args) => load(args).await,
+        Verb::ZeroDowntime(opts) => bench::run(opts).await.map(|()| ExitCode::SUCCESS),
         Verb::ServiceAddr {
             service,
             port,
