@@ -103,6 +103,14 @@ impl SlotState {
     }
 }
 
+/// The release's two Services as read together.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    pub production: Option<ServiceState>,
+    pub stage: Option<ServiceState>,
+    pub chart: Option<String>,
+}
+
 /// Where a Service sends traffic now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ServiceState {
@@ -121,6 +129,36 @@ impl ServiceState {
         self.ready_by_slot.get(slot.as_str()).copied().unwrap_or(0)
     }
 }
+
+/// What the cluster shows for one release.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub blue: SlotState,
+    pub green: SlotState,
+    pub production_service: Option<ServiceState>,
+    pub stage_service: Option<ServiceState>,
+    /// `NAME-VERSION` from the `helm.sh/chart` label of the release's Services: the chart the
+    /// latest revision rendered.
+    pub chart: Option<String>,
+}
+
+impl Observed {
+    pub fn slot(&self, slot: Slot) -> &SlotState {
+        match slot {
+            Slot::Blue => &self.blue,
+            Slot::Green => &self.green,
+        }
+    }
+
+    pub fn service(&self, role: Role) -> Option<&ServiceState> {
+        match role {
+            Role::Production => self.production_service.as_ref(),
+            Role::Stage => self.stage_service.as_ref(),
+        }
+    }
+}
+
+pub const CHART_LABEL: &str = "helm.sh/chart";
 
 /// Reads the cluster for one release.
 #[derive(Clone)]
@@ -174,12 +212,25 @@ impl Cluster {
         Ok(pods)
     }
 
+    /// Everything bgslot looks at for `release`: both slots and both Services, read at once.
+    pub async fn observe(&self, release: &str) -> Result<Observed> {
+        let (blue, green, services) = tokio::try_join!(
+            self.slot(release, Slot::Blue),
+            self.slot(release, Slot::Green),
+            self.services(release),
+        )?;
+        Ok(Observed {
+            blue,
+            green,
+            production_service: services.production,
+            stage_service: services.stage,
+            chart: services.chart,
+        })
+    }
+
     /// The release's production and stage Services, their live selectors and ready endpoints:
     /// one Service list and one pod list for both.
-    pub async fn services(
-        &self,
-        release: &str,
-    ) -> Result<(Option<ServiceState>, Option<ServiceState>)> {
+    pub async fn services(&self, release: &str) -> Result<Services> {
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
         let (list, pods) = tokio::try_join!(
             async {
@@ -212,15 +263,14 @@ impl Cluster {
             self.service_state(of_role(Role::Production), &pods),
             self.service_state(of_role(Role::Stage), &pods)
         )?;
-        Ok((production, stage))
-    }
-
-    /// The release's Service with `role`.
-    pub async fn service(&self, release: &str, role: Role) -> Result<Option<ServiceState>> {
-        let (production, stage) = self.services(release).await?;
-        Ok(match role {
-            Role::Production => production,
-            Role::Stage => stage,
+        let chart = list
+            .items
+            .iter()
+            .find_map(|s| s.metadata.labels.as_ref()?.get(CHART_LABEL).cloned());
+        Ok(Services {
+            production,
+            stage,
+            chart,
         })
     }
 

@@ -180,7 +180,12 @@ async fn poll_service<T>(
     let deadline = tokio::time::Instant::now() + timeout;
     let mut signals = signals::subscribe();
     loop {
-        let seen = match cluster.service(release, role).await? {
+        let services = cluster.services(release).await?;
+        let service = match role {
+            Role::Production => services.production,
+            Role::Stage => services.stage,
+        };
+        let seen = match service {
             Some(svc) => match check(&svc) {
                 Some(done) => return Ok(done),
                 None => format!(
