@@ -165,9 +165,25 @@ pub const CHART_LABEL: &str = "helm.sh/chart";
 pub struct Cluster {
     pub client: Client,
     pub namespace: String,
+    /// Whether the server serves EndpointSlices (`discovery.k8s.io/v1`), once asked.
+    slices_served: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 impl Cluster {
+    pub fn new(client: Client, namespace: String) -> Cluster {
+        Cluster {
+            client,
+            namespace,
+            slices_served: Default::default(),
+        }
+    }
+
+    /// Whether endpoints are read from EndpointSlices (else from Endpoints): known after the
+    /// first read of a Service's endpoints.
+    pub fn reads_endpoint_slices(&self) -> Option<bool> {
+        self.slices_served.get().copied()
+    }
+
     pub fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -335,11 +351,21 @@ impl Cluster {
     /// EndpointSlices where the server serves `discovery.k8s.io/v1`, else Endpoints.
     async fn endpoints(&self, service: &str) -> Result<(Vec<Option<String>>, usize)> {
         let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.namespace);
-        match slices
-            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
-            .await
-        {
-            Ok(list) => {
+        let listed = match self.slices_served.get() {
+            Some(false) => None,
+            _ => Some(
+                slices
+                    .list(
+                        &ListParams::default()
+                            .labels(&format!("kubernetes.io/service-name={service}")),
+                    )
+                    .await,
+            ),
+        };
+        match listed {
+            None => {}
+            Some(Ok(list)) => {
+                let _ = self.slices_served.set(true);
                 let mut ready = Vec::new();
                 let mut not_ready = 0;
                 for ep in list.items.iter().flat_map(|s| s.endpoints.iter()) {
@@ -353,8 +379,10 @@ impl Cluster {
                 }
                 return Ok((ready, not_ready));
             }
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => {
+            Some(Err(kube::Error::Api(status))) if status.code == 404 => {
+                let _ = self.slices_served.set(false);
+            }
+            Some(Err(err)) => {
                 return Err(err).with_context(|| {
                     format!(
                         "listing EndpointSlices of Service {service} in namespace {}",

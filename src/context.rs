@@ -21,6 +21,7 @@ pub struct Ctx {
     pub namespace: String,
     pub client: Client,
     pub helm: HelmRunner,
+    cluster: Cluster,
 }
 
 impl Ctx {
@@ -54,6 +55,7 @@ impl Ctx {
         let helm = helm?;
         Ok(Ctx {
             global: global.clone(),
+            cluster: Cluster::new(client.clone(), namespace.clone()),
             namespace,
             client,
             helm,
@@ -61,10 +63,7 @@ impl Ctx {
     }
 
     pub fn cluster(&self) -> Cluster {
-        Cluster {
-            client: self.client.clone(),
-            namespace: self.namespace.clone(),
-        }
+        self.cluster.clone()
     }
 
     /// The outermost context of a command's error: which command, release and namespace.

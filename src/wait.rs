@@ -1,13 +1,14 @@
 //! bgslot's own waiting, instead of `helm --wait`: it watches the slot's Deployment and pods,
 //! shows progress (`green: 2/3 ready`), and on timeout says which pods failed and why.
 //!
-//! Watches go through kube-runtime's watcher with backoff, so a restarting API server delays
-//! the wait instead of failing it.
+//! Every wait is driven by watches (kube-runtime's watcher with backoff), so a change is noticed
+//! when it happens rather than at the next poll, and a restarting API server delays the wait
+//! instead of failing it.
 
 use std::time::Duration;
 
 use anyhow::{anyhow, bail, Result};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
@@ -167,9 +168,11 @@ fn snapshot(deployments: &Store<Deployment>, pods: &Store<Pod>) -> (SlotState, V
     (state, pod_states)
 }
 
-/// Polls the release's Service with `role` until `check` accepts what it shows; on timeout the
-/// error says what was seen last.
-async fn poll_service<T>(
+/// Waits until `check` accepts what the release's Service with `role` shows. It reads the Service
+/// once, then again at every change of what decides it (the Service, its endpoints, the
+/// release's pods), as watch events report them: no polling interval stands between a change and
+/// noticing it. On timeout the error says what was seen last.
+async fn watch_service<T>(
     cluster: &Cluster,
     release: &str,
     role: Role,
@@ -177,39 +180,101 @@ async fn poll_service<T>(
     what: &str,
     check: impl Fn(&ServiceState) -> Option<T>,
 ) -> Result<T> {
-    let deadline = tokio::time::Instant::now() + timeout;
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
     let mut signals = signals::subscribe();
-    loop {
+    let read = || async {
         let services = cluster.services(release).await?;
-        let service = match role {
+        anyhow::Ok(match role {
             Role::Production => services.production,
             Role::Stage => services.stage,
-        };
-        let seen = match service {
-            Some(svc) => match check(&svc) {
-                Some(done) => return Ok(done),
-                None => format!(
-                    "Service {} selects {} with {} ready endpoints ({})",
-                    svc.name,
-                    svc.selector_slot.as_deref().unwrap_or("no slot"),
-                    svc.ready,
-                    svc.ready_by_slot
-                        .iter()
-                        .map(|(slot, n)| format!("{n} in {slot}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
-            },
-            None => format!("the {} Service of {release} does not exist", role.as_str()),
-        };
-        if tokio::time::Instant::now() >= deadline {
-            bail!("{what} within {}s: {seen}", timeout.as_secs());
-        }
+        })
+    };
+    let describe = |svc: &Option<ServiceState>| match svc {
+        Some(svc) => format!(
+            "Service {} selects {} with {} ready endpoints ({})",
+            svc.name,
+            svc.selector_slot.as_deref().unwrap_or("no slot"),
+            svc.ready,
+            svc.ready_by_slot
+                .iter()
+                .map(|(slot, n)| format!("{n} in {slot}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => format!("the {} Service of {release} does not exist", role.as_str()),
+    };
+    let first = read().await?;
+    if let Some(done) = first.as_ref().and_then(&check) {
+        return Ok(done);
+    }
+    let mut seen = describe(&first);
+    let mut changes = std::pin::pin!(changes_of(cluster, release, first.map(|s| s.name)));
+    loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            change = changes.next() => {
+                if change.is_none() {
+                    bail!("the watch on the Services of {release} ended unexpectedly");
+                }
+                // A burst of events (an Endpoints update per pod) needs one read, not one each.
+                while let Some(Some(_)) = changes.next().now_or_never() {}
+                let svc = read().await?;
+                if let Some(done) = svc.as_ref().and_then(&check) {
+                    return Ok(done);
+                }
+                seen = describe(&svc);
+            }
+            _ = &mut deadline => bail!("{what} within {}s: {seen}", timeout.as_secs()),
             sig = signals.changed_to_signal() => bail!("interrupted by {} while waiting until {what}", signals::name(sig)),
         }
     }
+}
+
+/// A stream that yields whenever the release's Services, the endpoints of `service`, or the
+/// release's pods change. Watch errors (a restarting API server) are retried with backoff.
+fn changes_of(
+    cluster: &Cluster,
+    release: &str,
+    service: Option<String>,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    use k8s_openapi::api::core::v1::{Endpoints, Service};
+    use k8s_openapi::api::discovery::v1::EndpointSlice;
+    use kube::Api;
+    fn ticks<K>(api: Api<K>, config: watcher::Config) -> futures::stream::BoxStream<'static, ()>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+        K::DynamicType: Default,
+    {
+        watcher(api, config)
+            .default_backoff()
+            .filter_map(|e| futures::future::ready(e.ok().map(|_| ())))
+            .boxed()
+    }
+    let instance = format!("{}={release}", crate::cluster::INSTANCE_LABEL);
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.clone());
+    let mut streams = vec![
+        ticks(
+            Api::<Service>::namespaced(client.clone(), &ns),
+            watcher::Config::default().labels(&instance),
+        ),
+        ticks(
+            Api::<Pod>::namespaced(client.clone(), &ns),
+            watcher::Config::default().labels(&instance),
+        ),
+    ];
+    if let Some(name) = service {
+        streams.push(match cluster.reads_endpoint_slices() {
+            Some(true) => ticks(
+                Api::<EndpointSlice>::namespaced(client, &ns),
+                watcher::Config::default().labels(&format!("kubernetes.io/service-name={name}")),
+            ),
+            _ => ticks(
+                Api::<Endpoints>::namespaced(client, &ns),
+                watcher::Config::default().fields(&format!("metadata.name={name}")),
+            ),
+        });
+    }
+    futures::stream::select_all(streams)
 }
 
 /// After a swap: waits until the production Service selects `slot` and routes only to its ready
@@ -221,7 +286,7 @@ pub async fn production_serves(
     timeout: Duration,
 ) -> Result<usize> {
     let what = format!("production of {release} did not move to {slot}");
-    poll_service(cluster, release, Role::Production, timeout, &what, |svc| {
+    watch_service(cluster, release, Role::Production, timeout, &what, |svc| {
         (svc.selects == Some(slot) && svc.ready_in(slot) > 0 && svc.ready == svc.ready_in(slot))
             .then_some(svc.ready)
     })
@@ -243,7 +308,7 @@ pub async fn endpoints_ready(
         "the {} Service of {release} did not list the {desired} ready {slot} pods",
         role.as_str()
     );
-    poll_service(cluster, release, role, timeout, &what, |svc| {
+    watch_service(cluster, release, role, timeout, &what, |svc| {
         (svc.selects != Some(slot) || svc.ready_in(slot) >= desired).then_some(())
     })
     .await
