@@ -80,6 +80,9 @@ pub struct Write {
     pub sets: Vec<(String, SetValue)>,
     pub values_files: Vec<PathBuf>,
     pub user_sets: Vec<SetArg>,
+    /// Values bgslot computes (a slot's block, with `null` for what the slot no longer sets),
+    /// passed as a values file after the user's files.
+    pub generated: Option<Value>,
     pub description: String,
     /// Take over fields another manager owns (Helm 4 server-side apply), for an explicit --force.
     pub force_conflicts: bool,
@@ -93,6 +96,7 @@ impl Write {
             sets: Vec::new(),
             values_files: Vec::new(),
             user_sets: Vec::new(),
+            generated: None,
             description: description.into(),
             force_conflicts: false,
         }
@@ -111,6 +115,7 @@ pub fn write_argv(
     target: &Target,
     write: &Write,
     major: u64,
+    generated: Option<&Path>,
 ) -> Vec<OsString> {
     let mut argv: Vec<OsString> = Vec::new();
     if write.install {
@@ -127,7 +132,12 @@ pub fn write_argv(
         );
     }
     argv.extend(target.args());
-    for file in &write.values_files {
+    for file in write
+        .values_files
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(generated)
+    {
         argv.extend(["--values".into(), file.into()]);
     }
     for set in &write.user_sets {
@@ -427,7 +437,18 @@ impl HelmRunner {
 
     /// The full helm command line of `write`, as `-v` would print it (secrets redacted).
     pub fn command_line(&self, release: &str, chart: &str, write: &Write) -> Vec<String> {
-        let argv = write_argv(release, chart, &self.target, write, self.version.major);
+        let generated = write
+            .generated
+            .as_ref()
+            .map(|_| Path::new("<values bgslot generates>"));
+        let argv = write_argv(
+            release,
+            chart,
+            &self.target,
+            write,
+            self.version.major,
+            generated,
+        );
         std::iter::once(self.path.display().to_string())
             .chain(redact(&argv))
             .collect()
@@ -467,12 +488,27 @@ impl HelmRunner {
     }
 
     pub async fn write(&self, release: &str, chart: &str, write: &Write) -> Result<()> {
+        // Readable by this user only: the generated values may hold a slot's secretEnv.
+        let generated = match &write.generated {
+            Some(values) => {
+                let mut file = tempfile::Builder::new()
+                    .prefix("bgslot-values-")
+                    .suffix(".json")
+                    .tempfile()
+                    .context("creating a temporary values file")?;
+                serde_json::to_writer(&mut file, values)
+                    .context("writing a temporary values file")?;
+                Some(file)
+            }
+            None => None,
+        };
         self.run(write_argv(
             release,
             chart,
             &self.target,
             write,
             self.version.major,
+            generated.as_ref().map(|f| f.path()),
         ))
         .await
         .map(|_| ())
@@ -590,7 +626,7 @@ mod tests {
         let write = Write::upgrade("bgslot swap blue->green")
             .set("productionSlot", SetValue::Str("green".into()));
         assert_eq!(
-            strings(write_argv("web", "/tmp/chart", &target(), &write, 3)),
+            strings(write_argv("web", "/tmp/chart", &target(), &write, 3, None)),
             [
                 "upgrade",
                 "web",
@@ -612,7 +648,7 @@ mod tests {
     fn chart_version_change_resets_then_reuses() {
         let mut write = Write::upgrade("bgslot deploy green v2");
         write.reset_then_reuse = true;
-        let argv = strings(write_argv("web", "c", &target(), &write, 4));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4, None));
         assert!(argv.contains(&"--reset-then-reuse-values".to_string()));
         assert!(!argv.contains(&"--reuse-values".to_string()));
     }
@@ -622,7 +658,7 @@ mod tests {
         let mut write = Write::upgrade("d").set("green.enabled", SetValue::Literal("true".into()));
         write.user_sets = vec!["green.enabled=false".parse().unwrap()];
         write.values_files = vec!["v.yaml".into()];
-        let argv = strings(write_argv("web", "c", &target(), &write, 4));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4, None));
         let user = argv
             .iter()
             .position(|a| a == "green.enabled=false")
@@ -636,9 +672,9 @@ mod tests {
     fn forcing_takes_over_conflicting_fields_only_on_helm4() {
         let mut write = Write::upgrade("bgslot swap blue->green");
         write.force_conflicts = true;
-        assert!(strings(write_argv("web", "c", &target(), &write, 4))
+        assert!(strings(write_argv("web", "c", &target(), &write, 4, None))
             .contains(&"--force-conflicts".to_string()));
-        assert!(!strings(write_argv("web", "c", &target(), &write, 3))
+        assert!(!strings(write_argv("web", "c", &target(), &write, 3, None))
             .contains(&"--force-conflicts".to_string()));
     }
 
@@ -646,7 +682,7 @@ mod tests {
     fn install_has_no_reuse_flag() {
         let mut write = Write::upgrade("bgslot deploy blue v1");
         write.install = true;
-        let argv = strings(write_argv("web", "c", &target(), &write, 4));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4, None));
         assert_eq!(&argv[..3], ["install", "web", "c"]);
         assert!(!argv.iter().any(|a| a.contains("reuse")));
     }

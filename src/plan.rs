@@ -9,7 +9,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cluster::{Observed, ServiceState};
+use crate::cluster::{Observed, Role, ServiceState};
 use crate::error::Refusal;
 use crate::helm::{is_secret_key, Revision, SetValue, Write};
 use crate::values::{ReleaseValues, Slot};
@@ -60,21 +60,25 @@ pub fn last_good(history: &[Revision]) -> Option<&Revision> {
 /// Which services disagree with the values: human-readable lines, empty when consistent.
 pub fn drift(release: &str, values: &ReleaseValues, observed: &Observed) -> Vec<String> {
     let mut lines = Vec::new();
-    let mut check = |svc: &Option<ServiceState>, role: &str, want: Slot| match svc {
-        None => lines.push(format!("the {role} Service of {release} does not exist")),
+    let mut check = |svc: Option<&ServiceState>, role: Role, want: Slot| match svc {
+        None => lines.push(format!(
+            "the {} Service of {release} does not exist",
+            role.as_str()
+        )),
         Some(svc) if svc.selects != Some(want) => lines.push(format!(
-            "Service {} ({role}) selects {} but the values say {want}",
+            "Service {} ({}) selects {} but the values say {want}",
             svc.name,
+            role.as_str(),
             svc.selector_slot.as_deref().unwrap_or("no slot")
         )),
         Some(_) => {}
     };
-    check(
-        &observed.production_service,
-        "production",
-        values.production,
-    );
-    check(&observed.stage_service, "stage", values.stage());
+    for role in [Role::Production, Role::Stage] {
+        check(observed.service(role), role, values.slot_of(role));
+    }
+    for extra in &observed.extra_services {
+        check(Some(&extra.state), extra.role, values.slot_of(extra.role));
+    }
     lines
 }
 
@@ -268,8 +272,8 @@ pub fn changes(write: &Write, all_values: &Value, files: &[(String, Value)]) -> 
         changes.retain(|c| c.key != key);
         changes.push(Change { key, old, new });
     };
-    // In helm's order: values files, then --set, then bgslot's own keys.
-    for (_, values) in files {
+    // In helm's order: values files (the user's, then bgslot's), then --set, then bgslot's keys.
+    for values in files.iter().map(|(_, v)| v).chain(&write.generated) {
         for (key, value) in leaves(values, String::new()) {
             add(key, value);
         }
@@ -387,6 +391,7 @@ pub mod fixtures {
             production_service: Some(service("web", Slot::Blue, blue as usize)),
             stage_service: Some(service("web-stage", Slot::Green, green.max(0) as usize)),
             chart: Some("bgslot-0.1.0".into()),
+            ..Observed::default()
         }
     }
 

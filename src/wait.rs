@@ -10,11 +10,15 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Result};
 use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 
-use crate::cluster::{pod_state, slot_selector, Cluster, PodState, Role, ServiceState, SlotState};
+use crate::cluster::{
+    pod_state, slot_selector, Cluster, MigrationPhase, MigrationState, PodState, Role,
+    ServiceState, Services, SlotState,
+};
 use crate::signals;
 use crate::values::Slot;
 
@@ -172,44 +176,21 @@ fn snapshot(deployments: &Store<Deployment>, pods: &Store<Pod>) -> (SlotState, V
 /// once, then again at every change of what decides it (the Service, its endpoints, the
 /// release's pods), as watch events report them: no polling interval stands between a change and
 /// noticing it. On timeout the error says what was seen last.
-async fn watch_service<T>(
+async fn watch_services<T>(
     cluster: &Cluster,
     release: &str,
-    role: Role,
     timeout: Duration,
     what: &str,
-    check: impl Fn(&ServiceState) -> Option<T>,
+    check: impl Fn(&Services) -> Result<T, String>,
 ) -> Result<T> {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut signals = signals::subscribe();
-    let read = || async {
-        let services = cluster.services(release).await?;
-        anyhow::Ok(match role {
-            Role::Production => services.production,
-            Role::Stage => services.stage,
-        })
+    let mut seen = match check(&cluster.services(release).await?) {
+        Ok(done) => return Ok(done),
+        Err(seen) => seen,
     };
-    let describe = |svc: &Option<ServiceState>| match svc {
-        Some(svc) => format!(
-            "Service {} selects {} with {} ready endpoints ({})",
-            svc.name,
-            svc.selector_slot.as_deref().unwrap_or("no slot"),
-            svc.ready,
-            svc.ready_by_slot
-                .iter()
-                .map(|(slot, n)| format!("{n} in {slot}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        None => format!("the {} Service of {release} does not exist", role.as_str()),
-    };
-    let first = read().await?;
-    if let Some(done) = first.as_ref().and_then(&check) {
-        return Ok(done);
-    }
-    let mut seen = describe(&first);
-    let mut changes = std::pin::pin!(changes_of(cluster, release, first.map(|s| s.name)));
+    let mut changes = std::pin::pin!(changes_of(cluster, release));
     loop {
         tokio::select! {
             change = changes.next() => {
@@ -218,11 +199,10 @@ async fn watch_service<T>(
                 }
                 // A burst of events (an Endpoints update per pod) needs one read, not one each.
                 while let Some(Some(_)) = changes.next().now_or_never() {}
-                let svc = read().await?;
-                if let Some(done) = svc.as_ref().and_then(&check) {
-                    return Ok(done);
+                match check(&cluster.services(release).await?) {
+                    Ok(done) => return Ok(done),
+                    Err(now) => seen = now,
                 }
-                seen = describe(&svc);
             }
             _ = &mut deadline => bail!("{what} within {}s: {seen}", timeout.as_secs()),
             sig = signals.changed_to_signal() => bail!("interrupted by {} while waiting until {what}", signals::name(sig)),
@@ -230,12 +210,12 @@ async fn watch_service<T>(
     }
 }
 
-/// A stream that yields whenever the release's Services, the endpoints of `service`, or the
-/// release's pods change. Watch errors (a restarting API server) are retried with backoff.
+/// A stream that yields whenever the release's Services, their endpoints (which carry the
+/// Services' labels) or the release's pods change. Watch errors (a restarting API server) are
+/// retried with backoff.
 fn changes_of(
     cluster: &Cluster,
     release: &str,
-    service: Option<String>,
 ) -> impl futures::Stream<Item = ()> + Send + 'static {
     use k8s_openapi::api::core::v1::{Endpoints, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
@@ -252,33 +232,45 @@ fn changes_of(
     }
     let instance = format!("{}={release}", crate::cluster::INSTANCE_LABEL);
     let (client, ns) = (cluster.client.clone(), cluster.namespace.clone());
-    let mut streams = vec![
+    let of_release = || watcher::Config::default().labels(&instance);
+    let endpoints = match cluster.reads_endpoint_slices() {
+        Some(true) => ticks(
+            Api::<EndpointSlice>::namespaced(client.clone(), &ns),
+            of_release(),
+        ),
+        _ => ticks(
+            Api::<Endpoints>::namespaced(client.clone(), &ns),
+            of_release(),
+        ),
+    };
+    futures::stream::select_all([
         ticks(
             Api::<Service>::namespaced(client.clone(), &ns),
-            watcher::Config::default().labels(&instance),
+            of_release(),
         ),
-        ticks(
-            Api::<Pod>::namespaced(client.clone(), &ns),
-            watcher::Config::default().labels(&instance),
-        ),
-    ];
-    if let Some(name) = service {
-        streams.push(match cluster.reads_endpoint_slices() {
-            Some(true) => ticks(
-                Api::<EndpointSlice>::namespaced(client, &ns),
-                watcher::Config::default().labels(&format!("kubernetes.io/service-name={name}")),
-            ),
-            _ => ticks(
-                Api::<Endpoints>::namespaced(client, &ns),
-                watcher::Config::default().fields(&format!("metadata.name={name}")),
-            ),
-        });
-    }
-    futures::stream::select_all(streams)
+        ticks(Api::<Pod>::namespaced(client, &ns), of_release()),
+        endpoints,
+    ])
 }
 
-/// After a swap: waits until the production Service selects `slot` and routes only to its ready
-/// pods; returns how many.
+/// How a Service routes, for a timeout message.
+fn describe(svc: &ServiceState) -> String {
+    format!(
+        "Service {} selects {} with {} ready endpoints ({})",
+        svc.name,
+        svc.selector_slot.as_deref().unwrap_or("no slot"),
+        svc.ready,
+        svc.ready_by_slot
+            .iter()
+            .map(|(slot, n)| format!("{n} in {slot}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    )
+}
+
+/// After a swap: waits until every production Service (the main one and each extra one) selects
+/// `slot` and routes only to its pods, the main one to at least one ready pod; returns how many
+/// the main one routes to.
 pub async fn production_serves(
     cluster: &Cluster,
     release: &str,
@@ -286,9 +278,22 @@ pub async fn production_serves(
     timeout: Duration,
 ) -> Result<usize> {
     let what = format!("production of {release} did not move to {slot}");
-    watch_service(cluster, release, Role::Production, timeout, &what, |svc| {
-        (svc.selects == Some(slot) && svc.ready_in(slot) > 0 && svc.ready == svc.ready_in(slot))
-            .then_some(svc.ready)
+    watch_services(cluster, release, timeout, &what, |services| {
+        let Some(main) = &services.production else {
+            return Err(format!(
+                "the production Service of {release} does not exist"
+            ));
+        };
+        if main.ready_in(slot) == 0 {
+            return Err(describe(main));
+        }
+        match services
+            .production()
+            .find(|s| s.selects != Some(slot) || s.ready != s.ready_in(slot))
+        {
+            Some(behind) => Err(describe(behind)),
+            None => Ok(main.ready),
+        }
     })
     .await
 }
@@ -308,10 +313,146 @@ pub async fn endpoints_ready(
         "the {} Service of {release} did not list the {desired} ready {slot} pods",
         role.as_str()
     );
-    watch_service(cluster, release, role, timeout, &what, |svc| {
-        (svc.selects != Some(slot) || svc.ready_in(slot) >= desired).then_some(())
+    watch_services(cluster, release, timeout, &what, |services| {
+        let svc = match role {
+            Role::Production => &services.production,
+            Role::Stage => &services.stage,
+        };
+        match svc {
+            None => Err(format!(
+                "the {} Service of {release} does not exist",
+                role.as_str()
+            )),
+            Some(svc) if svc.selects == Some(slot) && svc.ready_in(slot) < desired => {
+                Err(describe(svc))
+            }
+            Some(_) => Ok(()),
+        }
     })
     .await
+}
+
+/// Waits for the slot's migration Job, if the chart rendered one: `Ok(None)` without one,
+/// `Ok(Some(..))` once it succeeded. On failure (or timeout) the error names the Job, its pods'
+/// reasons and the tail of their log.
+pub async fn migration_done(
+    cluster: &Cluster,
+    release: &str,
+    slot: Slot,
+    timeout: Duration,
+    progress: Progress<'_>,
+) -> Result<Option<MigrationState>> {
+    let selector = format!(
+        "{}={release},{}={slot},{}={}",
+        crate::cluster::INSTANCE_LABEL,
+        crate::cluster::SLOT_LABEL,
+        crate::cluster::COMPONENT_LABEL,
+        crate::cluster::MIGRATION_COMPONENT
+    );
+    let jobs: kube::Api<Job> = kube::Api::namespaced(cluster.client.clone(), &cluster.namespace);
+    let (store, writer) = reflector::store::<Job>();
+    // Each event says whether the initial listing is complete: only then does "no Job" mean the
+    // chart runs no migration.
+    let stream = reflector::reflector(
+        writer,
+        watcher(jobs, watcher::Config::default().labels(&selector)),
+    )
+    .default_backoff()
+    .map(|e| {
+        e.map(|event| matches!(event, watcher::Event::InitDone))
+            .map_err(|e| e.to_string())
+    });
+    let mut events = std::pin::pin!(stream);
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut signals = signals::subscribe();
+    let mut listed = false;
+    let mut last: Option<MigrationState> = None;
+    loop {
+        tokio::select! {
+            event = events.next() => {
+                match event {
+                    Some(Ok(init_done)) => listed = listed || init_done,
+                    Some(Err(err)) => {
+                        progress(&format!("{slot}: watch on the migration interrupted ({err}); retrying"));
+                        continue;
+                    }
+                    None => bail!("the watch on the migration of {release} ended unexpectedly"),
+                }
+                let newest = store
+                    .state()
+                    .into_iter()
+                    .max_by_key(|j| j.metadata.creation_timestamp.as_ref().map(|t| t.0));
+                let Some(job) = newest else {
+                    if listed {
+                        return Ok(None);
+                    }
+                    continue;
+                };
+                let state = MigrationState::of(&job);
+                if last.as_ref() != Some(&state) {
+                    progress(&format!("{slot}: migration {} {}", state.job, match state.phase {
+                        MigrationPhase::Running => "running",
+                        MigrationPhase::Succeeded => "succeeded",
+                        MigrationPhase::Failed => "failed",
+                    }));
+                }
+                match state.phase {
+                    MigrationPhase::Succeeded => return Ok(Some(state)),
+                    MigrationPhase::Failed => {
+                        let detail = migration_pods(cluster, &state.job).await;
+                        bail!(
+                            "the migration Job {} of the {slot} slot failed{}; {detail}",
+                            state.job,
+                            state.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
+                        );
+                    }
+                    MigrationPhase::Running => last = Some(state),
+                }
+            }
+            _ = &mut deadline => {
+                let job = last.map(|s| s.job).unwrap_or_else(|| "(none seen)".into());
+                let detail = migration_pods(cluster, &job).await;
+                bail!("timed out after {}s waiting for the migration Job {job} of the {slot} slot of {release}; {detail}", timeout.as_secs());
+            }
+            sig = signals.changed_to_signal() => {
+                bail!("interrupted by {} while waiting for the migration of the {slot} slot of {release}", signals::name(sig));
+            }
+        }
+    }
+}
+
+/// The pods of a migration Job: why each is not done, and the last lines of its log.
+async fn migration_pods(cluster: &Cluster, job: &str) -> String {
+    use kube::api::{ListParams, LogParams};
+    let pods = cluster.pods();
+    let list = match pods
+        .list(&ListParams::default().labels(&format!("job-name={job}")))
+        .await
+    {
+        Ok(list) => list.items,
+        Err(err) => return format!("its pods could not be listed: {err}"),
+    };
+    if list.is_empty() {
+        return "it has no pods".into();
+    }
+    let mut parts = Vec::new();
+    for pod in &list {
+        let state = pod_state(pod);
+        let name = state.name.clone();
+        let reason = state.reason.clone().unwrap_or_else(|| state.phase.clone());
+        let params = LogParams {
+            tail_lines: Some(20),
+            ..LogParams::default()
+        };
+        let log = match pods.logs(&name, &params).await {
+            Ok(log) if log.trim().is_empty() => "log: (empty)".to_string(),
+            Ok(log) => format!("log tail:\n{}", log.trim_end()),
+            Err(err) => format!("log unavailable: {err}"),
+        };
+        parts.push(format!("pod {name}: {reason}; {log}"));
+    }
+    parts.join("\n")
 }
 
 #[cfg(test)]

@@ -200,6 +200,17 @@ struct SlotStatus {
     fully_available: bool,
     #[serde(deserialize_with = "nullable")]
     age_seconds: Option<i64>,
+    #[serde(deserialize_with = "nullable")]
+    migration: Option<Migration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Migration {
+    job: String,
+    phase: String,
+    #[serde(deserialize_with = "nullable")]
+    reason: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -207,6 +218,7 @@ struct SlotStatus {
 struct ServiceStatus {
     #[serde(deserialize_with = "nullable")]
     name: Option<String>,
+    service: String,
     role: String,
     #[serde(deserialize_with = "nullable")]
     selects: Option<String>,

@@ -85,7 +85,7 @@ async fn execute(ctx: &Ctx, args: &Args) -> Result<Outcome<ReleaseReport>> {
     let lock = ctx.lock(release, "release", dry_run).await?;
     let result = async {
         let seen = Observation::read(ctx, release, &chart, History::Latest).await?;
-        let deploy_plan = deploy::decide(release, seen.as_ref(), &args.image.request(false), &chart)?;
+        let deploy_plan = deploy::decide(release, seen.as_ref(), &args.image.request(false))?;
         if dry_run {
             let deploy_preview =
                 deploy::preview(ctx, release, seen.as_ref(), &deploy_plan, &chart, creates_namespace)?;

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::chart::ChartSource;
 use crate::cli::GlobalArgs;
-use crate::cluster::{Role, ServiceState};
+use crate::cluster::{MigrationPhase, MigrationState, Role, ServiceState, MAIN_SERVICE};
 use crate::context::Ctx;
 use crate::duration::human_age;
 use crate::names::ReleaseName;
@@ -81,11 +81,15 @@ pub struct SlotStatus {
     pub desired: i32,
     pub fully_available: bool,
     pub age_seconds: Option<i64>,
+    /// The slot's migration Job, when the chart runs one.
+    pub migration: Option<MigrationState>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ServiceStatus {
     pub name: Option<String>,
+    /// `main`, or the chart's `extraServices` key.
+    pub service: String,
     pub role: Role,
     pub selects: Option<String>,
     pub ready_endpoints: usize,
@@ -138,13 +142,14 @@ impl StatusReport {
                     desired: s.desired,
                     fully_available: s.fully_available(),
                     age_seconds: s.created.map(|c| now.duration_since(c).as_secs().max(0)),
+                    migration: seen.cluster.migration(slot).cloned(),
                 }
             })
             .collect();
-        let service = |role: Role| {
-            let s: Option<&ServiceState> = seen.cluster.service(role);
+        let service = |key: &str, role: Role, s: Option<&ServiceState>| {
             ServiceStatus {
                 name: s.map(|s| s.name.clone()),
+                service: key.to_string(),
                 role,
                 selects: s.and_then(|s| s.selector_slot.clone()),
                 ready_endpoints: s.map(|s| s.ready).unwrap_or(0),
@@ -171,7 +176,16 @@ impl StatusReport {
             production_slot: values.production,
             stage_slot: values.stage(),
             slots,
-            services: vec![service(Role::Production), service(Role::Stage)],
+            services: [Role::Production, Role::Stage]
+                .into_iter()
+                .map(|role| service(MAIN_SERVICE, role, seen.cluster.service(role)))
+                .chain(
+                    seen.cluster
+                        .extra_services
+                        .iter()
+                        .map(|e| service(&e.key, e.role, Some(&e.state))),
+                )
+                .collect(),
             drift: plan::drift(&release, values, &seen.cluster),
             problem,
             lock: lock.map(|l| LockStatus {
@@ -219,6 +233,17 @@ impl fmt::Display for StatusReport {
             rows.push([s.slot.to_string(), s.role.as_str().into(), image, ready, age]);
         }
         f.write_str(&table(&rows, "  "))?;
+        for s in &self.slots {
+            if let Some(m) = &s.migration {
+                let phase = match m.phase {
+                    MigrationPhase::Running => "running",
+                    MigrationPhase::Succeeded => "succeeded",
+                    MigrationPhase::Failed => "failed",
+                };
+                let reason = m.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                writeln!(f, "  {} migration: {} {phase}{reason}", s.slot, m.job)?;
+            }
+        }
         writeln!(f)?;
         let width = self
             .services

@@ -9,7 +9,7 @@ use serde::Serialize;
 
 use crate::chart::ChartSource;
 use crate::cli::{DryRun, GlobalArgs};
-use crate::cluster::Role;
+use crate::cluster::{MigrationPhase, Role};
 use crate::commands::Outcome;
 use crate::context::Ctx;
 use crate::error::Refusal;
@@ -179,6 +179,22 @@ pub fn decide(
         }
     }
     let drifted = plan::check_drift(release, values, observed, request.force)?;
+    if let Some(migration) = observed.migration(to) {
+        if migration.phase != MigrationPhase::Succeeded {
+            let how = match (&migration.phase, &migration.reason) {
+                (MigrationPhase::Failed, Some(reason)) => format!("failed: {reason}"),
+                (MigrationPhase::Failed, None) => "failed".to_string(),
+                _ => "is still running".to_string(),
+            };
+            return Err(Refusal::new(
+                format!(
+                    "the {to} slot's migration Job {} has not succeeded ({how}); the new version may need the schema it migrates",
+                    migration.job
+                ),
+                format!("wait for it (`bgslot status {release}`), or fix the migration and rerun it with `bgslot deploy {release} --tag TAG --replace`"),
+            ));
+        }
+    }
     if !state.fully_available() {
         return Err(Refusal::new(
             format!(
@@ -444,6 +460,23 @@ mod tests {
     }
 
     #[test]
+    fn a_migration_that_has_not_succeeded_gates_the_swap() {
+        let job = |phase, reason: Option<&str>| crate::cluster::MigrationState {
+            job: "web-green-migrate-1a2b3c4d".into(),
+            phase,
+            reason: reason.map(str::to_string),
+        };
+        let mut obs = observed(3, 3);
+        obs.migrations.insert("green".into(), job(MigrationPhase::Running, None));
+        assert!(refuse(&seen(Slot::Blue, true, obs.clone()), None)
+            .contains("migration Job web-green-migrate-1a2b3c4d has not succeeded (is still running)"));
+        obs.migrations.insert("green".into(), job(MigrationPhase::Failed, Some("BackoffLimitExceeded")));
+        assert!(refuse(&seen(Slot::Blue, true, obs.clone()), None).contains("(failed: BackoffLimitExceeded)"));
+        obs.migrations.insert("green".into(), job(MigrationPhase::Succeeded, None));
+        assert!(decide(&seen(Slot::Blue, true, obs), &request(None), &chart()).is_ok());
+    }
+
+    #[test]
     fn capacity_ignores_pods_a_rolling_update_adds_for_a_moment() {
         // Production rolls (a chart upgrade): 2 ready with surge, 1 desired. The staged slot
         // with 1 available pod matches what production is meant to serve.
@@ -494,7 +527,7 @@ mod tests {
             green: ready(3),
             production_service: Some(service("web", Slot::Green, 3)),
             stage_service: Some(service("web-stage", Slot::Blue, 0)),
-            chart: None,
+            ..Default::default()
         };
         let s = observation(v, obs, history);
         let back = SwapRequest { kind: SwapKind::Rollback, ..request(None) };
