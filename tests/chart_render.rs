@@ -1418,7 +1418,7 @@ fn an_image_digest_pins_the_slot_image() {
 #[test]
 fn env_merges_shared_and_slot_values_without_repeating_a_name() {
     let values = r#"
-env: {A: shared, B: shared, NUM: 1}
+env: {A: shared, B: shared, NUM: 10000000}
 extraEnv:
   - {name: B, value: shared-extra}
   - {name: C, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
@@ -1437,7 +1437,7 @@ green:
             env("blue"),
             json!([
                 {"name": "A", "value": "shared"},
-                {"name": "NUM", "value": "1"},
+                {"name": "NUM", "value": "10000000"},
                 {"name": "B", "value": "shared-extra"},
                 {"name": "C", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             ]),
@@ -1449,7 +1449,7 @@ green:
             json!([
                 {"name": "A", "value": "shared"},
                 {"name": "D", "value": "green"},
-                {"name": "NUM", "value": "1"},
+                {"name": "NUM", "value": "10000000"},
                 {"name": "B", "value": "green"},
                 {"name": "C", "value": "green-extra"},
                 {"name": "E", "value": "$(A)-e"},
@@ -1614,7 +1614,7 @@ green:
     files: {green.txt: only green}
   secretEnv: {TOKEN: green-token}
 config:
-  env: {MODE: fast, COUNT: 3}
+  env: {MODE: fast, COUNT: 3, BIG: 123456789012, RATIO: 0.5}
   files: {app.yaml: "listen: 80\n"}
 secretEnv: {TOKEN: shared-token, KEY: k}
 "#;
@@ -1650,12 +1650,12 @@ secretEnv: {TOKEN: shared-token, KEY: k}
         }
         assert_eq!(
             get(&docs, "ConfigMap", "web-blue-config-env")["data"],
-            json!({"MODE": "fast", "COUNT": "3"}),
+            json!({"MODE": "fast", "COUNT": "3", "BIG": "123456789012", "RATIO": "0.5"}),
             "{who}"
         );
         assert_eq!(
             get(&docs, "ConfigMap", "web-green-config-env")["data"],
-            json!({"MODE": "fast", "COUNT": "3", "EXTRA": "1"}),
+            json!({"MODE": "fast", "COUNT": "3", "BIG": "123456789012", "RATIO": "0.5", "EXTRA": "1"}),
             "{who}"
         );
         assert_eq!(

@@ -192,6 +192,18 @@ so this tests for nil rather than using `default`. Call with (dict "root" $ "slo
 {{- end }}
 
 {{/*
+A scalar value as the text a user wrote: values files reach templates with every number as a
+float64, which toString would print as "1e+07"; a whole number prints as one.
+*/}}
+{{- define "bgslot.string" -}}
+{{- if and (kindIs "float64" .) (eq (float64 (int64 .)) .) }}
+{{- int64 . | toString }}
+{{- else }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+
+{{/*
 One EnvVar from an `env` map entry: a map value is the entry's body (valueFrom), anything else its
 value as a string.
 */}}
@@ -199,7 +211,7 @@ value as a string.
 {{- if kindIs "map" .value }}
 {{- toJson (merge (dict "name" .name) (deepCopy .value)) }}
 {{- else }}
-{{- toJson (dict "name" .name "value" (toString .value)) }}
+{{- toJson (dict "name" .name "value" (include "bgslot.string" .value)) }}
 {{- end }}
 {{- end }}
 
@@ -249,8 +261,8 @@ The slot's config maps (shared merged with the slot's own, the slot winning), as
 {{- $out := dict }}
 {{- range $part := list (list "env" ($shared.env | default dict) ($own.env | default dict)) (list "files" ($shared.files | default dict) ($own.files | default dict)) (list "secretEnv" ($v.secretEnv | default dict) ($block.secretEnv | default dict)) }}
 {{- $merged := dict }}
-{{- range $k, $val := index $part 1 }}{{ $_ := set $merged $k (toString $val) }}{{ end }}
-{{- range $k, $val := index $part 2 }}{{ $_ := set $merged $k (toString $val) }}{{ end }}
+{{- range $k, $val := index $part 1 }}{{ $_ := set $merged $k (include "bgslot.string" $val) }}{{ end }}
+{{- range $k, $val := index $part 2 }}{{ $_ := set $merged $k (include "bgslot.string" $val) }}{{ end }}
 {{- $_ := set $out (index $part 0) $merged }}
 {{- end }}
 {{- toJson $out }}
