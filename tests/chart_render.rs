@@ -1106,7 +1106,7 @@ fn every_object_has_the_standard_labels() {
                 let labels = &d["metadata"]["labels"];
                 assert_eq!(
                     labels["helm.sh/chart"],
-                    "bgslot-0.1.0",
+                    "bgslot-0.2.0",
                     "{} {}",
                     helm.name(),
                     name_of(d)
