@@ -154,6 +154,9 @@ pub struct ServiceState {
     pub ready_by_slot: BTreeMap<String, usize>,
     pub ready: usize,
     pub not_ready: usize,
+    /// A field manager other than helm that owns the selector's slot (someone edited it by hand).
+    /// Helm 4 applies server-side and cannot change a field another manager owns.
+    pub selector_owner: Option<String>,
 }
 
 impl ServiceState {
@@ -507,7 +510,27 @@ fn service_state(
         ready: eps.ready.len(),
         not_ready: eps.not_ready,
         ready_by_slot,
+        selector_owner: selector_owner(svc),
     }
+}
+
+/// The first field manager other than helm that owns `spec.selector[bgslot/slot]`.
+fn selector_owner(svc: &Service) -> Option<String> {
+    let slot_key = format!("f:{SLOT_LABEL}");
+    svc.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find_map(|entry| {
+            let manager = entry.manager.as_deref().unwrap_or("unknown");
+            let owns = entry
+                .fields_v1
+                .as_ref()
+                .and_then(|f| f.0.pointer("/f:spec/f:selector"))
+                .and_then(|selector| selector.get(&slot_key))
+                .is_some();
+            (owns && manager != "helm").then(|| manager.to_string())
+        })
 }
 
 /// Where a slot's migration Job stands.

@@ -27,6 +27,8 @@ pub enum History {
 pub struct Observation {
     pub release: ReleaseName,
     pub namespace: String,
+    /// The major version of the helm that will write (Helm 4 applies server-side).
+    pub helm_major: u64,
     /// Oldest first; holds at least the latest revision, and every one when it was read.
     pub history: Vec<Revision>,
     /// The values the user gave (`helm get values`), as helm stores them.
@@ -93,6 +95,7 @@ impl Observation {
         Ok(Some(Observation {
             release: release.clone(),
             namespace: ctx.namespace.clone(),
+            helm_major: ctx.helm.version.major,
             history,
             user_values,
             values,

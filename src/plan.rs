@@ -82,6 +82,27 @@ pub fn drift(release: &str, values: &ReleaseValues, observed: &Observed) -> Vec<
     lines
 }
 
+/// Services that select the slot the values say, but whose slot selector a manager other than
+/// helm owns (a hand edit undone by hand): one sentence each. A Service that selects another slot
+/// is drift, reported by [`drift`].
+pub fn foreign_selector_owners(values: &ReleaseValues, observed: &Observed) -> Vec<String> {
+    let main = [Role::Production, Role::Stage]
+        .into_iter()
+        .filter_map(|role| observed.service(role).map(|svc| (role, svc)));
+    let extra = observed.extra_services.iter().map(|e| (e.role, &e.state));
+    main.chain(extra)
+        .filter(|(role, svc)| svc.selects == Some(values.slot_of(*role)))
+        .filter_map(|(_, svc)| {
+            svc.selector_owner.as_ref().map(|owner| {
+                format!(
+                    "the slot selector of Service {} was last written by {owner}, not helm",
+                    svc.name
+                )
+            })
+        })
+        .collect()
+}
+
 /// Refuses a write over drift unless forced: a write would put the Services back as the values
 /// say (Helm 3 merges them back silently; Helm 4 conflicts with the hand-edit's field manager),
 /// moving traffic someone moved by hand.
@@ -253,11 +274,21 @@ fn show_value(value: &Value) -> String {
     }
 }
 
-/// The values `write` changes, old (from the computed values) -> new; secret values hidden.
-pub fn changes(write: &Write, all_values: &Value, files: &[(String, Value)]) -> Vec<Change> {
+/// The values `write` changes, old (from the computed values) -> new; secret values hidden. A key
+/// the write removes shows what takes its place: the chart's default, when `defaults` are known.
+pub fn changes(
+    write: &Write,
+    all_values: &Value,
+    files: &[(String, Value)],
+    defaults: Option<&Value>,
+) -> Vec<Change> {
     let mut changes: Vec<Change> = Vec::new();
     let mut add = |key: String, new: Value| {
         let old = lookup(all_values, &key).cloned().unwrap_or(Value::Null);
+        let new = match (new, defaults) {
+            (Value::Null, Some(defaults)) => lookup(defaults, &key).cloned().unwrap_or(Value::Null),
+            (new, _) => new,
+        };
         if old == new {
             return;
         }
@@ -376,6 +407,7 @@ pub mod fixtures {
             ready_by_slot: BTreeMap::from([(slot.to_string(), n)]),
             ready: n,
             not_ready: 0,
+            selector_owner: None,
         }
     }
 
@@ -421,6 +453,7 @@ pub mod fixtures {
         crate::observe::Observation {
             release: "web".parse().unwrap(),
             namespace: "shop".into(),
+            helm_major: 4,
             history,
             user_values: all_values.clone(),
             values,
@@ -535,7 +568,7 @@ mod tests {
             "f.yaml".to_string(),
             json!({"green": {"env": {"A": "1"}}, "productionSlot": "blue"}),
         )];
-        let got = changes(&write, &all, &files);
+        let got = changes(&write, &all, &files, None);
         let shown: Vec<(String, Value, Value)> =
             got.into_iter().map(|c| (c.key, c.old, c.new)).collect();
         assert_eq!(

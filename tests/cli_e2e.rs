@@ -332,7 +332,14 @@ async fn refusals_change_nothing(major: u32) {
         .await
         .ok()
         .json();
-    assert_eq!(status["drift"], json!([]));
+    // The values now want web-stage on blue, where the hand edit put it: the selectors agree,
+    // but the edit still co-owns the field, which only Helm 4 (server-side apply) cares about.
+    let owned = if major >= 4 {
+        json!(["the slot selector of Service web-stage was last written by unknown, not helm"])
+    } else {
+        json!([])
+    };
+    assert_eq!(status["drift"], owned);
     env.done().await;
 }
 

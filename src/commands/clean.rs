@@ -166,7 +166,7 @@ pub fn clean_step(
     PlannedStep {
         action: format!("clean: disable {}", plan.slot),
         helm: ctx.helm.command_line(release, &chart.shown(), &plan.write),
-        changes: plan::changes(&plan.write, all_values, &[]),
+        changes: plan::changes(&plan.write, all_values, &[], None),
         then: Vec::new(),
     }
 }

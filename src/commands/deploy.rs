@@ -573,7 +573,7 @@ pub fn preview(
             format!("stage {} in {slot}", plan.tag)
         },
         helm: ctx.helm.command_line(release, &chart.shown(), &plan.write),
-        changes: plan::changes(&plan.write, all_values, &files),
+        changes: plan::changes(&plan.write, all_values, &files, chart.defaults.as_ref()),
         then: plan
             .scale_to
             .map(|n| format!("scale the {slot} Deployment to {n} replicas (what production runs; the HPA owns replicas)"))

@@ -186,7 +186,15 @@ impl StatusReport {
                         .map(|e| service(&e.key, e.role, Some(&e.state))),
                 )
                 .collect(),
-            drift: plan::drift(&release, values, &seen.cluster),
+            // A hand edit that still owns a selector only stops Helm 4 (server-side apply).
+            drift: plan::drift(&release, values, &seen.cluster)
+                .into_iter()
+                .chain(
+                    plan::foreign_selector_owners(values, &seen.cluster)
+                        .into_iter()
+                        .filter(|_| seen.helm_major >= 4),
+                )
+                .collect(),
             problem,
             lock: lock.map(|l| LockStatus {
                 holder: l.holder,

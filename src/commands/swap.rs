@@ -179,6 +179,22 @@ pub fn decide(
         }
     }
     let drifted = plan::check_drift(release, values, observed, request.force)?;
+    // Helm 4 applies server-side: it cannot move a selector that a hand edit left owned by
+    // another field manager, even one that matches the values again.
+    let owned_elsewhere = if seen.helm_major >= 4 {
+        plan::foreign_selector_owners(values, observed)
+    } else {
+        Vec::new()
+    };
+    if !owned_elsewhere.is_empty() && !request.force {
+        return Err(Refusal::new(
+            format!(
+                "Helm 4 would refuse to move the Services: {}",
+                owned_elsewhere.join("; ")
+            ),
+            "check that nobody steers traffic by hand now, then pass --force: the swap takes the field back (--force-conflicts)".to_string(),
+        ));
+    }
     if let Some(migration) = observed.migration(to) {
         if migration.phase != MigrationPhase::Succeeded {
             let how = match (&migration.phase, &migration.reason) {
@@ -211,6 +227,7 @@ pub fn decide(
     // A drifted stage Service may not select the target at all; a forced swap then relies on the
     // Deployment's availability alone and confirms endpoints after the flip.
     let forced_over_drift = request.force && !drifted.is_empty();
+    let take_back = request.force && (!drifted.is_empty() || !owned_elsewhere.is_empty());
     if stage_ready == 0 && !forced_over_drift {
         return Err(Refusal::new(
             format!("the {to} slot has no ready endpoints behind its Service"),
@@ -233,7 +250,7 @@ pub fn decide(
         ));
     }
     let mut write = flip_write(request.kind, from, to);
-    write.force_conflicts = forced_over_drift;
+    write.force_conflicts = take_back;
     write.reset_then_reuse = chart.differs_from(&seen.latest().chart);
     Ok(SwapPlan {
         kind: request.kind,
@@ -302,7 +319,7 @@ pub fn flip_step(
     PlannedStep {
         action: format!("{}: production {} -> {}", plan.kind.verb(), plan.from, plan.to),
         helm: ctx.helm.command_line(release, &chart.shown(), &plan.write),
-        changes: plan::changes(&plan.write, all_values, &[]),
+        changes: plan::changes(&plan.write, all_values, &[], None),
         then: vec![format!(
             "wait until the production Service selects {} and routes only to its ready pods",
             plan.to
@@ -457,6 +474,19 @@ mod tests {
         let mut pending = seen(Slot::Blue, true, observed(3, 3));
         pending.history.push(rev(3, "pending-upgrade", "", "t"));
         assert!(refuse(&pending, None).contains("pending-upgrade"));
+    }
+
+    #[test]
+    fn helm_4_cannot_move_a_selector_a_hand_edit_still_owns() {
+        let mut obs = observed(3, 3);
+        obs.stage_service.as_mut().unwrap().selector_owner = Some("kubectl-patch".into());
+        let mut s = seen(Slot::Blue, true, obs);
+        assert!(refuse(&s, None)
+            .contains("the slot selector of Service web-stage was last written by kubectl-patch"));
+        let forced = SwapRequest { force: true, ..request(None) };
+        assert!(decide(&s, &forced, &chart()).unwrap().write.force_conflicts);
+        s.helm_major = 3;
+        assert!(!decide(&s, &request(None), &chart()).unwrap().write.force_conflicts);
     }
 
     #[test]
