@@ -121,6 +121,47 @@ pub struct Services {
     /// The production and stage variants of the chart's `extraServices`.
     pub extra: Vec<ExtraService>,
     pub chart: Option<String>,
+    /// What the GitOps marks on the Services say, if any.
+    pub gitops: Option<GitOpsMarks>,
+}
+
+/// The marks a GitOps controller leaves on the objects it manages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "tool", rename_all = "kebab-case")]
+pub enum GitOpsMarks {
+    /// Flux's helm-controller labels every object of a HelmRelease with its name and namespace
+    /// (and keeps a helm release of its own).
+    Flux { namespace: String, name: String },
+    /// Argo CD's annotation tracking (`argocd.argoproj.io/tracking-id: APP:GROUP/KIND:NS/NAME`).
+    /// Argo CD renders charts without a helm release.
+    ArgoCd { application: String },
+}
+
+pub const FLUX_NAME_LABEL: &str = "helm.toolkit.fluxcd.io/name";
+pub const FLUX_NAMESPACE_LABEL: &str = "helm.toolkit.fluxcd.io/namespace";
+pub const ARGOCD_TRACKING_ANNOTATION: &str = "argocd.argoproj.io/tracking-id";
+
+fn gitops_marks(svc: &Service) -> Option<GitOpsMarks> {
+    let labels = svc.metadata.labels.as_ref();
+    if let Some(name) = labels.and_then(|l| l.get(FLUX_NAME_LABEL)) {
+        let namespace = labels
+            .and_then(|l| l.get(FLUX_NAMESPACE_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        return Some(GitOpsMarks::Flux {
+            namespace,
+            name: name.clone(),
+        });
+    }
+    let tracking = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ARGOCD_TRACKING_ANNOTATION))?;
+    let application = tracking.split(':').next().unwrap_or(tracking);
+    Some(GitOpsMarks::ArgoCd {
+        application: application.to_string(),
+    })
 }
 
 impl Services {
@@ -176,6 +217,8 @@ pub struct Observed {
     pub extra_services: Vec<ExtraService>,
     /// Each slot's migration Job, by slot name.
     pub migrations: BTreeMap<String, MigrationState>,
+    /// A GitOps controller's marks on the release's Services.
+    pub gitops: Option<GitOpsMarks>,
     /// `NAME-VERSION` from the `helm.sh/chart` label of the release's Services: the chart the
     /// latest revision rendered.
     pub chart: Option<String>,
@@ -286,6 +329,7 @@ impl Cluster {
             stage_service: services.stage,
             extra_services: services.extra,
             migrations,
+            gitops: services.gitops,
             chart: services.chart,
         })
     }
@@ -317,6 +361,7 @@ impl Cluster {
                 .items
                 .iter()
                 .find_map(|s| s.metadata.labels.as_ref()?.get(CHART_LABEL).cloned()),
+            gitops: list.items.iter().find_map(gitops_marks),
             ..Services::default()
         };
         for svc in &list.items {

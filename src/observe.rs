@@ -6,10 +6,12 @@ use anyhow::{anyhow, Result};
 use serde_json::Value;
 
 use crate::chart::ChartSource;
-use crate::cluster::Observed;
+use crate::cluster::{GitOpsMarks, Observed};
 use crate::context::Ctx;
+use crate::error::Refusal;
 use crate::helm::Revision;
 use crate::names::ReleaseName;
+use crate::values::Slot;
 use crate::values::{coalesce, ReleaseValues};
 
 /// How much of the helm history a decision needs.
@@ -57,10 +59,13 @@ impl Observation {
         // The helm read and the API reads are independent: run them together.
         let cluster = ctx.cluster();
         let (status, cluster) = tokio::join!(ctx.helm.status(release), cluster.observe(release));
-        let Some(status) = status? else {
-            return Ok(None);
-        };
         let cluster = cluster?;
+        let Some(status) = status? else {
+            return match unmanaged(release, &cluster) {
+                Some(refusal) => Err(refusal.into()),
+                None => Ok(None),
+            };
+        };
         let chart_id = cluster.chart.clone().unwrap_or_default();
         let latest = status.revision(chart_id.clone());
         let user_values = status
@@ -115,6 +120,32 @@ impl Observation {
             .await?
             .ok_or_else(|| not_found(release, &ctx.namespace))
     }
+}
+
+/// The release's objects exist but helm has no such release: something renders the chart without
+/// helm (Argo CD does); installing over them, or changing them, is not bgslot's to do.
+fn unmanaged(release: &ReleaseName, cluster: &Observed) -> Option<Refusal> {
+    let exists = cluster.production_service.is_some()
+        || cluster.stage_service.is_some()
+        || Slot::ALL
+            .iter()
+            .any(|&s| cluster.slot(s).deployment.is_some());
+    if !exists {
+        return None;
+    }
+    let by = match &cluster.gitops {
+        Some(GitOpsMarks::ArgoCd { application }) => {
+            format!("Argo CD (Application {application}), which renders the chart without a helm release")
+        }
+        Some(GitOpsMarks::Flux { namespace, name }) => format!("Flux (HelmRelease {namespace}/{name})"),
+        // Argo CD's label tracking marks objects with app.kubernetes.io/instance only, which the
+        // chart sets too: without a helm release, that is what is left to go by.
+        None => "a tool that renders the chart without helm, such as Argo CD with label tracking (app.kubernetes.io/instance)".to_string(),
+    };
+    Some(Refusal::new(
+        format!("{release} has no helm release, but its objects exist, managed by {by}"),
+        "bgslot changes releases through helm; change productionSlot or the slot's values where that tool takes them (the Application's helm values, in Git)",
+    ))
 }
 
 pub fn not_found(release: &ReleaseName, namespace: &str) -> anyhow::Error {

@@ -9,7 +9,7 @@ use std::fmt;
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::cluster::{Observed, Role, ServiceState};
+use crate::cluster::{GitOpsMarks, Observed, Role, ServiceState};
 use crate::error::Refusal;
 use crate::helm::{is_secret_key, Revision, SetValue, Write};
 use crate::values::{ReleaseValues, Slot};
@@ -101,6 +101,41 @@ pub fn foreign_selector_owners(values: &ReleaseValues, observed: &Observed) -> V
             })
         })
         .collect()
+}
+
+/// What to do instead of changing a release a GitOps controller owns (its Git source wins).
+pub fn gitops_instead(release: &str, marks: &GitOpsMarks) -> (String, String) {
+    match marks {
+        GitOpsMarks::Flux { namespace, name } => (
+            format!(
+                "release {release} is managed by Flux (HelmRelease {namespace}/{name}): its helm-controller would undo this change at its next reconcile"
+            ),
+            format!(
+                "change productionSlot or the slot's values in the HelmRelease's spec.values (in Git) and let Flux apply it; \
+                 --force changes it anyway (suspend it first: `flux suspend helmrelease {name} -n {namespace}`)"
+            ),
+        ),
+        GitOpsMarks::ArgoCd { application } => (
+            format!(
+                "release {release} is managed by Argo CD (Application {application}): it would undo this change at its next sync"
+            ),
+            format!(
+                "change productionSlot or the slot's values in the Application's helm values (in Git) and let Argo CD sync it; \
+                 --force changes it anyway (turn off auto-sync of {application} first)"
+            ),
+        ),
+    }
+}
+
+/// Refuses to change a release a GitOps controller owns, unless forced.
+pub fn check_gitops(release: &str, observed: &Observed, force: bool) -> Result<(), Refusal> {
+    match &observed.gitops {
+        Some(marks) if !force => {
+            let (reason, hint) = gitops_instead(release, marks);
+            Err(Refusal::new(reason, hint))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// Refuses a write over drift unless forced: a write would put the Services back as the values
@@ -516,6 +551,39 @@ mod tests {
         obs.stage_service = None;
         assert!(
             drift("web", &v, &obs).contains(&"the stage Service of web does not exist".to_string())
+        );
+    }
+
+    #[test]
+    fn a_release_a_gitops_controller_owns_is_refused_unless_forced() {
+        let mut obs = observed(3, 3);
+        assert!(check_gitops("web", &obs, false).is_ok());
+        obs.gitops = Some(GitOpsMarks::Flux {
+            namespace: "flux-system".into(),
+            name: "web".into(),
+        });
+        let err = check_gitops("web", &obs, false).unwrap_err();
+        assert!(
+            err.reason
+                .contains("managed by Flux (HelmRelease flux-system/web)"),
+            "{err:?}"
+        );
+        assert!(
+            err.hint.contains("spec.values")
+                && err
+                    .hint
+                    .contains("flux suspend helmrelease web -n flux-system"),
+            "{}",
+            err.hint
+        );
+        assert!(check_gitops("web", &obs, true).is_ok());
+        obs.gitops = Some(GitOpsMarks::ArgoCd {
+            application: "shop-web".into(),
+        });
+        let err = check_gitops("web", &obs, false).unwrap_err();
+        assert!(
+            err.reason.contains("Argo CD (Application shop-web)"),
+            "{err:?}"
         );
     }
 

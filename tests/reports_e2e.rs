@@ -179,6 +179,8 @@ struct Status {
     services: Vec<ServiceStatus>,
     drift: Vec<String>,
     #[serde(deserialize_with = "nullable")]
+    owner: Option<Value>,
+    #[serde(deserialize_with = "nullable")]
     problem: Option<Problem>,
     #[serde(deserialize_with = "nullable")]
     lock: Option<Lock>,
@@ -399,6 +401,7 @@ async fn every_command_prints_its_documented_json(major: u32) {
         .all(|s| s.fully_available && s.enabled && s.age_seconds.is_some()));
     assert_eq!(status.services[0].selects.as_deref(), Some("blue"));
     assert!(status.problem.is_none() && status.lock.is_none() && status.drift.is_empty());
+    assert!(status.owner.is_none());
     assert!(
         status.helm_version.starts_with(&format!("v{major}.")),
         "{status:?}"

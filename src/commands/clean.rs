@@ -26,7 +26,8 @@ pub struct Args {
     /// Helm release name
     #[arg(value_name = "RELEASE")]
     pub release: ReleaseName,
-    /// Clean even before the drain delay or while production is not fully available
+    /// Clean even before the drain delay, while production is not fully available, or when a
+    /// GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
     /// Drain delay: how long after the last swap the old slot must be kept
@@ -42,6 +43,7 @@ impl Args {
         let request = CleanRequest {
             min_age: self.min_age,
             force: self.force,
+            over_gitops: self.force,
         };
         let outcome = execute(&ctx, &self.release, &request, self.dry_run)
             .await
@@ -53,7 +55,10 @@ impl Args {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CleanRequest {
     pub min_age: Duration,
+    /// Clean before the drain delay, or while production is not fully available.
     pub force: bool,
+    /// Clean a release a GitOps controller owns.
+    pub over_gitops: bool,
 }
 
 pub async fn execute(
@@ -104,6 +109,7 @@ pub fn decide(
     let release = seen.release.to_string();
     let release = release.as_str();
     let values = &seen.values;
+    plan::check_gitops(release, &seen.cluster, request.over_gitops)?;
     plan::check_helm_state(release, &seen.history)?;
     let old = values.stage();
     if !values.slot(old).enabled {
@@ -275,6 +281,7 @@ mod tests {
         CleanRequest {
             min_age: Duration::from_secs(30),
             force,
+            over_gitops: force,
         }
     }
 

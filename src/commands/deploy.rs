@@ -31,7 +31,7 @@ pub struct Args {
     #[command(flatten)]
     pub image: ImageArgs,
     /// Deploy even when the Services' live selectors disagree with the release values (the
-    /// write puts them back as the values say)
+    /// write puts them back as the values say), or when a GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
@@ -284,6 +284,7 @@ pub fn decide(
         });
     };
     let values = &seen.values;
+    plan::check_gitops(release, &seen.cluster, req.force)?;
     plan::check_helm_state(release, &seen.history)?;
     let drifted = plan::check_drift(release, values, &seen.cluster, req.force)?;
     let idle = values.stage();

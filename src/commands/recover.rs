@@ -29,7 +29,7 @@ pub struct Args {
     /// A pending revision younger than this may still be worked on by a running helm: refused
     #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
     pub min_age: Duration,
-    /// Recover even a pending revision younger than --min-age
+    /// Recover even a pending revision younger than --min-age, or a release a GitOps controller owns
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
@@ -50,13 +50,17 @@ async fn execute(ctx: &Ctx, args: &Args) -> Result<Outcome<RecoverReport>> {
     let release = &args.release;
     let lock = ctx.lock(release, "recover", args.dry_run.dry_run).await?;
     let result = async {
-        // Only the history matters here: the values of a stuck revision are what is in doubt.
-        let history = ctx
-            .helm
-            .history(release)
-            .await?
+        // The history decides (the values of a stuck revision are what is in doubt); the
+        // Services say whether a GitOps controller owns the release.
+        let cluster = ctx.cluster();
+        let (history, services) = tokio::join!(ctx.helm.history(release), cluster.services(release));
+        let history = history?
             .filter(|h| !h.is_empty())
             .ok_or_else(|| not_found(release, &ctx.namespace))?;
+        if let Some(marks) = services?.gitops.filter(|_| !args.force) {
+            let (reason, hint) = plan::gitops_instead(release, &marks);
+            return Err(crate::error::Refusal::new(reason, hint).into());
+        }
         let latest = history.last().expect("not empty").clone();
         let plan = decide(release, &history, Timestamp::now(), args.min_age, args.force)?;
         let Some(plan) = plan else {

@@ -43,6 +43,10 @@ pub struct Args {
     /// Drain delay before --clean disables the old slot
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub min_age: Duration,
+    /// Release even when a GitOps controller owns the release or the Services' live selectors
+    /// disagree with the values (each write takes the fields back)
+    #[arg(long)]
+    pub force: bool,
     #[command(flatten)]
     pub dry_run: DryRun,
 }
@@ -85,7 +89,7 @@ async fn execute(ctx: &Ctx, args: &Args) -> Result<Outcome<ReleaseReport>> {
     let lock = ctx.lock(release, "release", dry_run).await?;
     let result = async {
         let seen = Observation::read(ctx, release, &chart, History::Latest).await?;
-        let deploy_plan = deploy::decide(release, seen.as_ref(), &args.image.request(false))?;
+        let deploy_plan = deploy::decide(release, seen.as_ref(), &args.image.request(args.force))?;
         if dry_run {
             let deploy_preview =
                 deploy::preview(ctx, release, seen.as_ref(), &deploy_plan, &chart, creates_namespace)?;
@@ -123,7 +127,7 @@ async fn cycle(
     let request = SwapRequest {
         kind: SwapKind::Swap,
         expect_tag: Some(version.clone()),
-        force: false,
+        force: args.force,
     };
     let seen = swap::observe(ctx, release, chart, SwapKind::Swap).await?;
     let plan = swap::decide(&seen, &request, chart)?;
@@ -136,7 +140,7 @@ async fn cycle(
             let back = SwapRequest {
                 kind: SwapKind::Rollback,
                 expect_tag: None,
-                force: false,
+                force: args.force,
             };
             let swapped_back = async {
                 let seen = swap::observe(ctx, release, chart, SwapKind::Rollback).await?;
@@ -167,9 +171,11 @@ async fn cycle(
             ),
         }
         let seen = clean::observe(ctx, release, chart).await?;
+        // The drain delay is never skipped here: --force only lifts the ownership check.
         let request = CleanRequest {
             min_age: args.min_age,
             force: false,
+            over_gitops: args.force,
         };
         match clean::decide(&seen, k8s_openapi::jiff::Timestamp::now(), &request, chart)? {
             Some(plan) => Some(clean::act(ctx, &seen, plan, chart).await?),

@@ -13,7 +13,8 @@ pub struct Args {
     /// Helm release name
     #[arg(value_name = "RELEASE")]
     pub release: ReleaseName,
-    /// Roll back even when the Services' live selectors disagree with the release values
+    /// Roll back even when the Services' live selectors disagree with the release values, or when
+    /// a GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]

@@ -9,7 +9,9 @@ use serde::Serialize;
 
 use crate::chart::ChartSource;
 use crate::cli::GlobalArgs;
-use crate::cluster::{MigrationPhase, MigrationState, Role, ServiceState, MAIN_SERVICE};
+use crate::cluster::{
+    GitOpsMarks, MigrationPhase, MigrationState, Role, ServiceState, MAIN_SERVICE,
+};
 use crate::context::Ctx;
 use crate::duration::human_age;
 use crate::names::ReleaseName;
@@ -41,7 +43,12 @@ pub async fn status(ctx: &Ctx, release: &ReleaseName) -> Result<StatusReport> {
         Observation::existing(ctx, release, &chart, History::Latest),
         crate::lock::holder(ctx.client.clone(), &ctx.namespace, release)
     );
-    let (seen, lock) = (seen?, lock?);
+    // Objects without a helm release are not a refusal here: status only reports.
+    let seen = seen.map_err(|err| match err.downcast::<crate::error::Refusal>() {
+        Ok(refusal) => anyhow::anyhow!("{}: {}", refusal.reason, refusal.hint),
+        Err(err) => err,
+    })?;
+    let lock = lock?;
     Ok(StatusReport::new(
         &seen,
         lock,
@@ -64,6 +71,8 @@ pub struct StatusReport {
     pub slots: Vec<SlotStatus>,
     pub services: Vec<ServiceStatus>,
     pub drift: Vec<String>,
+    /// The GitOps controller that owns the release, when its marks are on the Services.
+    pub owner: Option<GitOpsMarks>,
     pub problem: Option<Problem>,
     pub lock: Option<LockStatus>,
     pub next: String,
@@ -162,9 +171,10 @@ impl StatusReport {
                 reason: r.reason,
                 hint: r.hint,
             });
-        let next = match &problem {
-            Some(_) => format!("bgslot recover {release}"),
-            None => plan::next_step(&release, values, &seen.cluster, latest),
+        let next = match (&problem, &seen.cluster.gitops) {
+            (Some(_), _) => format!("bgslot recover {release}"),
+            (None, Some(marks)) => plan::gitops_instead(&release, marks).1,
+            (None, None) => plan::next_step(&release, values, &seen.cluster, latest),
         };
         StatusReport {
             namespace: seen.namespace.clone(),
@@ -195,6 +205,7 @@ impl StatusReport {
                         .filter(|_| seen.helm_major >= 4),
                 )
                 .collect(),
+            owner: seen.cluster.gitops.clone(),
             problem,
             lock: lock.map(|l| LockStatus {
                 holder: l.holder,
@@ -275,6 +286,13 @@ impl fmt::Display for StatusReport {
         }
         if !self.drift.is_empty() {
             writeln!(f)?;
+        }
+        if let Some(owner) = &self.owner {
+            let who = match owner {
+                GitOpsMarks::Flux { namespace, name } => format!("Flux HelmRelease {namespace}/{name}"),
+                GitOpsMarks::ArgoCd { application } => format!("Argo CD Application {application}"),
+            };
+            writeln!(f, "\n  owner: {who} (change the release there, not with bgslot)")?;
         }
         if let Some(problem) = &self.problem {
             writeln!(f, "\n  problem: {}\n  {}", problem.reason, problem.hint)?;

@@ -29,7 +29,8 @@ pub struct Args {
     /// Refuse unless the staged slot runs this image tag
     #[arg(long, value_name = "TAG")]
     pub expect_tag: Option<Tag>,
-    /// Swap even when the Services' live selectors disagree with the release values
+    /// Swap even when the Services' live selectors disagree with the release values (or a hand
+    /// edit still owns one, with Helm 4), or when a GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
     #[command(flatten)]
@@ -131,6 +132,7 @@ pub fn decide(
     let release = release.as_str();
     let values = &seen.values;
     let observed = &seen.cluster;
+    plan::check_gitops(release, observed, request.force)?;
     plan::check_helm_state(release, &seen.history)?;
     let from = values.production;
     let to = values.stage();
