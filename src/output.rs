@@ -34,6 +34,95 @@ fn write_quietly(out: &mut impl Write, text: &str) -> io::Result<()> {
     }
 }
 
+/// How waiting is shown on stderr: on a terminal, a live bar per slot that ends in one line; in
+/// a log (not a terminal, or `TERM=dumb`), a plain line per change.
+pub struct Waiting {
+    bars: Option<Bars>,
+}
+
+struct Bars {
+    multi: indicatif::MultiProgress,
+    by_slot: std::collections::BTreeMap<crate::values::Slot, indicatif::ProgressBar>,
+}
+
+impl Waiting {
+    pub fn on_stderr() -> Waiting {
+        use std::io::IsTerminal;
+        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
+        let bars = (io::stderr().is_terminal() && !dumb).then(|| Bars {
+            multi: indicatif::MultiProgress::with_draw_target(
+                indicatif::ProgressDrawTarget::stderr(),
+            ),
+            by_slot: Default::default(),
+        });
+        Waiting { bars }
+    }
+
+    fn bar(bars: &mut Bars, slot: crate::values::Slot) -> &indicatif::ProgressBar {
+        bars.by_slot.entry(slot).or_insert_with(|| {
+            // No colour: the bar reads the same with NO_COLOR, in any terminal.
+            let style = indicatif::ProgressStyle::with_template(
+                "{prefix:<6} ▕{bar:20}▏ {pos}/{len} ready  {elapsed:>4}{msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("█▉▊▋▌▍▎▏ ");
+            let bar = bars.multi.add(indicatif::ProgressBar::new(0));
+            bar.set_style(style);
+            bar.set_prefix(slot.to_string());
+            bar.enable_steady_tick(std::time::Duration::from_millis(250));
+            bar
+        })
+    }
+}
+
+impl crate::wait::Reporter for Waiting {
+    fn slot(
+        &mut self,
+        slot: crate::values::Slot,
+        state: &crate::cluster::SlotState,
+        reasons: &[String],
+    ) {
+        match &mut self.bars {
+            Some(bars) => {
+                let bar = Self::bar(bars, slot);
+                bar.set_length(state.desired.max(0) as u64);
+                bar.set_position(state.ready.clamp(0, state.desired.max(0)) as u64);
+                bar.set_message(crate::wait::rollout_detail(state, reasons));
+            }
+            None => progress(&crate::wait::progress_line(slot, state, reasons)),
+        }
+    }
+
+    fn done(&mut self, slot: crate::values::Slot, state: &crate::cluster::SlotState) {
+        if let Some(bars) = &mut self.bars {
+            let bar = Self::bar(bars, slot);
+            bar.set_length(state.desired.max(0) as u64);
+            bar.set_position(state.desired.max(0) as u64);
+            bar.finish_with_message("");
+        }
+    }
+
+    fn note(&mut self, text: &str) {
+        match &self.bars {
+            Some(bars) => {
+                let _ = bars.multi.println(text);
+            }
+            None => progress(text),
+        }
+    }
+}
+
+impl Drop for Waiting {
+    /// A wait that ended early (a timeout, a signal) leaves its bars as they last were.
+    fn drop(&mut self) {
+        for bar in self.bars.iter().flat_map(|b| b.by_slot.values()) {
+            if !bar.is_finished() {
+                bar.abandon();
+            }
+        }
+    }
+}
+
 /// An error as `-o json` reports it; its `Display` is the text form.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct ErrorReport {

@@ -10,7 +10,7 @@ use serde_json::Value;
 use crate::error::Refusal;
 use crate::names::ImageRef;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     Blue,

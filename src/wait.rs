@@ -22,21 +22,48 @@ use crate::cluster::{
 use crate::signals;
 use crate::values::Slot;
 
-/// One line of progress; the caller decides where it goes.
-pub type Progress<'a> = &'a mut (dyn FnMut(&str) + Send);
+/// Where a wait reports what it sees; the caller decides how it is shown (a live bar on a
+/// terminal, a line per change in a log).
+pub trait Reporter: Send {
+    /// The slot's rollout changed: its state and why its pods are not ready, when they say.
+    fn slot(&mut self, slot: Slot, state: &SlotState, reasons: &[String]);
+    /// The slot is fully available: the wait is over.
+    fn done(&mut self, slot: Slot, state: &SlotState);
+    /// Something worth a line of its own (a watch interruption, a migration's progress).
+    fn note(&mut self, text: &str);
+}
 
-fn progress_line(slot: Slot, state: &SlotState, pods: &[PodState]) -> String {
+pub type Progress<'a> = &'a mut dyn Reporter;
+
+/// The slot's progress as one line: `green: 2/3 ready, 1 old pods (readiness probe failing)`.
+pub fn progress_line(slot: Slot, state: &SlotState, reasons: &[String]) -> String {
     let mut line = format!(
         "{slot}: {}/{} ready",
         state.ready.min(state.desired),
         state.desired
     );
+    line.push_str(&rollout_detail(state, reasons));
+    line
+}
+
+/// What besides the ready count a progress report says: pods not yet updated, old pods still
+/// counted, and why pods are not ready.
+pub fn rollout_detail(state: &SlotState, reasons: &[String]) -> String {
+    let mut detail = String::new();
     if state.updated < state.desired {
-        line.push_str(&format!(", {}/{} updated", state.updated, state.desired));
+        detail.push_str(&format!(", {}/{} updated", state.updated, state.desired));
     }
     if state.total > state.desired {
-        line.push_str(&format!(", {} old pods", state.total - state.desired));
+        detail.push_str(&format!(", {} old pods", state.total - state.desired));
     }
+    if !reasons.is_empty() {
+        detail.push_str(&format!(" ({})", reasons.join(", ")));
+    }
+    detail
+}
+
+/// Why pods are not ready, each reason once, leaving out the states every pod passes through.
+fn reasons(pods: &[PodState]) -> Vec<String> {
     let mut reasons: Vec<String> = pods
         .iter()
         .filter(|p| !p.ready && !p.terminating)
@@ -45,10 +72,7 @@ fn progress_line(slot: Slot, state: &SlotState, pods: &[PodState]) -> String {
         .collect();
     reasons.sort();
     reasons.dedup();
-    if !reasons.is_empty() {
-        line.push_str(&format!(" ({})", reasons.join(", ")));
-    }
-    line
+    reasons
 }
 
 /// States every pod passes through on its way up: not worth a progress line of their own.
@@ -113,7 +137,7 @@ pub async fn slot_available(
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut signals = signals::subscribe();
-    let mut last_line = String::new();
+    let mut last_seen = None;
     let mut last_error: Option<String> = None;
     loop {
         tokio::select! {
@@ -122,7 +146,7 @@ pub async fn slot_available(
                     Some(Ok(())) => last_error = None,
                     Some(Err(err)) => {
                         if last_error.as_deref() != Some(&err) {
-                            progress(&format!("{slot}: watch interrupted ({err}); retrying"));
+                            progress.note(&format!("{slot}: watch interrupted ({err}); retrying"));
                         }
                         last_error = Some(err);
                         continue;
@@ -130,12 +154,14 @@ pub async fn slot_available(
                     None => bail!("the watch on the {slot} slot of {release} ended unexpectedly"),
                 }
                 let (state, pod_states) = snapshot(&deployments, &pods);
-                let line = progress_line(slot, &state, &pod_states);
-                if line != last_line && state.deployment.is_some() && state.desired > 0 && state.observed {
-                    progress(&line);
-                    last_line = line;
+                let why = reasons(&pod_states);
+                let seen = Some(progress_line(slot, &state, &why));
+                if seen != last_seen && state.deployment.is_some() && state.desired > 0 && state.observed {
+                    progress.slot(slot, &state, &why);
+                    last_seen = seen;
                 }
                 if state.fully_available() {
+                    progress.done(slot, &state);
                     return Ok(state);
                 }
             }
@@ -146,6 +172,7 @@ pub async fn slot_available(
                     _ => snapshot(&deployments, &pods),
                 };
                 if state.fully_available() {
+                    progress.done(slot, &state);
                     return Ok(state);
                 }
                 let api_note = last_error.map(|e| format!("; the API server was last unreachable: {e}")).unwrap_or_default();
@@ -374,7 +401,7 @@ pub async fn migration_done(
                 match event {
                     Some(Ok(init_done)) => listed = listed || init_done,
                     Some(Err(err)) => {
-                        progress(&format!("{slot}: watch on the migration interrupted ({err}); retrying"));
+                        progress.note(&format!("{slot}: watch on the migration interrupted ({err}); retrying"));
                         continue;
                     }
                     None => bail!("the watch on the migration of {release} ended unexpectedly"),
@@ -391,7 +418,7 @@ pub async fn migration_done(
                 };
                 let state = MigrationState::of(&job);
                 if last.as_ref() != Some(&state) {
-                    progress(&format!("{slot}: migration {} {}", state.job, match state.phase {
+                    progress.note(&format!("{slot}: migration {} {}", state.job, match state.phase {
                         MigrationPhase::Running => "running",
                         MigrationPhase::Succeeded => "succeeded",
                         MigrationPhase::Failed => "failed",
@@ -487,7 +514,7 @@ mod tests {
             pod("c", false, Some("ImagePullBackOff"), 0),
         ];
         assert_eq!(
-            progress_line(Slot::Green, &state, &pods),
+            progress_line(Slot::Green, &state, &reasons(&pods)),
             "green: 1/3 ready (ImagePullBackOff)"
         );
     }

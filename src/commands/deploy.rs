@@ -640,17 +640,17 @@ pub async fn act(
         scale_slot(&cluster, release, slot, replicas).await?;
     }
     let waiting_since = std::time::Instant::now();
-    let mut report_line = |line: &str| progress(line);
+    let mut waiting = crate::output::Waiting::on_stderr();
     let staged_note = |what: &str| {
         format!(
             "{what}; production is unchanged. The version stays staged in {slot}: replace it with \
              `bgslot deploy {release} --tag TAG --replace` or remove it with `bgslot clean {release} --force`"
         )
     };
-    wait::migration_done(&cluster, release, slot, ctx.global.timeout, &mut report_line)
+    wait::migration_done(&cluster, release, slot, ctx.global.timeout, &mut waiting)
         .await
         .with_context(|| staged_note(&format!("the migration of the {slot} slot of {release} did not succeed")))?;
-    let state = wait::slot_available(&cluster, release, slot, ctx.global.timeout, &mut report_line)
+    let state = wait::slot_available(&cluster, release, slot, ctx.global.timeout, &mut waiting)
         .await
         .with_context(|| {
             if plan.install {

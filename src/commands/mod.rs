@@ -51,6 +51,8 @@ commands! {
     Chart(chart),
     /// Print shell completions
     Completions(completions),
+    /// Write manual pages (bgslot.1 and one per command) to a directory
+    Man(man),
     /// Print bgslot's version and the embedded chart's version
     Version(version),
 }
