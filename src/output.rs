@@ -22,6 +22,17 @@ pub fn print<R: Serialize + Display>(report: &R, format: OutputFormat) -> anyhow
     Ok(())
 }
 
+/// Text exactly as given on stdout (a frame of `status --watch`). Returns whether the reader is
+/// still there, so a watch can end when it goes away.
+pub fn print_raw(text: &str) -> anyhow::Result<bool> {
+    let mut out = io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Ok(()) => Ok(true),
+        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(false),
+        Err(err) => Err(err.into()),
+    }
+}
+
 /// A progress line on stderr (stdout carries the result). A closed stderr loses the line only.
 pub fn progress(line: &str) {
     let _ = write_quietly(&mut io::stderr().lock(), &format!("{line}\n"));

@@ -247,16 +247,6 @@ fn changes_of(
     use k8s_openapi::api::core::v1::{Endpoints, Service};
     use k8s_openapi::api::discovery::v1::EndpointSlice;
     use kube::Api;
-    fn ticks<K>(api: Api<K>, config: watcher::Config) -> futures::stream::BoxStream<'static, ()>
-    where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-        K::DynamicType: Default,
-    {
-        watcher(api, config)
-            .default_backoff()
-            .filter_map(|e| futures::future::ready(e.ok().map(|_| ())))
-            .boxed()
-    }
     let instance = format!("{}={release}", crate::cluster::INSTANCE_LABEL);
     let (client, ns) = (cluster.client.clone(), cluster.namespace.clone());
     let of_release = || watcher::Config::default().labels(&instance);
@@ -278,6 +268,41 @@ fn changes_of(
         ticks(Api::<Pod>::namespaced(client, &ns), of_release()),
         endpoints,
     ])
+}
+
+/// Everything `status` shows can change: the release's Services, endpoints, pods, Deployments
+/// and migration Jobs, and its helm records (a new revision). One tick per change.
+pub fn release_changes(
+    cluster: &Cluster,
+    release: &str,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    use k8s_openapi::api::core::v1::Secret;
+    use kube::Api;
+    let instance = format!("{}={release}", crate::cluster::INSTANCE_LABEL);
+    let (client, ns) = (cluster.client.clone(), cluster.namespace.clone());
+    let of_release = watcher::Config::default().labels(&instance);
+    // helm keeps a release's revisions in Secrets labelled owner=helm,name=RELEASE.
+    let helm_records = watcher::Config::default().labels(&format!("owner=helm,name={release}"));
+    futures::stream::select_all([
+        changes_of(cluster, release).boxed(),
+        ticks(
+            Api::<Deployment>::namespaced(client.clone(), &ns),
+            of_release.clone(),
+        ),
+        ticks(Api::<Job>::namespaced(client.clone(), &ns), of_release),
+        ticks(Api::<Secret>::namespaced(client, &ns), helm_records),
+    ])
+}
+
+fn ticks<K>(api: kube::Api<K>, config: watcher::Config) -> futures::stream::BoxStream<'static, ()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(|e| futures::future::ready(e.ok().map(|_| ())))
+        .boxed()
 }
 
 /// How a Service routes, for a timeout message.

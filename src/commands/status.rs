@@ -25,15 +25,73 @@ pub struct Args {
     /// Helm release name
     #[arg(value_name = "RELEASE")]
     pub release: ReleaseName,
+    /// Keep showing the status, again at every change of the slots, Services or helm revision,
+    /// until interrupted (a terminal redraws it in place; -o json prints one document per line)
+    #[arg(short, long)]
+    pub watch: bool,
 }
 
 impl Args {
     pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
         let ctx = Ctx::connect(global).await?;
+        if self.watch {
+            return watch(&ctx, &self.release, global.output)
+                .await
+                .with_context(|| ctx.operation("status", &self.release));
+        }
         let report = status(&ctx, &self.release)
             .await
             .with_context(|| ctx.operation("status", &self.release))?;
         crate::output::print(&report, global.output)
+    }
+}
+
+/// Shows the status again at every change, until SIGINT or SIGTERM. Bursts of changes (a
+/// rollout touches many objects) are shown once they settle for a moment.
+async fn watch(ctx: &Ctx, release: &ReleaseName, format: crate::cli::OutputFormat) -> Result<()> {
+    use futures::StreamExt;
+    use std::io::IsTerminal;
+    let redraw = format == crate::cli::OutputFormat::Text && std::io::stdout().is_terminal();
+    let mut changes = std::pin::pin!(crate::wait::release_changes(&ctx.cluster(), release));
+    let mut signals = crate::signals::subscribe();
+    // Ages move on by themselves: a new frame is for a change of anything else.
+    let ageless = |report: &StatusReport| {
+        let mut report = report.clone();
+        report.slots.iter_mut().for_each(|s| s.age_seconds = None);
+        report
+    };
+    let mut shown: Option<StatusReport> = None;
+    loop {
+        let report = status(ctx, release).await?;
+        let text = match format {
+            crate::cli::OutputFormat::Json => serde_json::to_string(&report)? + "\n",
+            crate::cli::OutputFormat::Text => report.to_string(),
+        };
+        if shown.as_ref() != Some(&ageless(&report)) {
+            let frame = match (redraw, &shown) {
+                // Home and clear, then the table: the terminal shows the latest state only.
+                (true, _) => format!("\x1b[H\x1b[2J{text}"),
+                (false, Some(_)) if format == crate::cli::OutputFormat::Text => format!("\n{text}"),
+                _ => text.clone(),
+            };
+            if !crate::output::print_raw(&frame)? {
+                return Ok(());
+            }
+            shown = Some(ageless(&report));
+        }
+        tokio::select! {
+            change = changes.next() => {
+                if change.is_none() {
+                    anyhow::bail!("the watch on {release} ended unexpectedly");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+                    _ = signals.changed_to_signal() => return Ok(()),
+                }
+                while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}
+            }
+            _ = signals.changed_to_signal() => return Ok(()),
+        }
     }
 }
 
