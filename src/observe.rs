@@ -42,6 +42,15 @@ pub struct Observation {
     pub cluster: Observed,
 }
 
+/// What one read found under a release name.
+pub enum Found {
+    Release(Box<Observation>),
+    /// Neither a helm release nor its objects.
+    Missing,
+    /// The objects exist without a helm release.
+    Unmanaged(Refusal),
+}
+
 impl Observation {
     pub fn latest(&self) -> &Revision {
         self.history
@@ -49,22 +58,37 @@ impl Observation {
             .expect("an observed release has a revision")
     }
 
-    /// Reads `release`; `None` when helm has no such release.
+    /// Reads `release`; `None` when helm has no such release. Objects without a helm release
+    /// are a refusal: installing over them, or changing them, is not bgslot's to do.
     pub async fn read(
         ctx: &Ctx,
         release: &ReleaseName,
         chart: &ChartSource,
         need: History,
     ) -> Result<Option<Observation>> {
+        match Self::find(ctx, release, chart, need).await? {
+            Found::Release(seen) => Ok(Some(*seen)),
+            Found::Missing => Ok(None),
+            Found::Unmanaged(refusal) => Err(refusal.into()),
+        }
+    }
+
+    /// Reads `release`, telling a missing release from objects some other tool manages.
+    pub async fn find(
+        ctx: &Ctx,
+        release: &ReleaseName,
+        chart: &ChartSource,
+        need: History,
+    ) -> Result<Found> {
         // The helm read and the API reads are independent: run them together.
         let cluster = ctx.cluster();
         let (status, cluster) = tokio::join!(ctx.helm.status(release), cluster.observe(release));
         let cluster = cluster?;
         let Some(status) = status? else {
-            return match unmanaged(release, &cluster) {
-                Some(refusal) => Err(refusal.into()),
-                None => Ok(None),
-            };
+            return Ok(match unmanaged(release, &cluster) {
+                Some(refusal) => Found::Unmanaged(refusal),
+                None => Found::Missing,
+            });
         };
         let chart_id = cluster.chart.clone().unwrap_or_default();
         let latest = status.revision(chart_id.clone());
@@ -97,7 +121,7 @@ impl Observation {
         } else {
             vec![latest]
         };
-        Ok(Some(Observation {
+        Ok(Found::Release(Box::new(Observation {
             release: release.clone(),
             namespace: ctx.namespace.clone(),
             helm_major: ctx.helm.version.major,
@@ -106,7 +130,7 @@ impl Observation {
             values,
             all_values,
             cluster,
-        }))
+        })))
     }
 
     /// Reads a release that must exist.

@@ -15,7 +15,7 @@ use crate::cluster::{
 use crate::context::Ctx;
 use crate::duration::human_age;
 use crate::names::ReleaseName;
-use crate::observe::{History, Observation};
+use crate::observe::{Found, History, Observation};
 use crate::output::table;
 use crate::plan;
 use crate::values::Slot;
@@ -97,15 +97,18 @@ async fn watch(ctx: &Ctx, release: &ReleaseName, format: crate::cli::OutputForma
 
 pub async fn status(ctx: &Ctx, release: &ReleaseName) -> Result<StatusReport> {
     let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
-    let (seen, lock) = tokio::join!(
-        Observation::existing(ctx, release, &chart, History::Latest),
+    let (found, lock) = tokio::join!(
+        Observation::find(ctx, release, &chart, History::Latest),
         crate::lock::holder(ctx.client.clone(), &ctx.namespace, release)
     );
-    // Objects without a helm release are not a refusal here: status only reports.
-    let seen = seen.map_err(|err| match err.downcast::<crate::error::Refusal>() {
-        Ok(refusal) => anyhow::anyhow!("{}: {}", refusal.reason, refusal.hint),
-        Err(err) => err,
-    })?;
+    let seen = match found? {
+        Found::Release(seen) => *seen,
+        Found::Missing => return Err(crate::observe::not_found(release, &ctx.namespace)),
+        // Objects without a helm release are not a refusal here: status only reports.
+        Found::Unmanaged(refusal) => {
+            return Err(anyhow::anyhow!("{}: {}", refusal.reason, refusal.hint))
+        }
+    };
     let lock = lock?;
     Ok(StatusReport::new(
         &seen,
