@@ -25,12 +25,7 @@ fn read_meta(yaml: &str) -> Result<ChartMeta> {
 
 /// `NAME-VERSION` of the embedded chart, as `helm history` shows it.
 pub fn embedded_id() -> String {
-    let yaml = files()
-        .iter()
-        .find(|(p, _)| *p == "Chart.yaml")
-        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
-        .unwrap_or_default();
-    read_meta(&yaml)
+    read_meta(&embedded_file("Chart.yaml"))
         .map(|m| format!("{}-{}", m.name, m.version))
         .unwrap_or_else(|_| "bgslot-unknown".into())
 }
@@ -66,31 +61,45 @@ fn write_all(dir: &Path) -> Result<()> {
 /// The chart a helm write uses: the embedded one (written to a temporary directory for the
 /// duration of the command) or the user's `--chart`.
 pub struct ChartSource {
-    reference: String,
+    /// The user's `--chart`, or `None` for the embedded chart.
+    user: Option<String>,
     /// `NAME-VERSION`, when it can be known without asking helm.
     pub id: Option<String>,
-    _temp: Option<tempfile::TempDir>,
+    /// The chart's default values, when they can be known without asking helm.
+    pub defaults: Option<serde_json::Value>,
+    /// The embedded chart written out, once a write needs it.
+    written: std::sync::OnceLock<tempfile::TempDir>,
+}
+
+fn read_defaults(yaml: &str, whose: &str) -> Result<serde_json::Value> {
+    let values: Option<serde_json::Value> =
+        serde_saphyr::from_str(yaml).with_context(|| format!("reading {whose} values.yaml"))?;
+    Ok(values.unwrap_or(serde_json::Value::Object(Default::default())))
+}
+
+fn embedded_file(name: &str) -> String {
+    files()
+        .iter()
+        .find(|(p, _)| *p == name)
+        .map(|(_, b)| String::from_utf8_lossy(b).into_owned())
+        .unwrap_or_default()
 }
 
 impl ChartSource {
     pub fn resolve(user: Option<&str>) -> Result<ChartSource> {
         match user {
-            None => {
-                let temp = tempfile::Builder::new()
-                    .prefix("bgslot-chart-")
-                    .tempdir()
-                    .context("creating a temporary directory for the chart")?;
-                let dir = temp.path().join("bgslot");
-                write_all(&dir)?;
-                Ok(ChartSource {
-                    reference: dir.to_string_lossy().into_owned(),
-                    id: Some(embedded_id()),
-                    _temp: Some(temp),
-                })
-            }
+            None => Ok(ChartSource {
+                user: None,
+                id: Some(embedded_id()),
+                defaults: Some(read_defaults(
+                    &embedded_file("values.yaml"),
+                    "the embedded chart's",
+                )?),
+                written: std::sync::OnceLock::new(),
+            }),
             Some(reference) => {
                 let path = PathBuf::from(reference);
-                let id = if path.is_dir() {
+                let (id, defaults) = if path.is_dir() {
                     let yaml =
                         std::fs::read_to_string(path.join("Chart.yaml")).with_context(|| {
                             format!(
@@ -98,21 +107,55 @@ impl ChartSource {
                             )
                         })?;
                     let meta = read_meta(&yaml).with_context(|| format!("--chart {reference}"))?;
-                    Some(format!("{}-{}", meta.name, meta.version))
+                    let values =
+                        std::fs::read_to_string(path.join("values.yaml")).unwrap_or_default();
+                    (
+                        Some(format!("{}-{}", meta.name, meta.version)),
+                        Some(read_defaults(&values, &format!("--chart {reference}"))?),
+                    )
                 } else {
-                    None
+                    (None, None)
                 };
                 Ok(ChartSource {
-                    reference: reference.to_string(),
+                    user: Some(reference.to_string()),
                     id,
-                    _temp: None,
+                    defaults,
+                    written: std::sync::OnceLock::new(),
                 })
             }
         }
     }
 
-    pub fn reference(&self) -> &str {
-        &self.reference
+    /// What helm is given as the chart: the user's reference, or the embedded chart written to
+    /// a temporary directory (kept for the rest of the command).
+    pub fn reference(&self) -> Result<String> {
+        if let Some(user) = &self.user {
+            return Ok(user.clone());
+        }
+        if self.written.get().is_none() {
+            let temp = tempfile::Builder::new()
+                .prefix("bgslot-chart-")
+                .tempdir()
+                .context("creating a temporary directory for the chart")?;
+            write_all(&temp.path().join("bgslot"))?;
+            let _ = self.written.set(temp);
+        }
+        let dir = self
+            .written
+            .get()
+            .expect("written above")
+            .path()
+            .join("bgslot");
+        Ok(dir.to_string_lossy().into_owned())
+    }
+
+    /// The chart as a plan shows it: the user's reference, or `<embedded NAME-VERSION>` (the
+    /// embedded chart only exists on disk while a write runs).
+    pub fn shown(&self) -> String {
+        match &self.user {
+            Some(user) => user.clone(),
+            None => format!("<embedded {}>", embedded_id()),
+        }
     }
 
     /// A write must apply new chart defaults when the chart differs from the release's.
@@ -121,6 +164,15 @@ impl ChartSource {
             .as_deref()
             .map(|id| id != release_chart)
             .unwrap_or(false)
+    }
+
+    /// This chart's defaults, when it is the chart `release_chart` names (so the release's
+    /// computed values are these defaults under its user values).
+    pub fn defaults_of(&self, release_chart: &str) -> Option<&serde_json::Value> {
+        match &self.id {
+            Some(id) if id == release_chart => self.defaults.as_ref(),
+            _ => None,
+        }
     }
 }
 
@@ -144,6 +196,10 @@ mod tests {
             );
         }
         assert!(embedded_id().starts_with("bgslot-"));
+        let chart = ChartSource::resolve(None).unwrap();
+        let defaults = chart.defaults_of(&embedded_id()).unwrap();
+        assert_eq!(defaults["productionSlot"], "blue");
+        assert_eq!(chart.defaults_of("bgslot-0.0.0-other"), None);
     }
 
     #[test]

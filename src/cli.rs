@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, ValueEnum};
 
 use crate::duration::parse_duration;
 
@@ -25,7 +25,7 @@ pub struct Cli {
     pub global: GlobalArgs,
 
     #[command(subcommand)]
-    pub command: Command,
+    pub command: crate::commands::Command,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -86,158 +86,36 @@ pub enum OutputFormat {
     Json,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum Command {
-    /// Show the live and stage slots, their images and readiness, and what the Services select
-    Status(ReleaseArg),
-    /// Put a new version in the idle slot and wait until it is fully available
-    Deploy(DeployArgs),
-    /// Route production to the staged slot
-    Swap(SwapArgs),
-    /// Disable the slot that is not production, once the drain delay has passed
-    Clean(CleanArgs),
-    /// Route production back to the previous slot while it still runs
-    Rollback(RollbackArgs),
-    /// Deploy, verify against stage, swap, verify production and optionally clean, in one go
-    Release(ReleaseArgs),
-    /// Return a release stuck in a pending or failed helm state to its last deployed revision
-    Recover(RecoverArgs),
-    /// The helm history of the release, with each bgslot operation described
-    History(ReleaseArg),
-    /// Work with the embedded chart
-    #[command(subcommand)]
-    Chart(ChartCommand),
-    /// Print shell completions
-    Completions {
-        #[arg(value_enum)]
-        shell: clap_complete::Shell,
-    },
-    /// Print bgslot's version and the embedded chart's version
-    Version,
+/// Parses the command line. On a usage error it prints clap's message (or, with `-o json`, a JSON
+/// error document) and exits 2; `--help` and `--version` exit 0.
+pub fn parse() -> Cli {
+    match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) if !err.use_stderr() => err.exit(),
+        Err(err) if wants_json(std::env::args()) => {
+            let report = crate::output::ErrorReport::usage(&err.to_string());
+            crate::output::print_error(&report, OutputFormat::Json);
+            std::process::exit(crate::error::ExitStatus::Usage.code());
+        }
+        Err(err) => err.exit(),
+    }
 }
 
-#[derive(Debug, Args)]
-pub struct ReleaseArg {
-    /// Helm release name
-    pub release: String,
+/// Whether the raw arguments ask for JSON output, for errors found before they could be parsed.
+fn wants_json(args: impl Iterator<Item = String>) -> bool {
+    let args: Vec<String> = args.collect();
+    args.windows(2)
+        .any(|w| matches!(w[0].as_str(), "-o" | "--output") && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json" || a == "-ojson")
 }
 
-#[derive(Debug, Args)]
-pub struct ImageArgs {
-    /// Image tag for the new version (the repository stays as configured)
-    #[arg(
-        long,
-        value_name = "TAG",
-        required_unless_present = "image",
-        conflicts_with = "image"
-    )]
-    pub tag: Option<String>,
-
-    /// Full image reference REPOSITORY:TAG for the new version
-    #[arg(long, value_name = "REPOSITORY:TAG")]
-    pub image: Option<String>,
-
-    /// Replicas for the new slot [default: what production runs now]
-    #[arg(long, value_name = "N")]
-    pub replicas: Option<u32>,
-
-    /// Values file passed to helm
-    #[arg(short = 'f', long = "values", value_name = "FILE")]
-    pub values_files: Vec<PathBuf>,
-
-    /// A value passed to helm (key=value)
-    #[arg(long = "set", value_name = "KEY=VALUE")]
-    pub set: Vec<String>,
-
-    /// Replace a version already staged in the idle slot
+/// Shared by every command that changes a release.
+#[derive(Debug, Clone, Copy, Args)]
+pub struct DryRun {
+    /// Observe and decide as usual, then print the plan (helm command, values that change, what
+    /// would be waited for) instead of acting; nothing is changed and no lock is taken
     #[arg(long)]
-    pub replace: bool,
-
-    /// Create the namespace if it does not exist (as `helm install --create-namespace` does)
-    #[arg(long)]
-    pub create_namespace: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct DeployArgs {
-    /// Helm release name
-    pub release: String,
-    #[command(flatten)]
-    pub image: ImageArgs,
-}
-
-#[derive(Debug, Args)]
-pub struct SwapArgs {
-    /// Helm release name
-    pub release: String,
-    /// Refuse unless the staged slot runs this image tag
-    #[arg(long, value_name = "TAG")]
-    pub expect_tag: Option<String>,
-    /// Swap even when the Services' live selectors disagree with the release values
-    #[arg(long)]
-    pub force: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct CleanArgs {
-    /// Helm release name
-    pub release: String,
-    /// Clean even before the drain delay or while production is not fully available
-    #[arg(long)]
-    pub force: bool,
-    /// Drain delay: how long after the last swap the old slot must be kept
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
-    pub min_age: Duration,
-}
-
-#[derive(Debug, Args)]
-pub struct RollbackArgs {
-    /// Helm release name
-    pub release: String,
-    /// Roll back even when the Services' live selectors disagree with the release values
-    #[arg(long)]
-    pub force: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct RecoverArgs {
-    /// Helm release name
-    pub release: String,
-    /// A pending revision younger than this may still be worked on by a running helm: refused
-    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
-    pub min_age: Duration,
-    /// Recover even a pending revision younger than --min-age
-    #[arg(long)]
-    pub force: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct ReleaseArgs {
-    /// Helm release name
-    pub release: String,
-    #[command(flatten)]
-    pub image: ImageArgs,
-    /// Command run (without a shell: split on whitespace, or use it as a single program) after the
-    /// deploy against stage, and after the swap against production. It gets BGSLOT_TARGET
-    /// (stage|production), BGSLOT_URL, BGSLOT_SERVICE, BGSLOT_NAMESPACE, BGSLOT_SLOT, BGSLOT_TAG.
-    /// A non-zero exit fails the release; after the swap it also swaps back.
-    #[arg(long, value_name = "CMD")]
-    pub verify_cmd: Option<String>,
-    /// Clean the old slot after the drain delay
-    #[arg(long)]
-    pub clean: bool,
-    /// Drain delay before --clean disables the old slot
-    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
-    pub min_age: Duration,
-}
-
-#[derive(Debug, Subcommand)]
-pub enum ChartCommand {
-    /// Write the embedded chart to DIR, to vendor or customise it
-    Export {
-        /// Target directory (created; must be empty if it exists)
-        dir: PathBuf,
-    },
+    pub dry_run: bool,
 }
 
 #[cfg(test)]
@@ -261,6 +139,87 @@ mod tests {
     fn deploy_needs_a_version() {
         let err = Cli::try_parse_from(["bgslot", "deploy", "web"]).unwrap_err();
         assert_eq!(err.kind(), clap::error::ErrorKind::MissingRequiredArgument);
+    }
+
+    #[test]
+    fn malformed_flag_values_are_usage_errors_naming_the_flag() {
+        for (args, flag) in [
+            (&["bgslot", "status", "Web"][..], "<RELEASE>"),
+            (&["bgslot", "deploy", "web", "--tag", "v1;rm"], "--tag"),
+            (&["bgslot", "deploy", "web", "--image", "nginx"], "--image"),
+            (
+                &["bgslot", "deploy", "web", "--tag", "v1", "--replicas", "0"],
+                "--replicas",
+            ),
+            (
+                &["bgslot", "deploy", "web", "--tag", "v1", "--set", "x"],
+                "--set",
+            ),
+            (
+                &[
+                    "bgslot",
+                    "deploy",
+                    "web",
+                    "--tag",
+                    "v1",
+                    "-f",
+                    "/nonexistent",
+                ],
+                "--values",
+            ),
+            (
+                &["bgslot", "swap", "web", "--expect-tag", "a b"],
+                "--expect-tag",
+            ),
+            (
+                &["bgslot", "clean", "web", "--min-age", "soon"],
+                "--min-age",
+            ),
+            (
+                &[
+                    "bgslot",
+                    "release",
+                    "web",
+                    "--tag",
+                    "v1",
+                    "--verify-cmd",
+                    "a 'b",
+                ],
+                "--verify-cmd",
+            ),
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(
+                err.kind(),
+                clap::error::ErrorKind::ValueValidation,
+                "{args:?}"
+            );
+            assert!(err.to_string().contains(flag), "{args:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn digests_are_accepted_images() {
+        let digest = format!("sha256:{}", "0".repeat(64));
+        for image in [
+            format!("ghcr.io/acme/web@{digest}"),
+            format!("web:v2@{digest}"),
+        ] {
+            Cli::try_parse_from(["bgslot", "deploy", "web", "--image", &image]).unwrap();
+        }
+    }
+
+    #[test]
+    fn json_is_noticed_before_parsing() {
+        let args = |a: &[&str]| {
+            a.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
+        assert!(wants_json(args(&["bgslot", "swap", "-o", "json"])));
+        assert!(wants_json(args(&["bgslot", "--output=json", "swap"])));
+        assert!(!wants_json(args(&["bgslot", "swap", "web", "json"])));
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
@@ -17,9 +18,14 @@ use crate::values::Slot;
 
 pub const SLOT_LABEL: &str = "bgslot/slot";
 pub const ROLE_LABEL: &str = "bgslot/role";
+/// Which Service pair a Service belongs to: `main`, or the chart's `extraServices` key.
+pub const SERVICE_LABEL: &str = "bgslot/service";
+pub const MAIN_SERVICE: &str = "main";
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
+pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
+pub const MIGRATION_COMPONENT: &str = "migration";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Production,
@@ -35,8 +41,12 @@ impl Role {
     }
 }
 
+/// The slot's Deployment and its pods; a slot's migration Job pods carry the slot label too, but
+/// are not the slot's app.
 pub fn slot_selector(release: &str, slot: Slot) -> String {
-    format!("{INSTANCE_LABEL}={release},{SLOT_LABEL}={slot}")
+    format!(
+        "{INSTANCE_LABEL}={release},{SLOT_LABEL}={slot},{COMPONENT_LABEL}!={MIGRATION_COMPONENT}"
+    )
 }
 
 /// Why one pod is not serving, in a real kubelet's words.
@@ -103,6 +113,77 @@ impl SlotState {
     }
 }
 
+/// The release's Services as read together.
+#[derive(Debug, Clone, Default)]
+pub struct Services {
+    pub production: Option<ServiceState>,
+    pub stage: Option<ServiceState>,
+    /// The production and stage variants of the chart's `extraServices`.
+    pub extra: Vec<ExtraService>,
+    pub chart: Option<String>,
+    /// What the GitOps marks on the Services say, if any.
+    pub gitops: Option<GitOpsMarks>,
+}
+
+/// The marks a GitOps controller leaves on the objects it manages.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "tool", rename_all = "kebab-case")]
+pub enum GitOpsMarks {
+    /// Flux's helm-controller labels every object of a HelmRelease with its name and namespace
+    /// (and keeps a helm release of its own).
+    Flux { namespace: String, name: String },
+    /// Argo CD's annotation tracking (`argocd.argoproj.io/tracking-id: APP:GROUP/KIND:NS/NAME`).
+    /// Argo CD renders charts without a helm release.
+    ArgoCd { application: String },
+}
+
+pub const FLUX_NAME_LABEL: &str = "helm.toolkit.fluxcd.io/name";
+pub const FLUX_NAMESPACE_LABEL: &str = "helm.toolkit.fluxcd.io/namespace";
+pub const ARGOCD_TRACKING_ANNOTATION: &str = "argocd.argoproj.io/tracking-id";
+
+fn gitops_marks(svc: &Service) -> Option<GitOpsMarks> {
+    let labels = svc.metadata.labels.as_ref();
+    if let Some(name) = labels.and_then(|l| l.get(FLUX_NAME_LABEL)) {
+        let namespace = labels
+            .and_then(|l| l.get(FLUX_NAMESPACE_LABEL))
+            .cloned()
+            .unwrap_or_default();
+        return Some(GitOpsMarks::Flux {
+            namespace,
+            name: name.clone(),
+        });
+    }
+    let tracking = svc
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(ARGOCD_TRACKING_ANNOTATION))?;
+    let application = tracking.split(':').next().unwrap_or(tracking);
+    Some(GitOpsMarks::ArgoCd {
+        application: application.to_string(),
+    })
+}
+
+impl Services {
+    /// Every Service that should route to production: the main one and each extra one.
+    pub fn production(&self) -> impl Iterator<Item = &ServiceState> {
+        self.production.iter().chain(
+            self.extra
+                .iter()
+                .filter(|e| e.role == Role::Production)
+                .map(|e| &e.state),
+        )
+    }
+}
+
+/// One variant of a Service from the chart's `extraServices`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExtraService {
+    pub key: String,
+    pub role: Role,
+    pub state: ServiceState,
+}
+
 /// Where a Service sends traffic now.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct ServiceState {
@@ -114,6 +195,9 @@ pub struct ServiceState {
     pub ready_by_slot: BTreeMap<String, usize>,
     pub ready: usize,
     pub not_ready: usize,
+    /// A field manager other than helm that owns the selector's slot (someone edited it by hand).
+    /// Helm 4 applies server-side and cannot change a field another manager owns.
+    pub selector_owner: Option<String>,
 }
 
 impl ServiceState {
@@ -122,14 +206,70 @@ impl ServiceState {
     }
 }
 
+/// What the cluster shows for one release.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub blue: SlotState,
+    pub green: SlotState,
+    pub production_service: Option<ServiceState>,
+    pub stage_service: Option<ServiceState>,
+    /// The variants of the chart's `extraServices`.
+    pub extra_services: Vec<ExtraService>,
+    /// Each slot's migration Job, by slot name.
+    pub migrations: BTreeMap<String, MigrationState>,
+    /// A GitOps controller's marks on the release's Services.
+    pub gitops: Option<GitOpsMarks>,
+    /// `NAME-VERSION` from the `helm.sh/chart` label of the release's Services: the chart the
+    /// latest revision rendered.
+    pub chart: Option<String>,
+}
+
+impl Observed {
+    pub fn slot(&self, slot: Slot) -> &SlotState {
+        match slot {
+            Slot::Blue => &self.blue,
+            Slot::Green => &self.green,
+        }
+    }
+
+    pub fn service(&self, role: Role) -> Option<&ServiceState> {
+        match role {
+            Role::Production => self.production_service.as_ref(),
+            Role::Stage => self.stage_service.as_ref(),
+        }
+    }
+
+    pub fn migration(&self, slot: Slot) -> Option<&MigrationState> {
+        self.migrations.get(slot.as_str())
+    }
+}
+
+pub const CHART_LABEL: &str = "helm.sh/chart";
+
 /// Reads the cluster for one release.
 #[derive(Clone)]
 pub struct Cluster {
     pub client: Client,
     pub namespace: String,
+    /// Whether the server serves EndpointSlices (`discovery.k8s.io/v1`), once asked.
+    slices_served: std::sync::Arc<std::sync::OnceLock<bool>>,
 }
 
 impl Cluster {
+    pub fn new(client: Client, namespace: String) -> Cluster {
+        Cluster {
+            client,
+            namespace,
+            slices_served: Default::default(),
+        }
+    }
+
+    /// Whether endpoints are read from EndpointSlices (else from Endpoints): known after the
+    /// first read of a Service's endpoints.
+    pub fn reads_endpoint_slices(&self) -> Option<bool> {
+        self.slices_served.get().copied()
+    }
+
     pub fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.namespace)
     }
@@ -174,14 +314,31 @@ impl Cluster {
         Ok(pods)
     }
 
-    /// The release's production and stage Services, their live selectors and ready endpoints:
-    /// one Service list and one pod list for both.
-    pub async fn services(
-        &self,
-        release: &str,
-    ) -> Result<(Option<ServiceState>, Option<ServiceState>)> {
+    /// Everything bgslot looks at for `release`: both slots and both Services, read at once.
+    pub async fn observe(&self, release: &str) -> Result<Observed> {
+        let (blue, green, services, migrations) = tokio::try_join!(
+            self.slot(release, Slot::Blue),
+            self.slot(release, Slot::Green),
+            self.services(release),
+            self.migrations(release),
+        )?;
+        Ok(Observed {
+            blue,
+            green,
+            production_service: services.production,
+            stage_service: services.stage,
+            extra_services: services.extra,
+            migrations,
+            gitops: services.gitops,
+            chart: services.chart,
+        })
+    }
+
+    /// The release's Services, their live selectors and ready endpoints: one Service list, one
+    /// pod list and one endpoints list for all of them.
+    pub async fn services(&self, release: &str) -> Result<Services> {
         let services: Api<Service> = Api::namespaced(self.client.clone(), &self.namespace);
-        let (list, pods) = tokio::try_join!(
+        let (list, pods, endpoints) = tokio::try_join!(
             async {
                 services
                     .list(
@@ -196,65 +353,42 @@ impl Cluster {
                         )
                     })
             },
-            self.pod_slots(release)
+            self.pod_slots(release),
+            self.endpoints(release),
         )?;
-        let of_role = |role: Role| {
-            list.items.iter().find(|s| {
-                s.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(ROLE_LABEL))
-                    .map(String::as_str)
-                    == Some(role.as_str())
-            })
+        let mut found = Services {
+            chart: list
+                .items
+                .iter()
+                .find_map(|s| s.metadata.labels.as_ref()?.get(CHART_LABEL).cloned()),
+            gitops: list.items.iter().find_map(gitops_marks),
+            ..Services::default()
         };
-        let (production, stage) = tokio::try_join!(
-            self.service_state(of_role(Role::Production), &pods),
-            self.service_state(of_role(Role::Stage), &pods)
-        )?;
-        Ok((production, stage))
-    }
-
-    /// The release's Service with `role`.
-    pub async fn service(&self, release: &str, role: Role) -> Result<Option<ServiceState>> {
-        let (production, stage) = self.services(release).await?;
-        Ok(match role {
-            Role::Production => production,
-            Role::Stage => stage,
-        })
-    }
-
-    async fn service_state(
-        &self,
-        svc: Option<&Service>,
-        pods: &BTreeMap<String, String>,
-    ) -> Result<Option<ServiceState>> {
-        let Some(svc) = svc else { return Ok(None) };
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let selector_slot = svc
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.as_ref())
-            .and_then(|s| s.get(SLOT_LABEL))
-            .cloned();
-        let (ready, not_ready) = self.endpoints(&name).await?;
-        let mut ready_by_slot = BTreeMap::new();
-        for pod in &ready {
-            let slot = pod
-                .as_ref()
-                .and_then(|p| pods.get(p))
-                .cloned()
-                .unwrap_or_else(|| "unknown".into());
-            *ready_by_slot.entry(slot).or_insert(0) += 1;
+        for svc in &list.items {
+            let labels = svc.metadata.labels.clone().unwrap_or_default();
+            let role = match labels.get(ROLE_LABEL).map(String::as_str) {
+                Some("production") => Role::Production,
+                Some("stage") => Role::Stage,
+                _ => continue,
+            };
+            let state = service_state(svc, &pods, &endpoints);
+            // Charts before extraServices label only the main pair, and without `bgslot/service`.
+            match labels.get(SERVICE_LABEL).map(String::as_str) {
+                None | Some(MAIN_SERVICE) => match role {
+                    Role::Production => found.production = Some(state),
+                    Role::Stage => found.stage = Some(state),
+                },
+                Some(key) => found.extra.push(ExtraService {
+                    key: key.to_string(),
+                    role,
+                    state,
+                }),
+            }
         }
-        Ok(Some(ServiceState {
-            selects: selector_slot.as_deref().and_then(Slot::parse),
-            selector_slot,
-            name,
-            ready: ready.len(),
-            not_ready,
-            ready_by_slot,
-        }))
+        found
+            .extra
+            .sort_by(|a, b| (&a.key, a.role.as_str()).cmp(&(&b.key, b.role.as_str())));
+        Ok(found)
     }
 
     /// Pod name -> slot label, for the release's pods.
@@ -281,57 +415,217 @@ impl Cluster {
             .collect())
     }
 
-    /// Ready endpoints (as the pod behind each, when known) and the count of not-ready ones.
-    /// EndpointSlices where the server serves `discovery.k8s.io/v1`, else Endpoints.
-    async fn endpoints(&self, service: &str) -> Result<(Vec<Option<String>>, usize)> {
-        let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.namespace);
-        match slices
-            .list(&ListParams::default().labels(&format!("kubernetes.io/service-name={service}")))
-            .await
-        {
-            Ok(list) => {
-                let mut ready = Vec::new();
-                let mut not_ready = 0;
-                for ep in list.items.iter().flat_map(|s| s.endpoints.iter()) {
-                    let c = ep.conditions.clone().unwrap_or_default();
-                    // A nil `ready` means ready; terminating endpoints never count.
-                    if c.ready.unwrap_or(true) && !c.terminating.unwrap_or(false) {
-                        ready.push(ep.target_ref.as_ref().and_then(|r| r.name.clone()));
-                    } else {
-                        not_ready += 1;
+    /// The endpoints of each of the release's Services (they carry the Service's labels): ready
+    /// ones as the pod behind each, when known, and a count of the others. EndpointSlices where
+    /// the server serves `discovery.k8s.io/v1`, else Endpoints.
+    async fn endpoints(&self, release: &str) -> Result<BTreeMap<String, ServiceEndpoints>> {
+        let of_release = ListParams::default().labels(&format!("{INSTANCE_LABEL}={release}"));
+        let mut by_service: BTreeMap<String, ServiceEndpoints> = BTreeMap::new();
+        if self.slices_served.get() != Some(&false) {
+            let slices: Api<EndpointSlice> = Api::namespaced(self.client.clone(), &self.namespace);
+            match slices.list(&of_release).await {
+                Ok(list) => {
+                    let _ = self.slices_served.set(true);
+                    for slice in &list.items {
+                        let Some(service) = slice
+                            .metadata
+                            .labels
+                            .as_ref()
+                            .and_then(|l| l.get("kubernetes.io/service-name"))
+                        else {
+                            continue;
+                        };
+                        let entry = by_service.entry(service.clone()).or_default();
+                        for ep in &slice.endpoints {
+                            let c = ep.conditions.clone().unwrap_or_default();
+                            // A nil `ready` means ready; terminating endpoints never count.
+                            if c.ready.unwrap_or(true) && !c.terminating.unwrap_or(false) {
+                                entry
+                                    .ready
+                                    .push(ep.target_ref.as_ref().and_then(|r| r.name.clone()));
+                            } else {
+                                entry.not_ready += 1;
+                            }
+                        }
                     }
+                    return Ok(by_service);
                 }
-                return Ok((ready, not_ready));
-            }
-            Err(kube::Error::Api(status)) if status.code == 404 => {}
-            Err(err) => {
-                return Err(err).with_context(|| {
-                    format!(
-                        "listing EndpointSlices of Service {service} in namespace {}",
-                        self.namespace
-                    )
-                })
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    let _ = self.slices_served.set(false);
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!(
+                            "listing the EndpointSlices of {release} in namespace {}",
+                            self.namespace
+                        )
+                    })
+                }
             }
         }
         let endpoints: Api<Endpoints> = Api::namespaced(self.client.clone(), &self.namespace);
-        let Some(ep) = endpoints.get_opt(service).await.with_context(|| {
+        let list = endpoints.list(&of_release).await.with_context(|| {
             format!(
-                "reading Endpoints {service} in namespace {}",
+                "listing the Endpoints of {release} in namespace {}",
                 self.namespace
             )
-        })?
-        else {
-            return Ok((Vec::new(), 0));
-        };
-        let mut ready = Vec::new();
-        let mut not_ready = 0;
-        for subset in ep.subsets.unwrap_or_default() {
-            for addr in subset.addresses.unwrap_or_default() {
-                ready.push(addr.target_ref.and_then(|r| r.name));
+        })?;
+        for ep in list.items {
+            let entry = by_service
+                .entry(ep.metadata.name.clone().unwrap_or_default())
+                .or_default();
+            for subset in ep.subsets.unwrap_or_default() {
+                for addr in subset.addresses.unwrap_or_default() {
+                    entry.ready.push(addr.target_ref.and_then(|r| r.name));
+                }
+                entry.not_ready += subset.not_ready_addresses.map(|a| a.len()).unwrap_or(0);
             }
-            not_ready += subset.not_ready_addresses.map(|a| a.len()).unwrap_or(0);
         }
-        Ok((ready, not_ready))
+        Ok(by_service)
+    }
+
+    /// Each slot's migration Job (the newest, when several exist), as the chart labels it.
+    pub async fn migrations(&self, release: &str) -> Result<BTreeMap<String, MigrationState>> {
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+        let list = jobs
+            .list(&ListParams::default().labels(&format!(
+                "{INSTANCE_LABEL}={release},{COMPONENT_LABEL}={MIGRATION_COMPONENT}"
+            )))
+            .await
+            .with_context(|| {
+                format!(
+                    "listing the migration Jobs of {release} in namespace {}",
+                    self.namespace
+                )
+            })?;
+        let mut newest: BTreeMap<String, &Job> = BTreeMap::new();
+        for job in &list.items {
+            let Some(slot) = job.metadata.labels.as_ref().and_then(|l| l.get(SLOT_LABEL)) else {
+                continue;
+            };
+            let created = |j: &Job| j.metadata.creation_timestamp.as_ref().map(|t| t.0);
+            if newest
+                .get(slot)
+                .is_none_or(|seen| created(seen) < created(job))
+            {
+                newest.insert(slot.clone(), job);
+            }
+        }
+        Ok(newest
+            .into_iter()
+            .map(|(slot, job)| (slot, MigrationState::of(job)))
+            .collect())
+    }
+}
+
+/// The endpoints of one Service.
+#[derive(Debug, Clone, Default)]
+struct ServiceEndpoints {
+    ready: Vec<Option<String>>,
+    not_ready: usize,
+}
+
+fn service_state(
+    svc: &Service,
+    pods: &BTreeMap<String, String>,
+    endpoints: &BTreeMap<String, ServiceEndpoints>,
+) -> ServiceState {
+    let name = svc.metadata.name.clone().unwrap_or_default();
+    let selector_slot = svc
+        .spec
+        .as_ref()
+        .and_then(|s| s.selector.as_ref())
+        .and_then(|s| s.get(SLOT_LABEL))
+        .cloned();
+    let empty = ServiceEndpoints::default();
+    let eps = endpoints.get(&name).unwrap_or(&empty);
+    let mut ready_by_slot = BTreeMap::new();
+    for pod in &eps.ready {
+        let slot = pod
+            .as_ref()
+            .and_then(|p| pods.get(p))
+            .cloned()
+            .unwrap_or_else(|| "unknown".into());
+        *ready_by_slot.entry(slot).or_insert(0) += 1;
+    }
+    ServiceState {
+        selects: selector_slot.as_deref().and_then(Slot::parse),
+        selector_slot,
+        name,
+        ready: eps.ready.len(),
+        not_ready: eps.not_ready,
+        ready_by_slot,
+        selector_owner: selector_owner(svc),
+    }
+}
+
+/// The first field manager other than helm that owns `spec.selector[bgslot/slot]`.
+fn selector_owner(svc: &Service) -> Option<String> {
+    let slot_key = format!("f:{SLOT_LABEL}");
+    svc.metadata
+        .managed_fields
+        .iter()
+        .flatten()
+        .find_map(|entry| {
+            let manager = entry.manager.as_deref().unwrap_or("unknown");
+            let owns = entry
+                .fields_v1
+                .as_ref()
+                .and_then(|f| f.0.pointer("/f:spec/f:selector"))
+                .and_then(|selector| selector.get(&slot_key))
+                .is_some();
+            (owns && manager != "helm").then(|| manager.to_string())
+        })
+}
+
+/// Where a slot's migration Job stands.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct MigrationState {
+    pub job: String,
+    pub phase: MigrationPhase,
+    /// Why it failed (the Job's Failed condition), when it did.
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MigrationPhase {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+impl MigrationState {
+    pub fn of(job: &Job) -> MigrationState {
+        let status = job.status.clone().unwrap_or_default();
+        let condition = |type_: &str| {
+            status
+                .conditions
+                .iter()
+                .flatten()
+                .find(|c| c.type_ == type_ && c.status == "True")
+                .cloned()
+        };
+        let (phase, reason) = if let Some(failed) = condition("Failed") {
+            let reason = [failed.reason, failed.message]
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>()
+                .join(": ");
+            (
+                MigrationPhase::Failed,
+                Some(reason).filter(|r| !r.is_empty()),
+            )
+        } else if condition("Complete").is_some() || status.succeeded.unwrap_or(0) > 0 {
+            (MigrationPhase::Succeeded, None)
+        } else {
+            (MigrationPhase::Running, None)
+        };
+        MigrationState {
+            job: job.metadata.name.clone().unwrap_or_default(),
+            phase,
+            reason,
+        }
     }
 }
 

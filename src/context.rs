@@ -1,5 +1,6 @@
 //! Everything a command needs to talk to the cluster, resolved once from flags and environment:
-//! the kube client and namespace as helm would pick them, and the detected helm.
+//! the kube client and namespace as helm would pick them, the detected helm, and the release lock
+//! a mutating command holds while it runs.
 
 use std::time::Duration;
 
@@ -9,13 +10,18 @@ use kube::{Client, Config};
 
 use crate::cli::GlobalArgs;
 use crate::cluster::Cluster;
+use crate::error::Operation;
 use crate::helm::{self, HelmRunner, Target};
+use crate::lock::{Holder, LockGuard};
+use crate::names::ReleaseName;
+use crate::signals;
 
 pub struct Ctx {
     pub global: GlobalArgs,
     pub namespace: String,
     pub client: Client,
     pub helm: HelmRunner,
+    cluster: Cluster,
 }
 
 impl Ctx {
@@ -49,6 +55,7 @@ impl Ctx {
         let helm = helm?;
         Ok(Ctx {
             global: global.clone(),
+            cluster: Cluster::new(client.clone(), namespace.clone()),
             namespace,
             client,
             helm,
@@ -56,10 +63,97 @@ impl Ctx {
     }
 
     pub fn cluster(&self) -> Cluster {
-        Cluster {
-            client: self.client.clone(),
+        self.cluster.clone()
+    }
+
+    /// The outermost context of a command's error: which command, release and namespace.
+    pub fn operation(&self, op: &'static str, release: &ReleaseName) -> Operation {
+        Operation {
+            op,
+            release: release.to_string(),
             namespace: self.namespace.clone(),
         }
+    }
+
+    /// Takes the release lock for a mutating command, held until [`HeldLock::finish`]. A dry run
+    /// only plans, so it takes no lock (and leaves no trace on the cluster).
+    pub async fn lock(
+        &self,
+        release: &ReleaseName,
+        operation: &'static str,
+        dry_run: bool,
+    ) -> Result<HeldLock<'_>> {
+        let guard = if dry_run {
+            None
+        } else {
+            let holder = Holder {
+                operation: operation.to_string(),
+            };
+            let guard = LockGuard::acquire(
+                self.client.clone(),
+                &self.namespace,
+                release,
+                holder,
+                self.global.wait_for_lock,
+            )
+            .await
+            .map_err(|err| self.namespace_hint(err))?;
+            Some(guard)
+        };
+        Ok(HeldLock {
+            ctx: self,
+            guard,
+            release: release.clone(),
+            operation,
+        })
+    }
+
+    fn namespace_hint(&self, err: anyhow::Error) -> anyhow::Error {
+        let missing = err.chain().any(|c| {
+            matches!(c.downcast_ref::<kube::Error>(), Some(kube::Error::Api(s)) if s.code == 404 && s.message.contains("namespaces"))
+        });
+        if missing {
+            err.context(format!(
+                "namespace {} does not exist: create it or pass the right -n/--namespace",
+                self.namespace
+            ))
+        } else {
+            err
+        }
+    }
+}
+
+/// The release lock as a command holds it.
+pub struct HeldLock<'a> {
+    ctx: &'a Ctx,
+    guard: Option<LockGuard>,
+    release: ReleaseName,
+    operation: &'static str,
+}
+
+impl HeldLock<'_> {
+    /// Releases the lock after the command's `result`. When a signal stopped the command, says
+    /// what state helm left the release in, keeping the error's kind (a refusal stays a refusal).
+    pub async fn finish<T>(self, result: Result<T>) -> Result<T> {
+        if let Some(guard) = self.guard {
+            guard.release().await;
+        }
+        let Some(sig) = signals::received().filter(|_| result.is_err()) else {
+            return result;
+        };
+        let release = &self.release;
+        let state = match self.ctx.helm.status(release).await {
+            Ok(Some(status)) => format!("revision {} is {}", status.version, status.info.status),
+            Ok(None) => "the release does not exist".into(),
+            Err(e) => format!("its state could not be read: {e}"),
+        };
+        result.map_err(|err| {
+            err.context(format!(
+                "{} of {release} stopped by {}; release {release} was left as: {state}",
+                self.operation,
+                signals::name(sig)
+            ))
+        })
     }
 }
 

@@ -1,17 +1,69 @@
-//! The kinds of failure bgslot distinguishes, because each maps to its own exit code.
+//! The kinds of outcome bgslot distinguishes, because each maps to its own exit code.
 //!
-//! Anything not listed here is a plain failure (exit 1). The kinds travel inside `anyhow::Error`
-//! so that context (release, namespace, slot) can be added on the way up without losing them.
+//! Anything not classified here is a plain failure (exit 1). The kinds travel inside
+//! `anyhow::Error`, so context (release, namespace, slot, a signal that arrived) can be added on
+//! the way up without losing them: a refusal stays 3 and a held lock stays 4 whatever wraps them.
 
 use std::fmt;
 
-/// Exit codes, one meaning each (documented in the README and `--help`).
-pub mod exit {
-    pub const OK: i32 = 0;
-    pub const FAILED: i32 = 1;
-    pub const USAGE: i32 = 2;
-    pub const REFUSED: i32 = 3;
-    pub const LOCKED: i32 = 4;
+/// How a run of bgslot ended; the one place exit codes are defined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ExitStatus {
+    /// 0: done.
+    Done,
+    /// 1: failed (helm error, timeout, verification failed, unknown release, unreachable cluster).
+    Failed,
+    /// 2: the command line makes no sense.
+    Usage,
+    /// 3: a safety check refused; nothing was changed.
+    Refused,
+    /// 4: another bgslot holds the release lock.
+    Locked,
+}
+
+impl ExitStatus {
+    pub fn code(self) -> i32 {
+        match self {
+            ExitStatus::Done => 0,
+            ExitStatus::Failed => 1,
+            ExitStatus::Usage => 2,
+            ExitStatus::Refused => 3,
+            ExitStatus::Locked => 4,
+        }
+    }
+
+    /// The word `-o json` reports as `kind`.
+    pub fn kind(self) -> &'static str {
+        match self {
+            ExitStatus::Done => "done",
+            ExitStatus::Failed => "failed",
+            ExitStatus::Usage => "usage",
+            ExitStatus::Refused => "refused",
+            ExitStatus::Locked => "locked",
+        }
+    }
+
+    /// The outcome an error stands for: a refusal or a held lock anywhere in its chain wins over
+    /// whatever happened around it; then a usage error; else a plain failure.
+    pub fn of(err: &anyhow::Error) -> ExitStatus {
+        if carries::<Refusal>(err) {
+            ExitStatus::Refused
+        } else if carries::<LockHeld>(err) {
+            ExitStatus::Locked
+        } else if carries::<UsageError>(err) {
+            ExitStatus::Usage
+        } else {
+            ExitStatus::Failed
+        }
+    }
+}
+
+/// Whether `T` is anywhere in the error: as the root, as a context layer, or as a source.
+fn carries<T: std::error::Error + fmt::Display + Send + Sync + 'static>(
+    err: &anyhow::Error,
+) -> bool {
+    err.downcast_ref::<T>().is_some() || err.chain().any(|c| c.is::<T>())
 }
 
 /// A safety check said no. Nothing was changed.
@@ -91,26 +143,10 @@ impl fmt::Display for Operation {
     }
 }
 
-/// The exit code an error stands for: the first classified kind in its chain, else 1.
-pub fn exit_code(err: &anyhow::Error) -> i32 {
-    for cause in err.chain() {
-        if cause.is::<Refusal>() {
-            return exit::REFUSED;
-        }
-        if cause.is::<LockHeld>() {
-            return exit::LOCKED;
-        }
-        if cause.is::<UsageError>() {
-            return exit::USAGE;
-        }
-    }
-    exit::FAILED
-}
-
 /// The hint attached to a refusal anywhere in the chain.
 pub fn hint(err: &anyhow::Error) -> Option<String> {
-    err.chain()
-        .find_map(|c| c.downcast_ref::<Refusal>())
+    err.downcast_ref::<Refusal>()
+        .or_else(|| err.chain().find_map(|c| c.downcast_ref::<Refusal>()))
         .map(|r| r.hint.clone())
         .filter(|h| !h.is_empty())
 }
@@ -125,11 +161,28 @@ mod tests {
         let err = Err::<(), _>(Refusal::new("no", "do this"))
             .context("swap web in shop")
             .unwrap_err();
-        assert_eq!(exit_code(&err), exit::REFUSED);
+        assert_eq!(ExitStatus::of(&err), ExitStatus::Refused);
         assert_eq!(hint(&err).as_deref(), Some("do this"));
         let err = anyhow::anyhow!("helm failed");
-        assert_eq!(exit_code(&err), exit::FAILED);
+        assert_eq!(ExitStatus::of(&err), ExitStatus::Failed);
         let err = anyhow::Error::new(UsageError("bad".into()));
-        assert_eq!(exit_code(&err), exit::USAGE);
+        assert_eq!(ExitStatus::of(&err).code(), 2);
+    }
+
+    #[test]
+    fn a_refusal_or_lock_survives_a_signal_wrapped_around_it() {
+        let held = LockHeld {
+            lease: "bgslot-lock-web".into(),
+            namespace: "shop".into(),
+            holder: "alice".into(),
+            since: "now".into(),
+        };
+        let err = anyhow::Error::new(held)
+            .context("swap of web stopped by SIGTERM")
+            .context(UsageError("ignored".into()));
+        assert_eq!(ExitStatus::of(&err), ExitStatus::Locked);
+        let err = anyhow::Error::new(Refusal::new("no", ""))
+            .context("stopped by SIGINT; the lock could not be released");
+        assert_eq!(ExitStatus::of(&err).code(), 3);
     }
 }

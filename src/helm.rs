@@ -11,6 +11,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::names::{shell_words, SetArg};
 use crate::signals;
 
 /// Helm versions bgslot knows how to drive.
@@ -78,7 +79,10 @@ pub struct Write {
     pub reset_then_reuse: bool,
     pub sets: Vec<(String, SetValue)>,
     pub values_files: Vec<PathBuf>,
-    pub user_sets: Vec<String>,
+    pub user_sets: Vec<SetArg>,
+    /// Values bgslot computes (a slot's block, with `null` for what the slot no longer sets),
+    /// passed as a values file after the user's files.
+    pub generated: Option<Value>,
     pub description: String,
     /// Take over fields another manager owns (Helm 4 server-side apply), for an explicit --force.
     pub force_conflicts: bool,
@@ -92,6 +96,7 @@ impl Write {
             sets: Vec::new(),
             values_files: Vec::new(),
             user_sets: Vec::new(),
+            generated: None,
             description: description.into(),
             force_conflicts: false,
         }
@@ -110,6 +115,7 @@ pub fn write_argv(
     target: &Target,
     write: &Write,
     major: u64,
+    generated: Option<&Path>,
 ) -> Vec<OsString> {
     let mut argv: Vec<OsString> = Vec::new();
     if write.install {
@@ -126,11 +132,16 @@ pub fn write_argv(
         );
     }
     argv.extend(target.args());
-    for file in &write.values_files {
+    for file in write
+        .values_files
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(generated)
+    {
         argv.extend(["--values".into(), file.into()]);
     }
     for set in &write.user_sets {
-        argv.extend(["--set".into(), set.into()]);
+        argv.extend(["--set".into(), set.to_string().into()]);
     }
     // bgslot's own keys come last so a pass-through --set cannot undo the slot bookkeeping.
     for (key, value) in &write.sets {
@@ -149,23 +160,25 @@ pub fn write_argv(
     argv
 }
 
+/// Whether a value key looks like it holds a secret (its value is never printed).
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "credential",
+        "private",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
+}
+
 /// Copy of argv fit to print: values of keys that look secret are replaced.
 pub fn redact(argv: &[OsString]) -> Vec<String> {
-    let secretish = |key: &str| {
-        let key = key.to_ascii_lowercase();
-        [
-            "password",
-            "passwd",
-            "secret",
-            "token",
-            "apikey",
-            "api_key",
-            "credential",
-            "private",
-        ]
-        .iter()
-        .any(|w| key.contains(w))
-    };
     let mut out = Vec::with_capacity(argv.len());
     let mut after_set = false;
     for arg in argv {
@@ -174,7 +187,7 @@ pub fn redact(argv: &[OsString]) -> Vec<String> {
             out.push(
                 arg.split(',')
                     .map(|pair| match pair.split_once('=') {
-                        Some((k, _)) if secretish(k) => format!("{k}=***"),
+                        Some((k, _)) if is_secret_key(k) => format!("{k}=***"),
                         _ => pair.to_string(),
                     })
                     .collect::<Vec<_>>()
@@ -207,6 +220,101 @@ pub struct Revision {
 impl Revision {
     pub fn updated_at(&self) -> Option<k8s_openapi::jiff::Timestamp> {
         self.updated.parse().ok()
+    }
+}
+
+/// `helm status -o json`, the parts bgslot reads (Helm 3 and Helm 4 print the same fields).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct Status {
+    /// The revision number.
+    pub version: u64,
+    pub info: StatusInfo,
+    /// The values the user supplied (what `helm get values` prints).
+    #[serde(default)]
+    pub config: Option<Value>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct StatusInfo {
+    pub status: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub last_deployed: String,
+}
+
+impl Status {
+    /// The latest revision as `helm history` would list it; the chart is named by the caller.
+    pub fn revision(&self, chart: String) -> Revision {
+        Revision {
+            revision: self.version,
+            updated: self.info.last_deployed.clone(),
+            status: self.info.status.clone(),
+            chart,
+            app_version: String::new(),
+            description: self.info.description.clone(),
+        }
+    }
+}
+
+/// Remembers the version of a helm binary, keyed by its path, size and modification time, so
+/// that `helm version` runs once per installed helm rather than once per bgslot command.
+struct VersionCache {
+    file: PathBuf,
+    key: String,
+}
+
+impl VersionCache {
+    fn for_binary(path: &Path) -> Option<VersionCache> {
+        let meta = std::fs::metadata(path).ok()?;
+        let modified = meta
+            .modified()
+            .ok()?
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        let key = format!(
+            "{}\t{}\t{}",
+            path.canonicalize().ok()?.display(),
+            meta.len(),
+            modified.as_nanos()
+        );
+        let dir = std::env::var_os("XDG_CACHE_HOME")
+            .map(PathBuf::from)
+            .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache")))?;
+        Some(VersionCache {
+            file: dir.join("bgslot").join("helm-versions"),
+            key,
+        })
+    }
+
+    fn read(&self) -> Option<HelmVersion> {
+        let text = std::fs::read_to_string(&self.file).ok()?;
+        text.lines()
+            .filter_map(|l| l.rsplit_once('\t'))
+            .find(|(key, _)| *key == self.key)
+            .and_then(|(_, version)| parse_version(version))
+    }
+
+    /// Best effort: a cache that cannot be written only costs the next run a `helm version`.
+    fn write(&self, version: HelmVersion) {
+        let Some(dir) = self.file.parent() else {
+            return;
+        };
+        let old = std::fs::read_to_string(&self.file).unwrap_or_default();
+        // Keep entries of other helm binaries, drop stale ones of this path, bound the size.
+        let path_prefix = self.key.split('\t').next().unwrap_or_default().to_string() + "\t";
+        let mut lines: Vec<&str> = old
+            .lines()
+            .filter(|l| !l.starts_with(&path_prefix))
+            .collect();
+        let entry = format!("{}\t{version}", self.key);
+        lines.push(&entry);
+        let keep = lines.len().saturating_sub(32);
+        let text = lines[keep..].join("\n") + "\n";
+        let tmp = dir.join(format!("helm-versions.{}", std::process::id()));
+        let _ = std::fs::create_dir_all(dir)
+            .and_then(|()| std::fs::write(&tmp, text))
+            .and_then(|()| std::fs::rename(&tmp, &self.file));
     }
 }
 
@@ -243,18 +351,29 @@ pub struct Output {
 }
 
 impl HelmRunner {
-    /// Detects the helm version once and refuses helm older than [`MIN_HELM`].
+    /// Knows the helm version (asked once per helm binary, then cached) and refuses helm older
+    /// than [`MIN_HELM`].
     pub async fn detect(path: PathBuf, target: Target, verbose: bool) -> Result<HelmRunner> {
-        let argv: Vec<OsString> =
-            vec!["version".into(), "--template".into(), "{{.Version}}".into()];
-        let out = run_raw(&path, &argv, verbose).await?;
-        let version = parse_version(&out.stdout).ok_or_else(|| {
-            anyhow!(
-                "could not read the helm version from `{} version`: got '{}'",
-                path.display(),
-                out.stdout.trim()
-            )
-        })?;
+        let cache = VersionCache::for_binary(&path);
+        let version = match cache.as_ref().and_then(VersionCache::read) {
+            Some(version) => version,
+            None => {
+                let argv: Vec<OsString> =
+                    vec!["version".into(), "--template".into(), "{{.Version}}".into()];
+                let out = run_raw(&path, &argv, verbose).await?;
+                let version = parse_version(&out.stdout).ok_or_else(|| {
+                    anyhow!(
+                        "could not read the helm version from `{} version`: got '{}'",
+                        path.display(),
+                        out.stdout.trim()
+                    )
+                })?;
+                if let Some(cache) = &cache {
+                    cache.write(version);
+                }
+                version
+            }
+        };
         if (version.major, version.minor) < MIN_HELM {
             bail!(
                 "helm {version} at {} is too old: bgslot needs Helm {}.{} or newer (for --reset-then-reuse-values)",
@@ -297,6 +416,61 @@ impl HelmRunner {
         }
     }
 
+    /// `helm status REL -o json`: the latest revision and the values the user gave, in one
+    /// command; `None` when the release does not exist.
+    pub async fn status(&self, release: &str) -> Result<Option<Status>> {
+        let mut argv: Vec<OsString> = vec![
+            "status".into(),
+            release.into(),
+            "--output".into(),
+            "json".into(),
+        ];
+        argv.extend(self.target.args());
+        match self.run(argv).await {
+            Ok(out) => serde_json::from_str(&out.stdout)
+                .map(Some)
+                .with_context(|| format!("reading `helm status {release} -o json`")),
+            Err(err) if is_not_found(&err) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The full helm command line of `write`, as `-v` would print it (secrets redacted).
+    pub fn command_line(&self, release: &str, chart: &str, write: &Write) -> Vec<String> {
+        let generated = write
+            .generated
+            .as_ref()
+            .map(|_| Path::new("<values bgslot generates>"));
+        let argv = write_argv(
+            release,
+            chart,
+            &self.target,
+            write,
+            self.version.major,
+            generated,
+        );
+        std::iter::once(self.path.display().to_string())
+            .chain(redact(&argv))
+            .collect()
+    }
+
+    /// The full command line of `helm rollback REL REV`.
+    pub fn rollback_command_line(&self, release: &str, revision: u64) -> Vec<String> {
+        std::iter::once(self.path.display().to_string())
+            .chain(redact(&self.rollback_argv(release, revision)))
+            .collect()
+    }
+
+    fn rollback_argv(&self, release: &str, revision: u64) -> Vec<OsString> {
+        let mut argv: Vec<OsString> = vec![
+            "rollback".into(),
+            release.into(),
+            revision.to_string().into(),
+        ];
+        argv.extend(self.target.args());
+        argv
+    }
+
     /// `helm get values REL --all -o json`: user values merged over chart defaults.
     pub async fn values(&self, release: &str) -> Result<Value> {
         let mut argv: Vec<OsString> = vec![
@@ -314,12 +488,27 @@ impl HelmRunner {
     }
 
     pub async fn write(&self, release: &str, chart: &str, write: &Write) -> Result<()> {
+        // Readable by this user only: the generated values may hold a slot's secretEnv.
+        let generated = match &write.generated {
+            Some(values) => {
+                let mut file = tempfile::Builder::new()
+                    .prefix("bgslot-values-")
+                    .suffix(".json")
+                    .tempfile()
+                    .context("creating a temporary values file")?;
+                serde_json::to_writer(&mut file, values)
+                    .context("writing a temporary values file")?;
+                Some(file)
+            }
+            None => None,
+        };
         self.run(write_argv(
             release,
             chart,
             &self.target,
             write,
             self.version.major,
+            generated.as_ref().map(|f| f.path()),
         ))
         .await
         .map(|_| ())
@@ -327,20 +516,9 @@ impl HelmRunner {
 
     /// `helm rollback REL REV` (used by `recover`).
     pub async fn rollback(&self, release: &str, revision: u64) -> Result<()> {
-        let mut argv: Vec<OsString> = vec![
-            "rollback".into(),
-            release.into(),
-            revision.to_string().into(),
-        ];
-        argv.extend(self.target.args());
-        self.run(argv).await.map(|_| ())
-    }
-
-    /// `helm uninstall REL` (used by `recover` when a first install never completed).
-    pub async fn uninstall(&self, release: &str) -> Result<()> {
-        let mut argv: Vec<OsString> = vec!["uninstall".into(), release.into()];
-        argv.extend(self.target.args());
-        self.run(argv).await.map(|_| ())
+        self.run(self.rollback_argv(release, revision))
+            .await
+            .map(|_| ())
     }
 }
 
@@ -355,7 +533,7 @@ pub fn is_not_found(err: &anyhow::Error) -> bool {
 async fn run_raw(path: &Path, argv: &[OsString], verbose: bool) -> Result<Output> {
     let printable = redact(argv);
     if verbose {
-        eprintln!("+ {} {}", path.display(), shell_quote(&printable));
+        crate::output::progress(&format!("+ {} {}", path.display(), shell_words(&printable)));
     }
     let handle = duct::cmd(path, argv)
         .stdin_null()
@@ -405,22 +583,6 @@ async fn run_raw(path: &Path, argv: &[OsString], verbose: bool) -> Result<Output
     Ok(Output { stdout })
 }
 
-fn shell_quote(args: &[String]) -> String {
-    args.iter()
-        .map(|a| {
-            if !a.is_empty()
-                && a.bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"-_./=:,@+".contains(&b))
-            {
-                a.clone()
-            } else {
-                format!("'{}'", a.replace('\'', r"'\''"))
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(" ")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -464,7 +626,7 @@ mod tests {
         let write = Write::upgrade("bgslot swap blue->green")
             .set("productionSlot", SetValue::Str("green".into()));
         assert_eq!(
-            strings(write_argv("web", "/tmp/chart", &target(), &write, 3)),
+            strings(write_argv("web", "/tmp/chart", &target(), &write, 3, None)),
             [
                 "upgrade",
                 "web",
@@ -486,7 +648,7 @@ mod tests {
     fn chart_version_change_resets_then_reuses() {
         let mut write = Write::upgrade("bgslot deploy green v2");
         write.reset_then_reuse = true;
-        let argv = strings(write_argv("web", "c", &target(), &write, 4));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4, None));
         assert!(argv.contains(&"--reset-then-reuse-values".to_string()));
         assert!(!argv.contains(&"--reuse-values".to_string()));
     }
@@ -494,9 +656,9 @@ mod tests {
     #[test]
     fn user_values_come_before_bgslot_keys() {
         let mut write = Write::upgrade("d").set("green.enabled", SetValue::Literal("true".into()));
-        write.user_sets = vec!["green.enabled=false".into()];
+        write.user_sets = vec!["green.enabled=false".parse().unwrap()];
         write.values_files = vec!["v.yaml".into()];
-        let argv = strings(write_argv("web", "c", &target(), &write, 4));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4, None));
         let user = argv
             .iter()
             .position(|a| a == "green.enabled=false")
@@ -510,9 +672,9 @@ mod tests {
     fn forcing_takes_over_conflicting_fields_only_on_helm4() {
         let mut write = Write::upgrade("bgslot swap blue->green");
         write.force_conflicts = true;
-        assert!(strings(write_argv("web", "c", &target(), &write, 4))
+        assert!(strings(write_argv("web", "c", &target(), &write, 4, None))
             .contains(&"--force-conflicts".to_string()));
-        assert!(!strings(write_argv("web", "c", &target(), &write, 3))
+        assert!(!strings(write_argv("web", "c", &target(), &write, 3, None))
             .contains(&"--force-conflicts".to_string()));
     }
 
@@ -520,7 +682,7 @@ mod tests {
     fn install_has_no_reuse_flag() {
         let mut write = Write::upgrade("bgslot deploy blue v1");
         write.install = true;
-        let argv = strings(write_argv("web", "c", &target(), &write, 4));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4, None));
         assert_eq!(&argv[..3], ["install", "web", "c"]);
         assert!(!argv.iter().any(|a| a.contains("reuse")));
     }

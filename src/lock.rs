@@ -101,6 +101,7 @@ impl LockGuard {
         let identity = holder.identity();
         let deadline = wait.map(|w| tokio::time::Instant::now() + w);
         let mut announced = false;
+        let mut signals = crate::signals::subscribe();
         loop {
             let now = Timestamp::now();
             let existing = api
@@ -136,11 +137,21 @@ impl LockGuard {
                     match deadline {
                         Some(d) if tokio::time::Instant::now() < d => {
                             if !announced {
-                                eprintln!("waiting for the release lock: {held}");
+                                crate::output::progress(&format!(
+                                    "waiting for the release lock: {held}"
+                                ));
                                 announced = true;
                             }
-                            tokio::time::sleep(Duration::from_millis(500)).await;
-                            continue;
+                            tokio::select! {
+                                _ = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                                // Still held by the other bgslot: that is the outcome (exit 4).
+                                sig = signals.changed_to_signal() => {
+                                    return Err(anyhow::Error::new(held).context(format!(
+                                        "interrupted by {} while waiting for the release lock",
+                                        crate::signals::name(sig)
+                                    )));
+                                }
+                            }
                         }
                         _ => return Err(held.into()),
                     }
@@ -181,13 +192,13 @@ impl LockGuard {
                         Err(kube::Error::Api(status))
                             if status.code == 409 || status.code == 404 =>
                         {
-                            eprintln!("warning: lost the release lock {name}: it was taken over or deleted");
+                            crate::output::progress(&format!("warning: lost the release lock {name}: it was taken over or deleted"));
                             return None;
                         }
                         // A passing API outage: keep trying until the lease would expire.
-                        Err(err) => eprintln!(
+                        Err(err) => crate::output::progress(&format!(
                             "warning: could not renew the release lock {name} ({identity}): {err}"
-                        ),
+                        )),
                     }
                 }
             })

@@ -8,8 +8,9 @@ use std::fmt;
 use serde_json::Value;
 
 use crate::error::Refusal;
+use crate::names::ImageRef;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Slot {
     Blue,
@@ -54,12 +55,61 @@ pub struct SlotValues {
     pub enabled: bool,
     pub repository: String,
     pub tag: String,
+    /// `sha256:...` when the slot's image is pinned by digest.
+    pub digest: Option<String>,
     pub replicas: Option<u64>,
 }
 
 impl SlotValues {
+    /// The image reference as the chart renders it: `repo:tag`, `repo@digest` or both.
     pub fn image(&self) -> String {
-        format!("{}:{}", self.repository, self.tag)
+        let mut image = self.repository.clone();
+        if !self.tag.is_empty() {
+            image.push(':');
+            image.push_str(&self.tag);
+        }
+        if let Some(digest) = &self.digest {
+            image.push('@');
+            image.push_str(digest);
+        }
+        image
+    }
+}
+
+/// Helm's coalescing of user values over chart defaults: maps merge key by key, anything else
+/// from the user replaces the default, and a user `null` removes the key.
+pub fn coalesce(defaults: &Value, user: &Value) -> Value {
+    match (defaults, user) {
+        (Value::Object(defaults), Value::Object(user)) => {
+            let mut merged = defaults.clone();
+            for (key, value) in user {
+                if value.is_null() {
+                    merged.remove(key);
+                    continue;
+                }
+                let value = match merged.get(key) {
+                    Some(default) => coalesce(default, value),
+                    None => without_nulls(value),
+                };
+                merged.insert(key.clone(), value);
+            }
+            Value::Object(merged)
+        }
+        // No user values at all (`config: null`): the defaults stand.
+        (defaults, Value::Null) => defaults.clone(),
+        (_, user) => without_nulls(user),
+    }
+}
+
+fn without_nulls(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        other => other.clone(),
     }
 }
 
@@ -94,32 +144,60 @@ impl ReleaseValues {
             if !v.tag.is_empty() {
                 continue;
             }
-            if let Some(image) = running(slot) {
-                if let Some((repo, tag)) = image.rsplit_once(':').filter(|(_, t)| !t.contains('/'))
-                {
-                    v.repository = repo.to_string();
-                    v.tag = tag.to_string();
-                }
+            if let Some(image) = running(slot).and_then(|i| i.parse::<ImageRef>().ok()) {
+                v.repository = image.repository;
+                v.tag = image.tag.map(|t| t.to_string()).unwrap_or_default();
+                v.digest = image.digest.map(|d| d.to_string());
             }
         }
     }
 
-    /// These values after `slot` was enabled with a new version (what a deploy writes).
-    pub fn with_staged(mut self, slot: Slot, repository: Option<&str>, tag: &str) -> ReleaseValues {
+    /// These values after `slot` was enabled with `image` (what a deploy writes).
+    pub fn with_staged(mut self, slot: Slot, image: &ImageRef) -> ReleaseValues {
         let v = match slot {
             Slot::Blue => &mut self.blue,
             Slot::Green => &mut self.green,
         };
         v.enabled = true;
-        v.tag = tag.to_string();
-        if let Some(repository) = repository {
-            v.repository = repository.to_string();
-        }
+        v.repository = image.repository.clone();
+        v.tag = image
+            .tag
+            .as_ref()
+            .map(|t| t.to_string())
+            .unwrap_or_default();
+        v.digest = image.digest.as_ref().map(|d| d.to_string());
         self
     }
 
     pub fn stage(&self) -> Slot {
         self.production.other()
+    }
+
+    /// The slot with `role`.
+    pub fn slot_of(&self, role: crate::cluster::Role) -> Slot {
+        match role {
+            crate::cluster::Role::Production => self.production,
+            crate::cluster::Role::Stage => self.stage(),
+        }
+    }
+
+    /// Where the Service with `role` can be reached: its ingress host when set, else the
+    /// in-cluster DNS name of `service`.
+    pub fn url(&self, role: crate::cluster::Role, service: &str, namespace: &str) -> String {
+        let host = match role {
+            crate::cluster::Role::Production => &self.ingress_host,
+            crate::cluster::Role::Stage => &self.ingress_stage_host,
+        };
+        match host {
+            Some(host) => format!(
+                "{}://{host}/",
+                if self.ingress_tls { "https" } else { "http" }
+            ),
+            None => format!(
+                "http://{service}.{namespace}.svc.cluster.local:{}/",
+                self.service_port
+            ),
+        }
     }
 
     /// Reads computed values (`helm get values --all -o json`) of the release `release`.
@@ -147,6 +225,7 @@ impl ReleaseValues {
         };
         let shared_repo = str_at(all, &["image", "repository"]).unwrap_or_default();
         let shared_tag = str_at(all, &["image", "tag"]).unwrap_or_default();
+        let shared_digest = str_at(all, &["image", "digest"]).filter(|d| !d.is_empty());
         let shared_replicas = all.get("replicaCount").and_then(Value::as_u64);
         let slot = |slot: Slot| -> Result<SlotValues, Refusal> {
             let v = all.get(slot.as_str());
@@ -169,6 +248,7 @@ impl ReleaseValues {
                 repository: non_empty(&["image", "repository"])
                     .unwrap_or_else(|| shared_repo.clone()),
                 tag: non_empty(&["image", "tag"]).unwrap_or_else(|| shared_tag.clone()),
+                digest: non_empty(&["image", "digest"]).or_else(|| shared_digest.clone()),
                 replicas: v
                     .and_then(|v| v.get("replicaCount"))
                     .and_then(Value::as_u64)
@@ -270,6 +350,27 @@ mod tests {
         });
         assert_eq!(v.blue.image(), "ghcr.io/acme/web:1.27");
         assert_eq!(v.green.tag, "");
+    }
+
+    #[test]
+    fn user_values_coalesce_over_defaults_as_helm_does() {
+        let defaults = json!({"image": {"repository": "nginx", "tag": "1.27"}, "green": {"enabled": false, "env": {"A": "1"}}, "replicaCount": 2});
+        let user = json!({"image": {"tag": "v2"}, "green": {"enabled": true, "env": {"A": null, "B": "2"}}, "replicaCount": null, "extra": {"x": null, "y": 1}});
+        assert_eq!(
+            coalesce(&defaults, &user),
+            json!({"image": {"repository": "nginx", "tag": "v2"}, "green": {"enabled": true, "env": {"B": "2"}}, "extra": {"y": 1}})
+        );
+        assert_eq!(coalesce(&defaults, &Value::Null), defaults);
+    }
+
+    #[test]
+    fn a_digest_pins_the_slot_image() {
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let mut raw = values();
+        raw["green"]["image"]["digest"] = json!(digest);
+        let v = ReleaseValues::from_json("web", &raw).unwrap();
+        assert_eq!(v.green.image(), format!("ghcr.io/acme/web:v1@{digest}"));
+        assert_eq!(v.blue.digest, None);
     }
 
     #[test]

@@ -43,7 +43,7 @@ check_version() {
 }
 
 # --- system packages -------------------------------------------------------------------------
-apt_install etcd-server unzip ca-certificates
+apt_install etcd-server unzip ca-certificates groff-base
 command -v npm >/dev/null || apt_install npm
 # etcd-server's package starts a system etcd on 2379; the tests run their own on free ports.
 if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then as_root systemctl stop etcd || true; fi
@@ -110,6 +110,27 @@ else
   rm -rf "$build"
   log "kubernetes v$K8S_VERSION: cached in $k8s_dest"
 fi
+
+# --- kubernetes-validate (chart tests) ---------------------------------------------------------
+# The PyPI package kubernetes-validate bundles the official schemas of Kubernetes 1.25 to 1.37; the
+# chart tests check rendered objects against them with --strict (an API server is only here for
+# 1.20). It lives in a virtualenv in the cache so the system Python stays untouched (Debian's is
+# externally managed); tests run $CACHE/kubernetes-validate-<version>/bin/kubernetes-validate.
+KUBERNETES_VALIDATE_VERSION=1.37.0
+kv_dest="$CACHE/kubernetes-validate-$KUBERNETES_VALIDATE_VERSION"
+if "$kv_dest/bin/kubernetes-validate" --version 2>/dev/null | grep -q "$KUBERNETES_VALIDATE_VERSION"; then
+  log "kubernetes-validate $KUBERNETES_VALIDATE_VERSION: cached"
+else
+  command -v python3 >/dev/null || apt_install python3
+  python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+  log "kubernetes-validate $KUBERNETES_VALIDATE_VERSION: installing from PyPI into $kv_dest"
+  # A virtualenv is not relocatable (its scripts name their interpreter by path): build it in place.
+  rm -rf "$kv_dest"
+  python3 -m venv "$kv_dest"
+  "$kv_dest/bin/python" -m pip install --quiet --disable-pip-version-check "kubernetes-validate==$KUBERNETES_VALIDATE_VERSION"
+  check_version "$kv_dest/bin/kubernetes-validate" "$KUBERNETES_VALIDATE_VERSION" --version
+fi
+# --- end kubernetes-validate -----------------------------------------------------------------
 
 # The paths the rest of the tooling reads.
 cat >"$CACHE/env" <<ENV

@@ -2,47 +2,113 @@
 
 mod common;
 
+use std::path::{Path, PathBuf};
+
 use common::Helm;
 use serde_json::{json, Value};
 
 const REL: &str = "web";
 
-/// Every optional feature switched on, both slots enabled, so one render shows every object kind.
-const ALL_ON: &[&str] = &[
+/// Every optional feature switched on, both slots enabled, so one render shows every object kind
+/// and every knob of the pod spec.
+const ALL_ON: &str = r#"
+green:
+  enabled: true
+  env: {ONLY_GREEN: x}
+autoscaling:
+  enabled: true
+  targetMemoryUtilizationPercentage: 70
+podDisruptionBudget: {enabled: true}
+ingress:
+  enabled: true
+  className: nginx
+  host: web.example.com
+  stageHost: stage.web.example.com
+  tls: [{secretName: web-tls, hosts: [web.example.com]}]
+istio: {enabled: true}
+gatewayAPI:
+  enabled: true
+  parentRefs: [{name: public}]
+  hostnames: [web.example.com]
+  stageCookie: test=true
+image: {digest: "sha256:0000000000000000000000000000000000000000000000000000000000000001"}
+command: [/bin/server]
+args: [--listen=:80]
+env: {SHARED: "1"}
+extraEnv:
+  - name: POD_IP
+    valueFrom: {fieldRef: {fieldPath: status.podIP}}
+envFrom: [{secretRef: {name: external}}]
+config:
+  env: {MODE: fast}
+  files: {app.conf: "x = 1\n"}
+  mountPath: /etc/web
+secretEnv: {TOKEN: hunter2}
+extraPorts: [{name: metrics, containerPort: 9090}]
+extraVolumes: [{name: cache, emptyDir: {}}]
+extraVolumeMounts: [{name: cache, mountPath: /cache}]
+initContainers:
+  - name: init
+    image: "{{ .SlotImage }}"
+    command: [/bin/server, init]
+sidecars:
+  - name: proxy
+    image: envoyproxy/envoy:v1.31.0
+    ports: [{name: admin, containerPort: 9901}]
+    env: [{name: SLOT, value: "{{ .Slot }}"}]
+lifecycle: {}
+priorityClassName: high
+minReadySeconds: 5
+revisionHistoryLimit: 3
+podAnnotations: {team: web}
+podLabels: {tier: frontend}
+resources: {limits: {cpu: 500m}}
+nodeSelector: {disk: ssd}
+tolerations: [{key: dedicated, operator: Exists}]
+topologySpreadConstraints:
+  - {maxSkew: 1, topologyKey: kubernetes.io/hostname, whenUnsatisfiable: ScheduleAnyway}
+serviceAccount: {annotations: {owner: web}}
+imagePullSecrets: [{name: regcred}]
+extraServices:
+  admin:
+    annotations: {internal: "yes"}
+    ports: [{name: admin, port: 9000, targetPort: metrics}]
+migrations:
+  enabled: true
+  command: [/bin/server, migrate]
+metrics:
+  serviceMonitor: {enabled: true, force: true, port: metrics}
+extraObjects:
+  - |
+    apiVersion: v1
+    kind: ConfigMap
+    metadata:
+      name: {{ .Release.Name }}-extra
+      labels:
+        {{- include "bgslot.labels" . | nindent 8 }}
+    data:
+      release: {{ .Release.Name }}
+"#;
+
+/// The example application of `examples/web-app.yaml`.
+fn example_app() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/web-app.yaml")
+}
+
+/// The example with its stage slot running too and a value for its Secret, so every object renders.
+const EXAMPLE_BOTH_SLOTS: &[&str] = &[
     "green.enabled=true",
-    "autoscaling.enabled=true",
-    "autoscaling.targetMemoryUtilizationPercentage=70",
-    "podDisruptionBudget.enabled=true",
-    "ingress.enabled=true",
-    "ingress.className=nginx",
-    "ingress.host=web.example.com",
-    "ingress.stageHost=stage.web.example.com",
-    "ingress.tls[0].secretName=web-tls",
-    "ingress.tls[0].hosts[0]=web.example.com",
-    "istio.enabled=true",
-    "gatewayAPI.enabled=true",
-    "gatewayAPI.parentRefs[0].name=public",
-    "gatewayAPI.hostnames[0]=web.example.com",
-    "gatewayAPI.stageCookie=test=true",
-    "env.SHARED=1",
-    "green.env.ONLY_GREEN=x",
-    "podAnnotations.team=web",
-    "podLabels.tier=frontend",
-    "resources.limits.cpu=500m",
-    "nodeSelector.disk=ssd",
-    "tolerations[0].key=dedicated",
-    "tolerations[0].operator=Exists",
-    "topologySpreadConstraints[0].maxSkew=1",
-    "topologySpreadConstraints[0].topologyKey=kubernetes.io/hostname",
-    "topologySpreadConstraints[0].whenUnsatisfiable=ScheduleAnyway",
-    "serviceAccount.annotations.owner=web",
-    "imagePullSecrets[0].name=regcred",
+    "green.image.tag=v2",
+    "secretEnv.SESSION_KEY=not-a-real-key",
 ];
 
 struct Render<'a> {
     helm: &'a Helm,
     sets: Vec<String>,
     extra: Vec<String>,
+    files: Vec<PathBuf>,
+    /// Values given as text live in temporary files as long as the render.
+    temps: Vec<tempfile::NamedTempFile>,
 }
 
 impl<'a> Render<'a> {
@@ -51,6 +117,8 @@ impl<'a> Render<'a> {
             helm,
             sets: Vec::new(),
             extra: Vec::new(),
+            files: Vec::new(),
+            temps: Vec::new(),
         }
     }
 
@@ -59,14 +127,47 @@ impl<'a> Render<'a> {
         self
     }
 
+    fn set_string(mut self, sets: &[&str]) -> Self {
+        for s in sets {
+            self.extra.push("--set-string".into());
+            self.extra.push(s.to_string());
+        }
+        self
+    }
+
     fn arg(mut self, args: &[&str]) -> Self {
         self.extra.extend(args.iter().map(|s| s.to_string()));
         self
     }
 
+    /// A values file (`-f`), applied before any `--set`.
+    fn file(mut self, path: &Path) -> Self {
+        self.files.push(path.to_path_buf());
+        self
+    }
+
+    /// Values as YAML text, applied like a values file.
+    fn values(mut self, yaml: &str) -> Self {
+        let temp = tempfile::Builder::new()
+            .suffix(".yaml")
+            .tempfile()
+            .expect("temporary values file");
+        std::fs::write(temp.path(), yaml).expect("write values");
+        self.files.push(temp.path().to_path_buf());
+        self.temps.push(temp);
+        self
+    }
+
+    fn kube(self, version: &str) -> Self {
+        self.arg(&["--kube-version", version])
+    }
+
     fn output(&self) -> std::process::Output {
         let mut cmd = self.helm.command();
         cmd.arg("template").arg(REL).arg(common::chart_dir());
+        for f in &self.files {
+            cmd.arg("-f").arg(f);
+        }
         for s in &self.sets {
             cmd.arg("--set").arg(s);
         }
@@ -79,8 +180,9 @@ impl<'a> Render<'a> {
         let out = self.output();
         assert!(
             out.status.success(),
-            "{} template {:?} {:?} failed: {}",
+            "{} template {:?} {:?} {:?} failed: {}",
             self.helm.name(),
+            self.files,
             self.sets,
             self.extra,
             String::from_utf8_lossy(&out.stderr)
@@ -95,8 +197,9 @@ impl<'a> Render<'a> {
         let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         assert!(
             !out.status.success(),
-            "{} template {:?} {:?} unexpectedly succeeded",
+            "{} template {:?} {:?} {:?} unexpectedly succeeded",
             self.helm.name(),
+            self.files,
             self.sets,
             self.extra
         );
@@ -197,6 +300,7 @@ fn services_select_the_production_and_the_stage_slot() {
                 production["metadata"]["labels"]["bgslot/role"],
                 "production"
             );
+            assert_eq!(production["metadata"]["labels"]["bgslot/service"], "main");
 
             let staging = get(&docs, "Service", "web-stage");
             assert_eq!(
@@ -206,6 +310,7 @@ fn services_select_the_production_and_the_stage_slot() {
                 helm.name()
             );
             assert_eq!(staging["metadata"]["labels"]["bgslot/role"], "stage");
+            assert_eq!(staging["metadata"]["labels"]["bgslot/service"], "main");
 
             for svc in [production, staging] {
                 assert_eq!(
@@ -298,7 +403,10 @@ fn a_disabled_slot_renders_no_deployment_hpa_or_pdb() {
 #[test]
 fn deployments_select_their_slot_and_carry_the_slot_label() {
     for helm in common::helms() {
-        let docs = Render::new(&helm).set(&["green.enabled=true"]).docs();
+        let docs = Render::new(&helm)
+            .set(&["green.enabled=true"])
+            .kube("1.29.0")
+            .docs();
         for slot in ["blue", "green"] {
             let d = get(&docs, "Deployment", &format!("web-{slot}"));
             assert_eq!(d["apiVersion"], "apps/v1");
@@ -400,16 +508,6 @@ fn slot_image_replicas_and_env_fall_back_to_the_shared_values() {
             container(get(&docs, "Deployment", "web-blue"))["image"],
             "nginx@sha256:0123abcd"
         );
-    }
-}
-
-impl Render<'_> {
-    fn set_string(mut self, sets: &[&str]) -> Self {
-        for s in sets {
-            self.extra.push("--set-string".into());
-            self.extra.push(s.to_string());
-        }
-        self
     }
 }
 
@@ -853,6 +951,27 @@ fn schema_rejects_bad_types_and_ranges() {
         (&["image.tag=2"], "tag"),
         (&["blue.enable=true"], "enable"),
         (&["service.port=0"], "port"),
+        // Typos anywhere in what the chart owns.
+        (&["replicaCont=3"], "replicaCont"),
+        (&["blue.replicaCont=3"], "replicaCont"),
+        (&["image.tga=v1"], "tga"),
+        (&["config.filez.a=b"], "filez"),
+        (&["green.config.evn.a=b"], "evn"),
+        (&["migrations.enabeld=true"], "enabeld"),
+        (&["autoscaling.minReplica=2"], "minReplica"),
+        (&["service.prot=80"], "prot"),
+        (&["metrics.serviceMonitor.enable=true"], "enable"),
+        (
+            &["extraPorts[0].name=m,extraPorts[0].containerPrt=9"],
+            "containerPrt",
+        ),
+        (
+            &["extraPorts[0].name=m,extraPorts[0].containerPort=9,extraPorts[0].protocol=tcp"],
+            "protocol",
+        ),
+        (&["extraEnv[0].nam=X"], "nam"),
+        (&["ingress.hots=x"], "hots"),
+        (&["podDisruptionBudget.minAvailabel=1"], "minAvailabel"),
     ];
     for helm in common::helms() {
         for (sets, key) in cases {
@@ -869,15 +988,21 @@ fn schema_rejects_bad_types_and_ranges() {
 
 #[test]
 fn helm_lint_strict_passes() {
+    let all_on = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(all_on.path(), ALL_ON).unwrap();
+    let example = example_app();
     for helm in common::helms() {
         let chart = common::chart_dir();
         let chart = chart.to_str().unwrap();
         helm.run(&["lint", "--strict", chart]);
-        let mut args = vec!["lint", "--strict", chart];
-        for s in ALL_ON {
-            args.extend(["--set", s]);
-        }
-        helm.run(&args);
+        helm.run(&[
+            "lint",
+            "--strict",
+            chart,
+            "-f",
+            all_on.path().to_str().unwrap(),
+        ]);
+        helm.run(&["lint", "--strict", chart, "-f", example.to_str().unwrap()]);
         helm.run(&[
             "lint",
             "--strict",
@@ -892,11 +1017,15 @@ fn helm_lint_strict_passes() {
 fn variants(helm: &Helm) -> Vec<Vec<Value>> {
     vec![
         Render::new(helm).docs(),
-        Render::new(helm).set(ALL_ON).docs(),
+        Render::new(helm).values(ALL_ON).docs(),
         Render::new(helm)
-            .set(ALL_ON)
+            .values(ALL_ON)
             .set(&["productionSlot=green"])
-            .arg(&["--kube-version", "1.20.0"])
+            .kube("1.20.0")
+            .docs(),
+        Render::new(helm)
+            .file(&example_app())
+            .set(EXAMPLE_BOTH_SLOTS)
             .docs(),
     ]
 }
@@ -954,11 +1083,11 @@ fn every_service_and_container_port_states_tcp() {
         for docs in variants(&helm) {
             for d in docs
                 .iter()
-                .filter(|d| matches!(kind_of(d), "Service" | "Deployment" | "Pod"))
+                .filter(|d| matches!(kind_of(d), "Service" | "Deployment" | "Pod" | "Job"))
             {
                 let mut ports = Vec::new();
                 collect_ports(d, &mut ports);
-                if kind_of(d) != "Pod" {
+                if matches!(kind_of(d), "Service" | "Deployment") {
                     assert!(!ports.is_empty(), "{} {}", helm.name(), name_of(d));
                 }
                 for p in ports {
@@ -977,7 +1106,7 @@ fn every_object_has_the_standard_labels() {
                 let labels = &d["metadata"]["labels"];
                 assert_eq!(
                     labels["helm.sh/chart"],
-                    "bgslot-0.1.0",
+                    "bgslot-0.2.0",
                     "{} {}",
                     helm.name(),
                     name_of(d)
@@ -1014,5 +1143,1265 @@ fn test_hook_checks_production_and_stage_when_stage_runs() {
             both.contains("http://web:80/") && both.contains("http://web-stage:80/"),
             "{both}"
         );
+    }
+}
+
+fn pod_spec(workload: &Value) -> &Value {
+    &workload["spec"]["template"]["spec"]
+}
+
+fn labels_of(doc: &Value) -> &Value {
+    &doc["metadata"]["labels"]
+}
+
+/// Whether every `key: value` of `selector` is among `labels`: what a Service, Deployment or PDB
+/// selector does with a pod's labels.
+fn selects(selector: &Value, labels: &Value) -> bool {
+    selector
+        .as_object()
+        .is_some_and(|sel| sel.iter().all(|(k, v)| labels.get(k) == Some(v)))
+}
+
+const DIGEST: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000001";
+const DIGEST2: &str = "sha256:00000000000000000000000000000000000000000000000000000000000000ff";
+
+#[test]
+fn pod_spec_knobs_render_with_kubernetes_field_names() {
+    for helm in common::helms() {
+        let docs = Render::new(&helm).values(ALL_ON).docs();
+        let who = helm.name();
+        for slot in ["blue", "green"] {
+            let d = get(&docs, "Deployment", &format!("web-{slot}"));
+            let spec = pod_spec(d);
+            let c = container(d);
+            let image = format!("nginx:1.27@{DIGEST}");
+            assert_eq!(c["image"], image.as_str(), "{who} {slot}");
+            assert_eq!(c["command"], json!(["/bin/server"]), "{who} {slot}");
+            assert_eq!(c["args"], json!(["--listen=:80"]), "{who} {slot}");
+            assert_eq!(
+                c["ports"],
+                json!([
+                    {"name": "http", "containerPort": 80, "protocol": "TCP"},
+                    {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+                ]),
+                "{who} {slot}"
+            );
+            let env = c["env"].as_array().expect("env list");
+            assert!(
+                env.contains(&json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})),
+                "{who} {slot}: {env:?}"
+            );
+            assert!(
+                env.contains(&json!({"name": "SHARED", "value": "1"})),
+                "{who} {slot}"
+            );
+            assert_eq!(
+                c["envFrom"],
+                json!([
+                    {"secretRef": {"name": "external"}},
+                    {"configMapRef": {"name": format!("web-{slot}-config-env")}},
+                    {"secretRef": {"name": format!("web-{slot}-secret-env")}},
+                ]),
+                "{who} {slot}"
+            );
+            assert_eq!(
+                c["volumeMounts"],
+                json!([
+                    {"name": "config-files", "mountPath": "/etc/web", "readOnly": true},
+                    {"name": "cache", "mountPath": "/cache"},
+                ]),
+                "{who} {slot}"
+            );
+            assert_eq!(
+                spec["volumes"],
+                json!([
+                    {"name": "config-files", "configMap": {"name": format!("web-{slot}-config-files")}},
+                    {"name": "cache", "emptyDir": {}},
+                ]),
+                "{who} {slot}"
+            );
+            // Templated containers see the slot they are rendered for.
+            assert_eq!(
+                spec["initContainers"],
+                json!([{"name": "init", "image": image, "command": ["/bin/server", "init"]}]),
+                "{who} {slot}"
+            );
+            assert_eq!(
+                spec["containers"][1],
+                json!({
+                    "name": "proxy",
+                    "image": "envoyproxy/envoy:v1.31.0",
+                    "ports": [{"name": "admin", "containerPort": 9901, "protocol": "TCP"}],
+                    "env": [{"name": "SLOT", "value": slot}],
+                }),
+                "{who} {slot}"
+            );
+            assert_eq!(spec["containers"].as_array().unwrap().len(), 2);
+            assert_eq!(spec["priorityClassName"], "high", "{who} {slot}");
+            assert_eq!(d["spec"]["minReadySeconds"], 5, "{who} {slot}");
+            assert_eq!(d["spec"]["revisionHistoryLimit"], 3, "{who} {slot}");
+            assert_eq!(spec["imagePullSecrets"], json!([{"name": "regcred"}]));
+            assert_eq!(spec["nodeSelector"], json!({"disk": "ssd"}));
+            assert_eq!(
+                spec["tolerations"],
+                json!([{"key": "dedicated", "operator": "Exists"}])
+            );
+            assert_eq!(
+                spec["topologySpreadConstraints"][0]["topologyKey"],
+                "kubernetes.io/hostname"
+            );
+            assert_eq!(c["resources"], json!({"limits": {"cpu": "500m"}}));
+            let annotations = &d["spec"]["template"]["metadata"]["annotations"];
+            assert_eq!(annotations["team"], "web", "{who} {slot}");
+            let checksum = annotations["checksum/config"].as_str().unwrap_or_default();
+            assert!(
+                checksum.len() == 64 && checksum.chars().all(|c| c.is_ascii_hexdigit()),
+                "{who} {slot}: checksum/config {checksum:?}"
+            );
+            assert_eq!(
+                d["spec"]["template"]["metadata"]["labels"]["tier"],
+                "frontend"
+            );
+        }
+    }
+}
+
+#[test]
+fn extra_ports_reach_the_container_and_both_main_services() {
+    for helm in common::helms() {
+        let who = helm.name();
+        let docs = Render::new(&helm)
+            .values(
+                "green: {enabled: true}\nextraPorts:\n  - {name: metrics, containerPort: 9090}\n  - {name: dns, containerPort: 5353, servicePort: 53, protocol: UDP}\n",
+            )
+            .docs();
+        for slot in ["blue", "green"] {
+            assert_eq!(
+                container(get(&docs, "Deployment", &format!("web-{slot}")))["ports"],
+                json!([
+                    {"name": "http", "containerPort": 80, "protocol": "TCP"},
+                    {"name": "metrics", "containerPort": 9090, "protocol": "TCP"},
+                    {"name": "dns", "containerPort": 5353, "protocol": "UDP"},
+                ]),
+                "{who} {slot}"
+            );
+        }
+        for svc in ["web", "web-stage"] {
+            assert_eq!(
+                get(&docs, "Service", svc)["spec"]["ports"],
+                json!([
+                    {"name": "http", "port": 80, "targetPort": "http", "protocol": "TCP"},
+                    {"name": "metrics", "port": 9090, "targetPort": "metrics", "protocol": "TCP"},
+                    {"name": "dns", "port": 53, "targetPort": "dns", "protocol": "UDP"},
+                ]),
+                "{who} {svc}"
+            );
+        }
+
+        let stderr = Render::new(&helm)
+            .values("extraPorts: [{name: http, containerPort: 9090}]\n")
+            .failure();
+        assert_one_line_failure(
+            &helm,
+            &stderr,
+            "extraPorts has the port name \"http\" twice",
+        );
+        let stderr = Render::new(&helm)
+            .values("extraPorts: [{name: alt, containerPort: 80}]\n")
+            .failure();
+        assert_one_line_failure(
+            &helm,
+            &stderr,
+            "extraPorts alt: containerPort 80/TCP is already used",
+        );
+        let stderr = Render::new(&helm)
+            .values("extraPorts: [{name: alt, containerPort: 8080, servicePort: 80}]\n")
+            .failure();
+        assert_one_line_failure(
+            &helm,
+            &stderr,
+            "extraPorts alt: servicePort 80/TCP is already used",
+        );
+    }
+}
+
+#[test]
+fn pre_stop_uses_the_native_sleep_action_where_the_cluster_serves_it() {
+    for helm in common::helms() {
+        let who = helm.name();
+        let lifecycle =
+            |docs: &[Value]| container(get(docs, "Deployment", "web-blue"))["lifecycle"].clone();
+        for kube in ["1.20.0", "1.29.5"] {
+            let docs = Render::new(&helm).kube(kube).docs();
+            assert_eq!(
+                lifecycle(&docs),
+                json!({"preStop": {"exec": {"command": ["sleep", "5"]}}}),
+                "{who} kube {kube}"
+            );
+        }
+        for kube in ["1.30.0", "1.37.0"] {
+            let docs = Render::new(&helm).kube(kube).docs();
+            assert_eq!(
+                lifecycle(&docs),
+                json!({"preStop": {"sleep": {"seconds": 5}}}),
+                "{who} kube {kube}"
+            );
+        }
+        // `lifecycle` replaces the default entirely, on every version.
+        for kube in ["1.20.0", "1.33.0"] {
+            let docs = Render::new(&helm)
+                .values("lifecycle:\n  preStop:\n    httpGet: {path: /drain, port: http}\n")
+                .kube(kube)
+                .docs();
+            assert_eq!(
+                lifecycle(&docs),
+                json!({"preStop": {"httpGet": {"path": "/drain", "port": "http"}}}),
+                "{who} kube {kube}"
+            );
+        }
+        let docs = Render::new(&helm).set(&["preStopSleepSeconds=0"]).docs();
+        assert!(lifecycle(&docs).is_null(), "{who}");
+    }
+}
+
+#[test]
+fn an_image_digest_pins_the_slot_image() {
+    // (what, values, green's image)
+    let cases = [
+        (
+            "the shared digest with the shared tag",
+            format!("image: {{digest: \"{DIGEST}\"}}\ngreen: {{enabled: true}}"),
+            format!("nginx:1.27@{DIGEST}"),
+        ),
+        (
+            "the shared digest alone",
+            format!("image: {{tag: \"\", digest: \"{DIGEST}\"}}\ngreen: {{enabled: true}}"),
+            format!("nginx@{DIGEST}"),
+        ),
+        (
+            "a slot's own tag never runs under the shared digest",
+            format!("image: {{digest: \"{DIGEST}\"}}\ngreen: {{enabled: true, image: {{tag: v2}}}}"),
+            "nginx:v2".to_string(),
+        ),
+        (
+            "a slot's own digest alone",
+            format!("green: {{enabled: true, image: {{digest: \"{DIGEST2}\"}}}}"),
+            format!("nginx@{DIGEST2}"),
+        ),
+        (
+            "a slot's repository, tag and digest",
+            format!("green: {{enabled: true, image: {{repository: registry.example/web, tag: v2, digest: \"{DIGEST2}\"}}}}"),
+            format!("registry.example/web:v2@{DIGEST2}"),
+        ),
+    ];
+    for helm in common::helms() {
+        for (what, values, green) in &cases {
+            let docs = Render::new(&helm).values(values).docs();
+            assert_eq!(
+                container(get(&docs, "Deployment", "web-green"))["image"],
+                green.as_str(),
+                "{} {what}",
+                helm.name()
+            );
+        }
+        let stderr = Render::new(&helm)
+            .set(&["image.digest=sha256:not-hex"])
+            .failure();
+        assert!(
+            stderr.contains("schema") && stderr.contains("digest"),
+            "{}: {stderr}",
+            helm.name()
+        );
+    }
+}
+
+#[test]
+fn env_merges_shared_and_slot_values_without_repeating_a_name() {
+    let values = r#"
+env: {A: shared, B: shared, NUM: 10000000}
+extraEnv:
+  - {name: B, value: shared-extra}
+  - {name: C, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+green:
+  enabled: true
+  env: {B: green, D: green}
+  extraEnv:
+    - {name: C, value: green-extra}
+    - {name: E, value: "$(A)-e"}
+"#;
+    for helm in common::helms() {
+        let docs = Render::new(&helm).values(values).docs();
+        let env =
+            |slot: &str| container(get(&docs, "Deployment", &format!("web-{slot}")))["env"].clone();
+        assert_eq!(
+            env("blue"),
+            json!([
+                {"name": "A", "value": "shared"},
+                {"name": "NUM", "value": "10000000"},
+                {"name": "B", "value": "shared-extra"},
+                {"name": "C", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+            ]),
+            "{}: extraEnv wins over env and follows it in list order",
+            helm.name()
+        );
+        assert_eq!(
+            env("green"),
+            json!([
+                {"name": "A", "value": "shared"},
+                {"name": "D", "value": "green"},
+                {"name": "NUM", "value": "10000000"},
+                {"name": "B", "value": "green"},
+                {"name": "C", "value": "green-extra"},
+                {"name": "E", "value": "$(A)-e"},
+            ]),
+            "{}: the slot's values win over the shared ones, each name once",
+            helm.name()
+        );
+    }
+}
+
+/// Renders with both slots and shared config, then again with one per-slot override on green:
+/// blue's objects stay identical, green's Deployment changes as the override says.
+#[test]
+fn every_per_slot_override_changes_only_its_slot() {
+    let base = r#"
+green: {enabled: true}
+migrations: {enabled: true, command: [migrate]}
+env: {A: shared}
+command: [/bin/server]
+args: [--shared]
+resources: {limits: {cpu: "1"}}
+podAnnotations: {team: web}
+config:
+  env: {MODE: shared}
+  files: {app.conf: shared}
+secretEnv: {TOKEN: shared}
+"#;
+    // (a --set on green, what green's Deployment shows)
+    type Check = fn(&Value) -> bool;
+    let cases: &[(&str, Check)] = &[
+        ("green.image.repository=registry.example/web", |d| {
+            container(d)["image"] == "registry.example/web:1.27"
+        }),
+        ("green.image.tag=v2", |d| container(d)["image"] == "nginx:v2"),
+        (
+            "green.image.digest=sha256:00000000000000000000000000000000000000000000000000000000000000ff",
+            |d| container(d)["image"] == format!("nginx@{DIGEST2}"),
+        ),
+        ("green.image.pullPolicy=Always", |d| {
+            container(d)["imagePullPolicy"] == "Always"
+        }),
+        ("green.replicaCount=5", |d| d["spec"]["replicas"] == 5),
+        ("green.env.A=green", |d| {
+            container(d)["env"] == json!([{"name": "A", "value": "green"}])
+        }),
+        ("green.extraEnv[0].name=X,green.extraEnv[0].value=y", |d| {
+            container(d)["env"].as_array().unwrap().contains(&json!({"name": "X", "value": "y"}))
+        }),
+        ("green.envFrom[0].secretRef.name=green-only", |d| {
+            container(d)["envFrom"][0] == json!({"secretRef": {"name": "green-only"}})
+        }),
+        ("green.command[0]=/bin/next", |d| {
+            container(d)["command"] == json!(["/bin/next"])
+        }),
+        ("green.args[0]=--green", |d| container(d)["args"] == json!(["--green"])),
+        ("green.resources.requests.memory=1Gi", |d| {
+            container(d)["resources"] == json!({"limits": {"cpu": "1"}, "requests": {"memory": "1Gi"}})
+        }),
+        ("green.podAnnotations.canary=yes", |d| {
+            let a = &d["spec"]["template"]["metadata"]["annotations"];
+            a["canary"] == "yes" && a["team"] == "web"
+        }),
+        ("green.config.env.MODE=green", |d| {
+            d["spec"]["template"]["metadata"]["annotations"]["checksum/config"].is_string()
+        }),
+        ("green.config.files.app\\.conf=green", |d| {
+            d["spec"]["template"]["metadata"]["annotations"]["checksum/config"].is_string()
+        }),
+        ("green.secretEnv.TOKEN=green", |d| {
+            d["spec"]["template"]["metadata"]["annotations"]["checksum/config"].is_string()
+        }),
+    ];
+    for helm in common::helms() {
+        let who = helm.name();
+        let before = Render::new(&helm).values(base).docs();
+        let blue_objects = |docs: &[Value]| -> Vec<Value> {
+            docs.iter()
+                .filter(|d| labels_of(d)["bgslot/slot"] == "blue")
+                .cloned()
+                .collect()
+        };
+        let green_before = get(&before, "Deployment", "web-green").clone();
+        assert_eq!(
+            green_before,
+            get(&before, "Deployment", "web-blue")
+                .clone()
+                .pipe(|mut d| {
+                    rename_slot(&mut d, "blue", "green");
+                    d
+                }),
+            "{who}: without overrides both slots render alike"
+        );
+        for (set, check) in cases {
+            let after = Render::new(&helm).values(base).set(&[set]).docs();
+            assert_eq!(
+                blue_objects(&before),
+                blue_objects(&after),
+                "{who}: --set {set} changed a blue object"
+            );
+            let green = get(&after, "Deployment", "web-green");
+            assert_ne!(*green, green_before, "{who}: --set {set} left green alone");
+            assert!(check(green), "{who}: --set {set}: {green:#}");
+        }
+        // Config overrides land in green's own objects.
+        let after = Render::new(&helm)
+            .values(base)
+            .set(&[
+                "green.config.env.MODE=green",
+                "green.config.files.app\\.conf=green",
+                "green.secretEnv.TOKEN=green",
+            ])
+            .docs();
+        assert_eq!(
+            get(&after, "ConfigMap", "web-green-config-env")["data"],
+            json!({"MODE": "green"})
+        );
+        assert_eq!(
+            get(&after, "ConfigMap", "web-green-config-files")["data"],
+            json!({"app.conf": "green"})
+        );
+        assert_eq!(
+            get(&after, "Secret", "web-green-secret-env")["data"],
+            json!({"TOKEN": "Z3JlZW4="})
+        );
+        assert_eq!(
+            get(&after, "ConfigMap", "web-blue-config-env")["data"],
+            json!({"MODE": "shared"})
+        );
+    }
+}
+
+trait Pipe: Sized {
+    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
+        f(self)
+    }
+}
+impl Pipe for Value {}
+
+/// Replaces every string `from` (and "<x>-from" names) with `to`, to compare two slots' objects.
+fn rename_slot(v: &mut Value, from: &str, to: &str) {
+    match v {
+        Value::String(s) => {
+            if s == from {
+                *s = to.to_string();
+            } else if s.contains(&format!("-{from}")) {
+                *s = s.replace(&format!("-{from}"), &format!("-{to}"));
+            }
+        }
+        Value::Array(list) => list.iter_mut().for_each(|c| rename_slot(c, from, to)),
+        Value::Object(map) => map.values_mut().for_each(|c| rename_slot(c, from, to)),
+        _ => {}
+    }
+}
+
+#[test]
+fn config_objects_belong_to_their_slot() {
+    let values = r#"
+green:
+  enabled: true
+  config:
+    env: {EXTRA: "1"}
+    files: {green.txt: only green}
+  secretEnv: {TOKEN: green-token}
+config:
+  env: {MODE: fast, COUNT: 3, BIG: 123456789012, RATIO: 0.5}
+  files: {app.yaml: "listen: 80\n"}
+secretEnv: {TOKEN: shared-token, KEY: k}
+"#;
+    for helm in common::helms() {
+        let who = helm.name();
+        let docs = Render::new(&helm).values(values).docs();
+        assert_eq!(
+            names(&docs, "ConfigMap"),
+            [
+                "web-blue-config-env",
+                "web-blue-config-files",
+                "web-green-config-env",
+                "web-green-config-files"
+            ],
+            "{who}"
+        );
+        assert_eq!(
+            names(&docs, "Secret"),
+            ["web-blue-secret-env", "web-green-secret-env"],
+            "{who}"
+        );
+        for d in of_kind(&docs, "ConfigMap")
+            .into_iter()
+            .chain(of_kind(&docs, "Secret"))
+        {
+            let slot = if name_of(d).starts_with("web-blue") {
+                "blue"
+            } else {
+                "green"
+            };
+            assert_eq!(labels_of(d)["bgslot/slot"], slot, "{who} {}", name_of(d));
+            assert_eq!(labels_of(d)["app.kubernetes.io/instance"], REL);
+        }
+        assert_eq!(
+            get(&docs, "ConfigMap", "web-blue-config-env")["data"],
+            json!({"MODE": "fast", "COUNT": "3", "BIG": "123456789012", "RATIO": "0.5"}),
+            "{who}"
+        );
+        assert_eq!(
+            get(&docs, "ConfigMap", "web-green-config-env")["data"],
+            json!({"MODE": "fast", "COUNT": "3", "BIG": "123456789012", "RATIO": "0.5", "EXTRA": "1"}),
+            "{who}"
+        );
+        assert_eq!(
+            get(&docs, "ConfigMap", "web-green-config-files")["data"],
+            json!({"app.yaml": "listen: 80\n", "green.txt": "only green"}),
+            "{who}"
+        );
+        let secret = get(&docs, "Secret", "web-green-secret-env");
+        assert_eq!(secret["type"], "Opaque");
+        // base64 of "green-token" and "k": values only travel encoded, as Kubernetes stores them.
+        assert_eq!(
+            secret["data"],
+            json!({"TOKEN": "Z3JlZW4tdG9rZW4=", "KEY": "aw=="}),
+            "{who}"
+        );
+        let checksum = |slot: &str| {
+            get(&docs, "Deployment", &format!("web-{slot}"))["spec"]["template"]["metadata"]
+                ["annotations"]["checksum/config"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        };
+        assert_ne!(checksum("blue"), checksum("green"), "{who}");
+
+        // No config: no objects, no checksum, no envFrom or volumes.
+        let docs = Render::new(&helm).set(&["green.enabled=true"]).docs();
+        assert!(
+            of_kind(&docs, "ConfigMap").is_empty() && of_kind(&docs, "Secret").is_empty(),
+            "{who}"
+        );
+        let d = get(&docs, "Deployment", "web-green");
+        assert!(
+            d["spec"]["template"]["metadata"]
+                .get("annotations")
+                .is_none(),
+            "{who}"
+        );
+        assert!(
+            container(d).get("envFrom").is_none() && pod_spec(d).get("volumes").is_none(),
+            "{who}"
+        );
+
+        // A disabled slot has no config objects.
+        let docs = Render::new(&helm)
+            .values(values)
+            .set(&["green.enabled=false"])
+            .docs();
+        assert_eq!(names(&docs, "Secret"), ["web-blue-secret-env"], "{who}");
+    }
+}
+
+#[test]
+fn a_config_change_in_one_slot_leaves_every_object_of_the_other_slot_alone() {
+    let base = "green: {enabled: true}\nmigrations: {enabled: true, command: [migrate]}\nconfig: {files: {app.conf: one}}\n";
+    for helm in common::helms() {
+        let who = helm.name();
+        let before = Render::new(&helm).values(base).docs();
+        let after = Render::new(&helm)
+            .values(base)
+            .set(&["green.config.files.app\\.conf=two"])
+            .docs();
+        let of_slot = |docs: &[Value], slot: &str| -> Vec<Value> {
+            docs.iter()
+                .filter(|d| labels_of(d)["bgslot/slot"] == slot)
+                .cloned()
+                .collect()
+        };
+        assert_eq!(of_slot(&before, "blue"), of_slot(&after, "blue"), "{who}");
+        let checksum = |docs: &[Value]| {
+            get(docs, "Deployment", "web-green")["spec"]["template"]["metadata"]["annotations"]
+                ["checksum/config"]
+                .clone()
+        };
+        assert_ne!(
+            checksum(&before),
+            checksum(&after),
+            "{who}: green's pods must restart"
+        );
+        assert_ne!(
+            names(&before, "Job")
+                .iter()
+                .find(|n| n.starts_with("web-green-")),
+            names(&after, "Job")
+                .iter()
+                .find(|n| n.starts_with("web-green-")),
+            "{who}: green's migration runs again with the new config"
+        );
+    }
+}
+
+#[test]
+fn a_flip_changes_no_object_a_slot_owns() {
+    for helm in common::helms() {
+        let who = helm.name();
+        for (what, blue, green) in [
+            (
+                "ALL_ON",
+                Render::new(&helm).values(ALL_ON).docs(),
+                Render::new(&helm)
+                    .values(ALL_ON)
+                    .set(&["productionSlot=green"])
+                    .docs(),
+            ),
+            (
+                "the example app",
+                Render::new(&helm)
+                    .file(&example_app())
+                    .set(EXAMPLE_BOTH_SLOTS)
+                    .docs(),
+                Render::new(&helm)
+                    .file(&example_app())
+                    .set(EXAMPLE_BOTH_SLOTS)
+                    .set(&["productionSlot=green"])
+                    .docs(),
+            ),
+        ] {
+            let owned = |docs: &[Value]| -> Vec<Value> {
+                docs.iter()
+                    .filter(|d| labels_of(d).get("bgslot/slot").is_some())
+                    .cloned()
+                    .collect()
+            };
+            let owned_blue = owned(&blue);
+            let kinds: std::collections::BTreeSet<&str> = owned_blue.iter().map(kind_of).collect();
+            for kind in [
+                "Deployment",
+                "Job",
+                "ConfigMap",
+                "Secret",
+                "HorizontalPodAutoscaler",
+                "PodDisruptionBudget",
+            ] {
+                assert!(
+                    kinds.contains(kind),
+                    "{who} {what}: no {kind} among {kinds:?}"
+                );
+            }
+            assert_eq!(owned_blue, owned(&green), "{who} {what}");
+            // The flip did move the Services.
+            assert_ne!(
+                get(&blue, "Service", "web")["spec"]["selector"],
+                get(&green, "Service", "web")["spec"]["selector"],
+                "{who} {what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn extra_services_come_in_production_and_stage_pairs() {
+    for helm in common::helms() {
+        let who = helm.name();
+        for (prod, stage) in [("blue", "green"), ("green", "blue")] {
+            let set = format!("productionSlot={prod}");
+            let docs = Render::new(&helm).values(ALL_ON).set(&[&set]).docs();
+            assert_eq!(
+                names(&docs, "Service"),
+                ["web", "web-admin", "web-admin-stage", "web-stage"],
+                "{who}"
+            );
+            for (name, role, slot) in [
+                ("web-admin", "production", prod),
+                ("web-admin-stage", "stage", stage),
+            ] {
+                let svc = get(&docs, "Service", name);
+                assert_eq!(svc["spec"]["selector"], slot_selector(slot), "{who} {name}");
+                assert_eq!(labels_of(svc)["bgslot/role"], role, "{who} {name}");
+                assert_eq!(labels_of(svc)["bgslot/service"], "admin", "{who} {name}");
+                assert_eq!(svc["metadata"]["annotations"], json!({"internal": "yes"}));
+                assert_eq!(svc["spec"]["type"], "ClusterIP");
+                assert_eq!(
+                    svc["spec"]["ports"],
+                    json!([{"name": "admin", "port": 9000, "targetPort": "metrics", "protocol": "TCP"}]),
+                    "{who} {name}"
+                );
+            }
+        }
+        // targetPort defaults to the port.
+        let docs = Render::new(&helm)
+            .values("extraServices:\n  api:\n    type: NodePort\n    ports: [{name: api, port: 8080}]\n")
+            .docs();
+        let svc = get(&docs, "Service", "web-api");
+        assert_eq!(svc["spec"]["type"], "NodePort");
+        assert_eq!(
+            svc["spec"]["ports"],
+            json!([{"name": "api", "port": 8080, "targetPort": 8080, "protocol": "TCP"}]),
+            "{who}"
+        );
+
+        for key in ["main", "stage", "admin-stage"] {
+            let values = format!("extraServices:\n  {key}:\n    ports: [{{name: x, port: 1}}]\n");
+            let stderr = Render::new(&helm).values(&values).failure();
+            assert!(
+                stderr.contains("schema") && stderr.contains(key),
+                "{who} {key}: {stderr}"
+            );
+            let stderr = Render::new(&helm)
+                .values(&values)
+                .arg(&["--skip-schema-validation"])
+                .failure();
+            assert_one_line_failure(
+                &helm,
+                &stderr,
+                &format!("extraServices.{key}: the names main and stage and names ending in -stage are reserved"),
+            );
+        }
+        let stderr = Render::new(&helm)
+            .values("extraServices:\n  api:\n    ports: []\n")
+            .arg(&["--skip-schema-validation"])
+            .failure();
+        assert_one_line_failure(&helm, &stderr, "extraServices.api.ports is empty");
+    }
+}
+
+#[test]
+fn the_service_monitor_renders_where_the_api_is_served_or_when_forced() {
+    for helm in common::helms() {
+        let who = helm.name();
+        let on = ["metrics.serviceMonitor.enabled=true"];
+        let docs = Render::new(&helm).set(&on).docs();
+        assert!(
+            of_kind(&docs, "ServiceMonitor").is_empty(),
+            "{who}: the API is not served"
+        );
+
+        let docs = Render::new(&helm)
+            .set(&on)
+            .arg(&["--api-versions", "monitoring.coreos.com/v1/ServiceMonitor"])
+            .docs();
+        assert_eq!(
+            names(&docs, "ServiceMonitor"),
+            ["web"],
+            "{who}: the API is served"
+        );
+
+        let docs = Render::new(&helm)
+            .values(ALL_ON)
+            .set(&["metrics.serviceMonitor.labels.release=prom"])
+            .docs();
+        let sm = get(&docs, "ServiceMonitor", "web");
+        assert_eq!(sm["apiVersion"], "monitoring.coreos.com/v1");
+        assert_eq!(labels_of(sm)["release"], "prom", "{who}");
+        assert_eq!(
+            sm["spec"]["selector"],
+            json!({"matchLabels": {"app.kubernetes.io/instance": REL, "bgslot/service": "main"}}),
+            "{who}: the main production and stage Services, so both slots"
+        );
+        let endpoint = &sm["spec"]["endpoints"][0];
+        assert_eq!(endpoint["port"], "metrics", "{who}");
+        assert_eq!(endpoint["path"], "/metrics");
+        assert_eq!(
+            endpoint["relabelings"],
+            json!([
+                {"sourceLabels": ["__meta_kubernetes_pod_label_bgslot_slot"], "targetLabel": "slot"},
+                {"sourceLabels": ["__meta_kubernetes_service_label_bgslot_role"], "targetLabel": "role"},
+            ]),
+            "{who}"
+        );
+        // The ServiceMonitor selects exactly the two main Services.
+        let selected: Vec<&str> = of_kind(&docs, "Service")
+            .into_iter()
+            .filter(|s| selects(&sm["spec"]["selector"]["matchLabels"], labels_of(s)))
+            .map(name_of)
+            .collect();
+        assert_eq!(selected, ["web", "web-stage"], "{who}");
+
+        let stderr = Render::new(&helm)
+            .set(&[
+                "metrics.serviceMonitor.enabled=true",
+                "metrics.serviceMonitor.port=nope",
+            ])
+            .failure();
+        assert_one_line_failure(
+            &helm,
+            &stderr,
+            "metrics.serviceMonitor.port is \"nope\", which is no port of the main Services",
+        );
+    }
+}
+
+#[test]
+fn extra_objects_render_as_templates() {
+    for helm in common::helms() {
+        let who = helm.name();
+        let docs = Render::new(&helm).values(ALL_ON).docs();
+        let cm = get(&docs, "ConfigMap", "web-extra");
+        assert_eq!(cm["data"], json!({"release": REL}), "{who}");
+        assert_eq!(labels_of(cm)["app.kubernetes.io/instance"], REL, "{who}");
+
+        let docs = Render::new(&helm)
+            .values("extraObjects:\n  - apiVersion: v1\n    kind: Secret\n    metadata: {name: \"{{ .Release.Name }}-creds\"}\n    stringData: {user: app}\n")
+            .docs();
+        assert_eq!(
+            get(&docs, "Secret", "web-creds")["stringData"],
+            json!({"user": "app"}),
+            "{who}"
+        );
+    }
+}
+
+#[test]
+fn migrations_run_as_a_job_per_slot_that_nothing_else_selects() {
+    for helm in common::helms() {
+        let who = helm.name();
+        let docs = Render::new(&helm)
+            .values(ALL_ON)
+            .set(&["green.image.tag=v2", "green.image.digest="])
+            .docs();
+        let jobs = of_kind(&docs, "Job");
+        assert_eq!(jobs.len(), 2, "{who}");
+        for slot in ["blue", "green"] {
+            let prefix = format!("web-{slot}-migrate-");
+            let job = jobs
+                .iter()
+                .find(|j| name_of(j).starts_with(&prefix))
+                .unwrap_or_else(|| panic!("{who}: no Job {prefix}*"));
+            let hash = &name_of(job)[prefix.len()..];
+            assert!(
+                hash.len() == 10 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+                "{who}: {}",
+                name_of(job)
+            );
+            assert_eq!(job["apiVersion"], "batch/v1");
+            assert_eq!(labels_of(job)["bgslot/slot"], slot, "{who}");
+            assert_eq!(
+                labels_of(job)["app.kubernetes.io/component"],
+                "migration",
+                "{who}"
+            );
+            assert_eq!(labels_of(job)["app.kubernetes.io/instance"], REL, "{who}");
+            let annotations = &job["metadata"]["annotations"];
+            assert!(
+                annotations.get("helm.sh/hook").is_none(),
+                "{who}: a hook reruns at every upgrade"
+            );
+            let deploy = get(&docs, "Deployment", &format!("web-{slot}"));
+            assert_eq!(
+                annotations["bgslot/image"],
+                container(deploy)["image"],
+                "{who}"
+            );
+            assert_eq!(job["spec"]["backoffLimit"], 1);
+            assert_eq!(job["spec"]["activeDeadlineSeconds"], 600);
+            assert!(
+                job["spec"].get("ttlSecondsAfterFinished").is_none(),
+                "{who}: an expired Job would be created again, and rerun, by the next upgrade"
+            );
+            let pod_labels = &job["spec"]["template"]["metadata"]["labels"];
+            assert_eq!(
+                *pod_labels,
+                json!({"app.kubernetes.io/instance": REL, "app.kubernetes.io/component": "migration", "bgslot/slot": slot}),
+                "{who}"
+            );
+            let spec = pod_spec(job);
+            assert_eq!(spec["restartPolicy"], "Never");
+            let c = &spec["containers"][0];
+            assert_eq!(c["name"], "migrate");
+            assert_eq!(c["command"], json!(["/bin/server", "migrate"]));
+            let app = container(deploy);
+            for field in [
+                "image",
+                "env",
+                "envFrom",
+                "volumeMounts",
+                "resources",
+                "imagePullPolicy",
+            ] {
+                assert_eq!(
+                    c[field], app[field],
+                    "{who} {slot}: the Job's {field} is the slot's"
+                );
+            }
+            assert_eq!(spec["volumes"], pod_spec(deploy)["volumes"], "{who}");
+            assert_eq!(
+                job["spec"]["template"]["metadata"]["annotations"]["checksum/config"],
+                deploy["spec"]["template"]["metadata"]["annotations"]["checksum/config"],
+                "{who}"
+            );
+        }
+        // No Service, Deployment or PDB may count a migration pod as one of the slot's.
+        let mut selectors: Vec<(String, &Value)> = Vec::new();
+        for s in of_kind(&docs, "Service") {
+            selectors.push((format!("Service {}", name_of(s)), &s["spec"]["selector"]));
+        }
+        for d in of_kind(&docs, "Deployment")
+            .into_iter()
+            .chain(of_kind(&docs, "PodDisruptionBudget"))
+        {
+            selectors.push((
+                format!("{} {}", kind_of(d), name_of(d)),
+                &d["spec"]["selector"]["matchLabels"],
+            ));
+        }
+        assert!(selectors.len() >= 8, "{who}");
+        for job in &jobs {
+            let pod_labels = &job["spec"]["template"]["metadata"]["labels"];
+            for (what, selector) in &selectors {
+                assert!(
+                    !selects(selector, pod_labels),
+                    "{who}: {what} selects the pods of {}",
+                    name_of(job)
+                );
+            }
+        }
+
+        let docs = Render::new(&helm).set(&["green.enabled=true"]).docs();
+        assert!(
+            of_kind(&docs, "Job").is_empty(),
+            "{who}: migrations are off by default"
+        );
+
+        let stderr = Render::new(&helm)
+            .set(&["migrations.enabled=true"])
+            .failure();
+        assert_one_line_failure(
+            &helm,
+            &stderr,
+            "migrations.enabled is true but migrations.command and migrations.args are empty",
+        );
+    }
+}
+
+#[test]
+fn a_migration_job_is_new_exactly_when_what_it_runs_changes() {
+    let base = "green: {enabled: true, image: {tag: v2}}\nmigrations: {enabled: true, command: [migrate]}\n";
+    let green_job = |docs: &[Value]| -> String {
+        names(docs, "Job")
+            .into_iter()
+            .find(|n| n.starts_with("web-green-migrate-"))
+            .expect("green's Job")
+    };
+    let mut by_helm = Vec::new();
+    for helm in common::helms() {
+        let who = helm.name();
+        let name = green_job(&Render::new(&helm).values(base).docs());
+        by_helm.push(name.clone());
+        let with = |sets: &[&str]| green_job(&Render::new(&helm).values(base).set(sets).docs());
+        for same in [
+            &["productionSlot=green"][..],
+            &["blue.image.tag=v9"],
+            &["green.replicaCount=5"],
+            &["podAnnotations.team=web"],
+            &["autoscaling.enabled=true"],
+        ] {
+            assert_eq!(
+                with(same),
+                name,
+                "{who}: {same:?} must keep green's finished Job"
+            );
+        }
+        for changed in [
+            &["green.image.tag=v3"][..],
+            &["green.image.digest=sha256:00000000000000000000000000000000000000000000000000000000000000ff"],
+            &["migrations.command[0]=other"],
+            &["migrations.args[0]=--dry-run"],
+            &["green.env.DB=other"],
+            &["green.config.env.DB=other"],
+            &["green.secretEnv.DB=other"],
+        ] {
+            assert_ne!(with(changed), name, "{who}: {changed:?} must make a new Job");
+        }
+    }
+    assert_eq!(
+        by_helm[0], by_helm[1],
+        "Helm 3 and Helm 4 must name the Job alike"
+    );
+}
+
+#[test]
+fn every_kubernetes_version_from_1_20_to_1_37_renders_with_its_api_versions() {
+    for helm in common::helms() {
+        let who = helm.name();
+        for minor in 20..=37 {
+            let kube = format!("1.{minor}.0");
+            for (what, docs) in [
+                (
+                    "ALL_ON",
+                    Render::new(&helm).values(ALL_ON).kube(&kube).docs(),
+                ),
+                (
+                    "the example app",
+                    Render::new(&helm)
+                        .file(&example_app())
+                        .set(EXAMPLE_BOTH_SLOTS)
+                        .kube(&kube)
+                        .docs(),
+                ),
+            ] {
+                let hpa = if minor >= 23 {
+                    "autoscaling/v2"
+                } else {
+                    "autoscaling/v2beta2"
+                };
+                let pdb = if minor >= 21 {
+                    "policy/v1"
+                } else {
+                    "policy/v1beta1"
+                };
+                assert_eq!(
+                    of_kind(&docs, "HorizontalPodAutoscaler").len(),
+                    2,
+                    "{who} {kube} {what}"
+                );
+                for d in of_kind(&docs, "HorizontalPodAutoscaler") {
+                    assert_eq!(d["apiVersion"], hpa, "{who} {kube} {what}");
+                }
+                for d in of_kind(&docs, "PodDisruptionBudget") {
+                    assert_eq!(d["apiVersion"], pdb, "{who} {kube} {what}");
+                }
+                for d in of_kind(&docs, "Deployment") {
+                    let pre_stop = &container(d)["lifecycle"]["preStop"];
+                    let native = minor >= 30;
+                    assert_eq!(
+                        pre_stop.get("sleep").is_some(),
+                        native,
+                        "{who} {kube} {what}: {pre_stop}"
+                    );
+                    assert_eq!(
+                        pre_stop.get("exec").is_some(),
+                        !native,
+                        "{who} {kube} {what}: {pre_stop}"
+                    );
+                }
+                assert_eq!(of_kind(&docs, "Job").len(), 2, "{who} {kube} {what}");
+                assert_eq!(
+                    of_kind(&docs, "Ingress")[0]["apiVersion"],
+                    "networking.k8s.io/v1"
+                );
+            }
+        }
+    }
+}
+
+/// kubernetes-validate, installed by testenv/prepare.sh (or named by BGSLOT_KUBERNETES_VALIDATE).
+fn kubernetes_validate() -> PathBuf {
+    if let Some(path) = std::env::var_os("BGSLOT_KUBERNETES_VALIDATE") {
+        return path.into();
+    }
+    let path = common::testenv_cache().join("kubernetes-validate-1.37.0/bin/kubernetes-validate");
+    assert!(
+        path.is_file(),
+        "kubernetes-validate 1.37.0 is not installed at {}: run testenv/prepare.sh (or scripts/test), \
+         or set BGSLOT_KUBERNETES_VALIDATE to its path",
+        path.display()
+    );
+    path
+}
+
+/// Kinds whose schemas are CRDs (Istio, Gateway API, Prometheus Operator): kubernetes-validate
+/// only knows Kubernetes' own.
+fn is_crd_kind(doc: &Value) -> bool {
+    let api = doc["apiVersion"].as_str().unwrap_or_default();
+    [
+        "networking.istio.io/",
+        "gateway.networking.k8s.io/",
+        "monitoring.coreos.com/",
+    ]
+    .iter()
+    .any(|g| api.starts_with(g))
+}
+
+#[test]
+fn rendered_objects_pass_kubernetes_schema_validation_from_1_25_to_1_37() {
+    let validate = kubernetes_validate();
+    let dir = tempfile::tempdir().unwrap();
+    for helm in common::helms() {
+        let who = helm.name();
+        for minor in 25..=37 {
+            let kube = format!("1.{minor}.0");
+            let mut docs = Render::new(&helm)
+                .file(&example_app())
+                .set(EXAMPLE_BOTH_SLOTS)
+                .kube(&kube)
+                .docs();
+            docs.extend(Render::new(&helm).values(ALL_ON).kube(&kube).docs());
+            docs.retain(|d| !is_crd_kind(d));
+            let file = dir.path().join(format!("{who}-{kube}.yaml"));
+            let text: Vec<String> = docs.iter().map(|d| d.to_string()).collect();
+            std::fs::write(&file, text.join("\n---\n")).unwrap();
+            let out = std::process::Command::new(&validate)
+                .args(["--strict", "-k", &kube])
+                .arg(&file)
+                .output()
+                .expect("run kubernetes-validate");
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "{who} kube {kube}: kubernetes-validate --strict failed:\n{stdout}{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let passed = stdout
+                .lines()
+                .filter(|l| l.contains(" passed for resource "))
+                .count();
+            assert_eq!(
+                passed,
+                docs.len(),
+                "{who} kube {kube}: every object is checked:\n{stdout}"
+            );
+        }
+    }
+}
+
+/// The `## The chart` section of README.md: the paths named in the first column of its value table,
+/// with `<slot>` standing for both blue and green.
+fn readme_value_paths() -> std::collections::BTreeSet<String> {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+            .unwrap();
+    let start = readme
+        .find("\n## The chart\n")
+        .expect("README has a `## The chart` section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[3..]
+        .find("\n## ")
+        .map(|i| i + 3)
+        .unwrap_or(section.len())];
+    // The value table is the one whose header starts with `| value |`.
+    let table = section
+        .lines()
+        .skip_while(|l| !l.starts_with("| value |"))
+        .take_while(|l| l.starts_with('|'));
+    let mut paths = std::collections::BTreeSet::new();
+    for line in table.filter(|l| l.starts_with("| `")) {
+        let first = line.split('|').nth(1).unwrap_or_default();
+        for (i, piece) in first.split('`').enumerate() {
+            if i % 2 == 1 {
+                if piece.contains("<slot>") {
+                    paths.insert(piece.replace("<slot>", "blue"));
+                    paths.insert(piece.replace("<slot>", "green"));
+                } else {
+                    paths.insert(piece.to_string());
+                }
+            }
+        }
+    }
+    paths
+}
+
+/// Resolves `{"$ref": "#/definitions/x"}`.
+fn resolve<'s>(schema: &'s Value, node: &'s Value) -> &'s Value {
+    match node["$ref"].as_str() {
+        Some(r) => resolve(
+            schema,
+            &schema["definitions"][r.trim_start_matches("#/definitions/")],
+        ),
+        None => node,
+    }
+}
+
+/// Every value path the chart owns: into objects its schema closes (additionalProperties: false),
+/// whose keys the chart defines; a free-form object (annotations, Kubernetes fields, config
+/// contents) is one value.
+fn value_paths(schema: &Value, node: &Value, prefix: &str, out: &mut Vec<String>) {
+    let node = resolve(schema, node);
+    let Some(props) = node["properties"]
+        .as_object()
+        .filter(|_| node["additionalProperties"] == false)
+    else {
+        out.push(prefix.to_string());
+        return;
+    };
+    for (key, child) in props {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        value_paths(schema, child, &path, out);
+    }
+}
+
+fn lookup<'v>(values: &'v Value, path: &str) -> Option<&'v Value> {
+    path.split('.').try_fold(values, |v, key| v.get(key))
+}
+
+#[test]
+fn the_readme_documents_every_value_and_values_yaml_sets_every_value() {
+    let chart = common::chart_dir();
+    let schema: Value =
+        serde_json::from_str(&std::fs::read_to_string(chart.join("values.schema.json")).unwrap())
+            .unwrap();
+    let values: Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(chart.join("values.yaml")).unwrap())
+            .unwrap();
+    let mut paths = Vec::new();
+    value_paths(&schema, &schema, "", &mut paths);
+    // `global` is helm's, for subcharts; the chart reads nothing from it.
+    paths.retain(|p| p != "global");
+    assert!(paths.len() > 100, "{paths:?}");
+    let documented = readme_value_paths();
+    let missing: Vec<&String> = paths.iter().filter(|p| !documented.contains(*p)).collect();
+    assert!(
+        missing.is_empty(),
+        "values missing from the README's chart table: {missing:?}"
+    );
+    let unset: Vec<&String> = paths
+        .iter()
+        .filter(|p| lookup(&values, p).is_none())
+        .collect();
+    assert!(
+        unset.is_empty(),
+        "values the schema knows but values.yaml does not list: {unset:?}"
+    );
+    // And straight from values.yaml, whatever the schema says: each key is documented itself or
+    // inside a documented free-form value.
+    let mut keys = Vec::new();
+    yaml_keys(&values, "", &mut keys);
+    let undocumented: Vec<&String> = keys
+        .iter()
+        .filter(|k| {
+            let mut prefix = String::new();
+            !k.split('.').any(|part| {
+                if !prefix.is_empty() {
+                    prefix.push('.');
+                }
+                prefix.push_str(part);
+                documented.contains(&prefix)
+            })
+        })
+        .collect();
+    assert!(
+        undocumented.is_empty(),
+        "values.yaml keys missing from the README's chart table: {undocumented:?}"
+    );
+    let stale: Vec<&String> = documented.iter().filter(|p| !paths.contains(p)).collect();
+    assert!(
+        stale.is_empty(),
+        "README chart table rows naming no value: {stale:?}"
+    );
+}
+
+/// Every key path of a values document (maps only; lists and scalars end a path).
+fn yaml_keys(v: &Value, prefix: &str, out: &mut Vec<String>) {
+    match v.as_object() {
+        Some(map) if !map.is_empty() => {
+            for (k, child) in map {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                yaml_keys(child, &path, out);
+            }
+        }
+        _ if !prefix.is_empty() => out.push(prefix.to_string()),
+        _ => {}
     }
 }

@@ -90,10 +90,7 @@ async fn runs_the_release_cycle_with_the_example_role(major: u32) {
     let admin = Env::new(major, "rbac").await;
     let dir = tempfile::tempdir().unwrap();
     let kubeconfig = service_account_kubeconfig(&admin, dir.path()).await;
-    let env = Env {
-        kubeconfig: Some(kubeconfig),
-        ..admin
-    };
+    let env = admin.with_user(kubeconfig);
 
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await

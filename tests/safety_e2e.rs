@@ -50,36 +50,37 @@ async fn assert_consistent(env: &Env) {
 async fn concurrent_swaps_take_turns(major: u32) {
     let env = Env::new(major, "concurrent").await;
     two_slots(&env).await;
-    let before = env.fingerprint("web").await.revision;
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
 
-    // Without waiting: whoever holds the lock swaps, the others stop with exit 4 naming the holder.
+    // While another bgslot holds the lock, every swap that does not wait stops with exit 4,
+    // naming the holder, and changes nothing.
+    let holder = env
+        .command(&["deploy", "web", "--tag", "v3-slow-start", "--replace"])
+        .spawn()
+        .unwrap();
+    common::eventually("the deploy holds the lock", || async {
+        leases.get_opt("bgslot-lock-web").await.unwrap().is_some()
+    })
+    .await;
+    let before = env.fingerprint("web").await.revision;
     let runs = run_many(&env, 8, &["swap", "web"]).await;
-    let ok = runs.iter().filter(|r| r.code == 0).count();
-    let locked: Vec<&Run> = runs.iter().filter(|r| r.code == 4).collect();
-    assert_eq!(
-        ok + locked.len(),
-        8,
-        "every run either swapped or found the lock: {runs:#?}"
-    );
-    assert!(
-        ok >= 1 && !locked.is_empty(),
-        "one proceeds, the others are refused: {runs:#?}"
-    );
-    for r in &locked {
+    for r in &runs {
+        assert_eq!(r.code, 4, "{r:?}");
         assert!(
-            r.stderr.contains("locked by another bgslot") && r.stderr.contains("(swap)"),
+            r.stderr.contains("locked by another bgslot") && r.stderr.contains("(deploy)"),
             "{r:?}"
         );
     }
-    let after = env.fingerprint("web").await.revision;
+    let holder = Run::from(holder.wait_with_output().await.unwrap()).ok();
+    drop(holder);
     assert_eq!(
-        after,
-        before + ok as u64,
-        "one helm write per successful swap: {runs:#?}"
+        env.fingerprint("web").await.revision,
+        before + 1,
+        "only the deploy wrote: {runs:#?}"
     );
     assert_consistent(&env).await;
 
-    // Waiting: all eight run, one at a time.
+    // Waiting: all eight run, one at a time, each one helm write.
     let before = env.fingerprint("web").await.revision;
     let runs = run_many(&env, 8, &["swap", "web", "--wait-for-lock=120s"]).await;
     assert!(runs.iter().all(|r| r.code == 0), "{runs:#?}");
@@ -93,7 +94,6 @@ async fn concurrent_swaps_take_turns(major: u32) {
         "{history}"
     );
     assert_consistent(&env).await;
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
     assert!(
         leases.get_opt("bgslot-lock-web").await.unwrap().is_none(),
         "the lock is released at exit"
@@ -120,20 +120,16 @@ async fn a_killed_bgslot_leaves_a_lock_that_expires(major: u32) {
         env.is_waiting_on_green().await
     })
     .await;
+    let pid = child.id().expect("the deploy is running");
     child.start_kill().unwrap();
     child.wait().await.unwrap();
 
-    let r = env.bgslot(&["swap", "web"]).await.code(4);
-    let r = r
+    env.bgslot(&["swap", "web"])
+        .await
+        .code(4)
         .says("locked by another bgslot")
-        .says("(deploy)")
+        .says(&format!("pid {pid} (deploy)"))
         .says("bgslot-lock-web");
-    assert!(
-        r.stderr
-            .contains(&format!("pid {}", child.id().unwrap_or(0)))
-            || r.stderr.contains("pid "),
-        "{r:?}"
-    );
     let json = env
         .bgslot(&["swap", "web", "-o", "json"])
         .await
@@ -165,8 +161,14 @@ async fn sigterm_during_deploy_reports_state_and_releases_the_lock(major: u32) {
         env.is_waiting_on_green().await
     })
     .await;
-    // The Lease is valid for 15 s; well past that, the waiting deploy still holds it: it renews.
-    tokio::time::sleep(std::time::Duration::from_secs(20)).await;
+    // The Lease is valid for 15 s; the waiting deploy keeps it past that: it renews.
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    common::eventually("the lock was renewed past its 15 s duration", || async {
+        let spec = leases.get("bgslot-lock-web").await.unwrap().spec.unwrap();
+        let (acquired, renewed) = (spec.acquire_time.unwrap().0, spec.renew_time.unwrap().0);
+        renewed.duration_since(acquired).as_secs() > 15
+    })
+    .await;
     env.bgslot(&["swap", "web"]).await.code(4).says("(deploy)");
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
@@ -188,7 +190,6 @@ async fn sigterm_during_deploy_reports_state_and_releases_the_lock(major: u32) {
         .says("stopped by SIGTERM")
         .says("was left as: revision 2 is deployed");
     drop(run);
-    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
     assert!(
         leases.get_opt("bgslot-lock-web").await.unwrap().is_none(),
         "the lock is released on SIGTERM"
@@ -329,74 +330,89 @@ async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
         path("old-helm"),
         path("not-helm"),
     );
+    let digest = format!("sha256:{}", "0".repeat(64));
+    let digest_image = format!("nginx@{digest}");
     let cases: Vec<(Vec<&str>, i32, &str)> = vec![
-        // release names
-        (vec!["status", "Web"], 1, "release name 'Web' is invalid"),
-        (vec!["swap", "web_1"], 1, "release name 'web_1' is invalid"),
-        (vec!["deploy", "-web", "--tag", "v3"], 2, ""),
+        // release names: usage errors naming the argument
+        (
+            vec!["status", "Web"],
+            2,
+            "invalid value 'Web' for '<RELEASE>': release name 'Web' is invalid",
+        ),
+        (vec!["swap", "web_1"], 2, "release name 'web_1' is invalid"),
+        (
+            vec!["deploy", "-web", "--tag", "v3"],
+            2,
+            "unexpected argument '-w' found",
+        ),
         (
             vec!["deploy", "web-", "--tag", "v3"],
-            1,
+            2,
             "release name 'web-' is invalid",
         ),
-        (vec!["clean", &long], 1, "helm allows at most 53"),
+        (vec!["clean", &long], 2, "helm allows at most 53"),
         (
             vec!["swap", "nosuch"],
             1,
             "release nosuch not found in namespace",
         ),
         (vec!["history", "nosuch"], 1, "release nosuch not found"),
-        // tags and image references
+        // tags and image references: usage errors naming the flag
         (
             vec!["deploy", "web", "--tag", "v3;rm -rf /", "--replace"],
-            1,
-            "image tag 'v3;rm -rf /' is invalid",
+            2,
+            "for '--tag <TAG>': image tag 'v3;rm -rf /' is invalid",
         ),
         (
             vec!["deploy", "web", "--tag", ".hidden", "--replace"],
-            1,
+            2,
             "image tag '.hidden' is invalid",
         ),
         (
             vec!["deploy", "web", "--tag", &long_tag, "--replace"],
-            1,
+            2,
             "is invalid: a tag is 1 to 128",
         ),
         (
             vec!["deploy", "web", "--tag", "", "--replace"],
-            1,
+            2,
             "image tag '' is invalid",
         ),
         (
             vec!["deploy", "web", "--image", "nginx", "--replace"],
-            1,
-            "image 'nginx' has no tag",
+            2,
+            "for '--image <IMAGE>': image 'nginx' has neither a tag nor a digest",
         ),
         (
             vec!["deploy", "web", "--image", "nginx@sha256:abcd", "--replace"],
-            1,
-            "names a digest",
+            2,
+            "digest 'sha256:abcd' is invalid",
         ),
         (
             vec!["deploy", "web", "--image", "Nginx/Web:v3", "--replace"],
-            1,
+            2,
             "image repository 'Nginx/Web' is invalid",
         ),
         (
             vec!["deploy", "web", "--image", "nginx:v3:v4", "--replace"],
-            1,
-            "is invalid",
+            2,
+            "image repository 'nginx:v3' is invalid",
         ),
         (
             vec!["swap", "web", "--expect-tag", "v2 v3"],
-            1,
-            "image tag 'v2 v3' is invalid",
+            2,
+            "for '--expect-tag <TAG>': image tag 'v2 v3' is invalid",
         ),
         // live values and foreign releases
         (vec!["swap", "purple"], 3, "productionSlot 'purple'"),
         (vec!["status", "purple"], 3, "only blue or green is allowed"),
         (
             vec!["deploy", "plain", "--tag", "v2"],
+            3,
+            "was not made from a bgslot chart",
+        ),
+        (
+            vec!["deploy", "plain", "--image", &digest_image, "--dry-run"],
             3,
             "was not made from a bgslot chart",
         ),
@@ -429,8 +445,8 @@ async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
                 "-f",
                 "/nonexistent/values.yaml",
             ],
-            1,
-            "values file /nonexistent/values.yaml cannot be read",
+            2,
+            "for '--values <FILE>': /nonexistent/values.yaml cannot be read",
         ),
         (
             vec![
@@ -443,7 +459,7 @@ async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
                 "noequals",
             ],
             2,
-            "--set noequals: expected KEY=VALUE",
+            "for '--set <KEY=VALUE>': 'noequals' is not KEY=VALUE",
         ),
         // helm
         (
@@ -465,7 +481,7 @@ async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
         (
             vec!["--kube-context", "nosuch-context", "swap", "web"],
             1,
-            "nosuch-context",
+            "kube context 'nosuch-context' could not be loaded",
         ),
         (
             vec!["--kubeconfig", &garbage, "swap", "web"],
@@ -492,13 +508,13 @@ async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
             1,
             "release web not found in namespace nosuch-namespace",
         ),
-        // flag combinations that make no sense
+        // flag combinations and values that make no sense
         (
             vec!["deploy", "web", "--tag", "v3", "--image", "nginx:v3"],
             2,
             "cannot be used with",
         ),
-        (vec!["deploy", "web"], 2, "--tag"),
+        (vec!["deploy", "web"], 2, "--tag <TAG>"),
         (
             vec![
                 "deploy",
@@ -510,17 +526,17 @@ async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
                 "0",
             ],
             2,
-            "--replicas 0",
+            "for '--replicas <N>': 0 would stage a slot that can never take production traffic",
         ),
         (
             vec!["deploy", "web", "--tag", "v3", "--replicas", "-1"],
             2,
-            "",
+            "'-1' is not a whole number of replicas",
         ),
         (
             vec!["clean", "web", "--min-age", "soon"],
             2,
-            "invalid duration 'soon'",
+            "for '--min-age <DURATION>': invalid duration 'soon'",
         ),
         (
             vec!["swap", "web", "--wait-for-lock=forever"],
@@ -538,11 +554,11 @@ async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
                 "curl 'unterminated",
             ],
             2,
-            "cannot be split",
+            "for '--verify-cmd <CMD>': 'curl 'unterminated' cannot be split",
         ),
-        (vec!["swap"], 2, "RELEASE"),
+        (vec!["swap"], 2, "<RELEASE>"),
     ];
-    assert!(cases.len() >= 30);
+    assert_eq!(cases.len(), 42, "the README counts the cases");
     for (args, code, text) in &cases {
         let run = env.bgslot(args).await;
         assert_eq!(run.code, *code, "{args:?}: {run:?}");
@@ -557,6 +573,24 @@ async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
             .count();
         assert_eq!(error_lines, 1, "{args:?} prints exactly one error: {run:?}");
     }
+    // With -o json a usage error is a JSON document on stdout too, so a pipeline always parses.
+    let run = env
+        .bgslot(&["swap", "web", "--expect-tag", "v2 v3", "-o", "json"])
+        .await
+        .code(2);
+    let doc = run.json();
+    assert_eq!(
+        (doc["kind"].as_str(), doc["exit_code"].as_i64()),
+        (Some("usage"), Some(2)),
+        "{run:?}"
+    );
+    assert!(
+        doc["error"]
+            .as_str()
+            .unwrap()
+            .contains("invalid value 'v2 v3' for '--expect-tag <TAG>'"),
+        "{doc}"
+    );
     assert_eq!(
         env.fingerprint("web").await,
         before,
@@ -674,13 +708,7 @@ async fn apiserver_restart_during_deploy_wait() {
     .unwrap();
     let client = kube::Client::try_from(config).unwrap();
     for major in [3, 4] {
-        let ns = common::namespace(&client, &format!("restart-h{major}")).await;
-        let env = Env {
-            helm: common::helm(major),
-            ns,
-            client: client.clone(),
-            kubeconfig: Some(kubeconfig.clone()),
-        };
+        let env = Env::on_cluster(major, "restart", client.clone(), &kubeconfig).await;
         env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
             .await
             .ok();
@@ -708,6 +736,80 @@ async fn apiserver_restart_during_deploy_wait() {
             .await
             .ok();
     }
+}
+
+with_both_helms!(a_signal_while_waiting_for_the_lock_stays_locked);
+
+/// Ctrl-C while waiting for a lock another bgslot holds: the wait ends at once, and the outcome is
+/// still "locked" (exit 4), not a generic failure.
+async fn a_signal_while_waiting_for_the_lock_stays_locked(major: u32) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let env = Env::new(major, "lockwait").await;
+    two_slots(&env).await;
+    env.hold_lock("web", "someone@elsewhere pid 1 (swap)").await;
+    let before = env.fingerprint("web").await;
+    let mut child = env
+        .command(&["swap", "web", "--wait-for-lock=5m"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        let waiting = line.starts_with("waiting for the release lock");
+        seen.push(line);
+        if waiting {
+            break;
+        }
+    }
+    assert!(
+        seen.last().is_some_and(|l| l.contains("someone@elsewhere")),
+        "{seen:?}"
+    );
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(child.id().unwrap() as i32, libc::SIGINT) };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait())
+        .await
+        .expect("the wait ends at the signal")
+        .unwrap();
+    while let Some(line) = lines.next_line().await.unwrap() {
+        seen.push(line);
+    }
+    assert_eq!(status.code(), Some(4), "{seen:?}");
+    let text = seen.join("\n");
+    assert!(
+        text.contains("interrupted by SIGINT while waiting for the release lock")
+            && text.contains("locked by another bgslot"),
+        "{text}"
+    );
+    assert_eq!(env.fingerprint("web").await, before);
+    env.done().await;
+}
+
+with_both_helms!(a_closed_pipe_ends_quietly);
+
+/// `bgslot history web | head -1`: the reader goes away before bgslot writes; bgslot must end
+/// quietly (exit 0), not panic.
+async fn a_closed_pipe_ends_quietly(major: u32) {
+    let env = Env::new(major, "pipe").await;
+    two_slots(&env).await;
+    for args in [
+        &["history", "web"][..],
+        &["status", "web", "-o", "json"],
+        &["completions", "bash"],
+    ] {
+        let mut child = env
+            .command(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        drop(child.stdout.take());
+        let run = Run::from(child.wait_with_output().await.unwrap());
+        assert_eq!(run.code, 0, "{args:?}: {run:?}");
+        assert!(!run.stderr.contains("panicked"), "{args:?}: {run:?}");
+    }
+    env.done().await;
 }
 
 with_both_helms!(sigterm_during_the_helm_write_reaches_helm);

@@ -5,7 +5,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use kube::api::{Api, ListParams};
 use kube::Client;
 use serde_json::Value;
@@ -68,12 +70,22 @@ pub struct Fingerprint {
     pub deployments: BTreeMap<String, (i64, String)>,
 }
 
+/// A test's namespace and helm; the namespace is deleted when the `Env` is dropped, also when
+/// the test panics.
 pub struct Env {
     pub helm: Helm,
     pub ns: String,
     pub client: Client,
-    /// Another cluster than the one in KUBECONFIG, for bgslot and helm alike.
+    /// Another kubeconfig than KUBECONFIG's (another cluster or user), for bgslot and helm alike.
     pub kubeconfig: Option<String>,
+    /// The kubeconfig that made the namespace and deletes it (another user may lack the right).
+    admin_kubeconfig: Option<String>,
+}
+
+impl Drop for Env {
+    fn drop(&mut self) {
+        super::delete_namespace_blocking(&self.ns, self.admin_kubeconfig.as_deref());
+    }
 }
 
 impl Env {
@@ -85,7 +97,26 @@ impl Env {
             ns,
             client,
             kubeconfig: None,
+            admin_kubeconfig: None,
         }
+    }
+
+    /// A fresh namespace on the cluster of `kubeconfig` (not KUBECONFIG's), reached by `client`.
+    pub async fn on_cluster(major: u32, prefix: &str, client: Client, kubeconfig: &str) -> Env {
+        let ns = super::namespace(&client, &format!("{prefix}-h{major}")).await;
+        Env {
+            helm: super::helm(major),
+            ns,
+            client,
+            kubeconfig: Some(kubeconfig.to_string()),
+            admin_kubeconfig: Some(kubeconfig.to_string()),
+        }
+    }
+
+    /// The same namespace, with bgslot and helm running as the user of `kubeconfig`.
+    pub fn with_user(mut self, kubeconfig: String) -> Env {
+        self.kubeconfig = Some(kubeconfig);
+        self
     }
 
     /// The bgslot command for this namespace and helm, not yet started.
@@ -213,6 +244,23 @@ impl Env {
             && fp.latest_status == "deployed"
     }
 
+    /// Takes the release lock of `release` as another bgslot would, for an hour, and returns the
+    /// Lease as created.
+    pub async fn hold_lock(&self, release: &str, holder: &str) -> Lease {
+        let leases: Api<Lease> = Api::namespaced(self.client.clone(), &self.ns);
+        let now = MicroTime(k8s_openapi::jiff::Timestamp::now());
+        let lease: Lease = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": format!("bgslot-lock-{release}")},
+            "spec": {"holderIdentity": holder, "leaseDurationSeconds": 3600,
+                     "acquireTime": now, "renewTime": now}
+        }))
+        .unwrap();
+        leases
+            .create(&kube::api::PostParams::default(), &lease)
+            .await
+            .unwrap()
+    }
+
     pub fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.ns)
     }
@@ -270,7 +318,8 @@ impl Env {
         }
     }
 
+    /// The end of a test that passed: the namespace goes (as it would on drop).
     pub async fn done(self) {
-        super::delete_namespace(&self.client, &self.ns).await;
+        drop(self);
     }
 }

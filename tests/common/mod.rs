@@ -155,6 +155,48 @@ pub async fn delete_namespace(client: &Client, name: &str) {
         .await;
 }
 
+/// A namespace a test made outside an [`cli::Env`], deleted when dropped (also on panic).
+pub struct NamespaceGuard(pub String);
+
+impl Drop for NamespaceGuard {
+    fn drop(&mut self) {
+        delete_namespace_blocking(&self.0, None);
+    }
+}
+
+/// Deletes a namespace from synchronous code (a `Drop`, possibly while a test panics): on a
+/// thread of its own with its own runtime and client, so it works whatever state the test's
+/// runtime is in. `kubeconfig` names another cluster than KUBECONFIG's.
+pub fn delete_namespace_blocking(name: &str, kubeconfig: Option<&str>) {
+    let owned = name.to_string();
+    let kubeconfig = kubeconfig.map(str::to_string);
+    let deleted = std::thread::spawn(move || {
+        let name = owned;
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime for the namespace cleanup");
+        runtime.block_on(async {
+            let client = match kubeconfig {
+                Some(path) => {
+                    let kc = kube::config::Kubeconfig::read_from(&path).ok()?;
+                    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+                        .await
+                        .ok()?;
+                    Client::try_from(config).ok()?
+                }
+                None => Client::try_default().await.ok()?,
+            };
+            delete_namespace(&client, &name).await;
+            Some(())
+        })
+    })
+    .join();
+    if !matches!(deleted, Ok(Some(()))) {
+        eprintln!("warning: could not delete test namespace {name}");
+    }
+}
+
 /// The chart directory in this checkout.
 pub fn chart_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("chart")

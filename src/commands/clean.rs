@@ -1,0 +1,331 @@
+//! `bgslot clean RELEASE`: disables the slot that is not production, once production has run
+//! alone for the drain delay and is healthy enough to be the only copy.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+
+use crate::chart::ChartSource;
+use crate::cli::{DryRun, GlobalArgs};
+use crate::commands::Outcome;
+use crate::context::Ctx;
+use crate::duration::parse_duration;
+use crate::error::Refusal;
+use crate::helm::{Revision, SetValue, Write};
+use crate::names::ReleaseName;
+use crate::observe::{History, Observation};
+use crate::output::progress;
+use crate::plan::{self, Plan, PlannedStep};
+use crate::values::Slot;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Helm release name
+    #[arg(value_name = "RELEASE")]
+    pub release: ReleaseName,
+    /// Clean even before the drain delay, while production is not fully available, or when a
+    /// GitOps controller owns the release
+    #[arg(long)]
+    pub force: bool,
+    /// Drain delay: how long after the last swap the old slot must be kept
+    #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
+    pub min_age: Duration,
+    #[command(flatten)]
+    pub dry_run: DryRun,
+}
+
+impl Args {
+    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
+        let ctx = Ctx::connect(global).await?;
+        let request = CleanRequest {
+            min_age: self.min_age,
+            force: self.force,
+            over_gitops: self.force,
+        };
+        let outcome = execute(&ctx, &self.release, &request, self.dry_run)
+            .await
+            .with_context(|| ctx.operation("clean", &self.release))?;
+        crate::output::print(&outcome, global.output)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanRequest {
+    pub min_age: Duration,
+    /// Clean before the drain delay, or while production is not fully available.
+    pub force: bool,
+    /// Clean a release a GitOps controller owns.
+    pub over_gitops: bool,
+}
+
+pub async fn execute(
+    ctx: &Ctx,
+    release: &ReleaseName,
+    request: &CleanRequest,
+    dry_run: DryRun,
+) -> Result<Outcome<CleanReport>> {
+    let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
+    let lock = ctx.lock(release, "clean", dry_run.dry_run).await?;
+    let result = async {
+        let seen = observe(ctx, release, &chart).await?;
+        let decision = decide(&seen, Timestamp::now(), request, &chart)?;
+        match (decision, dry_run.dry_run) {
+            (None, _) => Ok(Outcome::Done(CleanReport::unchanged(&seen))),
+            (Some(plan), true) => Ok(Outcome::Planned(preview(ctx, &seen, &plan, &chart))),
+            (Some(plan), false) => act(ctx, &seen, plan, &chart).await.map(Outcome::Done),
+        }
+    }
+    .await;
+    lock.finish(result).await
+}
+
+/// Reads the release; the drain delay runs from the last swap, so when the latest revision is not
+/// that swap the history is read too.
+pub async fn observe(ctx: &Ctx, release: &ReleaseName, chart: &ChartSource) -> Result<Observation> {
+    let seen = Observation::existing(ctx, release, chart, History::Latest).await?;
+    if plan::moved_production(seen.latest()) || seen.history.len() > 1 {
+        return Ok(seen);
+    }
+    Observation::existing(ctx, release, chart, History::Full).await
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CleanPlan {
+    pub slot: Slot,
+    pub write: Write,
+}
+
+/// Disables the old slot once production has run alone for the drain delay; `None` when it is
+/// already disabled.
+pub fn decide(
+    seen: &Observation,
+    now: Timestamp,
+    request: &CleanRequest,
+    chart: &ChartSource,
+) -> Result<Option<CleanPlan>, Refusal> {
+    let release = seen.release.to_string();
+    let release = release.as_str();
+    let values = &seen.values;
+    plan::check_gitops(release, &seen.cluster, request.over_gitops)?;
+    plan::check_helm_state(release, &seen.history)?;
+    let old = values.stage();
+    if !values.slot(old).enabled {
+        return Ok(None);
+    }
+    if !request.force {
+        // Without a recorded swap, the latest revision is the conservative start of the delay.
+        let since = plan::last_swap(&seen.history)
+            .or(seen.history.last())
+            .and_then(Revision::updated_at);
+        if let Some(since) = since {
+            let age = now.duration_since(since).unsigned_abs();
+            if age < request.min_age {
+                let left = request.min_age - age;
+                return Err(Refusal::new(
+                    format!(
+                        "the last swap was {}s ago; the drain delay is {}s, so the {old} slot may still finish in-flight requests",
+                        age.as_secs(),
+                        request.min_age.as_secs()
+                    ),
+                    format!("run it again in {}s, shorten the delay with --min-age, or pass --force", left.as_secs().max(1)),
+                ));
+            }
+        }
+        let live = seen.cluster.slot(values.production);
+        if !live.fully_available() {
+            return Err(Refusal::new(
+                format!(
+                    "production ({}) is not fully available ({}/{} ready); the {old} slot may be the only healthy copy",
+                    values.production, live.ready, live.desired
+                ),
+                format!("check `bgslot status {release}`; `bgslot rollback {release}` returns to {old}; --force cleans anyway"),
+            ));
+        }
+    }
+    let mut write = disable_write(old);
+    write.reset_then_reuse = chart.differs_from(&seen.latest().chart);
+    Ok(Some(CleanPlan { slot: old, write }))
+}
+
+/// The one value a clean changes.
+pub fn disable_write(slot: Slot) -> Write {
+    Write::upgrade(format!("bgslot clean {slot}"))
+        .set(format!("{slot}.enabled"), SetValue::Literal("false".into()))
+}
+
+pub fn preview(ctx: &Ctx, seen: &Observation, plan: &CleanPlan, chart: &ChartSource) -> Plan {
+    Plan::of("clean", &seen.values, &seen.release, &seen.namespace, seen.latest().revision)
+        .step(clean_step(ctx, &seen.release, plan, &seen.all_values, chart))
+}
+
+/// The planned clean, also shown by `release --dry-run`.
+pub fn clean_step(
+    ctx: &Ctx,
+    release: &ReleaseName,
+    plan: &CleanPlan,
+    all_values: &serde_json::Value,
+    chart: &ChartSource,
+) -> PlannedStep {
+    PlannedStep {
+        action: format!("clean: disable {}", plan.slot),
+        helm: ctx.helm.command_line(release, &chart.shown(), &plan.write),
+        changes: plan::changes(&plan.write, all_values, &[], None),
+        then: Vec::new(),
+    }
+}
+
+pub async fn act(
+    ctx: &Ctx,
+    seen: &Observation,
+    plan: CleanPlan,
+    chart: &ChartSource,
+) -> Result<CleanReport> {
+    let release = &seen.release;
+    let slot = plan.slot;
+    progress(&format!("clean {release}: disabling {slot}"));
+    ctx.helm
+        .write(release, &chart.reference()?, &plan.write)
+        .await
+        .with_context(|| {
+            format!(
+                "disabling the {slot} slot of {release} in namespace {}",
+                ctx.namespace
+            )
+        })?;
+    Ok(CleanReport {
+        revision: seen.latest().revision + 1,
+        changed: true,
+        ..CleanReport::unchanged(seen)
+    })
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CleanReport {
+    pub operation: &'static str,
+    pub release: String,
+    pub namespace: String,
+    pub revision: u64,
+    pub production_slot: Slot,
+    pub stage_slot: Slot,
+    /// The slot that is (now) disabled.
+    pub slot: Slot,
+    pub changed: bool,
+    /// What the slot ran before it was disabled.
+    pub image: String,
+    pub next: String,
+}
+
+impl CleanReport {
+    fn unchanged(seen: &Observation) -> CleanReport {
+        let values = &seen.values;
+        let slot = values.stage();
+        CleanReport {
+            operation: "clean",
+            release: seen.release.to_string(),
+            namespace: seen.namespace.clone(),
+            revision: seen.latest().revision,
+            production_slot: values.production,
+            stage_slot: slot,
+            slot,
+            changed: false,
+            image: values.slot(slot).image(),
+            next: format!("bgslot deploy {} --tag NEW_TAG", seen.release),
+        }
+    }
+}
+
+impl fmt::Display for CleanReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if !self.changed {
+            return writeln!(
+                f,
+                "{}: nothing to clean: the {} slot is already disabled",
+                self.release, self.slot
+            );
+        }
+        writeln!(
+            f,
+            "{}: disabled {} (was {}); production {} is untouched",
+            self.release, self.slot, self.image, self.production_slot
+        )?;
+        writeln!(f, "\nnext: {}", self.next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fixtures::*;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    fn seen(obs: crate::cluster::Observed, green: bool) -> Observation {
+        let history = vec![rev(3, "deployed", "bgslot swap blue->green", "2026-01-01T00:00:00Z")];
+        observation(values(Slot::Green, green), obs, history)
+    }
+
+    fn live_green() -> crate::cluster::Observed {
+        crate::cluster::Observed {
+            production_service: Some(service("web", Slot::Green, 3)),
+            stage_service: Some(service("web-stage", Slot::Blue, 3)),
+            ..observed(3, 3)
+        }
+    }
+
+    fn request(force: bool) -> CleanRequest {
+        CleanRequest {
+            min_age: Duration::from_secs(30),
+            force,
+            over_gitops: force,
+        }
+    }
+
+    #[test]
+    fn clean_waits_for_the_drain_delay() {
+        let chart = ChartSource::resolve(None).unwrap();
+        let s = seen(live_green(), true);
+        let err = decide(&s, at("2026-01-01T00:00:10Z"), &request(false), &chart).unwrap_err();
+        assert!(err.reason.contains("last swap was 10s ago"), "{err:?}");
+        assert!(err.hint.contains("20s"), "{}", err.hint);
+        let plan = decide(&s, at("2026-01-01T00:00:31Z"), &request(false), &chart)
+            .unwrap()
+            .unwrap();
+        assert_eq!(sets(&plan.write), ["blue.enabled=false"]);
+        assert!(decide(&s, at("2026-01-01T00:00:10Z"), &request(true), &chart)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn clean_keeps_the_old_slot_while_production_is_unhealthy() {
+        let chart = ChartSource::resolve(None).unwrap();
+        let mut sick = live_green();
+        sick.green.available = 1;
+        sick.green.ready = 1;
+        let err = decide(&seen(sick, true), at("2026-01-01T00:01:00Z"), &request(false), &chart)
+            .unwrap_err();
+        assert!(err.reason.contains("only healthy copy"), "{err:?}");
+    }
+
+    #[test]
+    fn an_empty_slot_needs_no_clean() {
+        let chart = ChartSource::resolve(None).unwrap();
+        let mut s = seen(live_green(), true);
+        s.values.blue.enabled = false;
+        assert_eq!(decide(&s, at("2026-01-01T00:01:00Z"), &request(false), &chart).unwrap(), None);
+    }
+
+    #[test]
+    fn clean_refuses_a_release_helm_left_failed() {
+        let chart = ChartSource::resolve(None).unwrap();
+        let mut s = seen(live_green(), true);
+        s.history.push(rev(4, "failed", "Upgrade failed", "2026-01-01T00:00:05Z"));
+        let err = decide(&s, at("2026-01-01T00:01:00Z"), &request(true), &chart).unwrap_err();
+        assert!(err.reason.contains("state failed"), "{err:?}");
+    }
+}

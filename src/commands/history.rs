@@ -1,0 +1,181 @@
+//! `bgslot history RELEASE`: helm's history of the release, each bgslot operation read back from
+//! the description it wrote, so the audit log says which slot moved where.
+
+use std::fmt;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::cli::GlobalArgs;
+use crate::context::Ctx;
+use crate::helm::Revision;
+use crate::names::ReleaseName;
+use crate::observe::not_found;
+use crate::output::table;
+use crate::values::Slot;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Helm release name
+    #[arg(value_name = "RELEASE")]
+    pub release: ReleaseName,
+}
+
+impl Args {
+    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
+        let ctx = Ctx::connect(global).await?;
+        let report = history(&ctx, &self.release)
+            .await
+            .with_context(|| ctx.operation("history", &self.release))?;
+        crate::output::print(&report, global.output)
+    }
+}
+
+async fn history(ctx: &Ctx, release: &ReleaseName) -> Result<HistoryReport> {
+    let revisions = ctx
+        .helm
+        .history(release)
+        .await?
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| not_found(release, &ctx.namespace))?;
+    Ok(HistoryReport {
+        release: release.to_string(),
+        namespace: ctx.namespace.clone(),
+        revision: revisions.last().map(|r| r.revision).unwrap_or(0),
+        revisions: revisions.into_iter().map(HistoryEntry::from).collect(),
+    })
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HistoryReport {
+    pub release: String,
+    pub namespace: String,
+    /// The latest revision.
+    pub revision: u64,
+    pub revisions: Vec<HistoryEntry>,
+}
+
+/// One revision, with what bgslot did in it when bgslot made it.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct HistoryEntry {
+    #[serde(flatten)]
+    pub revision: Revision,
+    /// `install`, `deploy`, `swap`, `rollback` or `clean`; `null` for a revision bgslot did not make.
+    pub operation: Option<String>,
+    /// The slot the operation put a version in, made production, or disabled.
+    pub slot: Option<Slot>,
+    /// For a swap or rollback, the slot production left.
+    pub from: Option<Slot>,
+    /// For an install or deploy, the version it put in `slot`.
+    pub tag: Option<String>,
+    /// The description as a person reads it.
+    pub summary: String,
+}
+
+impl From<Revision> for HistoryEntry {
+    fn from(revision: Revision) -> HistoryEntry {
+        let words: Vec<&str> = revision.description.split_whitespace().collect();
+        let flip = |flip: &str| {
+            let (from, to) = flip.split_once("->")?;
+            Some((Slot::parse(from)?, Slot::parse(to)?))
+        };
+        let (operation, slot, from, tag) = match words.as_slice() {
+            ["bgslot", op @ ("install" | "deploy"), slot, tag] => {
+                (Some(*op), Slot::parse(slot), None, Some(tag.to_string()))
+            }
+            ["bgslot", op @ ("swap" | "rollback"), moved] => match flip(moved) {
+                Some((from, to)) => (Some(*op), Some(to), Some(from), None),
+                None => (None, None, None, None),
+            },
+            ["bgslot", "clean", slot] => (Some("clean"), Slot::parse(slot), None, None),
+            _ => (None, None, None, None),
+        };
+        let summary = match (operation, slot, from, &tag) {
+            (Some("install"), Some(slot), _, Some(tag)) => {
+                format!("bgslot install: {tag} in {slot} (production)")
+            }
+            (Some("deploy"), Some(slot), _, Some(tag)) => {
+                format!("bgslot deploy: {tag} staged in {slot}")
+            }
+            (Some(op @ ("swap" | "rollback")), Some(to), Some(from), _) => {
+                format!("bgslot {op}: production {from} -> {to}")
+            }
+            (Some("clean"), Some(slot), _, _) => format!("bgslot clean: {slot} disabled"),
+            _ => revision.description.clone(),
+        };
+        HistoryEntry {
+            operation: operation.filter(|_| slot.is_some()).map(str::to_string),
+            slot,
+            from,
+            tag,
+            summary,
+            revision,
+        }
+    }
+}
+
+impl fmt::Display for HistoryReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rows = vec![[
+            "REV".to_string(),
+            "UPDATED".into(),
+            "STATUS".into(),
+            "CHART".into(),
+            "DESCRIPTION".into(),
+        ]];
+        for entry in &self.revisions {
+            let r = &entry.revision;
+            let updated = r
+                .updated_at()
+                .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| r.updated.clone());
+            rows.push([
+                r.revision.to_string(),
+                updated,
+                r.status.clone(),
+                r.chart.clone(),
+                entry.summary.clone(),
+            ]);
+        }
+        f.write_str(&table(&rows, ""))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fixtures::rev;
+
+    fn entry(description: &str) -> HistoryEntry {
+        HistoryEntry::from(rev(1, "deployed", description, "t"))
+    }
+
+    #[test]
+    fn bgslot_descriptions_read_back_as_operations() {
+        let swap = entry("bgslot swap blue->green");
+        assert_eq!(
+            (swap.operation.as_deref(), swap.from, swap.slot),
+            (Some("swap"), Some(Slot::Blue), Some(Slot::Green))
+        );
+        assert_eq!(swap.summary, "bgslot swap: production blue -> green");
+        let deploy = entry("bgslot deploy green v2");
+        assert_eq!(
+            (deploy.slot, deploy.tag.as_deref()),
+            (Some(Slot::Green), Some("v2"))
+        );
+        assert_eq!(deploy.summary, "bgslot deploy: v2 staged in green");
+        assert_eq!(entry("bgslot clean blue").summary, "bgslot clean: blue disabled");
+        let other = entry("Upgrade complete");
+        assert_eq!((other.operation, other.summary.as_str()), (None, "Upgrade complete"));
+        assert_eq!(entry("bgslot swap purple->green").operation, None);
+    }
+
+    #[test]
+    fn json_keeps_helms_fields_at_the_top() {
+        let json = serde_json::to_value(entry("bgslot deploy green v2")).unwrap();
+        assert_eq!(
+            (json["revision"].as_u64(), json["description"].as_str(), json["operation"].as_str()),
+            (Some(1), Some("bgslot deploy green v2"), Some("deploy"))
+        );
+    }
+}

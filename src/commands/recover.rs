@@ -1,0 +1,293 @@
+//! `bgslot recover RELEASE`: returns a release stuck in a pending or failed helm state to its last
+//! deployed revision, unless a helm may still be working on it.
+
+use std::fmt;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+
+use crate::chart::ChartSource;
+use crate::cli::{DryRun, GlobalArgs};
+use crate::commands::Outcome;
+use crate::context::Ctx;
+use crate::duration::parse_duration;
+use crate::error::Refusal;
+use crate::helm::Revision;
+use crate::names::ReleaseName;
+use crate::observe::{not_found, History, Observation};
+use crate::output::progress;
+use crate::plan::{self, Plan, PlannedStep};
+use crate::values::Slot;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Helm release name
+    #[arg(value_name = "RELEASE")]
+    pub release: ReleaseName,
+    /// A pending revision younger than this may still be worked on by a running helm: refused
+    #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
+    pub min_age: Duration,
+    /// Recover even a pending revision younger than --min-age, or a release a GitOps controller owns
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub dry_run: DryRun,
+}
+
+impl Args {
+    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
+        let ctx = Ctx::connect(global).await?;
+        let outcome = execute(&ctx, self)
+            .await
+            .with_context(|| ctx.operation("recover", &self.release))?;
+        crate::output::print(&outcome, global.output)
+    }
+}
+
+async fn execute(ctx: &Ctx, args: &Args) -> Result<Outcome<RecoverReport>> {
+    let release = &args.release;
+    let lock = ctx.lock(release, "recover", args.dry_run.dry_run).await?;
+    let result = async {
+        // The history decides (the values of a stuck revision are what is in doubt); the
+        // Services say whether a GitOps controller owns the release.
+        let cluster = ctx.cluster();
+        let (history, services) = tokio::join!(ctx.helm.history(release), cluster.services(release));
+        let history = history?
+            .filter(|h| !h.is_empty())
+            .ok_or_else(|| not_found(release, &ctx.namespace))?;
+        if let Some(marks) = services?.gitops.filter(|_| !args.force) {
+            let (reason, hint) = plan::gitops_instead(release, &marks);
+            return Err(crate::error::Refusal::new(reason, hint).into());
+        }
+        let latest = history.last().expect("not empty").clone();
+        let plan = decide(release, &history, Timestamp::now(), args.min_age, args.force)?;
+        let Some(plan) = plan else {
+            return Ok(Outcome::Done(RecoverReport::unchanged(ctx, release, &latest)));
+        };
+        if args.dry_run.dry_run {
+            let mut out = Plan::new("recover", release, &ctx.namespace);
+            out.revision = Some(latest.revision);
+            return Ok(Outcome::Planned(out.step(PlannedStep {
+                action: format!(
+                    "roll back from revision {} ({}) to revision {}",
+                    plan.from.revision, plan.from.status, plan.to.revision
+                ),
+                helm: ctx.helm.rollback_command_line(release, plan.to.revision),
+                changes: Vec::new(),
+                then: Vec::new(),
+            })));
+        }
+        act(ctx, release, plan).await.map(Outcome::Done)
+    }
+    .await;
+    lock.finish(result).await
+}
+
+/// What `recover` does: roll back from `from` to the last good revision `to`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecoverPlan {
+    pub from: Revision,
+    pub to: Revision,
+}
+
+/// Plans the return of a stuck release to its last deployed revision; `None` when nothing is
+/// stuck. A young pending revision may belong to a helm that is still running, so it is left
+/// alone unless forced.
+pub fn decide(
+    release: &str,
+    history: &[Revision],
+    now: Timestamp,
+    min_age: Duration,
+    force: bool,
+) -> Result<Option<RecoverPlan>, Refusal> {
+    if plan::check_helm_state(release, history).is_ok() {
+        return Ok(None);
+    }
+    let latest = history
+        .last()
+        .expect("a stuck release has a revision")
+        .clone();
+    if latest.status.starts_with("pending-") && !force {
+        if let Some(age) = latest
+            .updated_at()
+            .map(|t| now.duration_since(t).unsigned_abs())
+        {
+            if age < min_age {
+                return Err(Refusal::new(
+                    format!(
+                        "revision {} of {release} became {} only {}s ago: a helm may still be working on it",
+                        latest.revision,
+                        latest.status,
+                        age.as_secs()
+                    ),
+                    format!(
+                        "wait for that helm to finish, or if you know it is gone, run `bgslot recover {release} --force`"
+                    ),
+                ));
+            }
+        }
+    }
+    let Some(good) = plan::last_good(history) else {
+        return Err(Refusal::new(
+            format!(
+                "release {release} was never deployed (revision {} is {}); there is no revision to return to",
+                latest.revision, latest.status
+            ),
+            format!("remove it with `helm uninstall {release}` and deploy again"),
+        ));
+    };
+    Ok(Some(RecoverPlan {
+        from: latest,
+        to: good.clone(),
+    }))
+}
+
+async fn act(ctx: &Ctx, release: &ReleaseName, plan: RecoverPlan) -> Result<RecoverReport> {
+    let (from, good) = (&plan.from, &plan.to);
+    progress(&format!(
+        "recover {release}: revision {} is {}; rolling back to revision {}",
+        from.revision, from.status, good.revision
+    ));
+    ctx.helm
+        .rollback(release, good.revision)
+        .await
+        .with_context(|| format!("rolling {release} back to revision {}", good.revision))?;
+    let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
+    let after = Observation::existing(ctx, release, &chart, History::Latest).await?;
+    let production = after.values.production;
+    let live = after.cluster.slot(production);
+    Ok(RecoverReport {
+        operation: "recover",
+        release: release.to_string(),
+        namespace: ctx.namespace.clone(),
+        changed: true,
+        revision: after.latest().revision,
+        status: after.latest().status.clone(),
+        from_revision: Some(from.revision),
+        to_revision: Some(good.revision),
+        production_slot: Some(production),
+        stage_slot: Some(after.values.stage()),
+        production_ready: Some(live.ready),
+        production_desired: Some(live.desired),
+        next: format!("bgslot status {release}"),
+    })
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct RecoverReport {
+    pub operation: &'static str,
+    pub release: String,
+    pub namespace: String,
+    pub changed: bool,
+    /// The latest revision now, and its status.
+    pub revision: u64,
+    pub status: String,
+    pub from_revision: Option<u64>,
+    pub to_revision: Option<u64>,
+    pub production_slot: Option<Slot>,
+    pub stage_slot: Option<Slot>,
+    pub production_ready: Option<i32>,
+    pub production_desired: Option<i32>,
+    pub next: String,
+}
+
+impl RecoverReport {
+    fn unchanged(ctx: &Ctx, release: &ReleaseName, latest: &Revision) -> RecoverReport {
+        RecoverReport {
+            operation: "recover",
+            release: release.to_string(),
+            namespace: ctx.namespace.clone(),
+            changed: false,
+            revision: latest.revision,
+            status: latest.status.clone(),
+            from_revision: None,
+            to_revision: None,
+            production_slot: None,
+            stage_slot: None,
+            production_ready: None,
+            production_desired: None,
+            next: format!("bgslot status {release}"),
+        }
+    }
+}
+
+impl fmt::Display for RecoverReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (Some(to), Some(production)) = (self.to_revision, self.production_slot) else {
+            return writeln!(
+                f,
+                "{}: nothing to recover: revision {} is {}",
+                self.release, self.revision, self.status
+            );
+        };
+        writeln!(
+            f,
+            "{}: recovered: revision {} ({}) restores revision {to}; production {production} {}/{} ready",
+            self.release,
+            self.revision,
+            self.status,
+            self.production_ready.unwrap_or(0),
+            self.production_desired.unwrap_or(0)
+        )?;
+        writeln!(f, "\nnext: {}", self.next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fixtures::rev;
+
+    fn at(s: &str) -> Timestamp {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn recover_returns_to_the_last_good_revision_once_helm_is_surely_gone() {
+        let history = [
+            rev(1, "superseded", "", "2026-01-01T00:00:00Z"),
+            rev(2, "deployed", "", "2026-01-01T00:01:00Z"),
+            rev(3, "pending-upgrade", "", "2026-01-01T00:02:00Z"),
+        ];
+        let min = Duration::from_secs(60);
+        let err = decide("web", &history, at("2026-01-01T00:02:10Z"), min, false).unwrap_err();
+        assert!(
+            err.reason.contains("only 10s ago") && err.hint.contains("--force"),
+            "{err:?}"
+        );
+        let plan = decide("web", &history, at("2026-01-01T00:02:10Z"), min, true)
+            .unwrap()
+            .unwrap();
+        assert_eq!((plan.from.revision, plan.to.revision), (3, 2));
+        let plan = decide("web", &history, at("2026-01-01T00:05:00Z"), min, false)
+            .unwrap()
+            .unwrap();
+        assert_eq!(plan.to.revision, 2);
+        assert_eq!(
+            decide("web", &history[..2], at("2026-01-01T00:05:00Z"), min, false).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_failed_revision_has_no_helm_behind_it() {
+        let failed = [
+            rev(1, "deployed", "", "2026-01-01T00:00:00Z"),
+            rev(2, "failed", "", "2026-01-01T00:02:00Z"),
+        ];
+        let min = Duration::from_secs(60);
+        assert!(decide("web", &failed, at("2026-01-01T00:02:01Z"), min, false)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn a_release_never_deployed_has_nothing_to_return_to() {
+        let never = [rev(1, "failed", "", "2026-01-01T00:00:00Z")];
+        let err = decide("web", &never, at("2026-01-01T00:05:00Z"), Duration::from_secs(60), false)
+            .unwrap_err();
+        assert!(err.hint.contains("helm uninstall web"), "{err:?}");
+    }
+}

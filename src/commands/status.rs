@@ -1,0 +1,412 @@
+//! `bgslot status RELEASE`: which slot is live and which is staged, what each runs and how ready
+//! it is, where the Services really route, and what to do next.
+
+use std::fmt;
+
+use anyhow::{Context, Result};
+use k8s_openapi::jiff::Timestamp;
+use serde::Serialize;
+
+use crate::chart::ChartSource;
+use crate::cli::GlobalArgs;
+use crate::cluster::{
+    GitOpsMarks, MigrationPhase, MigrationState, Role, ServiceState, MAIN_SERVICE,
+};
+use crate::context::Ctx;
+use crate::duration::human_age;
+use crate::names::ReleaseName;
+use crate::observe::{Found, History, Observation};
+use crate::output::table;
+use crate::plan;
+use crate::values::Slot;
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Helm release name
+    #[arg(value_name = "RELEASE")]
+    pub release: ReleaseName,
+    /// Keep showing the status, again at every change of the slots, Services or helm revision,
+    /// until interrupted (a terminal redraws it in place; -o json prints one document per line)
+    #[arg(short, long)]
+    pub watch: bool,
+}
+
+impl Args {
+    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
+        let ctx = Ctx::connect(global).await?;
+        if self.watch {
+            return watch(&ctx, &self.release, global.output)
+                .await
+                .with_context(|| ctx.operation("status", &self.release));
+        }
+        let report = status(&ctx, &self.release)
+            .await
+            .with_context(|| ctx.operation("status", &self.release))?;
+        crate::output::print(&report, global.output)
+    }
+}
+
+/// Shows the status again at every change, until SIGINT or SIGTERM. Bursts of changes (a
+/// rollout touches many objects) are shown once they settle for a moment.
+async fn watch(ctx: &Ctx, release: &ReleaseName, format: crate::cli::OutputFormat) -> Result<()> {
+    use futures::StreamExt;
+    use std::io::IsTerminal;
+    let redraw = format == crate::cli::OutputFormat::Text && std::io::stdout().is_terminal();
+    let mut changes = std::pin::pin!(crate::wait::release_changes(&ctx.cluster(), release));
+    let mut signals = crate::signals::subscribe();
+    // Ages move on by themselves: a new frame is for a change of anything else.
+    let ageless = |report: &StatusReport| {
+        let mut report = report.clone();
+        report.slots.iter_mut().for_each(|s| s.age_seconds = None);
+        report
+    };
+    let mut shown: Option<StatusReport> = None;
+    loop {
+        let report = status(ctx, release).await?;
+        let text = match format {
+            crate::cli::OutputFormat::Json => serde_json::to_string(&report)? + "\n",
+            crate::cli::OutputFormat::Text => report.to_string(),
+        };
+        if shown.as_ref() != Some(&ageless(&report)) {
+            let frame = match (redraw, &shown) {
+                // Home and clear, then the table: the terminal shows the latest state only.
+                (true, _) => format!("\x1b[H\x1b[2J{text}"),
+                (false, Some(_)) if format == crate::cli::OutputFormat::Text => format!("\n{text}"),
+                _ => text.clone(),
+            };
+            if !crate::output::print_raw(&frame)? {
+                return Ok(());
+            }
+            shown = Some(ageless(&report));
+        }
+        tokio::select! {
+            change = changes.next() => {
+                if change.is_none() {
+                    anyhow::bail!("the watch on {release} ended unexpectedly");
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+                    _ = signals.changed_to_signal() => return Ok(()),
+                }
+                while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}
+            }
+            _ = signals.changed_to_signal() => return Ok(()),
+        }
+    }
+}
+
+pub async fn status(ctx: &Ctx, release: &ReleaseName) -> Result<StatusReport> {
+    let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
+    let (found, lock) = tokio::join!(
+        Observation::find(ctx, release, &chart, History::Latest),
+        crate::lock::holder(ctx.client.clone(), &ctx.namespace, release)
+    );
+    let seen = match found? {
+        Found::Release(seen) => *seen,
+        Found::Missing => return Err(crate::observe::not_found(release, &ctx.namespace)),
+        // Objects without a helm release are not a refusal here: status only reports.
+        Found::Unmanaged(refusal) => {
+            return Err(anyhow::anyhow!("{}: {}", refusal.reason, refusal.hint))
+        }
+    };
+    let lock = lock?;
+    Ok(StatusReport::new(
+        &seen,
+        lock,
+        ctx.helm.version.to_string(),
+        Timestamp::now(),
+    ))
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct StatusReport {
+    pub release: String,
+    pub namespace: String,
+    pub revision: u64,
+    pub helm_status: String,
+    pub chart: String,
+    pub helm_version: String,
+    pub description: String,
+    pub production_slot: Slot,
+    pub stage_slot: Slot,
+    pub slots: Vec<SlotStatus>,
+    pub services: Vec<ServiceStatus>,
+    pub drift: Vec<String>,
+    /// The GitOps controller that owns the release, when its marks are on the Services.
+    pub owner: Option<GitOpsMarks>,
+    pub problem: Option<Problem>,
+    pub lock: Option<LockStatus>,
+    pub next: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct SlotStatus {
+    pub slot: Slot,
+    pub role: Role,
+    pub enabled: bool,
+    pub image: String,
+    pub deployment: Option<String>,
+    pub ready: i32,
+    pub available: i32,
+    pub desired: i32,
+    pub fully_available: bool,
+    pub age_seconds: Option<i64>,
+    /// The slot's migration Job, when the chart runs one.
+    pub migration: Option<MigrationState>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct ServiceStatus {
+    pub name: Option<String>,
+    /// `main`, or the chart's `extraServices` key.
+    pub service: String,
+    pub role: Role,
+    pub selects: Option<String>,
+    pub ready_endpoints: usize,
+    pub not_ready_endpoints: usize,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Problem {
+    pub reason: String,
+    pub hint: String,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct LockStatus {
+    pub holder: String,
+    pub since: String,
+    pub lease: String,
+}
+
+impl StatusReport {
+    pub fn new(
+        seen: &Observation,
+        lock: Option<crate::error::LockHeld>,
+        helm_version: String,
+        now: Timestamp,
+    ) -> StatusReport {
+        let values = &seen.values;
+        let latest = seen.latest();
+        let release = seen.release.to_string();
+        let role_of = |slot: Slot| {
+            if slot == values.production {
+                Role::Production
+            } else {
+                Role::Stage
+            }
+        };
+        let slots = Slot::ALL
+            .iter()
+            .map(|&slot| {
+                let v = values.slot(slot);
+                let s = seen.cluster.slot(slot);
+                SlotStatus {
+                    slot,
+                    role: role_of(slot),
+                    enabled: v.enabled,
+                    image: v.image(),
+                    deployment: s.deployment.clone(),
+                    ready: s.ready,
+                    available: s.available,
+                    desired: s.desired,
+                    fully_available: s.fully_available(),
+                    age_seconds: s.created.map(|c| now.duration_since(c).as_secs().max(0)),
+                    migration: seen.cluster.migration(slot).cloned(),
+                }
+            })
+            .collect();
+        let service = |key: &str, role: Role, s: Option<&ServiceState>| {
+            ServiceStatus {
+                name: s.map(|s| s.name.clone()),
+                service: key.to_string(),
+                role,
+                selects: s.and_then(|s| s.selector_slot.clone()),
+                ready_endpoints: s.map(|s| s.ready).unwrap_or(0),
+                not_ready_endpoints: s.map(|s| s.not_ready).unwrap_or(0),
+            }
+        };
+        let problem = plan::check_helm_state(&release, &seen.history)
+            .err()
+            .map(|r| Problem {
+                reason: r.reason,
+                hint: r.hint,
+            });
+        let next = match (&problem, &seen.cluster.gitops) {
+            (Some(_), _) => format!("bgslot recover {release}"),
+            (None, Some(marks)) => plan::gitops_instead(&release, marks).1,
+            (None, None) => plan::next_step(&release, values, &seen.cluster, latest),
+        };
+        StatusReport {
+            namespace: seen.namespace.clone(),
+            revision: latest.revision,
+            helm_status: latest.status.clone(),
+            chart: latest.chart.clone(),
+            helm_version,
+            description: latest.description.clone(),
+            production_slot: values.production,
+            stage_slot: values.stage(),
+            slots,
+            services: [Role::Production, Role::Stage]
+                .into_iter()
+                .map(|role| service(MAIN_SERVICE, role, seen.cluster.service(role)))
+                .chain(
+                    seen.cluster
+                        .extra_services
+                        .iter()
+                        .map(|e| service(&e.key, e.role, Some(&e.state))),
+                )
+                .collect(),
+            // A hand edit that still owns a selector only stops Helm 4 (server-side apply).
+            drift: plan::drift(&release, values, &seen.cluster)
+                .into_iter()
+                .chain(
+                    plan::foreign_selector_owners(values, &seen.cluster)
+                        .into_iter()
+                        .filter(|_| seen.helm_major >= 4),
+                )
+                .collect(),
+            owner: seen.cluster.gitops.clone(),
+            problem,
+            lock: lock.map(|l| LockStatus {
+                holder: l.holder,
+                since: l.since,
+                lease: l.lease,
+            }),
+            next,
+            release,
+        }
+    }
+}
+
+impl fmt::Display for StatusReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "release {} · namespace {} · revision {} {} · chart {} · helm {}\n",
+            self.release,
+            self.namespace,
+            self.revision,
+            self.helm_status,
+            self.chart,
+            self.helm_version
+        )?;
+        let mut rows = vec![[
+            "SLOT".to_string(),
+            "ROLE".into(),
+            "IMAGE".into(),
+            "READY".into(),
+            "AGE".into(),
+        ]];
+        for s in &self.slots {
+            let (image, ready, age) = if s.enabled || s.deployment.is_some() {
+                (
+                    s.image.clone(),
+                    format!("{}/{}", s.ready, s.desired),
+                    s.age_seconds
+                        .map(|a| human_age(std::time::Duration::from_secs(a.max(0) as u64)))
+                        .unwrap_or_else(|| "-".into()),
+                )
+            } else {
+                ("(disabled)".into(), "-".into(), "-".into())
+            };
+            rows.push([s.slot.to_string(), s.role.as_str().into(), image, ready, age]);
+        }
+        f.write_str(&table(&rows, "  "))?;
+        for s in &self.slots {
+            if let Some(m) = &s.migration {
+                let phase = match m.phase {
+                    MigrationPhase::Running => "running",
+                    MigrationPhase::Succeeded => "succeeded",
+                    MigrationPhase::Failed => "failed",
+                };
+                let reason = m.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+                writeln!(f, "  {} migration: {} {phase}{reason}", s.slot, m.job)?;
+            }
+        }
+        writeln!(f)?;
+        let width = self
+            .services
+            .iter()
+            .filter_map(|s| s.name.as_ref().map(String::len))
+            .max()
+            .unwrap_or(0);
+        for s in &self.services {
+            match &s.name {
+                Some(name) => writeln!(
+                    f,
+                    "  service {name:<width$} -> {:<6} ({} ready endpoints)",
+                    s.selects.as_deref().unwrap_or("none"),
+                    s.ready_endpoints
+                )?,
+                None => writeln!(f, "  service ({}) missing", s.role.as_str())?,
+            }
+        }
+        for line in &self.drift {
+            write!(f, "\n  drift: {line}")?;
+        }
+        if !self.drift.is_empty() {
+            writeln!(f)?;
+        }
+        if let Some(owner) = &self.owner {
+            let who = match owner {
+                GitOpsMarks::Flux { namespace, name } => format!("Flux HelmRelease {namespace}/{name}"),
+                GitOpsMarks::ArgoCd { application } => format!("Argo CD Application {application}"),
+            };
+            writeln!(f, "\n  owner: {who} (change the release there, not with bgslot)")?;
+        }
+        if let Some(problem) = &self.problem {
+            writeln!(f, "\n  problem: {}\n  {}", problem.reason, problem.hint)?;
+        }
+        if let Some(lock) = &self.lock {
+            writeln!(
+                f,
+                "\n  lock: {} is running on it (since {})",
+                lock.holder, lock.since
+            )?;
+        }
+        writeln!(f, "\nnext: {}", self.next)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::fixtures::*;
+
+    #[test]
+    fn status_names_both_slots_services_and_the_next_step() {
+        let seen = observation(
+            values(Slot::Blue, true),
+            observed(3, 3),
+            vec![rev(2, "deployed", "bgslot deploy green v2", "t")],
+        );
+        let report = StatusReport::new(&seen, None, "v4.1.4".into(), Timestamp::now());
+        assert_eq!(report.next, "bgslot swap web --expect-tag v2");
+        assert_eq!(report.slots[1].role, Role::Stage);
+        let text = report.to_string();
+        assert!(text.starts_with("release web · namespace shop · revision 2 deployed · chart bgslot-0.1.0 · helm v4.1.4\n"), "{text}");
+        assert!(text.contains("  green  stage       web:v2  3/3    -\n"), "{text}");
+        assert!(text.contains("  service web-stage -> green  (3 ready endpoints)\n"), "{text}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(
+            (json["slots"][0]["role"].as_str(), json["problem"].is_null()),
+            (Some("production"), true)
+        );
+    }
+
+    #[test]
+    fn a_stuck_release_points_at_recover() {
+        let seen = observation(
+            values(Slot::Blue, false),
+            observed(3, 0),
+            vec![
+                rev(1, "deployed", "", "t"),
+                rev(2, "pending-upgrade", "", "t"),
+            ],
+        );
+        let report = StatusReport::new(&seen, None, "v3.17.2".into(), Timestamp::now());
+        assert_eq!(report.next, "bgslot recover web");
+        assert!(report.problem.unwrap().reason.contains("pending-upgrade"));
+    }
+}

@@ -1,0 +1,524 @@
+//! Every command's `-o json` parsed into the shape the README documents, on the real control
+//! plane with Helm 3 and Helm 4. The shapes below are strict: a field the README does not name,
+//! or a documented field that is missing, fails the test.
+
+// The shapes' fields are read by deserializing into them, which is the check; not all are
+// asserted on afterwards.
+#![allow(dead_code)]
+
+#[macro_use]
+mod common;
+
+use common::cli::Env;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Deserializer};
+use serde_json::Value;
+
+/// A documented field that may be `null` but must be present.
+fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<T>, D::Error> {
+    Option::<T>::deserialize(d)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Version {
+    bgslot: String,
+    chart: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Export {
+    chart: String,
+    dir: String,
+    files: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Completions {
+    shell: String,
+    script: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Deploy {
+    operation: String,
+    release: String,
+    namespace: String,
+    revision: u64,
+    production_slot: String,
+    stage_slot: String,
+    slot: String,
+    role: String,
+    image: String,
+    ready: i64,
+    desired: i64,
+    #[serde(deserialize_with = "nullable")]
+    service: Option<String>,
+    url: String,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Swap {
+    operation: String,
+    release: String,
+    namespace: String,
+    revision: u64,
+    production_slot: String,
+    stage_slot: String,
+    from: String,
+    to: String,
+    image: String,
+    previous_image: String,
+    service: String,
+    ready_endpoints: u64,
+    url: String,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Clean {
+    operation: String,
+    release: String,
+    namespace: String,
+    revision: u64,
+    production_slot: String,
+    stage_slot: String,
+    slot: String,
+    changed: bool,
+    image: String,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Release {
+    operation: String,
+    release: String,
+    namespace: String,
+    revision: u64,
+    production_slot: String,
+    stage_slot: String,
+    image: String,
+    verified: Vec<String>,
+    steps: Vec<Value>,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recover {
+    operation: String,
+    release: String,
+    namespace: String,
+    changed: bool,
+    revision: u64,
+    status: String,
+    #[serde(deserialize_with = "nullable")]
+    from_revision: Option<u64>,
+    #[serde(deserialize_with = "nullable")]
+    to_revision: Option<u64>,
+    #[serde(deserialize_with = "nullable")]
+    production_slot: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    stage_slot: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    production_ready: Option<i64>,
+    #[serde(deserialize_with = "nullable")]
+    production_desired: Option<i64>,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct History {
+    release: String,
+    namespace: String,
+    revision: u64,
+    revisions: Vec<HistoryEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HistoryEntry {
+    revision: u64,
+    updated: String,
+    status: String,
+    chart: String,
+    app_version: String,
+    description: String,
+    #[serde(deserialize_with = "nullable")]
+    operation: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    slot: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    from: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    tag: Option<String>,
+    summary: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Status {
+    release: String,
+    namespace: String,
+    revision: u64,
+    helm_status: String,
+    chart: String,
+    helm_version: String,
+    description: String,
+    production_slot: String,
+    stage_slot: String,
+    slots: Vec<SlotStatus>,
+    services: Vec<ServiceStatus>,
+    drift: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
+    owner: Option<Value>,
+    #[serde(deserialize_with = "nullable")]
+    problem: Option<Problem>,
+    #[serde(deserialize_with = "nullable")]
+    lock: Option<Lock>,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SlotStatus {
+    slot: String,
+    role: String,
+    enabled: bool,
+    image: String,
+    #[serde(deserialize_with = "nullable")]
+    deployment: Option<String>,
+    ready: i64,
+    available: i64,
+    desired: i64,
+    fully_available: bool,
+    #[serde(deserialize_with = "nullable")]
+    age_seconds: Option<i64>,
+    #[serde(deserialize_with = "nullable")]
+    migration: Option<Migration>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Migration {
+    job: String,
+    phase: String,
+    #[serde(deserialize_with = "nullable")]
+    reason: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServiceStatus {
+    #[serde(deserialize_with = "nullable")]
+    name: Option<String>,
+    service: String,
+    role: String,
+    #[serde(deserialize_with = "nullable")]
+    selects: Option<String>,
+    ready_endpoints: u64,
+    not_ready_endpoints: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Problem {
+    reason: String,
+    hint: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Lock {
+    holder: String,
+    since: String,
+    lease: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DryRunPlan {
+    operation: String,
+    release: String,
+    namespace: String,
+    #[serde(deserialize_with = "nullable")]
+    revision: Option<u64>,
+    #[serde(deserialize_with = "nullable")]
+    production_slot: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    stage_slot: Option<String>,
+    dry_run: bool,
+    steps: Vec<PlannedStep>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PlannedStep {
+    action: String,
+    helm: Vec<String>,
+    changes: Vec<Change>,
+    then: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Change {
+    key: String,
+    old: Value,
+    new: Value,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ErrorDoc {
+    error: String,
+    caused_by: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
+    hint: Option<String>,
+    exit_code: i64,
+    kind: String,
+}
+
+/// Runs bgslot with `-o json`, expects `code`, and parses stdout as `T`.
+async fn json<T: DeserializeOwned>(env: &Env, args: &[&str], code: i32) -> T {
+    let mut full = args.to_vec();
+    full.extend(["-o", "json"]);
+    let run = env.bgslot(&full).await.code(code);
+    serde_json::from_str(&run.stdout)
+        .unwrap_or_else(|e| panic!("{args:?}: stdout is not the documented shape ({e}): {run:?}"))
+}
+
+with_both_helms!(every_command_prints_its_documented_json);
+
+async fn every_command_prints_its_documented_json(major: u32) {
+    let env = Env::new(major, "reports").await;
+    let dir = tempfile::tempdir().unwrap();
+    let export_dir = dir.path().join("chart");
+
+    let version: Version = json(&env, &["version"], 0).await;
+    assert!(version.chart.starts_with("bgslot-"), "{version:?}");
+    assert_eq!(version.bgslot, env!("CARGO_PKG_VERSION"));
+    let export: Export = json(&env, &["chart", "export", export_dir.to_str().unwrap()], 0).await;
+    assert_eq!(
+        (export.chart, export.dir.as_str()),
+        (version.chart.clone(), export_dir.to_str().unwrap())
+    );
+    assert!(export.files >= 5);
+    let completions: Completions = json(&env, &["completions", "bash"], 0).await;
+    assert!(completions.script.contains("bgslot") && completions.shell == "bash");
+
+    let planned: DryRunPlan = json(
+        &env,
+        &[
+            "deploy",
+            "web",
+            "--tag",
+            "v1",
+            "--replicas",
+            "2",
+            "--dry-run",
+        ],
+        0,
+    )
+    .await;
+    assert_eq!(
+        (
+            planned.operation.as_str(),
+            planned.revision,
+            planned.dry_run
+        ),
+        ("deploy", None, true)
+    );
+    assert_eq!(planned.steps.len(), 1);
+    let installed: Deploy = json(
+        &env,
+        &["deploy", "web", "--tag", "v1", "--replicas", "2"],
+        0,
+    )
+    .await;
+    assert_eq!(
+        (
+            installed.operation.as_str(),
+            installed.slot.as_str(),
+            installed.role.as_str(),
+            installed.revision
+        ),
+        ("install", "blue", "production", 1)
+    );
+    assert_eq!(
+        (installed.release.as_str(), installed.namespace.as_str()),
+        ("web", env.ns.as_str())
+    );
+    assert_eq!(
+        (
+            installed.ready,
+            installed.desired,
+            installed.service.as_deref()
+        ),
+        (2, 2, Some("web"))
+    );
+    let deployed: Deploy = json(&env, &["deploy", "web", "--tag", "v2"], 0).await;
+    assert_eq!(
+        (
+            deployed.operation.as_str(),
+            deployed.slot.as_str(),
+            deployed.production_slot.as_str(),
+            deployed.stage_slot.as_str()
+        ),
+        ("deploy", "green", "blue", "green")
+    );
+    assert_eq!(
+        (deployed.image.as_str(), deployed.revision),
+        ("nginx:v2", 2)
+    );
+    assert_eq!(deployed.next, "bgslot swap web --expect-tag v2");
+    assert!(
+        deployed.url.starts_with("http://web-stage."),
+        "{deployed:?}"
+    );
+
+    let status: Status = json(&env, &["status", "web"], 0).await;
+    assert_eq!(
+        (status.revision, status.helm_status.as_str()),
+        (2, "deployed")
+    );
+    assert_eq!(
+        (status.production_slot.as_str(), status.stage_slot.as_str()),
+        ("blue", "green")
+    );
+    assert_eq!(status.slots.len(), 2);
+    assert!(status
+        .slots
+        .iter()
+        .all(|s| s.fully_available && s.enabled && s.age_seconds.is_some()));
+    assert_eq!(status.services[0].selects.as_deref(), Some("blue"));
+    assert!(status.problem.is_none() && status.lock.is_none() && status.drift.is_empty());
+    assert!(status.owner.is_none());
+    assert!(
+        status.helm_version.starts_with(&format!("v{major}.")),
+        "{status:?}"
+    );
+    assert_eq!(status.chart, version.chart);
+
+    let planned: DryRunPlan = json(&env, &["swap", "web", "--dry-run"], 0).await;
+    assert_eq!(planned.revision, Some(2));
+    let change = &planned.steps[0].changes[0];
+    assert_eq!(
+        (change.key.as_str(), &change.old, &change.new),
+        (
+            "productionSlot",
+            &Value::from("blue"),
+            &Value::from("green")
+        )
+    );
+    let swapped: Swap = json(&env, &["swap", "web", "--expect-tag", "v2"], 0).await;
+    assert_eq!(
+        (
+            swapped.operation.as_str(),
+            swapped.from.as_str(),
+            swapped.to.as_str(),
+            swapped.revision
+        ),
+        ("swap", "blue", "green", 3)
+    );
+    assert_eq!(
+        (swapped.image.as_str(), swapped.previous_image.as_str()),
+        ("nginx:v2", "nginx:v1")
+    );
+    assert_eq!(swapped.ready_endpoints, 2);
+    let back: Swap = json(&env, &["rollback", "web"], 0).await;
+    assert_eq!(
+        (back.operation.as_str(), back.to.as_str()),
+        ("rollback", "blue")
+    );
+    let _: Swap = json(&env, &["swap", "web"], 0).await;
+
+    let _: DryRunPlan = json(&env, &["clean", "web", "--min-age", "0s", "--dry-run"], 0).await;
+    let cleaned: Clean = json(&env, &["clean", "web", "--min-age", "0s"], 0).await;
+    assert_eq!(
+        (
+            cleaned.slot.as_str(),
+            cleaned.changed,
+            cleaned.image.as_str()
+        ),
+        ("blue", true, "nginx:v1")
+    );
+    let again: Clean = json(&env, &["clean", "web", "--min-age", "0s"], 0).await;
+    assert!(!again.changed);
+
+    let released: Release = json(
+        &env,
+        &[
+            "release",
+            "web",
+            "--tag",
+            "v3",
+            "--verify-cmd",
+            "true",
+            "--clean",
+            "--min-age",
+            "0s",
+        ],
+        0,
+    )
+    .await;
+    let ops: Vec<&str> = released
+        .steps
+        .iter()
+        .map(|s| s["operation"].as_str().unwrap())
+        .collect();
+    assert_eq!(ops, ["deploy", "swap", "clean"]);
+    assert_eq!(released.verified, ["stage", "production"]);
+    assert_eq!(
+        (released.production_slot.as_str(), released.image.as_str()),
+        ("blue", "nginx:v3")
+    );
+    let step_deploy: Deploy = serde_json::from_value(released.steps[0].clone()).unwrap();
+    let step_swap: Swap = serde_json::from_value(released.steps[1].clone()).unwrap();
+    let step_clean: Clean = serde_json::from_value(released.steps[2].clone()).unwrap();
+    assert_eq!(
+        (
+            step_deploy.slot.as_str(),
+            step_swap.to.as_str(),
+            step_clean.slot.as_str()
+        ),
+        ("blue", "blue", "green")
+    );
+    let _: DryRunPlan = json(
+        &env,
+        &["release", "web", "--tag", "v4", "--clean", "--dry-run"],
+        0,
+    )
+    .await;
+
+    let recovered: Recover = json(&env, &["recover", "web"], 0).await;
+    assert_eq!((recovered.changed, recovered.to_revision), (false, None));
+    let history: History = json(&env, &["history", "web"], 0).await;
+    assert_eq!(history.revision, history.revisions.last().unwrap().revision);
+    let swaps = history
+        .revisions
+        .iter()
+        .filter(|r| r.operation.as_deref() == Some("swap"))
+        .count();
+    assert_eq!(swaps, 3);
+    assert_eq!(
+        history.revisions[0].summary,
+        "bgslot install: v1 in blue (production)"
+    );
+
+    let refused: ErrorDoc = json(&env, &["swap", "web"], 3).await;
+    assert_eq!((refused.kind.as_str(), refused.exit_code), ("refused", 3));
+    assert!(
+        refused.error.contains("nothing is staged") && refused.hint.is_some(),
+        "{refused:?}"
+    );
+    env.done().await;
+}

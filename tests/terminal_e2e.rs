@@ -1,0 +1,155 @@
+//! What a person at a terminal sees, on the real control plane with Helm 3 and Helm 4: a live
+//! progress bar per slot (under a real pseudo-terminal, made by util-linux `script`), plain lines
+//! in a log, and `status --watch` following a swap until interrupted.
+
+#[macro_use]
+mod common;
+
+use common::cli::{Env, Run};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+with_both_helms!(
+    waiting_shows_a_bar_on_a_terminal_and_lines_in_a_log,
+    status_watch_follows_a_swap
+);
+
+/// Runs bgslot with `args` under a pseudo-terminal, after the words of `wrapper` (another
+/// command that runs it); what the terminal showed is the stdout.
+async fn on_terminal(env: &Env, wrapper: &[&str], args: &[&str]) -> Run {
+    let line = wrapper
+        .iter()
+        .copied()
+        .chain(std::iter::once(env!("CARGO_BIN_EXE_bgslot")))
+        .chain(args.iter().copied())
+        .map(|a| format!("'{}'", a.replace('\'', r"'\''")))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut script = env.command(&[]);
+    // `env.command` set up the environment; run `script` instead of bgslot, in it.
+    let script = script
+        .as_std_mut()
+        .get_envs()
+        .filter_map(|(k, v)| Some((k.to_owned(), v?.to_owned())))
+        .collect::<Vec<_>>();
+    let out = tokio::process::Command::new("script")
+        .args(["-q", "-e", "-c", &line, "/dev/null"])
+        .envs(script)
+        .env("TERM", "xterm")
+        .stdin(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("util-linux script runs");
+    Run::from(out)
+}
+
+async fn waiting_shows_a_bar_on_a_terminal_and_lines_in_a_log(major: u32) {
+    let env = Env::new(major, "tty").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
+    let shown = on_terminal(&env, &[], &["deploy", "web", "--tag", "v2-slow-start"])
+        .await
+        .ok();
+    assert!(
+        shown.stdout.contains("green  ▕") && shown.stdout.contains("▏ 2/2 ready"),
+        "a bar: {shown:?}"
+    );
+    assert!(
+        shown.stdout.contains("readiness probe failing"),
+        "the reason is shown beside the bar: {shown:?}"
+    );
+    assert!(
+        !shown.stdout.contains("green: 2/2 ready"),
+        "no plain lines: {shown:?}"
+    );
+
+    // Not a terminal: one plain line per change, no drawing.
+    env.bgslot(&["clean", "web", "--force"]).await.ok();
+    let logged = env
+        .bgslot(&["deploy", "web", "--tag", "v3-slow-start"])
+        .await
+        .ok()
+        .says("green: 0/2 ready (readiness probe failing)")
+        .says("green: 2/2 ready");
+    assert!(!logged.stderr.contains('▕'), "{logged:?}");
+    env.done().await;
+}
+
+/// The next document `status --watch -o json` printed.
+async fn next_frame(
+    frames: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
+) -> serde_json::Value {
+    let line = tokio::time::timeout(std::time::Duration::from_secs(60), frames.next_line())
+        .await
+        .expect("a frame within 60s")
+        .unwrap()
+        .expect("the watch is still running");
+    serde_json::from_str(&line).unwrap()
+}
+
+async fn status_watch_follows_a_swap(major: u32) {
+    let env = Env::new(major, "watch").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .ok();
+    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+
+    let mut watch = env
+        .command(&["status", "web", "--watch", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut frames = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = next_frame(&mut frames).await;
+    assert_eq!(
+        (
+            first["production_slot"].as_str(),
+            first["revision"].as_u64()
+        ),
+        (Some("blue"), Some(2))
+    );
+
+    env.bgslot(&["swap", "web", "--expect-tag", "v2"])
+        .await
+        .ok();
+    let mut frame = next_frame(&mut frames).await;
+    while frame["revision"].as_u64() == Some(2) {
+        frame = next_frame(&mut frames).await;
+    }
+    assert_eq!(
+        (
+            frame["production_slot"].as_str(),
+            frame["description"].as_str()
+        ),
+        (Some("green"), Some("bgslot swap blue->green"))
+    );
+
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(watch.id().unwrap() as i32, libc::SIGINT) };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), watch.wait())
+        .await
+        .expect("the watch ends at the signal")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+
+    // On a terminal the table is drawn in place (home, clear), until Ctrl-C.
+    let shown = on_terminal(
+        &env,
+        &["timeout", "-s", "INT", "--preserve-status", "6"],
+        &["status", "web", "--watch"],
+    )
+    .await
+    .ok();
+    assert!(
+        shown
+            .stdout
+            .contains("\x1b[H\x1b[2Jrelease web · namespace"),
+        "drawn in place: {shown:?}"
+    );
+    assert!(
+        shown.stdout.contains("service web       -> green"),
+        "{shown:?}"
+    );
+    env.done().await;
+}
