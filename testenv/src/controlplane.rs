@@ -28,7 +28,9 @@ pub const NODE_NAME: &str = "bgslot-sim";
 pub struct UpOptions {
     pub dir: Option<PathBuf>,
     pub startup_delay: Duration,
-    pub max_grace: Duration,
+    pub max_grace: Option<Duration>,
+    pub max_probe_period: Duration,
+    pub proxy_lag: Duration,
 }
 
 /// The binaries `prepare` cached, read from its `env` file.
@@ -362,17 +364,19 @@ pub async fn start(dir: &Path, opts: &UpOptions) -> Result<Started> {
         ],
     )?;
     let exe = std::env::current_exe().context("locating the testenv binary")?;
-    procs.spawn(
-        "kubelet",
-        &exe,
-        &[
-            "kubelet".into(),
-            format!("--kubeconfig={}", p(&kubeconfig)),
-            format!("--node-name={NODE_NAME}"),
-            format!("--startup-delay={}ms", opts.startup_delay.as_millis()),
-            format!("--max-grace={}ms", opts.max_grace.as_millis()),
-        ],
-    )?;
+    let mut kubelet_args = vec![
+        "kubelet".into(),
+        format!("--kubeconfig={}", p(&kubeconfig)),
+        format!("--dir={}", p(dir)),
+        format!("--node-name={NODE_NAME}"),
+        format!("--startup-delay={}ms", opts.startup_delay.as_millis()),
+        format!("--max-probe-period={}ms", opts.max_probe_period.as_millis()),
+        format!("--proxy-lag={}ms", opts.proxy_lag.as_millis()),
+    ];
+    if let Some(max) = opts.max_grace {
+        kubelet_args.push(format!("--max-grace={}ms", max.as_millis()));
+    }
+    procs.spawn("kubelet", &exe, &kubelet_args)?;
 
     // ServiceAccount admission in 1.20 rejects pods until the namespace's default
     // ServiceAccount has its token secret.
@@ -587,7 +591,7 @@ pub fn down(dir: &Path) -> Result<()> {
 }
 
 /// Stops the processes of `dir` one by one, newest first (the API server needs etcd to shut down
-/// cleanly), leaving the directory in place.
+/// cleanly), leaving the directory in place; then any pod app of `dir` that survived its kubelet.
 pub fn stop(dir: &Path) {
     for (name, pid) in read_pids(dir).into_iter().rev() {
         if !alive(pid, dir) {
@@ -601,6 +605,37 @@ pub fn stop(dir: &Path) {
         signal(pid, libc::SIGKILL);
         wait_gone(pid, dir, Duration::from_secs(5));
     }
+    for pid in pod_apps(dir) {
+        eprintln!("testenv: pod app (pid {pid}) outlived its kubelet; killing it");
+        signal(pid, libc::SIGKILL);
+        wait_gone(pid, dir, Duration::from_secs(5));
+    }
+}
+
+/// Pod apps started for `dir`: live processes whose command line is `… pod-app --env-dir DIR …`.
+fn pod_apps(dir: &Path) -> Vec<i32> {
+    let Ok(entries) = fs::read_dir("/proc") else {
+        return vec![];
+    };
+    let dir = dir.as_os_str().as_encoded_bytes();
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| {
+            let Ok(cmdline) = fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.get(1) == Some(&&b"pod-app"[..])
+                && args.windows(2).any(|w| w[0] == b"--env-dir" && w[1] == dir)
+        })
+        .filter(|pid| {
+            let stat = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            !stat
+                .rsplit_once(") ")
+                .is_some_and(|(_, rest)| rest.starts_with('Z'))
+        })
+        .collect()
 }
 
 fn wait_gone(pid: i32, dir: &Path, timeout: Duration) -> bool {

@@ -3,12 +3,21 @@
 //! scheduler either), reports pod statuses the way a real kubelet would (including injected faults,
 //! see [`status`]) and finishes pod deletions, so Deployments, ReplicaSets, Endpoints and Helm's
 //! waits behave as on a real cluster.
+//!
+//! The main container of every long-running pod is a real process ([`app`], `testenv pod-app`):
+//! readiness comes from probing it, a crash is a process that exits, and a deletion runs the
+//! preStop hook, sends SIGTERM and SIGKILLs at the grace period. The node's kube-proxy
+//! ([`crate::proxy`]) runs in this process too, so traffic follows Endpoints as on a real node.
+//! Pods that run to completion (restartPolicy Never/OnFailure) stay simulated without a process.
 
+pub mod app;
+pub mod spec;
 pub mod status;
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -23,9 +32,14 @@ use kube::runtime::watcher::Event;
 use kube::runtime::{watcher, WatchStreamExt};
 use kube::{Api, Client};
 use serde_json::json;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 use tokio::time::{sleep, Instant};
 
+use crate::http1;
+use crate::podnet::PodNet;
+use app::{App, Behaviour, Started};
+use spec::{AppSpec, PreStop, ProbeAction, ProbeSpec};
 use status::{Facts, Fault, Stage};
 
 /// How often the Node status and its Lease are renewed (the node lifecycle controller's grace
@@ -39,6 +53,8 @@ const PULL_INTERVAL: Duration = Duration::from_secs(3);
 const NODE_IP: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 10);
 /// 10.244.0.0/16, the usual pod network; never loopback, which Endpoints reject.
 const POD_NETWORK: u32 = u32::from_be_bytes([10, 244, 0, 0]);
+/// What a kubelet allows past the grace period when the preStop hook used all of it.
+const AFTER_PRE_STOP: Duration = Duration::from_secs(2);
 
 macro_rules! log {
     ($($arg:tt)*) => {
@@ -49,32 +65,57 @@ macro_rules! log {
 #[derive(Clone, Debug)]
 pub struct Options {
     pub kubeconfig: PathBuf,
+    /// The environment's directory: app command lines name it, and the pod and service tables
+    /// are written there.
+    pub dir: PathBuf,
     pub node_name: String,
     pub startup_delay: Duration,
-    pub max_grace: Duration,
+    /// Upper bound on a deleted pod's grace period; `None` honours the pod's own.
+    pub max_grace: Option<Duration>,
+    /// Upper bound on probe periods and initial delays, so pods become ready quickly in tests.
+    pub max_probe_period: Duration,
+    /// How long an Endpoints change takes to reach the service proxy's routing table.
+    pub proxy_lag: Duration,
 }
 
 struct Kubelet {
     client: Client,
     opts: Options,
     ips: Mutex<PodIps>,
+    net: Arc<PodNet>,
 }
 
 pub async fn run(opts: Options) -> Result<()> {
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sigint = signal(SignalKind::interrupt())?;
     let client = crate::client_for(&opts.kubeconfig).await?;
     log!(
-        "simulated kubelet for node {} (startup delay {:?}, max grace {:?})",
+        "simulated kubelet for node {} (startup delay {:?}, max grace {:?}, max probe period {:?}, proxy lag {:?})",
         opts.node_name,
         opts.startup_delay,
-        opts.max_grace
+        opts.max_grace,
+        opts.max_probe_period,
+        opts.proxy_lag
     );
+    let net = Arc::new(PodNet::new(&opts.dir));
+    let proxy = crate::proxy::Proxy::new(&opts.dir, net.clone(), opts.proxy_lag)?;
+    tokio::spawn(proxy.run(client.clone()));
     let kubelet = Arc::new(Kubelet {
         client,
         opts,
         ips: Mutex::new(PodIps::default()),
+        net,
     });
     tokio::spawn(kubelet.clone().heartbeat());
-    kubelet.watch_pods().await
+    let outcome = tokio::select! {
+        r = kubelet.watch_pods() => r,
+        _ = sigterm.recv() => Ok(()),
+        _ = sigint.recv() => Ok(()),
+    };
+    // Apps also die with this process (parent-death signal); killing them here is immediate.
+    app::kill_all();
+    log!("kubelet stopping; its apps were killed");
+    outcome
 }
 
 impl Kubelet {
@@ -315,6 +356,12 @@ impl Kubelet {
             Interrupted::Deleting => life.finish_deletion().await,
             Interrupted::Gone => {}
         }
+        if let Some(mut app) = life.app.take() {
+            // Removed from the API without a graceful deletion (e.g. a forced delete).
+            app.signal(libc::SIGKILL);
+            app.wait().await;
+        }
+        self.net.remove(ip);
         self.ips.lock().unwrap().release(ip);
         log!("{ns}/{name} gone");
     }
@@ -345,10 +392,14 @@ enum Interrupted {
 struct PodLife {
     kubelet: Arc<Kubelet>,
     rx: watch::Receiver<Pod>,
+    ip: Ipv4Addr,
     facts: Facts,
     ready: bool,
     /// Set when the pod had already been started by an earlier run of this kubelet.
     resumed_at: Option<Duration>,
+    /// The main container's process and how it runs, while it runs.
+    app: Option<App>,
+    spec: Option<AppSpec>,
 }
 
 impl PodLife {
@@ -369,6 +420,9 @@ impl PodLife {
         PodLife {
             kubelet,
             rx,
+            ip,
+            app: None,
+            spec: None,
             facts: Facts {
                 host_ip: NODE_IP.to_string(),
                 pod_ip: ip.to_string(),
@@ -420,6 +474,9 @@ impl PodLife {
                 self.report(Stage::ImagePull { backoff: true }).await?;
                 self.pause(PULL_INTERVAL * 4).await?;
             },
+            _ if restarts_always => {
+                return self.run_app(fault, ready_after).await;
+            }
             Some(Fault::CrashLoop) if status::restarts_on_failure(&pod) => {
                 let mut restarts = 1;
                 loop {
@@ -444,6 +501,127 @@ impl PodLife {
             }
         }
         self.idle().await
+    }
+
+    /// Runs the main container as a process for good: restarts it whenever it exits (reporting
+    /// CrashLoopBackOff in between, as today's simulation did) and reports readiness from probes.
+    async fn run_app(
+        &mut self,
+        fault: Option<Fault>,
+        warmup: Duration,
+    ) -> Result<std::convert::Infallible, Interrupted> {
+        let pod = self.pod();
+        let (ns, name) = key(&pod);
+        let Some(spec) = spec::app_spec(&pod) else {
+            return self.idle().await;
+        };
+        self.spec = Some(spec.clone());
+        let behaviour = Behaviour {
+            warmup,
+            never_ready: fault == Some(Fault::NeverReady),
+            crash: fault == Some(Fault::CrashLoop),
+        };
+        let pod_key = format!("{ns}/{name}");
+        let mut restarts = 0;
+        loop {
+            self.check_not_deleting()?;
+            self.facts.containers_started = Timestamp::now();
+            let env_dir = self.kubelet.opts.dir.clone();
+            match App::start(&env_dir, &pod_key, self.ip, &spec, &behaviour).await {
+                Ok(Started::Running(app)) => {
+                    log!("{pod_key}: app pid {} serving {:?}", app.pid, app.ports);
+                    self.kubelet.net.set(self.ip, &pod_key, &app.ports);
+                    // The container runs from now on; readiness follows from the probes.
+                    if let Err(i) = self.report(Stage::Running { ready: false }).await {
+                        self.app = Some(*app);
+                        return Err(i);
+                    }
+                    let status = self.probe_until_exit(*app, &spec).await?;
+                    self.kubelet.net.remove(self.ip);
+                    log!("{pod_key}: app exited ({status})");
+                }
+                Ok(Started::Exited(status)) => {
+                    log!("{pod_key}: app exited during start-up ({status})")
+                }
+                Err(e) => log!("{pod_key}: {e:#}"),
+            }
+            restarts += 1;
+            self.report(Stage::CrashLoop { restarts }).await?;
+            self.pause(CRASH_INTERVAL).await?;
+        }
+    }
+
+    /// Probes the running app as a kubelet does and reports readiness changes, until the app
+    /// exits (returns its status) or the pod is deleted (the app is kept for the deletion).
+    async fn probe_until_exit(
+        &mut self,
+        mut app: App,
+        spec: &AppSpec,
+    ) -> Result<ExitStatus, Interrupted> {
+        let cap = self.kubelet.opts.max_probe_period;
+        let mut started = spec.startup.is_none();
+        let first = spec.startup.as_ref().unwrap_or(&spec.readiness);
+        let mut next = Instant::now() + first.initial_delay.min(cap);
+        let (mut ready, mut successes, mut failures) = (false, 0u32, 0u32);
+        loop {
+            enum Wake {
+                Probe,
+                Exited(ExitStatus),
+                Changed(bool),
+            }
+            let wake = tokio::select! {
+                _ = tokio::time::sleep_until(next) => Wake::Probe,
+                status = app.wait() => Wake::Exited(status),
+                changed = self.rx.changed() => Wake::Changed(changed.is_ok()),
+            };
+            match wake {
+                Wake::Exited(status) => return Ok(status),
+                Wake::Changed(false) => {
+                    self.app = Some(app);
+                    return Err(Interrupted::Gone);
+                }
+                Wake::Changed(true) => {
+                    if let Err(i) = self.check_not_deleting() {
+                        self.app = Some(app);
+                        return Err(i);
+                    }
+                }
+                Wake::Probe => {
+                    let probe = match (&spec.startup, started) {
+                        (Some(startup), false) => startup,
+                        _ => &spec.readiness,
+                    };
+                    let ok = run_probe(&app, self.ip, probe).await;
+                    if !started {
+                        // Readiness is probed only once the startup probe has passed.
+                        started = ok;
+                        next = Instant::now()
+                            + if ok {
+                                spec.readiness.initial_delay.min(cap)
+                            } else {
+                                probe.period.min(cap)
+                            };
+                    } else {
+                        if ok {
+                            successes += 1;
+                            failures = 0;
+                            ready |= successes >= probe.success_threshold;
+                        } else {
+                            failures += 1;
+                            successes = 0;
+                            ready &= failures < probe.failure_threshold;
+                        }
+                        next = Instant::now() + probe.period.min(cap);
+                    }
+                    if ready != self.ready {
+                        if let Err(i) = self.report(Stage::Running { ready }).await {
+                            self.app = Some(app);
+                            return Err(i);
+                        }
+                    }
+                }
+            }
+        }
     }
 
     /// Publishes the status for `stage`, retrying while the API server is unreachable.
@@ -508,28 +686,29 @@ impl PodLife {
         }
     }
 
-    /// What a kubelet does once a pod is marked for deletion: stop its containers within the
-    /// grace period (capped for tests), then remove the pod object for good.
+    /// What a kubelet does once a pod is marked for deletion: stop its running app within the
+    /// grace period (preStop hook, SIGTERM, SIGKILL at the deadline), then remove the pod object
+    /// for good. A pod with nothing running goes at once.
     async fn finish_deletion(&mut self) {
         let pod = self.pod();
         let (ns, name) = key(&pod);
-        let grace = pod
-            .metadata
-            .deletion_grace_period_seconds
-            .map(|s| Duration::from_secs(s.max(0) as u64))
-            .unwrap_or(Duration::from_secs(30))
-            .min(self.kubelet.opts.max_grace);
-        let deadline = Instant::now() + grace;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => break,
-                changed = self.rx.changed() => if changed.is_err() { return },
+        let began = Instant::now();
+        if let Some(app) = self.app.take() {
+            let grace = grace_of(&pod, self.kubelet.opts.max_grace);
+            let pre_stop = self
+                .spec
+                .as_ref()
+                .map_or(PreStop::None, |s| s.pre_stop.clone());
+            if !self.stop_app(app, grace, &pre_stop).await {
+                return;
             }
+            self.kubelet.net.remove(self.ip);
         }
+        let took = began.elapsed();
         for attempt in 1..=30 {
             match self.kubelet.delete_now(&pod).await {
                 Ok(()) => {
-                    log!("{ns}/{name}: deleted after {grace:?}");
+                    log!("{ns}/{name}: deleted after {took:.1?}");
                     return;
                 }
                 Err(kube::Error::Api(s)) if s.code == 404 || s.code == 409 => return,
@@ -542,6 +721,112 @@ impl PodLife {
                 }
             }
         }
+    }
+}
+
+impl PodLife {
+    /// Stops `app` as a kubelet stops a container: the preStop hook (the app keeps serving), then
+    /// SIGTERM, then SIGKILL once `grace` has passed since the deletion began (at least
+    /// [`AFTER_PRE_STOP`] after a hook that used it all). `false` when the pod object vanished
+    /// meanwhile (the app is killed then).
+    async fn stop_app(&mut self, mut app: App, grace: Duration, pre_stop: &PreStop) -> bool {
+        let pod = self.pod();
+        let (ns, name) = key(&pod);
+        let began = Instant::now();
+        let mut deadline = began + grace;
+        log!(
+            "{ns}/{name}: stopping app pid {} (preStop {pre_stop:?}, grace {grace:?})",
+            app.pid
+        );
+        let ip = self.ip;
+        let hook_addr = match pre_stop {
+            PreStop::HttpGet { port, .. } => app.local(*port),
+            _ => None,
+        };
+        let hook = async {
+            match pre_stop {
+                PreStop::None => {}
+                PreStop::Sleep(d) => sleep(*d).await,
+                PreStop::HttpGet { port, path } => {
+                    if let Some(addr) = hook_addr {
+                        http1::probe(addr, path, &format!("{ip}:{port}"), grace).await;
+                    }
+                }
+                PreStop::Unsupported(command) => {
+                    log!("{ns}/{name}: preStop `{command}` cannot run here; skipped")
+                }
+            }
+        };
+        let rx = &mut self.rx;
+        let gone = async move { while rx.changed().await.is_ok() {} };
+        tokio::pin!(gone);
+        let exited_early = tokio::select! {
+            _ = hook => false,
+            _ = tokio::time::sleep_until(deadline) => false,
+            status = app.wait() => {
+                log!("{ns}/{name}: app exited during preStop ({status})");
+                true
+            }
+            _ = &mut gone => {
+                app.signal(libc::SIGKILL);
+                app.wait().await;
+                return false;
+            }
+        };
+        if !exited_early {
+            if Instant::now() >= deadline {
+                deadline = Instant::now() + AFTER_PRE_STOP;
+            }
+            app.signal(libc::SIGTERM);
+            let term_sent = Instant::now();
+            tokio::select! {
+                status = app.wait() => {
+                    log!("{ns}/{name}: app exited {:.1?} after SIGTERM ({status})", term_sent.elapsed());
+                }
+                _ = tokio::time::sleep_until(deadline) => {
+                    log!("{ns}/{name}: app still running at the end of its grace period; SIGKILL");
+                    app.signal(libc::SIGKILL);
+                    app.wait().await;
+                }
+                _ = &mut gone => {
+                    app.signal(libc::SIGKILL);
+                    app.wait().await;
+                    return false;
+                }
+            }
+        }
+        true
+    }
+}
+
+/// The grace period of a pod being deleted (30 s unless set), capped at `max`.
+fn grace_of(pod: &Pod, max: Option<Duration>) -> Duration {
+    let grace = pod
+        .metadata
+        .deletion_grace_period_seconds
+        .map(|s| Duration::from_secs(s.max(0) as u64))
+        .unwrap_or(Duration::from_secs(30));
+    max.map_or(grace, |m| grace.min(m))
+}
+
+/// One probe of the app; a port the app does not serve fails, as a closed port would.
+async fn run_probe(app: &App, pod_ip: Ipv4Addr, probe: &ProbeSpec) -> bool {
+    match &probe.action {
+        ProbeAction::Http { port, path } => match app.local(*port) {
+            Some(addr) => {
+                http1::probe(addr, path, &format!("{pod_ip}:{port}"), probe.timeout).await
+            }
+            None => false,
+        },
+        ProbeAction::Tcp { port } => match app.local(*port) {
+            Some(addr) => matches!(
+                tokio::time::timeout(probe.timeout, tokio::net::TcpStream::connect(addr)).await,
+                Ok(Ok(_))
+            ),
+            None => false,
+        },
+        ProbeAction::UnknownPort(_) => false,
+        ProbeAction::Pass => true,
     }
 }
 

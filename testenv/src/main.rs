@@ -1,11 +1,19 @@
 //! `testenv`: the local Kubernetes environment bgslot's end-to-end tests and demo run against — a
 //! real etcd, kube-apiserver and kube-controller-manager plus a simulated kubelet, started on free
-//! loopback ports in a directory of their own and stopped without leaving anything behind.
+//! loopback ports in a directory of their own and stopped without leaving anything behind. Pods
+//! run as real local HTTP processes behind a kube-proxy-like service proxy, so claims about
+//! traffic are tested with traffic (`testenv load`).
 
+mod bench;
 mod controlplane;
 mod duration;
+mod http1;
 mod kubelet;
+mod load;
 mod pki;
+mod podapp;
+mod podnet;
+mod proxy;
 
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -59,19 +67,89 @@ enum Verb {
         #[arg(long, default_value = "2s", value_parser = duration::parse)]
         down_for: Duration,
     },
-    /// Run the simulated kubelet (started by `up`).
+    /// Run the simulated kubelet and the node's service proxy (started by `up`).
     Kubelet {
         #[arg(long)]
         kubeconfig: PathBuf,
+        /// The environment's directory.
+        #[arg(long)]
+        dir: PathBuf,
         #[arg(long, default_value = controlplane::NODE_NAME)]
         node_name: String,
-        /// How long pods take to start and become ready.
-        #[arg(long, default_value = "1s", value_parser = duration::parse)]
-        startup_delay: Duration,
-        /// Upper bound on a deleted pod's grace period.
-        #[arg(long, default_value = "2s", value_parser = duration::parse)]
-        max_grace: Duration,
+        #[command(flatten)]
+        node: NodeArgs,
     },
+    /// The application every simulated pod runs (started by the kubelet).
+    #[command(hide = true)]
+    PodApp(podapp::Options),
+    /// Send constant load through a Service until interrupted (or --max-duration), then print a
+    /// JSON summary: requests, failures by kind, who answered, latency.
+    Load(LoadArgs),
+    /// The zero-downtime benchmark (scripts/bench runs it): deploy/swap/clean cycles under load,
+    /// with a negative control; writes zero-downtime.json and zero-downtime.svg.
+    ZeroDowntime(bench::Options),
+    /// Print the local address at which the service proxy serves a Service.
+    ServiceAddr {
+        /// NAMESPACE/NAME of the Service.
+        service: String,
+        /// The Service port (default: its first).
+        #[arg(long)]
+        port: Option<u16>,
+        /// The directory `up` printed (default: $BGSLOT_TESTENV_DIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// How long to wait for the proxy to have the Service.
+        #[arg(long, default_value = "10s", value_parser = duration::parse)]
+        wait: Duration,
+    },
+}
+
+#[derive(Args, Clone, Debug)]
+struct LoadArgs {
+    /// NAMESPACE/NAME of the Service.
+    service: String,
+    /// The Service port (default: its first).
+    #[arg(long)]
+    port: Option<u16>,
+    /// The directory `up` printed (default: $BGSLOT_TESTENV_DIR).
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// Requests per second, all clients together.
+    #[arg(long, default_value_t = 200.0)]
+    rate: f64,
+    /// The part of the rate sent on kept-alive connections (0 to 1); the rest opens a
+    /// connection per request.
+    #[arg(long, default_value_t = 0.5)]
+    keepalive_share: f64,
+    /// How many kept-alive connections share their part of the rate.
+    #[arg(long, default_value_t = 8)]
+    keepalive_conns: usize,
+    /// A request without a full response by then fails as a timeout.
+    #[arg(long, default_value = "2s", value_parser = duration::parse)]
+    timeout: Duration,
+    /// Stop by itself after this long.
+    #[arg(long, default_value = "10m", value_parser = duration::parse)]
+    max_duration: Duration,
+    /// Also write every request as a JSON line to this file.
+    #[arg(long)]
+    records: Option<PathBuf>,
+}
+
+/// How the simulated node behaves.
+#[derive(Args, Clone, Debug)]
+struct NodeArgs {
+    /// How long pods take to start (their app starts then, and is probed for readiness).
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    startup_delay: Duration,
+    /// Upper bound on a deleted pod's grace period (default: the pod's own, preStop included).
+    #[arg(long, value_parser = duration::parse)]
+    max_grace: Option<Duration>,
+    /// Upper bound on probe periods and initial delays (pods' own are used up to this).
+    #[arg(long, default_value = "500ms", value_parser = duration::parse)]
+    max_probe_period: Duration,
+    /// How long an Endpoints change takes to reach the service proxy's routing table.
+    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    proxy_lag: Duration,
 }
 
 #[derive(Args, Clone)]
@@ -79,20 +157,18 @@ struct UpArgs {
     /// Directory for the environment (default: a fresh one under /dev/shm or the temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
-    /// How long pods take to start and become ready.
-    #[arg(long, default_value = "1s", value_parser = duration::parse)]
-    startup_delay: Duration,
-    /// Upper bound on a deleted pod's grace period.
-    #[arg(long, default_value = "2s", value_parser = duration::parse)]
-    max_grace: Duration,
+    #[command(flatten)]
+    node: NodeArgs,
 }
 
 impl From<UpArgs> for UpOptions {
     fn from(a: UpArgs) -> Self {
         UpOptions {
             dir: a.dir,
-            startup_delay: a.startup_delay,
-            max_grace: a.max_grace,
+            startup_delay: a.node.startup_delay,
+            max_grace: a.node.max_grace,
+            max_probe_period: a.node.max_probe_period,
+            proxy_lag: a.node.proxy_lag,
         }
     }
 }
@@ -108,17 +184,29 @@ async fn main() -> ExitCode {
         Verb::Run { up, command } => run(up.into(), &command).await,
         Verb::Kubelet {
             kubeconfig,
+            dir,
             node_name,
-            startup_delay,
-            max_grace,
+            node,
         } => kubelet::run(kubelet::Options {
             kubeconfig,
+            dir,
             node_name,
-            startup_delay,
-            max_grace,
+            startup_delay: node.startup_delay,
+            max_grace: node.max_grace,
+            max_probe_period: node.max_probe_period,
+            proxy_lag: node.proxy_lag,
         })
         .await
         .map(|()| ExitCode::SUCCESS),
+        Verb::PodApp(opts) => podapp::run(opts).await.map(|()| ExitCode::SUCCESS),
+        Verb::Load(args) => load(args).await,
+        Verb::ZeroDowntime(opts) => bench::run(opts).await.map(|()| ExitCode::SUCCESS),
+        Verb::ServiceAddr {
+            service,
+            port,
+            dir,
+            wait,
+        } => service_addr(dir, &service, port, wait).await,
     };
     result.unwrap_or_else(|e| {
         eprintln!("testenv: error: {e:#}");
@@ -141,6 +229,55 @@ fn env_dir(dir: Option<PathBuf>) -> Result<PathBuf> {
     .context(
         "which environment? pass the directory `testenv up` printed, or set BGSLOT_TESTENV_DIR",
     )
+}
+
+async fn service_addr(
+    dir: Option<PathBuf>,
+    service: &str,
+    port: Option<u16>,
+    wait: Duration,
+) -> Result<ExitCode> {
+    let addr = proxy::service_addr(&env_dir(dir)?, service, port, wait).await?;
+    println!("{addr}");
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn load(args: LoadArgs) -> Result<ExitCode> {
+    let mut sigint = signal(SignalKind::interrupt())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let dir = env_dir(args.dir)?;
+    let target =
+        proxy::service_addr(&dir, &args.service, args.port, Duration::from_secs(30)).await?;
+    let running = load::Load::start(load::Options {
+        target,
+        rate: args.rate,
+        keepalive_share: args.keepalive_share,
+        keepalive_conns: args.keepalive_conns,
+        timeout: args.timeout,
+    });
+    eprintln!(
+        "load: started: {}/s to {} at {target}",
+        args.rate, args.service
+    );
+    tokio::select! {
+        _ = sigint.recv() => {}
+        _ = sigterm.recv() => {}
+        _ = tokio::time::sleep(args.max_duration) => {}
+    }
+    let mut records = running.stop().await;
+    load::attribute_rejections(&mut records, &dir, &args.service);
+    if let Some(path) = &args.records {
+        let lines: String = records
+            .iter()
+            .map(|r| serde_json::to_string(r).map(|l| l + "\n"))
+            .collect::<Result<_, _>>()?;
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&load::Summary::of(&records))?
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn down(dir: Option<PathBuf>) -> Result<ExitCode> {

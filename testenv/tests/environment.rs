@@ -316,8 +316,13 @@ async fn never_ready_pod_stays_out_of_endpoints_and_keeps_its_deployment_unavail
             .unwrap()
             .items;
         assert_eq!(bad.len(), 1);
-        let bad = &bad[0];
-        assert_eq!(phase(bad), Some("Running"));
+        // Its app starts on its own schedule: wait for the container to run.
+        let name = bad[0].metadata.name.clone().unwrap();
+        watch_pod(&pods, &name, "phase Running", |p| {
+            phase(p) == Some("Running")
+        })
+        .await;
+        let bad = &pods.get(&name).await.unwrap();
         let c = container(bad).unwrap();
         assert!(c.state.as_ref().unwrap().running.is_some(), "{c:?}");
         assert!(!c.ready);

@@ -70,3 +70,110 @@ exit 5"#,
     let left = processes_mentioning(&dir);
     assert!(left.is_empty(), "still running: {left:#?}");
 }
+
+/// Pod apps of `dir`: the processes the kubelet started for its pods.
+fn pod_apps(dir: &Path) -> Vec<String> {
+    processes_mentioning(dir)
+        .into_iter()
+        .filter(|cmdline| cmdline.contains(" pod-app "))
+        .collect()
+}
+
+fn testenv(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_testenv"))
+        .args(args)
+        .env_remove("BGSLOT_TESTENV_DIR")
+        .output()
+        .expect("running testenv");
+    assert!(
+        out.status.success(),
+        "testenv {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Starts an environment in `dir` and a Deployment of `replicas` pods in it, and waits until
+/// each pod's app process runs.
+async fn up_with_pods(dir: &Path, replicas: usize) {
+    testenv(&["up", "--dir", dir.to_str().unwrap()]);
+    let kubeconfig = kube::config::Kubeconfig::read_from(dir.join("kubeconfig")).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let deployment: k8s_openapi::api::apps::v1::Deployment =
+        serde_json::from_value(serde_json::json!({
+            "metadata": { "name": "web" },
+            "spec": {
+                "replicas": replicas,
+                "selector": { "matchLabels": { "app": "web" } },
+                "template": {
+                    "metadata": { "labels": { "app": "web" } },
+                    "spec": { "containers": [{ "name": "app", "image": "app:v1", "ports": [{ "containerPort": 8080 }] }] },
+                },
+            },
+        }))
+        .unwrap();
+    kube::Api::default_namespaced(client)
+        .create(&Default::default(), &deployment)
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while pod_apps(dir).len() < replicas {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {replicas} pod apps after 60s: {:#?}",
+            pod_apps(dir)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+fn fresh_dir(name: &str) -> PathBuf {
+    std::env::temp_dir().join(format!("testenv-{name}-{}", std::process::id()))
+}
+
+#[tokio::test]
+async fn down_stops_the_pod_apps_too() {
+    assert!(
+        cache_env().exists(),
+        "no testenv cache: run `testenv prepare`"
+    );
+    let dir = fresh_dir("apps-down");
+    up_with_pods(&dir, 2).await;
+    testenv(&["down", dir.to_str().unwrap()]);
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+    let left = processes_mentioning(&dir);
+    assert!(left.is_empty(), "still running: {left:#?}");
+}
+
+#[tokio::test]
+async fn pod_apps_die_with_a_killed_kubelet() {
+    assert!(
+        cache_env().exists(),
+        "no testenv cache: run `testenv prepare`"
+    );
+    let dir = fresh_dir("apps-kill");
+    up_with_pods(&dir, 2).await;
+    let pids = std::fs::read_to_string(dir.join("pids")).unwrap();
+    let kubelet: i32 = pids
+        .lines()
+        .find_map(|l| l.strip_prefix("kubelet "))
+        .expect("a kubelet in DIR/pids")
+        .trim()
+        .parse()
+        .unwrap();
+    // SAFETY: kill(2) on the kubelet this test started.
+    unsafe { libc::kill(kubelet, libc::SIGKILL) };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !pod_apps(&dir).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "pod apps outlived their SIGKILLed kubelet: {:#?}",
+            pod_apps(&dir)
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    testenv(&["down", dir.to_str().unwrap()]);
+    assert!(processes_mentioning(&dir).is_empty());
+}

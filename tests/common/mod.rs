@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod cli;
+pub mod dataplane;
 
 /// Runs each named `async fn NAME(helm_major: u32)` once with Helm 3 and once with Helm 4.
 #[allow(unused_macros)]
