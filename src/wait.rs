@@ -19,6 +19,7 @@ use crate::cluster::{
     pod_state, slot_selector, Cluster, MigrationPhase, MigrationState, PodState, Role,
     ServiceState, Services, SlotState,
 };
+use crate::output::progress;
 use crate::signals;
 use crate::values::Slot;
 
@@ -186,6 +187,63 @@ pub async fn slot_available(
             }
         }
     }
+}
+
+/// After a clean: waits until no pod of `slot` is left, terminating ones included, so the old
+/// version no longer answers anyone (keep-alive clients stay on a pod until it stops). Reads the
+/// pods once, then again at each pod event. Returns how many pods were stopping at first.
+pub async fn slot_stopped(
+    cluster: &Cluster,
+    release: &str,
+    slot: Slot,
+    timeout: Duration,
+) -> Result<usize> {
+    let selector = slot_selector(release, slot);
+    // The watch starts with a list of its own, which wakes the loop once more: a pod that goes
+    // between the first read and the watch's start is not missed.
+    let mut changes = ticks(cluster.pods(), watcher::Config::default().labels(&selector));
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    let mut signals = signals::subscribe();
+    let mut left = cluster.slot_pods(release, slot).await?;
+    let stopping = left.len();
+    let mut shown = None;
+    while !left.is_empty() {
+        if shown != Some(left.len()) {
+            progress(&format!(
+                "{release}: waiting for {} {slot} pod(s) to stop (preStop, then in-flight requests): {}",
+                left.len(),
+                names(&left)
+            ));
+            shown = Some(left.len());
+        }
+        tokio::select! {
+            change = changes.next() => {
+                if change.is_none() {
+                    bail!("the watch on the {slot} pods of {release} ended unexpectedly");
+                }
+                while let Some(Some(())) = changes.next().now_or_never() {}
+                left = cluster.slot_pods(release, slot).await?;
+            }
+            _ = &mut deadline => bail!(
+                "the {slot} slot of {release} is disabled, but {} of its pods still run after {}s: {}; \
+                 check their finalizers and node with `kubectl get pods -n {} -l {selector}`",
+                left.len(), timeout.as_secs(), names(&left), cluster.namespace
+            ),
+            sig = signals.changed_to_signal() => bail!(
+                "interrupted by {} while waiting for the {slot} pods of {release} to stop; the slot is disabled already",
+                signals::name(sig)
+            ),
+        }
+    }
+    Ok(stopping)
+}
+
+fn names(pods: &[PodState]) -> String {
+    pods.iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn snapshot(deployments: &Store<Deployment>, pods: &Store<Pod>) -> (SlotState, Vec<PodState>) {

@@ -92,6 +92,8 @@ struct Clean {
     slot: String,
     changed: bool,
     image: String,
+    stopped_pods: usize,
+    stop_ms: u64,
     next: String,
 }
 
@@ -451,6 +453,18 @@ async fn every_command_prints_its_documented_json(major: u32) {
         ),
         ("blue", true, "nginx:v1")
     );
+    // Done means stopped: not one blue pod is left, terminating or not.
+    let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
+        kube::Api::namespaced(env.client.clone(), &env.ns);
+    let left = pods
+        .list(&kube::api::ListParams::default().labels("bgslot/slot=blue"))
+        .await
+        .unwrap();
+    assert!(
+        left.items.is_empty(),
+        "blue pods left after clean: {left:?}"
+    );
+    assert!(cleaned.stopped_pods > 0, "{cleaned:?}");
     let again: Clean = json(&env, &["clean", "web", "--min-age", "0s"], 0).await;
     assert!(!again.changed);
 

@@ -195,9 +195,15 @@ pub async fn act(
                 ctx.namespace
             )
         })?;
+    // Done means the old version answers no one: its pods drain (preStop, then SIGTERM) before
+    // they go, and keep-alive clients stay on them until then.
+    let began = std::time::Instant::now();
+    let stopped_pods = crate::wait::slot_stopped(&ctx.cluster(), release, slot, ctx.global.timeout).await?;
     Ok(CleanReport {
         revision: seen.latest().revision + 1,
         changed: true,
+        stopped_pods,
+        stop_ms: began.elapsed().as_millis() as u64,
         ..CleanReport::unchanged(seen)
     })
 }
@@ -215,6 +221,10 @@ pub struct CleanReport {
     pub changed: bool,
     /// What the slot ran before it was disabled.
     pub image: String,
+    /// How many of the slot's pods were still running or draining when it was disabled.
+    pub stopped_pods: usize,
+    /// How long they took to stop, in milliseconds.
+    pub stop_ms: u64,
     pub next: String,
 }
 
@@ -232,6 +242,8 @@ impl CleanReport {
             slot,
             changed: false,
             image: values.slot(slot).image(),
+            stopped_pods: 0,
+            stop_ms: 0,
             next: format!("bgslot deploy {} --tag NEW_TAG", seen.release),
         }
     }
@@ -251,6 +263,14 @@ impl fmt::Display for CleanReport {
             "{}: disabled {} (was {}); production {} is untouched",
             self.release, self.slot, self.image, self.production_slot
         )?;
+        if self.stopped_pods > 0 {
+            writeln!(
+                f,
+                "its {} pod(s) drained and stopped in {:.1}s",
+                self.stopped_pods,
+                self.stop_ms as f64 / 1000.0
+            )?;
+        }
         writeln!(f, "\nnext: {}", self.next)
     }
 }
