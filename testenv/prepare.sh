@@ -43,7 +43,7 @@ check_version() {
 }
 
 # --- system packages -------------------------------------------------------------------------
-apt_install etcd-server unzip ca-certificates groff-base
+apt_install etcd-server unzip ca-certificates groff-base curl
 command -v npm >/dev/null || apt_install npm
 # etcd-server's package starts a system etcd on 2379; the tests run their own on free ports.
 if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then as_root systemctl stop etcd || true; fi
