@@ -44,16 +44,16 @@ pub struct Options {
     #[arg(long, default_value_t = 200.0)]
     pub rate: f64,
     /// Steady load before the first cycle, for the steady-state latency.
-    #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "10s", value_parser = bgslot::duration::parse_duration)]
     pub steady: Duration,
     /// The production Service's propagation lag with the defaults (default: the node's,
     /// `testenv up --proxy-lag`, 1 s).
-    #[arg(long, value_parser = crate::duration::parse)]
+    #[arg(long, value_parser = bgslot::duration::parse_duration)]
     pub proxy_lag: Option<Duration>,
     /// The propagation lag in the scenarios that clean right after the swap. Longer than the
     /// node's: at 1 s, bgslot's own clean on a busy machine outlasts the window in which a
     /// stopped slot still gets new connections, and the control could not show a drop.
-    #[arg(long, default_value = "10s", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "10s", value_parser = bgslot::duration::parse_duration)]
     pub control_lag: Duration,
     /// Where zero-downtime.json and zero-downtime.svg go.
     #[arg(long, default_value = "target/bench")]

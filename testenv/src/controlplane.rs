@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use base64::Engine;
+use bgslot::names::shell_words;
 use k8s_openapi::api::core::v1::{Node, Secret, ServiceAccount};
 use kube::{Api, Client};
 
@@ -401,7 +402,7 @@ pub async fn start(dir: &Path, opts: &UpOptions) -> Result<Started> {
     env.extend(bin.helm);
     let text: String = env
         .iter()
-        .map(|(k, v)| format!("{k}={}\n", shell_quote(v)))
+        .map(|(k, v)| format!("{k}={}\n", shell_words(&[v])))
         .collect();
     fs::write(dir.join("env"), text)?;
     eprintln!(
@@ -447,17 +448,6 @@ contexts:
 current-context: bgslot-testenv
 "
     )
-}
-
-fn shell_quote(value: &str) -> String {
-    if value
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || "/._-:+,@%".contains(c))
-    {
-        value.to_string()
-    } else {
-        format!("'{}'", value.replace('\'', r"'\''"))
-    }
 }
 
 pub async fn readyz(client: &Client) -> bool {
@@ -652,16 +642,6 @@ fn wait_gone(pid: i32, dir: &Path, timeout: Duration) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn quoting() {
-        assert_eq!(
-            shell_quote("/dev/shm/bgslot-testenv-ab12/kubeconfig"),
-            "/dev/shm/bgslot-testenv-ab12/kubeconfig"
-        );
-        assert_eq!(shell_quote("/tmp/with space"), "'/tmp/with space'");
-        assert_eq!(shell_quote("it's"), r"'it'\''s'");
-    }
 
     #[test]
     fn ports_are_distinct() {

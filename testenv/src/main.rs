@@ -6,7 +6,6 @@
 
 mod bench;
 mod controlplane;
-mod duration;
 mod http1;
 mod kubelet;
 mod load;
@@ -64,7 +63,7 @@ enum Verb {
         /// The directory `up` printed (default: $BGSLOT_TESTENV_DIR).
         dir: Option<PathBuf>,
         /// How long the API server stays down.
-        #[arg(long, default_value = "2s", value_parser = duration::parse)]
+        #[arg(long, default_value = "2s", value_parser = bgslot::duration::parse_duration)]
         down_for: Duration,
     },
     /// Run the simulated kubelet and the node's service proxy (started by `up`).
@@ -99,7 +98,7 @@ enum Verb {
         #[arg(long)]
         dir: Option<PathBuf>,
         /// How long to wait for the proxy to have the Service.
-        #[arg(long, default_value = "10s", value_parser = duration::parse)]
+        #[arg(long, default_value = "10s", value_parser = bgslot::duration::parse_duration)]
         wait: Duration,
     },
 }
@@ -125,10 +124,10 @@ struct LoadArgs {
     #[arg(long, default_value_t = 8)]
     keepalive_conns: usize,
     /// A request without a full response by then fails as a timeout.
-    #[arg(long, default_value = "2s", value_parser = duration::parse)]
+    #[arg(long, default_value = "2s", value_parser = bgslot::duration::parse_duration)]
     timeout: Duration,
     /// Stop by itself after this long.
-    #[arg(long, default_value = "10m", value_parser = duration::parse)]
+    #[arg(long, default_value = "10m", value_parser = bgslot::duration::parse_duration)]
     max_duration: Duration,
     /// Also write every request as a JSON line to this file.
     #[arg(long)]
@@ -139,16 +138,16 @@ struct LoadArgs {
 #[derive(Args, Clone, Debug)]
 struct NodeArgs {
     /// How long pods take to start (their app starts then, and is probed for readiness).
-    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    #[arg(long, default_value = "1s", value_parser = bgslot::duration::parse_duration)]
     startup_delay: Duration,
     /// Upper bound on a deleted pod's grace period (default: the pod's own, preStop included).
-    #[arg(long, value_parser = duration::parse)]
+    #[arg(long, value_parser = bgslot::duration::parse_duration)]
     max_grace: Option<Duration>,
     /// Upper bound on probe periods and initial delays (pods' own are used up to this).
-    #[arg(long, default_value = "500ms", value_parser = duration::parse)]
+    #[arg(long, default_value = "500ms", value_parser = bgslot::duration::parse_duration)]
     max_probe_period: Duration,
     /// How long an Endpoints change takes to reach the service proxy's routing table.
-    #[arg(long, default_value = "1s", value_parser = duration::parse)]
+    #[arg(long, default_value = "1s", value_parser = bgslot::duration::parse_duration)]
     proxy_lag: Duration,
 }
 

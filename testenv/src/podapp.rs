@@ -53,7 +53,7 @@ pub struct Options {
     #[arg(long = "port", required = true)]
     pub ports: Vec<u16>,
     /// Answer 503 until this long after start (a slow start).
-    #[arg(long, default_value = "0s", value_parser = crate::duration::parse)]
+    #[arg(long, default_value = "0s", value_parser = bgslot::duration::parse_duration)]
     pub warmup: Duration,
     /// Answer 503 forever (up, but never ready).
     #[arg(long)]
@@ -231,7 +231,9 @@ fn requested_delay(target: &str) -> Option<Duration> {
     let value = query
         .split('&')
         .find_map(|pair| pair.strip_prefix("delay="))?;
-    crate::duration::parse(value).ok().map(|d| d.min(MAX_DELAY))
+    bgslot::duration::parse_duration(value)
+        .ok()
+        .map(|d| d.min(MAX_DELAY))
 }
 
 #[cfg(test)]
@@ -250,7 +252,8 @@ mod tests {
         );
         assert_eq!(requested_delay("/"), None);
         assert_eq!(requested_delay("/?delay=soon"), None);
-        assert_eq!(requested_delay("/?delay=1h"), None);
+        assert_eq!(requested_delay("/?delay=-1s"), None);
         assert_eq!(requested_delay("/?delay=5m"), Some(MAX_DELAY));
+        assert_eq!(requested_delay("/?delay=1h"), Some(MAX_DELAY));
     }
 }

@@ -578,7 +578,7 @@ impl Observed {
             .annotations
             .as_ref()?
             .get(LAG_ANNOTATION)?;
-        crate::duration::parse(value).ok()
+        bgslot::duration::parse_duration(value).ok()
     }
 }
 

@@ -214,13 +214,13 @@ fn handler_action(c: &Container, h: &LifecycleHandler) -> PreStop {
 fn sleep_command(argv: &[String]) -> Option<Duration> {
     let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_string();
     match argv {
-        [cmd, n] if base(cmd) == "sleep" => crate::duration::parse(n).ok(),
+        [cmd, n] if base(cmd) == "sleep" => bgslot::duration::parse_duration(n).ok(),
         [sh, flag, script]
             if matches!(base(sh).as_str(), "sh" | "bash" | "dash") && flag == "-c" =>
         {
             let words: Vec<&str> = script.split_whitespace().collect();
             match words.as_slice() {
-                ["sleep", n] | ["exec", "sleep", n] => crate::duration::parse(n).ok(),
+                ["sleep", n] | ["exec", "sleep", n] => bgslot::duration::parse_duration(n).ok(),
                 _ => None,
             }
         }

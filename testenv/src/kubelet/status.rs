@@ -89,8 +89,8 @@ pub struct Timing {
 }
 
 pub fn timing_of(pod: &Pod, fault: Option<Fault>, startup_delay: Duration) -> Timing {
-    let annotated =
-        annotation(pod, START_DELAY_ANNOTATION).and_then(|v| crate::duration::parse(v).ok());
+    let annotated = annotation(pod, START_DELAY_ANNOTATION)
+        .and_then(|v| bgslot::duration::parse_duration(v).ok());
     let ready_after = match (annotated, fault) {
         (Some(d), _) => d,
         (None, Some(Fault::SlowStart)) => SLOW_START_DEFAULT.max(startup_delay),
