@@ -1,7 +1,6 @@
 //! Traffic through testenv's data plane, for tests that make claims about requests: the Service's
 //! loopback address and routing table (from `$BGSLOT_TESTENV_DIR/services.json`, written by the
-//! simulated node's service proxy), a load generator (`testenv load`) to start and stop, and a
-//! guard that deletes a test's namespace however the test ends.
+//! simulated node's service proxy) and a load generator (`testenv load`) to start and stop.
 //!
 //! These need testenv's simulated node (pods are local processes there); on another cluster they
 //! fail saying so.
@@ -11,9 +10,6 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::Namespace;
-use kube::api::{Api, DeleteParams};
-use kube::Client;
 use serde::Deserialize;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
@@ -180,43 +176,5 @@ impl Load {
         assert!(status.success(), "testenv load failed ({status}): {stdout}");
         serde_json::from_str(&stdout)
             .unwrap_or_else(|e| panic!("testenv load printed no summary ({e}): {stdout}"))
-    }
-}
-
-/// Deletes its namespace when dropped, so a failing test leaves no pods (and their processes)
-/// behind.
-pub struct NamespaceGuard {
-    name: String,
-}
-
-impl NamespaceGuard {
-    pub fn new(name: &str) -> NamespaceGuard {
-        NamespaceGuard {
-            name: name.to_string(),
-        }
-    }
-}
-
-impl Drop for NamespaceGuard {
-    fn drop(&mut self) {
-        let name = std::mem::take(&mut self.name);
-        // Drop cannot await, and may run while the test's runtime unwinds: a client and a
-        // runtime of its own, on a thread of its own.
-        let deleted = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap()
-                .block_on(async {
-                    let client = Client::try_default().await?;
-                    Api::<Namespace>::all(client)
-                        .delete(&name, &DeleteParams::background())
-                        .await
-                })
-        })
-        .join();
-        if let Ok(Err(e)) = deleted {
-            eprintln!("deleting the test namespace: {e}");
-        }
     }
 }
