@@ -7,6 +7,7 @@
 //! clean (the default preStop, `clean --force` right after `swap`). Figures only, no asserts.
 
 mod plot;
+pub mod swap;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -87,6 +87,9 @@ enum Verb {
     /// The zero-downtime benchmark (scripts/bench runs it): deploy/swap/clean cycles under load,
     /// with a negative control; writes zero-downtime.json and zero-downtime.svg.
     ZeroDowntime(bench::Options),
+    /// The swap-cost benchmark (scripts/bench runs it): `bgslot swap` against a bare helm upgrade
+    /// and a bare selector patch, flip latency, readiness noticed; writes swap.json.
+    SwapBench(bench::swap::Options),
     /// Print the local address at which the service proxy serves a Service.
     ServiceAddr {
         /// NAMESPACE/NAME of the Service.
@@ -200,6 +203,7 @@ async fn main() -> ExitCode {
         Verb::PodApp(opts) => podapp::run(opts).await.map(|()| ExitCode::SUCCESS),
         Verb::Load(args) => load(args).await,
         Verb::ZeroDowntime(opts) => bench::run(opts).await.map(|()| ExitCode::SUCCESS),
+        Verb::SwapBench(opts) => bench::swap::run(opts).await.map(|()| ExitCode::SUCCESS),
         Verb::ServiceAddr {
             service,
             port,
