@@ -73,13 +73,15 @@ pub enum Scenario {
     Control,
     /// The default preStop, but `clean --force` right after `swap`.
     PromptClean,
+    /// The defaults, with an app that closes keep-alive connections once they are 10 s old.
+    ConnectionAge,
 }
 
 impl Scenario {
     /// The Services' propagation lag in this scenario; `None` is the node's.
     fn lag(self, opts: &Options) -> Option<Duration> {
         match self {
-            Scenario::Defaults => opts.proxy_lag,
+            Scenario::Defaults | Scenario::ConnectionAge => opts.proxy_lag,
             Scenario::Control | Scenario::PromptClean => Some(opts.control_lag),
         }
     }
@@ -89,6 +91,7 @@ impl Scenario {
             Scenario::Defaults => "defaults (preStop 5s, clean after 30s)",
             Scenario::Control => "control (preStop 0, clean --force at once)",
             Scenario::PromptClean => "prompt clean (preStop 5s, clean --force at once)",
+            Scenario::ConnectionAge => "defaults, app closes connections at 10s of age",
         }
     }
 
@@ -97,6 +100,7 @@ impl Scenario {
             Scenario::Defaults => "zd",
             Scenario::Control => "zdctl",
             Scenario::PromptClean => "zdprompt",
+            Scenario::ConnectionAge => "zdage",
         }
     }
 }
@@ -171,6 +175,7 @@ pub async fn run(opts: Options) -> Result<()> {
                 (Scenario::Defaults, opts.cycles),
                 (Scenario::Control, opts.control_cycles),
                 (Scenario::PromptClean, opts.control_cycles),
+                (Scenario::ConnectionAge, opts.control_cycles),
             ] {
                 if cycles == 0 {
                     continue;
@@ -283,8 +288,10 @@ impl Bench<'_> {
         let ns = self.namespace();
         self.delete_namespace().await?;
         let mut install = vec!["deploy", RELEASE, "--tag", "v1", "--create-namespace"];
-        if self.scenario == Scenario::Control {
-            install.extend(["--set", "preStopSleepSeconds=0"]);
+        match self.scenario {
+            Scenario::Control => install.extend(["--set", "preStopSleepSeconds=0"]),
+            Scenario::ConnectionAge => install.extend(["--set", "env.MAX_CONNECTION_AGE=10s"]),
+            _ => {}
         }
         let lag = self.scenario.lag(self.opts).map(|d| {
             format!(
@@ -375,7 +382,7 @@ impl Bench<'_> {
             .await?;
         c.swapped = now_unix();
         match self.scenario {
-            Scenario::Defaults => {
+            Scenario::Defaults | Scenario::ConnectionAge => {
                 // As a user with a timer would: wait out the drain delay, then clean, retrying
                 // while bgslot still refuses (exit 3).
                 tokio::time::sleep(MIN_AGE).await;
@@ -620,6 +627,7 @@ impl Report {
         let defaults = summary(&of(Scenario::Defaults));
         let control = summary(&of(Scenario::Control));
         let prompt = summary(&of(Scenario::PromptClean));
+        let connection_age = summary(&of(Scenario::ConnectionAge));
         let steady = Latency::of(of(Scenario::Defaults).iter().flat_map(|r| {
             let first = r.cycles.first().map_or(f64::MAX, |c| c.times.deploy);
             r.records.iter().filter(move |x| x.t < first)
@@ -645,6 +653,7 @@ impl Report {
             "control_failed_by_kind": control["failed_by_kind"],
             "control": control,
             "prompt_clean": prompt,
+            "connection_age_10s": connection_age,
             "cannot_see_drops": opts.control_cycles > 0 && control_failed == 0,
             "by_helm": by_helm,
         });

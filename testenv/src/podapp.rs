@@ -61,6 +61,11 @@ pub struct Options {
     /// Exit with code 1 right after start, before listening (a crash loop).
     #[arg(long)]
     pub crash: bool,
+    /// Close a keep-alive connection once it is this old, with `Connection: close` on its next
+    /// answer (nginx's `keepalive_time`, Envoy's `max_connection_duration`, gRPC's
+    /// `MaxConnectionAge`): clients reconnect, and so follow the Service's current endpoints.
+    #[arg(long, value_parser = bgslot::duration::parse_duration)]
+    pub max_connection_age: Option<Duration>,
 }
 
 /// What every response says about who answered.
@@ -71,6 +76,7 @@ struct Identity {
     started: Instant,
     warmup: Duration,
     never_ready: bool,
+    max_connection_age: Option<Duration>,
 }
 
 impl Identity {
@@ -100,6 +106,7 @@ pub async fn run(opts: Options) -> Result<()> {
         started: Instant::now(),
         warmup: opts.warmup,
         never_ready: opts.never_ready,
+        max_connection_age: opts.max_connection_age,
     });
 
     let mut listeners = Vec::new();
@@ -172,6 +179,7 @@ async fn serve(
     _alive: mpsc::Sender<()>,
 ) {
     let _ = stream.set_nodelay(true);
+    let opened = Instant::now();
     let (read_half, mut writer) = stream.into_split();
     let mut reader = http1::Reader::new(read_half);
     loop {
@@ -204,7 +212,10 @@ async fn serve(
         if let Some(delay) = requested_delay(&head.start[1]) {
             tokio::time::sleep(delay).await;
         }
-        let close = !head.keeps_alive(&head.start[2]) || *draining.borrow();
+        let too_old = identity
+            .max_connection_age
+            .is_some_and(|age| opened.elapsed() >= age);
+        let close = !head.keeps_alive(&head.start[2]) || *draining.borrow() || too_old;
         let ready = identity.ready();
         let body = json!({
             "pod": identity.pod,

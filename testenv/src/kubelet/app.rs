@@ -104,6 +104,9 @@ impl App {
         for port in &spec.ports {
             cmd.arg("--port").arg(port.to_string());
         }
+        if let Some(age) = spec.max_connection_age {
+            cmd.arg(format!("--max-connection-age={}ms", age.as_millis()));
+        }
         if behaviour.never_ready {
             cmd.arg("--never-ready");
         }

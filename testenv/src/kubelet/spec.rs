@@ -25,6 +25,9 @@ pub struct AppSpec {
     /// The readiness check: the container's readinessProbe, else a GET / on its first port.
     pub readiness: ProbeSpec,
     pub pre_stop: PreStop,
+    /// The container's `MAX_CONNECTION_AGE` (a literal value): the app closes a keep-alive
+    /// connection this old after its next answer, as servers with a connection lifetime do.
+    pub max_connection_age: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -113,7 +116,22 @@ pub fn app_spec(pod: &Pod) -> Option<AppSpec> {
         startup,
         readiness,
         pre_stop: pre_stop(c),
+        max_connection_age: env_value(c, MAX_CONNECTION_AGE_ENV)
+            .and_then(|v| bgslot::duration::parse_duration(v).ok()),
     })
+}
+
+/// The container variable that gives the app a connection lifetime.
+pub const MAX_CONNECTION_AGE_ENV: &str = "MAX_CONNECTION_AGE";
+
+/// The literal value of the container's variable `name` (the last one wins, as in Kubernetes).
+fn env_value<'a>(c: &'a Container, name: &str) -> Option<&'a str> {
+    c.env
+        .iter()
+        .flatten()
+        .rev()
+        .find(|e| e.name == name)
+        .and_then(|e| e.value.as_deref())
 }
 
 /// The version an image runs: its tag, else its digest (`repo@sha256:…`), else `latest`.
@@ -313,6 +331,31 @@ mod tests {
             spec.readiness.action,
             ProbeAction::UnknownPort("metrics".into())
         );
+    }
+
+    #[test]
+    fn a_connection_lifetime_comes_from_the_containers_env() {
+        let with_env = |env: serde_json::Value| {
+            app_spec(&pod(
+                json!({ "name": "app", "image": "app:v1", "env": env }),
+                json!({}),
+            ))
+            .unwrap()
+            .max_connection_age
+        };
+        assert_eq!(
+            with_env(
+                json!([{ "name": "MAX_CONNECTION_AGE", "value": "1m" }, { "name": "MAX_CONNECTION_AGE", "value": "10s" }])
+            ),
+            Some(Duration::from_secs(10))
+        );
+        assert_eq!(
+            with_env(
+                json!([{ "name": "MAX_CONNECTION_AGE", "valueFrom": { "fieldRef": { "fieldPath": "x" } } }])
+            ),
+            None
+        );
+        assert_eq!(with_env(json!([])), None);
     }
 
     #[test]
