@@ -625,25 +625,9 @@ contexts:
 current-context: nowhere
 ";
 
-/// The `testenv` binary built beside the test binaries.
-fn testenv_bin() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .unwrap()
-        .join("testenv");
-    assert!(
-        bin.is_file(),
-        "{} is missing: build the workspace (scripts/test does)",
-        bin.display()
-    );
-    bin
-}
-
 /// Runs `testenv ARGS`, failing with its stderr.
 fn testenv(args: &[&str]) {
-    let out = std::process::Command::new(testenv_bin())
+    let out = std::process::Command::new(common::dataplane::testenv_bin())
         .args(args)
         .output()
         .unwrap();
@@ -688,7 +672,7 @@ impl PrivatePlane {
 
 impl Drop for PrivatePlane {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(testenv_bin())
+        let _ = std::process::Command::new(common::dataplane::testenv_bin())
             .args(["down", self.dir.path().to_str().unwrap()])
             .status();
     }
