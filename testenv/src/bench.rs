@@ -597,7 +597,9 @@ fn summary(runs: &[&ScenarioRun]) -> serde_json::Value {
         r.records.iter().filter(move |x| x.t >= first && x.t < last)
     });
     json!({
-        "cycles": runs.first().map_or(0, |r| r.cycles.len()),
+        // Totals over every helm, like the request counts; `by_helm` has each helm's own.
+        "cycles": cycles.len(),
+        "cycles_per_helm": runs.first().map_or(0, |r| r.cycles.len()),
         "requests": runs.iter().map(|r| r.requests).sum::<u64>(),
         "failed": runs.iter().map(|r| r.failed).sum::<u64>(),
         "failed_by_kind": failed_by_kind,
