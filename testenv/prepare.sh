@@ -70,7 +70,14 @@ fetch_helm "$HELM4_VERSION" "$HELM4_NPM"
 fetch_helm "$HELM3_VERSION" "$HELM3_NPM"
 
 # --- kube-apiserver and kube-controller-manager -----------------------------------------------
-k8s_dest="$CACHE/kubernetes-$K8S_VERSION"
+# Kubernetes 1.20 vendors reflect2 v1.0.1, which calls the Go runtime's map iterator with its
+# signature from before Go 1.18. Built with bookworm's Go 1.19 as is, the API server corrupts its
+# memory when it iterates a map that way and then panics on later requests (pod bindings fail with
+# a dropped connection after a plain `curl` GET). The build swaps in Debian's reflect2 v1.0.2, which
+# has the fix; the cache directory names the swap so binaries built without it are not reused.
+K8S_PATCH=reflect2-1.0.2
+REFLECT2_SRC=/usr/share/gocode/src/github.com/modern-go/reflect2
+k8s_dest="$CACHE/kubernetes-$K8S_VERSION+$K8S_PATCH"
 k8s_cached() {
   [ -x "$k8s_dest/kube-apiserver" ] && [ -x "$k8s_dest/kube-controller-manager" ] &&
     "$k8s_dest/kube-apiserver" --version 2>/dev/null | grep -q "v$K8S_VERSION" &&
@@ -79,7 +86,7 @@ k8s_cached() {
 if k8s_cached; then
   log "kubernetes v$K8S_VERSION: cached"
 else
-  apt_install golang-go dpkg-dev rsync make
+  apt_install golang-go dpkg-dev rsync make golang-github-modern-go-reflect2-dev
   srclist=/etc/apt/sources.list.d/bgslot-deb-src.sources
   if ! apt-cache showsrc "kubernetes=$K8S_DEB_VERSION" 2>/dev/null | grep -q '^Package: kubernetes'; then
     # A deb-src stanza mirroring the system's own Debian entry (same URIs, suites and key).
@@ -94,6 +101,12 @@ else
   log "kubernetes v$K8S_VERSION: downloading Debian source $K8S_DEB_VERSION into $build"
   (cd "$build" && apt-get source -qq --download-only "kubernetes=$K8S_DEB_VERSION" >/dev/null)
   (cd "$build" && dpkg-source -x --skip-debianization ./*.dsc src >/dev/null 2>&1 || dpkg-source -x ./*.dsc src >/dev/null)
+  vendored="$build/src/vendor/github.com/modern-go/reflect2"
+  [ -d "$vendored" ] || die "the kubernetes source has no $vendored to replace"
+  [ -f "$REFLECT2_SRC/go_above_118.go" ] || die "$REFLECT2_SRC lacks the Go 1.18 fix (golang-github-modern-go-reflect2-dev 1.0.2 expected)"
+  rm -f "$vendored"/*.go
+  for f in "$REFLECT2_SRC"/*.go; do case "$f" in *_test.go) ;; *) cp "$f" "$vendored/" ;; esac; done
+  log "kubernetes v$K8S_VERSION: vendored reflect2 replaced by $(dpkg-query -W -f='${Version}' golang-github-modern-go-reflect2-dev) (Go 1.18+ map iteration)"
   log "kubernetes v$K8S_VERSION: building kube-apiserver and kube-controller-manager (several minutes)"
   (
     cd "$build/src"

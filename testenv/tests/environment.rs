@@ -584,3 +584,42 @@ fn node_ready(n: Option<&Node>) -> bool {
     n.and_then(|n| n.status.as_ref()?.conditions.as_ref())
         .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
 }
+
+/// The kubeconfig's `server:` and `token:` values (testenv writes one of each).
+fn server_and_token() -> (String, String) {
+    let text = std::fs::read_to_string(std::env::var_os("KUBECONFIG").unwrap()).unwrap();
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().to_string()))
+            .unwrap_or_else(|| panic!("no `{key}` in KUBECONFIG"))
+    };
+    (value("server:"), value("token:"))
+}
+
+#[tokio::test]
+async fn a_plain_curl_get_leaves_the_api_server_able_to_bind_pods() {
+    // A Kubernetes 1.20 API server built with Go 1.18+ and its vendored reflect2 v1.0.1 corrupts
+    // its memory on the first such request, and every pod binding after it fails: prepare.sh
+    // builds it with reflect2 v1.0.2. Users of `testenv up` reach the API with kubectl and curl.
+    let (server, token) = server_and_token();
+    let out = std::process::Command::new("curl")
+        .args(["-sS", "--fail", "-k", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("{server}/api/v1/namespaces/default"))
+        .output()
+        .expect("running curl (testenv prepare installs it)");
+    assert!(
+        out.status.success(),
+        "curl failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    in_namespace("after-curl", |client, ns| async move {
+        let pods: Api<Pod> = Api::namespaced(client.clone(), &ns);
+        create_pod(&pods, &pod("bound", "app:v1", "Never", json!({}))).await;
+        wait_for(&pods, "bound", "bound to the node", |p| {
+            p.and_then(|p| p.spec.as_ref()?.node_name.as_deref()) == Some("bgslot-sim")
+        })
+        .await;
+    })
+    .await;
+}
