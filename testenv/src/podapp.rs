@@ -3,7 +3,8 @@
 //! requests through a release and see who served them, and that shuts down the way a well-behaved
 //! server does, so what a drain costs is measured rather than assumed.
 //!
-//! Shutdown on SIGTERM: the listeners close at once (new connections are refused), requests in
+//! Shutdown on SIGTERM: the listeners close at once (new connections are refused, and one still
+//! queued in the listen backlog is reset, as with any server that closes its listener), requests in
 //! flight finish, a request that arrives on an open keep-alive connection is answered with
 //! `Connection: close` and the connection closed, a connection left idle for [`DRAIN_IDLE`] is
 //! closed, and the process exits when no connection is left.

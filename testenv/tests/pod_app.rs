@@ -182,6 +182,9 @@ fn without_a_max_age_an_old_connection_stays_open() {
 fn sigterm_refuses_new_connections_finishes_requests_in_flight_with_close_then_exits() {
     let mut app = PodApp::start(&[]);
     let mut in_flight = app.connect();
+    // An answer first proves the app accepted this connection: one still queued in the listen
+    // backlog when SIGTERM closes the listener is reset by the kernel, as with any server.
+    assert!(!get(&mut in_flight).close);
     send(&mut in_flight, "/?delay=1500ms");
     app.sigterm();
     let deadline = Instant::now() + Duration::from_secs(5);
