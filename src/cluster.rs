@@ -1,19 +1,23 @@
 //! What the cluster really runs: each slot's Deployment and pods, and what each Service routes to.
 //!
-//! bgslot only *reads* through the Kubernetes API (writes go through helm). Objects are found by the
-//! chart's labels (`app.kubernetes.io/instance`, `bgslot/slot`, `bgslot/role`), not by name, so a
-//! `fullnameOverride` changes nothing here.
+//! bgslot reads through the Kubernetes API; its writes go through helm, except the few helm cannot
+//! make, which live here too: creating a missing namespace, deleting a failed migration Job so it
+//! runs again, and sizing an autoscaled slot (the lock's Lease is `lock.rs`'s). Objects are found by
+//! the chart's labels (`app.kubernetes.io/instance`, `bgslot/slot`, `bgslot/role`), not by name, so
+//! a `fullnameOverride` changes nothing here.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kube::Client;
 
+use crate::output::progress;
 use crate::values::Slot;
 
 pub const SLOT_LABEL: &str = "bgslot/slot";
@@ -276,6 +280,82 @@ impl Cluster {
 
     pub fn pods(&self) -> Api<Pod> {
         Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// Creates this namespace when it is missing (in a dry run, only says it would). Returns
+    /// whether it was (or would be) created; one created meanwhile by someone else was not.
+    pub async fn create_namespace_if_missing(&self, dry_run: bool) -> Result<bool> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let name = &self.namespace;
+        if api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading namespace {name}"))?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        if dry_run {
+            return Ok(true);
+        }
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&kube::api::PostParams::default(), &ns).await {
+            Ok(_) => {
+                progress(&format!("created namespace {name}"));
+                Ok(true)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(err) => Err(err).with_context(|| format!("creating namespace {name}")),
+        }
+    }
+
+    /// Deletes a Job (its pods go with it) and waits until it is gone, so helm can create it anew.
+    pub async fn delete_job(&self, name: &str, timeout: Duration) -> Result<()> {
+        let jobs: Api<Job> = Api::namespaced(self.client.clone(), &self.namespace);
+        match jobs
+            .delete(name, &kube::api::DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("deleting the failed migration Job {name}"))
+            }
+        }
+        let gone =
+            kube::runtime::wait::await_condition(jobs, name, |job: Option<&Job>| job.is_none());
+        tokio::time::timeout(timeout, gone)
+            .await
+            .with_context(|| {
+                format!(
+                    "the migration Job {name} was not gone within {}s",
+                    timeout.as_secs()
+                )
+            })?
+            .with_context(|| format!("waiting for the migration Job {name} to be deleted"))?;
+        Ok(())
+    }
+
+    /// Sets a Deployment's replicas through the scale subresource, as an HPA does, so the
+    /// change stays out of helm's managed fields.
+    pub async fn scale_deployment(&self, name: &str, replicas: u64) -> Result<()> {
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        self.deployments()
+            .patch_scale(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .with_context(|| format!("scaling the Deployment {name} to {replicas} replicas"))?;
+        Ok(())
     }
 
     /// The slot's Deployment, if rendered.

@@ -113,6 +113,64 @@ fn without_nulls(value: &Value) -> Value {
     }
 }
 
+/// Deep-merges `over` into `base`: maps key by key, anything else replaced. Unlike [`coalesce`],
+/// a `null` in `over` is kept: in values handed to helm it tells helm to drop the key.
+pub fn merge_into(base: &mut Value, over: &Value) {
+    match (base, over) {
+        (Value::Object(base), Value::Object(over)) => {
+            for (key, value) in over {
+                match base.get_mut(key) {
+                    Some(existing) if existing.is_object() && value.is_object() => {
+                        merge_into(existing, value)
+                    }
+                    _ => {
+                        base.insert(key.clone(), value.clone());
+                    }
+                }
+            }
+        }
+        (base, over) => *base = over.clone(),
+    }
+}
+
+/// Marks the dotted `key` as present in `tree` (its value does not matter here).
+pub fn set_path(tree: &mut Value, key: &str) {
+    let mut node = tree;
+    for part in key.split('.') {
+        if !node.is_object() {
+            *node = Value::Object(Default::default());
+        }
+        node = node
+            .as_object_mut()
+            .expect("made an object above")
+            .entry(part.to_string())
+            .or_insert(Value::Bool(true));
+    }
+}
+
+/// `null` for each key of `previous` that `present` lacks, recursing into maps both have: what
+/// helm must forget so a slot's new block does not inherit the old one's keys.
+pub fn removed_keys(previous: &Value, present: &Value) -> Option<Value> {
+    let (Value::Object(old), Value::Object(new)) = (previous, present) else {
+        return None;
+    };
+    let mut removed = serde_json::Map::new();
+    for (key, old_value) in old {
+        match new.get(key) {
+            None if !old_value.is_null() => {
+                removed.insert(key.clone(), Value::Null);
+            }
+            None => {}
+            Some(new_value) => {
+                if let Some(inner) = removed_keys(old_value, new_value) {
+                    removed.insert(key.clone(), inner);
+                }
+            }
+        }
+    }
+    (!removed.is_empty()).then_some(Value::Object(removed))
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReleaseValues {
     pub production: Slot,
@@ -320,6 +378,43 @@ mod tests {
             "service": {"port": 8080},
             "ingress": {"enabled": true, "host": "web.example.com", "stageHost": "stage.web.example.com", "tls": []}
         })
+    }
+
+    #[test]
+    fn merge_into_merges_maps_and_keeps_nulls_for_helm() {
+        let mut base = json!({"env": {"A": "1", "B": "2"}, "args": ["x"], "replicaCount": 3});
+        merge_into(
+            &mut base,
+            &json!({"env": {"B": null, "C": "3"}, "args": ["y"], "replicaCount": null}),
+        );
+        assert_eq!(
+            base,
+            json!({"env": {"A": "1", "B": null, "C": "3"}, "args": ["y"], "replicaCount": null})
+        );
+    }
+
+    #[test]
+    fn removed_keys_nulls_what_the_previous_block_set_and_the_new_one_lacks() {
+        let previous = json!({
+            "enabled": true,
+            "image": {"tag": "v1", "digest": "sha256:abc"},
+            "env": {"OLD": "1", "KEPT": "2"},
+            "replicaCount": null,
+        });
+        let mut present = json!({"enabled": true, "image": {"tag": "v2"}});
+        set_path(&mut present, "env.KEPT");
+        assert_eq!(
+            removed_keys(&previous, &present),
+            Some(json!({"image": {"digest": null}, "env": {"OLD": null}}))
+        );
+        assert_eq!(removed_keys(&present, &present), None);
+    }
+
+    #[test]
+    fn set_path_marks_nested_keys_through_scalars() {
+        let mut tree = json!({"env": "not a map"});
+        set_path(&mut tree, "env.A.b");
+        assert_eq!(tree, json!({"env": {"A": {"b": true}}}));
     }
 
     #[test]

@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use k8s_openapi::api::core::v1::Namespace;
 use serde::Serialize;
 
 use crate::chart::ChartSource;
@@ -20,7 +19,7 @@ use crate::names::{ImageRef, ReleaseName, SetArg, Tag};
 use crate::observe::{History, Observation};
 use crate::output::progress;
 use crate::plan::{self, Plan, PlannedStep};
-use crate::values::{ReleaseValues, Slot};
+use crate::values::{merge_into, removed_keys, set_path, ReleaseValues, Slot};
 use crate::wait;
 
 #[derive(Debug, clap::Args)]
@@ -199,7 +198,8 @@ pub async fn execute(
 ) -> Result<Outcome<DeployReport>> {
     let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
     // The lock Lease lives in the namespace, so a missing one is created before anything else.
-    let creates_namespace = ensure_namespace(ctx, image.create_namespace, dry_run.dry_run).await?;
+    let creates_namespace = image.create_namespace
+        && ctx.cluster().create_namespace_if_missing(dry_run.dry_run).await?;
     let lock = ctx.lock(release, "deploy", dry_run.dry_run).await?;
     let result = async {
         let seen = Observation::read(ctx, release, &chart, History::Latest).await?;
@@ -436,103 +436,6 @@ fn with_slot_values(
     write
 }
 
-/// Deep-merges `over` into `base`: maps key by key, anything else replaced.
-fn merge_into(base: &mut serde_json::Value, over: &serde_json::Value) {
-    match (base, over) {
-        (serde_json::Value::Object(base), serde_json::Value::Object(over)) => {
-            for (key, value) in over {
-                match base.get_mut(key) {
-                    Some(existing) if existing.is_object() && value.is_object() => {
-                        merge_into(existing, value)
-                    }
-                    _ => {
-                        base.insert(key.clone(), value.clone());
-                    }
-                }
-            }
-        }
-        (base, over) => *base = over.clone(),
-    }
-}
-
-/// Marks the dotted `key` as present in `tree` (its value does not matter here).
-fn set_path(tree: &mut serde_json::Value, key: &str) {
-    let mut node = tree;
-    for part in key.split('.') {
-        if !node.is_object() {
-            *node = serde_json::Value::Object(Default::default());
-        }
-        node = node
-            .as_object_mut()
-            .expect("made an object above")
-            .entry(part.to_string())
-            .or_insert(serde_json::Value::Bool(true));
-    }
-}
-
-/// `null` for each key of `previous` that `present` lacks, recursing into maps both have: what
-/// helm must forget so a slot's new block does not inherit the old one's keys.
-fn removed_keys(
-    previous: &serde_json::Value,
-    present: &serde_json::Value,
-) -> Option<serde_json::Value> {
-    let (serde_json::Value::Object(old), serde_json::Value::Object(new)) = (previous, present)
-    else {
-        return None;
-    };
-    let mut removed = serde_json::Map::new();
-    for (key, old_value) in old {
-        match new.get(key) {
-            None if !old_value.is_null() => {
-                removed.insert(key.clone(), serde_json::Value::Null);
-            }
-            None => {}
-            Some(new_value) => {
-                if let Some(inner) = removed_keys(old_value, new_value) {
-                    removed.insert(key.clone(), inner);
-                }
-            }
-        }
-    }
-    (!removed.is_empty()).then_some(serde_json::Value::Object(removed))
-}
-
-/// Creates the namespace when asked to and it is missing (in a dry run, only says it would).
-/// Returns whether it was (or would be) created.
-pub async fn ensure_namespace(ctx: &Ctx, create: bool, dry_run: bool) -> Result<bool> {
-    if !create {
-        return Ok(false);
-    }
-    let api: kube::Api<Namespace> = kube::Api::all(ctx.client.clone());
-    let name = &ctx.namespace;
-    if api
-        .get_opt(name)
-        .await
-        .with_context(|| format!("reading namespace {name}"))?
-        .is_some()
-    {
-        return Ok(false);
-    }
-    if dry_run {
-        return Ok(true);
-    }
-    let ns = Namespace {
-        metadata: kube::api::ObjectMeta {
-            name: Some(name.clone()),
-            ..Default::default()
-        },
-        ..Default::default()
-    };
-    match api.create(&kube::api::PostParams::default(), &ns).await {
-        Ok(_) => {
-            progress(&format!("created namespace {name}"));
-            Ok(true)
-        }
-        Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
-        Err(err) => Err(err).with_context(|| format!("creating namespace {name}")),
-    }
-}
-
 /// The dry run's account of `plan`.
 pub fn preview(
     ctx: &Ctx,
@@ -625,7 +528,7 @@ pub async fn act(
     let cluster = ctx.cluster();
     if let Some(job) = &plan.rerun_migration {
         progress(&format!("{slot}: deleting the failed migration Job {job} so it runs again"));
-        delete_job(&cluster, job, ctx.global.timeout).await?;
+        cluster.delete_job(job, ctx.global.timeout).await?;
     }
     ctx.helm
         .write(release, &chart.reference()?, &plan.write)
@@ -637,7 +540,12 @@ pub async fn act(
             )
         })?;
     if let Some(replicas) = plan.scale_to {
-        scale_slot(&cluster, release, slot, replicas).await?;
+        // An autoscaled slot is sized as an HPA would size it: helm does not own its `replicas`.
+        let Some(name) = cluster.slot(release, slot).await?.deployment else {
+            anyhow::bail!("the {slot} Deployment of {release} was not created by helm");
+        };
+        progress(&format!("{slot}: scaling {name} to {replicas} replicas (what production runs)"));
+        cluster.scale_deployment(&name, replicas).await?;
     }
     let waiting_since = std::time::Instant::now();
     let mut waiting = crate::output::Waiting::on_stderr();
@@ -697,45 +605,6 @@ pub async fn act(
         _ => Observation::existing(ctx, release, chart, History::Latest).await?,
     };
     Ok(DeployReport::new(&after, plan.install, slot, &state))
-}
-
-/// Deletes a Job (its pods go with it) and waits until it is gone, so helm can create it anew.
-async fn delete_job(cluster: &crate::cluster::Cluster, name: &str, timeout: Duration) -> Result<()> {
-    use k8s_openapi::api::batch::v1::Job;
-    let jobs: kube::Api<Job> = kube::Api::namespaced(cluster.client.clone(), &cluster.namespace);
-    match jobs.delete(name, &kube::api::DeleteParams::background()).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
-        Err(err) => return Err(err).with_context(|| format!("deleting the failed migration Job {name}")),
-    }
-    let gone = kube::runtime::wait::await_condition(jobs, name, |job: Option<&Job>| job.is_none());
-    tokio::time::timeout(timeout, gone)
-        .await
-        .with_context(|| format!("the migration Job {name} was not gone within {}s", timeout.as_secs()))?
-        .with_context(|| format!("waiting for the migration Job {name} to be deleted"))?;
-    Ok(())
-}
-
-/// Sizes an autoscaled slot through the scale subresource, as an HPA would: helm does not own
-/// `replicas` of an autoscaled Deployment, so the next helm write leaves it alone.
-async fn scale_slot(
-    cluster: &crate::cluster::Cluster,
-    release: &str,
-    slot: Slot,
-    replicas: u64,
-) -> Result<()> {
-    let state = cluster.slot(release, slot).await?;
-    let Some(name) = state.deployment else {
-        anyhow::bail!("the {slot} Deployment of {release} was not created by helm");
-    };
-    progress(&format!("{slot}: scaling {name} to {replicas} replicas (what production runs)"));
-    let patch = serde_json::json!({"spec": {"replicas": replicas}});
-    cluster
-        .deployments()
-        .patch_scale(&name, &kube::api::PatchParams::default(), &kube::api::Patch::Merge(&patch))
-        .await
-        .with_context(|| format!("scaling the Deployment {name} to {replicas} replicas"))?;
-    Ok(())
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]

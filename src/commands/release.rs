@@ -84,8 +84,8 @@ async fn execute(ctx: &Ctx, args: &Args) -> Result<Outcome<ReleaseReport>> {
     let release = &args.release;
     let dry_run = args.dry_run.dry_run;
     let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
-    let creates_namespace =
-        deploy::ensure_namespace(ctx, args.image.create_namespace, dry_run).await?;
+    let creates_namespace = args.image.create_namespace
+        && ctx.cluster().create_namespace_if_missing(dry_run).await?;
     let lock = ctx.lock(release, "release", dry_run).await?;
     let result = async {
         let seen = Observation::read(ctx, release, &chart, History::Latest).await?;
