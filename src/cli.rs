@@ -1,13 +1,17 @@
-//! Command-line surface of bgslot: flags, environment variables and subcommands, nothing else.
-//!
-//! Parsing lives here so that the decisions elsewhere take plain values and stay testable.
+//! The command-line surface of bgslot, at the top of the house: global flags and environment
+//! variables (turned into plain [`Settings`] for the layers below), the list of commands, and
+//! [`run`], which runs one command with the printer and maps its outcome to an exit status.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, CommandFactory, Parser};
 
+use crate::commands::{Command, Invocation};
+use crate::context::Settings;
 use crate::duration::parse_duration;
+use crate::error::ExitStatus;
+use crate::output::{print_error, ErrorReport, OutputFormat, Printer};
 
 /// Boring, safe blue/green releases on Kubernetes with Helm.
 ///
@@ -25,7 +29,7 @@ pub struct Cli {
     pub global: GlobalArgs,
 
     #[command(subcommand)]
-    pub command: crate::commands::Command,
+    pub command: Command,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -78,12 +82,42 @@ impl GlobalArgs {
         self.kubeconfig = self.kubeconfig.filter(|v| !v.as_os_str().is_empty());
         self
     }
+
+    /// What the layers below are told.
+    pub fn settings(&self) -> Settings {
+        let global = self.clone().without_empty_values();
+        Settings {
+            namespace: global.namespace,
+            kube_context: global.kube_context,
+            kubeconfig: global.kubeconfig,
+            helm: global.helm,
+            verbose: global.verbose,
+            timeout: global.timeout,
+            chart: global.chart,
+            wait_for_lock: global.wait_for_lock,
+        }
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Text,
-    Json,
+/// Runs the parsed command: its report on stdout, or its error, printed once; returns how it
+/// ended.
+pub async fn run(cli: Cli) -> ExitStatus {
+    crate::signals::install();
+    let format = cli.global.output;
+    let printer = Printer::new(format);
+    let invocation = Invocation {
+        settings: &cli.global.settings(),
+        ui: &printer,
+        cli: Cli::command,
+    };
+    match cli.command.run(&invocation).await {
+        Ok(()) => ExitStatus::Done,
+        Err(err) => {
+            printer.finish();
+            print_error(&ErrorReport::new(&err), format);
+            ExitStatus::of(&err)
+        }
+    }
 }
 
 /// Parses the command line. On a usage error it prints clap's message (or, with `-o json`, a JSON
@@ -93,9 +127,8 @@ pub fn parse() -> Cli {
         Ok(cli) => cli,
         Err(err) if !err.use_stderr() => err.exit(),
         Err(err) if wants_json(std::env::args()) => {
-            let report = crate::output::ErrorReport::usage(&err.to_string());
-            crate::output::print_error(&report, OutputFormat::Json);
-            std::process::exit(crate::error::ExitStatus::Usage.code());
+            print_error(&ErrorReport::usage(&err.to_string()), OutputFormat::Json);
+            std::process::exit(ExitStatus::Usage.code());
         }
         Err(err) => err.exit(),
     }
@@ -109,19 +142,9 @@ fn wants_json(args: impl Iterator<Item = String>) -> bool {
         || args.iter().any(|a| a == "--output=json" || a == "-ojson")
 }
 
-/// Shared by every command that changes a release.
-#[derive(Debug, Clone, Copy, Args)]
-pub struct DryRun {
-    /// Observe and decide as usual, then print the plan (helm command, values that change, what
-    /// would be waited for) instead of acting; nothing is changed and no lock is taken
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_well_formed() {
@@ -226,8 +249,8 @@ mod tests {
     fn empty_helm_environment_means_unset() {
         let cli = Cli::try_parse_from(["bgslot", "--kube-context", "", "-n", "", "status", "web"])
             .unwrap();
-        let global = cli.global.without_empty_values();
-        assert_eq!((global.kube_context, global.namespace), (None, None));
+        let settings = cli.global.settings();
+        assert_eq!((settings.kube_context, settings.namespace), (None, None));
     }
 
     #[test]

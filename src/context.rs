@@ -1,35 +1,66 @@
-//! Everything a command needs to talk to the cluster, resolved once from flags and environment:
-//! the kube client and namespace as helm would pick them, the detected helm, and the release lock
-//! a mutating command holds while it runs.
+//! Everything a command needs to talk to the cluster, resolved once from the settings: the chart
+//! it writes with, the kube client and namespace as helm would pick them, the detected helm, the
+//! release lock while a mutating command holds it, and the one door every write goes through
+//! (which refuses once the lock was taken over, and remembers what was written).
 
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context, Result};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-use crate::cli::GlobalArgs;
+use crate::chart::ChartSource;
 use crate::cluster::Cluster;
-use crate::error::Operation;
-use crate::helm::{self, HelmRunner, Target};
+use crate::error::LockLost;
+use crate::events::Events;
+use crate::helm::{self, HelmRunner, Target, Write};
 use crate::lock::{Holder, LockGuard};
 use crate::names::ReleaseName;
-use crate::signals;
+use crate::vocab::Op;
+
+/// What the global flags and the environment say, as plain values.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The namespace asked for; `None`: the kube context's, else "default".
+    pub namespace: Option<String>,
+    pub kube_context: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+    /// The helm binary asked for; `None`: `helm` on PATH.
+    pub helm: Option<PathBuf>,
+    /// Show every helm command run.
+    pub verbose: bool,
+    /// How long waits may take.
+    pub timeout: Duration,
+    /// Another chart than the embedded one.
+    pub chart: Option<String>,
+    /// Wait this long for a lock another bgslot holds instead of failing.
+    pub wait_for_lock: Option<Duration>,
+}
 
 pub struct Ctx {
-    pub global: GlobalArgs,
+    pub settings: Settings,
     pub namespace: String,
     pub client: Client,
     pub helm: HelmRunner,
-    cluster: Cluster,
+    pub cluster: Cluster,
+    /// The chart writes use, resolved before anything else happens.
+    pub chart: ChartSource,
+    pub events: Arc<dyn Events>,
+    lock: tokio::sync::Mutex<Option<LockGuard>>,
+    /// The writes made so far, as a person reads them.
+    written: Mutex<Vec<String>>,
 }
 
 impl Ctx {
-    /// Finds helm, loads the kubeconfig, checks the API server answers, and detects helm's version.
-    pub async fn connect(global: &GlobalArgs) -> Result<Ctx> {
-        let helm_path = helm::locate(global.helm.as_deref())?;
-        let config = kube_config(global).await?;
-        let namespace = global
+    /// Resolves the chart, finds helm, loads the kubeconfig, checks the API server answers, and
+    /// detects helm's version. Every input is checked here, before any command can write.
+    pub async fn connect(settings: &Settings, events: Arc<dyn Events>) -> Result<Ctx> {
+        let chart = ChartSource::resolve(settings.chart.as_deref())?;
+        let helm_path = helm::locate(settings.helm.as_deref())?;
+        let config = kube_config(settings).await?;
+        let namespace = settings
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
@@ -37,75 +68,144 @@ impl Ctx {
         let client = Client::try_from(config).context("creating the Kubernetes client")?;
         let target = Target {
             namespace: namespace.clone(),
-            kube_context: global.kube_context.clone(),
-            kubeconfig: global.kubeconfig.clone(),
+            kube_context: settings.kube_context.clone(),
+            kubeconfig: settings.kubeconfig.clone(),
         };
         // Independent: ask the API server and helm at the same time.
         let (reachable, helm) = tokio::join!(
             tokio::time::timeout(Duration::from_secs(15), client.apiserver_version()),
-            HelmRunner::detect(helm_path, target, global.verbose)
+            HelmRunner::detect(helm_path, target, settings.verbose, events.clone())
         );
         match reachable {
             Ok(Ok(_)) => {}
             Ok(Err(err)) => {
-                return Err(anyhow!(err)).with_context(|| format!("cannot reach the Kubernetes API server at {server}; check --kube-context / KUBECONFIG"))
+                return Err(anyhow!(err)).with_context(|| {
+                    format!("cannot reach the Kubernetes API server at {server}; check --kube-context / KUBECONFIG")
+                })
             }
-            Err(_) => return Err(anyhow!("no answer within 15s from the Kubernetes API server at {server}; check --kube-context / KUBECONFIG")),
+            Err(_) => {
+                return Err(anyhow!(
+                    "no answer within 15s from the Kubernetes API server at {server}; check --kube-context / KUBECONFIG"
+                ))
+            }
         }
-        let helm = helm?;
         Ok(Ctx {
-            global: global.clone(),
-            cluster: Cluster::new(client.clone(), namespace.clone()),
+            settings: settings.clone(),
+            cluster: Cluster::new(client.clone(), namespace.clone(), events.clone()),
             namespace,
             client,
-            helm,
+            helm: helm?,
+            chart,
+            events,
+            lock: tokio::sync::Mutex::new(None),
+            written: Mutex::new(Vec::new()),
         })
     }
 
-    pub fn cluster(&self) -> Cluster {
-        self.cluster.clone()
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
     }
 
-    /// The outermost context of a command's error: which command, release and namespace.
-    pub fn operation(&self, op: &'static str, release: &ReleaseName) -> Operation {
-        Operation {
-            op,
-            release: release.to_string(),
-            namespace: self.namespace.clone(),
+    /// Takes the release lock for `op`, held until [`Ctx::unlock`].
+    pub async fn lock(&self, release: &ReleaseName, op: Op) -> Result<()> {
+        let guard = LockGuard::acquire(
+            self.client.clone(),
+            &self.namespace,
+            release,
+            Holder { operation: op },
+            self.settings.wait_for_lock,
+            self.events.clone(),
+        )
+        .await
+        .map_err(|err| self.namespace_hint(err))?;
+        *self.lock.lock().await = Some(guard);
+        Ok(())
+    }
+
+    /// Releases the lock, if held (only if it is still ours).
+    pub async fn unlock(&self) {
+        let guard = self.lock.lock().await.take();
+        if let Some(guard) = guard {
+            guard.release().await;
         }
     }
 
-    /// Takes the release lock for a mutating command, held until [`HeldLock::finish`]. A dry run
-    /// only plans, so it takes no lock (and leaves no trace on the cluster).
-    pub async fn lock(
-        &self,
-        release: &ReleaseName,
-        operation: &'static str,
-        dry_run: bool,
-    ) -> Result<HeldLock<'_>> {
-        let guard = if dry_run {
-            None
-        } else {
-            let holder = Holder {
-                operation: operation.to_string(),
-            };
-            let guard = LockGuard::acquire(
-                self.client.clone(),
-                &self.namespace,
-                release,
-                holder,
-                self.global.wait_for_lock,
-            )
-            .await
-            .map_err(|err| self.namespace_hint(err))?;
-            Some(guard)
+    /// The door before every write: once the release lock was taken over, the command stops
+    /// here and says what it had written and what it had not.
+    async fn before_write(&self, what: &str) -> Result<()> {
+        let held = self.lock.lock().await;
+        let Some(guard) = held.as_ref() else {
+            return Ok(());
         };
-        Ok(HeldLock {
-            ctx: self,
-            guard,
-            release: release.clone(),
-            operation,
-        })
+        match guard.verify().await {
+            Ok(()) => Ok(()),
+            Err(lost) => {
+                let (namespace, lease) = guard.lease();
+                Err(LockLost {
+                    lease,
+                    namespace,
+                    holder: lost.holder,
+                    done: self.written(),
+                    not_done: what.to_string(),
+                }
+                .into())
+            }
+        }
+    }
+
+    /// The writes made so far.
+    pub fn written(&self) -> Vec<String> {
+        self.written.lock().expect("journal").clone()
+    }
+
+    fn wrote(&self, what: String) {
+        self.written.lock().expect("journal").push(what);
+    }
+
+    /// A helm write of `release` with this command's chart.
+    pub async fn write(&self, release: &str, write: &Write) -> Result<()> {
+        self.write_chart(release, &self.chart.reference()?, write)
+            .await
+    }
+
+    /// A helm write of `release` with the chart `chart` (a path or reference helm takes).
+    pub async fn write_chart(&self, release: &str, chart: &str, write: &Write) -> Result<()> {
+        let what = format!(
+            "`{}` (helm {} of {release})",
+            write.description(),
+            if write.install { "install" } else { "upgrade" }
+        );
+        self.before_write(&what).await?;
+        self.helm.write(release, chart, write).await?;
+        self.wrote(what);
+        Ok(())
+    }
+
+    /// `helm rollback REL REV`.
+    pub async fn rollback(&self, release: &str, revision: u64) -> Result<()> {
+        let what = format!("`helm rollback {release} {revision}`");
+        self.before_write(&what).await?;
+        self.helm.rollback(release, revision).await?;
+        self.wrote(what);
+        Ok(())
+    }
+
+    /// Sizes a Deployment through the scale subresource.
+    pub async fn scale(&self, deployment: &str, replicas: u64) -> Result<()> {
+        let what = format!("scaling Deployment {deployment} to {replicas} replicas");
+        self.before_write(&what).await?;
+        self.cluster.scale_deployment(deployment, replicas).await?;
+        self.wrote(what);
+        Ok(())
+    }
+
+    /// Deletes a Job and waits until it is gone.
+    pub async fn delete_job(&self, job: &str) -> Result<()> {
+        let what = format!("deleting Job {job}");
+        self.before_write(&what).await?;
+        self.cluster.delete_job(job, self.timeout()).await?;
+        self.wrote(what);
+        Ok(())
     }
 
     fn namespace_hint(&self, err: anyhow::Error) -> anyhow::Error {
@@ -123,57 +223,25 @@ impl Ctx {
     }
 }
 
-/// The release lock as a command holds it.
-pub struct HeldLock<'a> {
-    ctx: &'a Ctx,
-    guard: Option<LockGuard>,
-    release: ReleaseName,
-    operation: &'static str,
-}
-
-impl HeldLock<'_> {
-    /// Releases the lock after the command's `result`. When a signal stopped the command, says
-    /// what state helm left the release in, keeping the error's kind (a refusal stays a refusal).
-    pub async fn finish<T>(self, result: Result<T>) -> Result<T> {
-        if let Some(guard) = self.guard {
-            guard.release().await;
-        }
-        let Some(sig) = signals::received().filter(|_| result.is_err()) else {
-            return result;
-        };
-        let release = &self.release;
-        let state = match self.ctx.helm.status(release).await {
-            Ok(Some(status)) => format!("revision {} is {}", status.version, status.info.status),
-            Ok(None) => "the release does not exist".into(),
-            Err(e) => format!("its state could not be read: {e}"),
-        };
-        result.map_err(|err| {
-            err.context(format!(
-                "{} of {release} stopped by {}; release {release} was left as: {state}",
-                self.operation,
-                signals::name(sig)
-            ))
-        })
-    }
-}
-
-async fn kube_config(global: &GlobalArgs) -> Result<Config> {
+async fn kube_config(settings: &Settings) -> Result<Config> {
     let options = KubeConfigOptions {
-        context: global.kube_context.clone(),
+        context: settings.kube_context.clone(),
         cluster: None,
         user: None,
     };
-    if let Some(path) = &global.kubeconfig {
+    if let Some(path) = &settings.kubeconfig {
         let kubeconfig = Kubeconfig::read_from(path)
             .with_context(|| format!("reading kubeconfig {}", path.display()))?;
         return Config::from_custom_kubeconfig(kubeconfig, &options)
             .await
             .with_context(|| format!("loading kubeconfig {}", path.display()));
     }
-    if let Some(name) = &global.kube_context {
+    if let Some(name) = &settings.kube_context {
         return Config::from_kubeconfig(&options).await.with_context(|| {
             format!("kube context '{name}' could not be loaded from the kubeconfig ($KUBECONFIG or ~/.kube/config)")
         });
     }
-    Config::infer().await.context("no Kubernetes configuration found: set KUBECONFIG, pass --kubeconfig, or run inside a cluster")
+    Config::infer()
+        .await
+        .context("no Kubernetes configuration found: set KUBECONFIG, pass --kubeconfig, or run inside a cluster")
 }

@@ -6,6 +6,8 @@
 
 use std::fmt;
 
+use crate::vocab::Op;
+
 /// How a run of bgslot ended; the one place exit codes are defined.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -18,7 +20,7 @@ pub enum ExitStatus {
     Usage,
     /// 3: a safety check refused; nothing was changed.
     Refused,
-    /// 4: another bgslot holds the release lock.
+    /// 4: another bgslot holds the release lock (or took it over while this one ran).
     Locked,
 }
 
@@ -49,7 +51,7 @@ impl ExitStatus {
     pub fn of(err: &anyhow::Error) -> ExitStatus {
         if carries::<Refusal>(err) {
             ExitStatus::Refused
-        } else if carries::<LockHeld>(err) {
+        } else if carries::<LockHeld>(err) || carries::<LockLost>(err) {
             ExitStatus::Locked
         } else if carries::<UsageError>(err) {
             ExitStatus::Usage
@@ -113,6 +115,41 @@ impl fmt::Display for LockHeld {
 
 impl std::error::Error for LockHeld {}
 
+/// The release lock was taken over while the command ran: it stopped before its next write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockLost {
+    pub lease: String,
+    pub namespace: String,
+    /// Who holds the Lease now, when it could be read.
+    pub holder: Option<String>,
+    /// The writes the command had made, in order.
+    pub done: Vec<String>,
+    /// The write it was about to make and did not.
+    pub not_done: String,
+}
+
+impl fmt::Display for LockLost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "lost the release lock (Lease {}/{}",
+            self.namespace, self.lease
+        )?;
+        match &self.holder {
+            Some(holder) => write!(f, ", now held by {holder})")?,
+            None => write!(f, ", taken over or deleted)")?,
+        }
+        write!(f, "; stopped before: {}", self.not_done)?;
+        if self.done.is_empty() {
+            write!(f, "; nothing was changed before that")
+        } else {
+            write!(f, "; already done: {}", self.done.join(", then "))
+        }
+    }
+}
+
+impl std::error::Error for LockLost {}
+
 /// The command line asks for something that makes no sense (exit 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
@@ -128,7 +165,7 @@ impl std::error::Error for UsageError {}
 /// The command that failed, as the outermost context of its error.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Operation {
-    pub op: &'static str,
+    pub op: Op,
     pub release: String,
     pub namespace: String,
 }
@@ -145,6 +182,12 @@ impl fmt::Display for Operation {
 
 /// The hint attached to a refusal anywhere in the chain.
 pub fn hint(err: &anyhow::Error) -> Option<String> {
+    if carries::<LockLost>(err) {
+        return Some(
+            "another bgslot (or a person) took the release over while this one ran; see what it did with `bgslot status` before you run this again"
+                .into(),
+        );
+    }
     err.downcast_ref::<Refusal>()
         .or_else(|| err.chain().find_map(|c| c.downcast_ref::<Refusal>()))
         .map(|r| r.hint.clone())
@@ -184,5 +227,19 @@ mod tests {
         let err = anyhow::Error::new(Refusal::new("no", ""))
             .context("stopped by SIGINT; the lock could not be released");
         assert_eq!(ExitStatus::of(&err).code(), 3);
+        let lost = LockLost {
+            lease: "bgslot-lock-web".into(),
+            namespace: "shop".into(),
+            holder: Some("bob@ci pid 7 (swap)".into()),
+            done: vec!["bgslot deploy green v2 (revision 2)".into()],
+            not_done: "bgslot swap blue->green".into(),
+        };
+        assert_eq!(
+            lost.to_string(),
+            "lost the release lock (Lease shop/bgslot-lock-web, now held by bob@ci pid 7 (swap)); stopped before: bgslot swap blue->green; already done: bgslot deploy green v2 (revision 2)"
+        );
+        let err = anyhow::Error::new(lost).context("release web");
+        assert_eq!(ExitStatus::of(&err), ExitStatus::Locked);
+        assert!(hint(&err).unwrap().contains("bgslot status"));
     }
 }

@@ -1,29 +1,40 @@
 //! bgslot: boring, safe blue/green releases on Kubernetes with Helm.
 //!
-//! `cli` parses; each module under `commands` observes a release once (`observe`), decides with a
-//! pure function (`plan` holds the shared rules), acts through `helm` and waits through `wait`,
-//! and returns a typed report that `output` prints. `run` is the one entry point the binary calls.
+//! The crate is built in floors, each importing only from the floors below it (ARCHITECTURE.md
+//! names them and where a new piece goes; a test checks every `use crate::` line against it):
+//! the words bgslot speaks and the terminal; the adapters to helm, the cluster and the lock; the
+//! release as one command sees it (observe, rules, waits); the commands; the printer and the
+//! command line.
 
-pub mod chart;
-pub mod cli;
-pub mod cluster;
-pub mod commands;
-pub mod context;
+// Floor 0: vocabulary and terminal.
 pub mod duration;
 pub mod error;
+pub mod events;
+pub mod names;
+pub mod record;
+pub mod signals;
+pub mod term;
+pub mod vocab;
+
+// Floor 1: adapters.
+pub mod chart;
+pub mod cluster;
 pub mod helm;
 pub mod lock;
-pub mod names;
+
+// Floor 2: the release.
+pub mod context;
 pub mod observe;
-pub mod output;
-pub mod plan;
-pub mod signals;
+pub mod rules;
 pub mod values;
 pub mod wait;
 
-/// Runs one command and prints its report; errors are printed by the caller.
-pub async fn run(mut cli: cli::Cli) -> anyhow::Result<()> {
-    signals::install();
-    cli.global = cli.global.without_empty_values();
-    cli.command.run(&cli.global).await
-}
+// Floor 3: the commands.
+pub mod commands;
+
+// Floor 4: the surface.
+pub mod cli;
+pub mod output;
+
+#[cfg(test)]
+mod fixtures;

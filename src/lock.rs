@@ -4,6 +4,7 @@
 //! still read the same values and both act. The Lease makes the second one wait or stop (exit 4)
 //! before it reads anything, and a Lease left by a killed process expires on its own.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
@@ -15,6 +16,8 @@ use kube::Client;
 use tokio::sync::watch;
 
 use crate::error::LockHeld;
+use crate::events::Events;
+use crate::vocab::Op;
 
 /// How long a Lease stays valid without renewal; renewal happens every third of it.
 pub const LEASE_SECONDS: i32 = 15;
@@ -26,7 +29,7 @@ pub fn lease_name(release: &str) -> String {
 /// Who is running: shown to the next bgslot that finds the lock taken.
 #[derive(Debug, Clone)]
 pub struct Holder {
-    pub operation: String,
+    pub operation: Op,
 }
 
 impl Holder {
@@ -54,10 +57,9 @@ fn hostname() -> String {
 
 /// A lease is free when nobody holds it or its holder stopped renewing it.
 pub fn is_free(spec: &LeaseSpec, now: Timestamp) -> bool {
-    let Some(holder) = spec.holder_identity.as_deref().filter(|h| !h.is_empty()) else {
+    if spec.holder_identity.as_deref().is_none_or(str::is_empty) {
         return true;
-    };
-    let _ = holder;
+    }
     let duration = i64::from(spec.lease_duration_seconds.unwrap_or(LEASE_SECONDS));
     match spec.renew_time.as_ref().or(spec.acquire_time.as_ref()) {
         Some(t) => now.duration_since(t.0).as_secs() > duration,
@@ -79,12 +81,23 @@ pub async fn holder(client: Client, namespace: &str, release: &str) -> Result<Op
         .map(|spec| held_by(&name, namespace, spec)))
 }
 
-/// Holds the lock until dropped via [`LockGuard::release`]; renews it in the background.
+/// Holds the lock until [`LockGuard::release`]; renews it in the background, and notices when
+/// someone else took it over.
 pub struct LockGuard {
     api: Api<Lease>,
     name: String,
+    namespace: String,
     stop: watch::Sender<bool>,
     renewer: tokio::task::JoinHandle<Option<String>>,
+    lost: watch::Receiver<Option<Lost>>,
+    identity: String,
+}
+
+/// The lock was taken over or deleted while this bgslot held it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    /// Who holds the Lease now, when it could be read.
+    pub holder: Option<String>,
 }
 
 impl LockGuard {
@@ -95,6 +108,7 @@ impl LockGuard {
         release: &str,
         holder: Holder,
         wait: Option<Duration>,
+        events: Arc<dyn Events>,
     ) -> Result<LockGuard> {
         let api: Api<Lease> = Api::namespaced(client, namespace);
         let name = lease_name(release);
@@ -137,9 +151,7 @@ impl LockGuard {
                     match deadline {
                         Some(d) if tokio::time::Instant::now() < d => {
                             if !announced {
-                                crate::output::progress(&format!(
-                                    "waiting for the release lock: {held}"
-                                ));
+                                events.step(&format!("waiting for the release lock: {held}"));
                                 announced = true;
                             }
                             tokio::select! {
@@ -158,7 +170,7 @@ impl LockGuard {
                 }
             };
             match attempt {
-                Ok(lease) => return Ok(Self::hold(api, name, identity, lease)),
+                Ok(lease) => return Ok(Self::hold(api, name, namespace, identity, lease, events)),
                 // Someone else created or took it between our read and write: look again.
                 Err(kube::Error::Api(status)) if status.code == 409 => continue,
                 Err(err) => {
@@ -170,11 +182,20 @@ impl LockGuard {
         }
     }
 
-    fn hold(api: Api<Lease>, name: String, identity: String, lease: Lease) -> LockGuard {
+    fn hold(
+        api: Api<Lease>,
+        name: String,
+        namespace: &str,
+        identity: String,
+        lease: Lease,
+        events: Arc<dyn Events>,
+    ) -> LockGuard {
         let (stop, mut stopped) = watch::channel(false);
+        let (lost_tx, lost) = watch::channel(None);
         let renewer = {
             let api = api.clone();
             let name = name.clone();
+            let identity = identity.clone();
             tokio::spawn(async move {
                 let mut current = lease;
                 let period = Duration::from_secs((LEASE_SECONDS / 3) as u64);
@@ -192,12 +213,25 @@ impl LockGuard {
                         Err(kube::Error::Api(status))
                             if status.code == 409 || status.code == 404 =>
                         {
-                            crate::output::progress(&format!("warning: lost the release lock {name}: it was taken over or deleted"));
+                            // Someone replaced or deleted it: say who holds it now, and stop.
+                            let holder = api
+                                .get_opt(&name)
+                                .await
+                                .ok()
+                                .flatten()
+                                .and_then(|l| l.spec)
+                                .and_then(|s| s.holder_identity)
+                                .filter(|h| !h.is_empty() && *h != identity);
+                            events.warning(&format!(
+                                "lost the release lock {name}: {}; bgslot stops before its next write",
+                                holder.as_deref().map(|h| format!("now held by {h}")).unwrap_or_else(|| "it was taken over or deleted".into())
+                            ));
+                            let _ = lost_tx.send(Some(Lost { holder }));
                             return None;
                         }
                         // A passing API outage: keep trying until the lease would expire.
-                        Err(err) => crate::output::progress(&format!(
-                            "warning: could not renew the release lock {name} ({identity}): {err}"
+                        Err(err) => events.warning(&format!(
+                            "could not renew the release lock {name} ({identity}): {err}"
                         )),
                     }
                 }
@@ -206,9 +240,45 @@ impl LockGuard {
         LockGuard {
             api,
             name,
+            namespace: namespace.to_string(),
             stop,
             renewer,
+            lost,
+            identity,
         }
+    }
+
+    /// `Some` once the renewal found the lock taken over or deleted.
+    pub fn lost(&self) -> Option<Lost> {
+        self.lost.borrow().clone()
+    }
+
+    /// Checks, just before a write, that the Lease is still ours: the renewal only looks every
+    /// few seconds. An API server that does not answer cannot say; the renewal's view stands then
+    /// (and the write itself would fail against such a server).
+    pub async fn verify(&self) -> Result<(), Lost> {
+        if let Some(lost) = self.lost() {
+            return Err(lost);
+        }
+        match self.api.get_opt(&self.name).await {
+            Ok(Some(lease)) => {
+                let holder = lease.spec.and_then(|s| s.holder_identity);
+                if holder.as_deref() == Some(self.identity.as_str()) {
+                    Ok(())
+                } else {
+                    Err(Lost {
+                        holder: holder.filter(|h| !h.is_empty()),
+                    })
+                }
+            }
+            Ok(None) => Err(Lost { holder: None }),
+            Err(_) => Ok(()),
+        }
+    }
+
+    /// The Lease as `namespace/name`.
+    pub fn lease(&self) -> (String, String) {
+        (self.namespace.clone(), self.name.clone())
     }
 
     /// Stops renewing and deletes the Lease (only if it is still ours).

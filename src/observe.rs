@@ -5,13 +5,11 @@
 use anyhow::{anyhow, Result};
 use serde_json::Value;
 
-use crate::chart::ChartSource;
 use crate::cluster::{GitOpsMarks, Observed};
 use crate::context::Ctx;
 use crate::error::Refusal;
 use crate::helm::Revision;
 use crate::names::ReleaseName;
-use crate::values::Slot;
 use crate::values::{coalesce, ReleaseValues};
 
 /// How much of the helm history a decision needs.
@@ -63,10 +61,9 @@ impl Observation {
     pub async fn read(
         ctx: &Ctx,
         release: &ReleaseName,
-        chart: &ChartSource,
         need: History,
     ) -> Result<Option<Observation>> {
-        match Self::find(ctx, release, chart, need).await? {
+        match Self::find(ctx, release, need).await? {
             Found::Release(seen) => Ok(Some(*seen)),
             Found::Missing => Ok(None),
             Found::Unmanaged(refusal) => Err(refusal.into()),
@@ -74,15 +71,10 @@ impl Observation {
     }
 
     /// Reads `release`, telling a missing release from objects some other tool manages.
-    pub async fn find(
-        ctx: &Ctx,
-        release: &ReleaseName,
-        chart: &ChartSource,
-        need: History,
-    ) -> Result<Found> {
+    pub async fn find(ctx: &Ctx, release: &ReleaseName, need: History) -> Result<Found> {
         // The helm read and the API reads are independent: run them together.
-        let cluster = ctx.cluster();
-        let (status, cluster) = tokio::join!(ctx.helm.status(release), cluster.observe(release));
+        let (status, cluster) =
+            tokio::join!(ctx.helm.status(release), ctx.cluster.observe(release));
         let cluster = cluster?;
         let Some(status) = status? else {
             return Ok(match unmanaged(release, &cluster) {
@@ -99,14 +91,13 @@ impl Observation {
             .unwrap_or_else(|| Value::Object(Default::default()));
         // The chart bgslot writes with is usually the release's own: its defaults under the
         // user's values are the computed values. Otherwise helm computes them (a second read).
-        let all_values = match chart.defaults_of(&chart_id) {
+        let all_values = match ctx.chart.defaults_of(&chart_id) {
             Some(defaults) => coalesce(defaults, &user_values),
             None => ctx.helm.values(release).await?,
         };
         let mut values = ReleaseValues::from_json(release, &all_values)?;
         values.fill_running_images(|slot| cluster.slot(slot).image.clone());
-        let settled = matches!(latest.status.as_str(), "deployed" | "superseded");
-        let history = if need == History::Full || !settled {
+        let history = if need == History::Full || !latest.is_settled() {
             let mut history = ctx
                 .helm
                 .history(release)
@@ -134,13 +125,8 @@ impl Observation {
     }
 
     /// Reads a release that must exist.
-    pub async fn existing(
-        ctx: &Ctx,
-        release: &ReleaseName,
-        chart: &ChartSource,
-        need: History,
-    ) -> Result<Observation> {
-        Self::read(ctx, release, chart, need)
+    pub async fn existing(ctx: &Ctx, release: &ReleaseName, need: History) -> Result<Observation> {
+        Self::read(ctx, release, need)
             .await?
             .ok_or_else(|| not_found(release, &ctx.namespace))
     }
@@ -149,12 +135,7 @@ impl Observation {
 /// The release's objects exist but helm has no such release: something renders the chart without
 /// helm (Argo CD does); installing over them, or changing them, is not bgslot's to do.
 fn unmanaged(release: &ReleaseName, cluster: &Observed) -> Option<Refusal> {
-    let exists = cluster.production_service.is_some()
-        || cluster.stage_service.is_some()
-        || Slot::ALL
-            .iter()
-            .any(|&s| cluster.slot(s).deployment.is_some());
-    if !exists {
+    if !cluster.anything() {
         return None;
     }
     let by = match &cluster.gitops {

@@ -1,136 +1,187 @@
 //! The one printer: every command returns a typed report that serializes as JSON and displays as
-//! text, and this module chooses between them, so the two forms can never disagree. Errors are
-//! rendered here too, once, in either form.
-//!
-//! Output to a closed pipe (`bgslot history web | head -1`) ends quietly instead of panicking.
+//! text, and this module chooses between them, so the two forms can never disagree. It is also
+//! the event sink the lower layers report progress to (a live bar per slot on a terminal, a line
+//! per event in a log), and it renders errors, once, in either form.
 
+use std::collections::BTreeMap;
 use std::fmt::{self, Display};
-use std::io::{self, Write};
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 
+use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::OutputFormat;
-use crate::error::{self, ExitStatus, LockHeld, Operation, Refusal};
+use crate::commands::{Report, Ui};
+use crate::error::{self, ExitStatus, LockHeld, LockLost, Operation, Refusal};
+use crate::events::{Event, Events, Rollout};
+use crate::term;
+use crate::vocab::Slot;
 
-/// Prints `report` on stdout in `format`. A reader that went away is not an error.
-pub fn print<R: Serialize + Display>(report: &R, format: OutputFormat) -> anyhow::Result<()> {
-    let text = match format {
-        OutputFormat::Json => serde_json::to_string_pretty(report)? + "\n",
-        OutputFormat::Text => report.to_string(),
-    };
-    write_quietly(&mut io::stdout().lock(), &text)?;
-    Ok(())
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    Text,
+    Json,
 }
 
-/// Text exactly as given on stdout (a frame of `status --watch`). Returns whether the reader is
-/// still there, so a watch can end when it goes away.
-pub fn print_raw(text: &str) -> anyhow::Result<bool> {
-    let mut out = io::stdout().lock();
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Ok(()) => Ok(true),
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(false),
-        Err(err) => Err(err.into()),
+/// Prints reports on stdout and progress on stderr.
+pub struct Printer {
+    format: OutputFormat,
+    progress: Arc<Progress>,
+    /// A watch has printed a frame already.
+    framed: AtomicBool,
+}
+
+impl Printer {
+    pub fn new(format: OutputFormat) -> Printer {
+        Printer {
+            format,
+            progress: Arc::new(Progress::on_stderr()),
+            framed: AtomicBool::new(false),
+        }
+    }
+
+    /// Leaves unfinished bars as they last were (a wait that ended early), before the final
+    /// report or error is printed.
+    pub fn finish(&self) {
+        self.progress.abandon();
+    }
+
+    fn text(&self, report: &dyn Report, pretty: bool) -> Result<String> {
+        Ok(match self.format {
+            OutputFormat::Json => report.json(pretty)? + "\n",
+            OutputFormat::Text => report.to_string(),
+        })
     }
 }
 
-/// A progress line on stderr (stdout carries the result). A closed stderr loses the line only.
-pub fn progress(line: &str) {
-    let _ = write_quietly(&mut io::stderr().lock(), &format!("{line}\n"));
-}
+impl Ui for Printer {
+    fn events(&self) -> Arc<dyn Events> {
+        self.progress.clone()
+    }
 
-fn write_quietly(out: &mut impl Write, text: &str) -> io::Result<()> {
-    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        Err(err) if err.kind() == io::ErrorKind::BrokenPipe => Ok(()),
-        other => other,
+    fn print(&self, report: &dyn Report) -> Result<()> {
+        self.finish();
+        term::stdout(&self.text(report, true)?)?;
+        Ok(())
+    }
+
+    /// A terminal shows the latest frame only (home and clear, then the frame); a log gets one
+    /// frame after another, text frames separated by a blank line, JSON one document per line.
+    fn frame(&self, report: &dyn Report) -> Result<bool> {
+        let text = self.text(report, false)?;
+        let first = !self.framed.swap(true, Ordering::Relaxed);
+        let frame = match self.format {
+            OutputFormat::Text if term::stdout_is_terminal() => format!("\x1b[H\x1b[2J{text}"),
+            OutputFormat::Text if !first => format!("\n{text}"),
+            _ => text,
+        };
+        Ok(term::stdout_while_read(&frame)?)
     }
 }
 
-/// How waiting is shown on stderr: on a terminal, a live bar per slot that ends in one line; in
-/// a log (not a terminal, or `TERM=dumb`), a plain line per change.
-pub struct Waiting {
-    bars: Option<Bars>,
+/// Progress on stderr: on a terminal, a live bar per slot that ends in one line; in a log (not a
+/// terminal, or `TERM=dumb`), a plain line per change.
+struct Progress {
+    bars: Option<Mutex<Bars>>,
 }
 
 struct Bars {
     multi: indicatif::MultiProgress,
-    by_slot: std::collections::BTreeMap<crate::values::Slot, indicatif::ProgressBar>,
+    by_slot: BTreeMap<Slot, indicatif::ProgressBar>,
 }
 
-impl Waiting {
-    pub fn on_stderr() -> Waiting {
-        use std::io::IsTerminal;
-        let dumb = std::env::var("TERM").is_ok_and(|t| t == "dumb");
-        let bars = (io::stderr().is_terminal() && !dumb).then(|| Bars {
-            multi: indicatif::MultiProgress::with_draw_target(
-                indicatif::ProgressDrawTarget::stderr(),
-            ),
-            by_slot: Default::default(),
+impl Progress {
+    fn on_stderr() -> Progress {
+        let bars = term::stderr_draws().then(|| {
+            Mutex::new(Bars {
+                multi: indicatif::MultiProgress::with_draw_target(
+                    indicatif::ProgressDrawTarget::stderr(),
+                ),
+                by_slot: BTreeMap::new(),
+            })
         });
-        Waiting { bars }
+        Progress { bars }
     }
 
-    fn bar(bars: &mut Bars, slot: crate::values::Slot) -> &indicatif::ProgressBar {
-        bars.by_slot.entry(slot).or_insert_with(|| {
+    fn line(&self, text: &str) {
+        match &self.bars {
+            Some(bars) => {
+                let bars = bars.lock().expect("progress bars");
+                if bars.by_slot.is_empty() {
+                    term::stderr_line(text);
+                } else {
+                    let _ = bars.multi.println(text);
+                }
+            }
+            None => term::stderr_line(text),
+        }
+    }
+
+    fn abandon(&self) {
+        if let Some(bars) = &self.bars {
+            let mut bars = bars.lock().expect("progress bars");
+            for bar in bars.by_slot.values().filter(|b| !b.is_finished()) {
+                bar.abandon();
+            }
+            bars.by_slot.clear();
+        }
+    }
+}
+
+impl Bars {
+    fn bar(&mut self, slot: Slot) -> &indicatif::ProgressBar {
+        let multi = &self.multi;
+        self.by_slot.entry(slot).or_insert_with(|| {
             // No colour: the bar reads the same with NO_COLOR, in any terminal.
             let style = indicatif::ProgressStyle::with_template(
                 "{prefix:<6} ▕{bar:20}▏ {pos}/{len} ready  {elapsed:>4}{msg}",
             )
             .expect("a valid template")
             .progress_chars("█▉▊▋▌▍▎▏ ");
-            let bar = bars.multi.add(indicatif::ProgressBar::new(0));
+            let bar = multi.add(indicatif::ProgressBar::new(0));
             bar.set_style(style);
             bar.set_prefix(slot.to_string());
             bar.enable_steady_tick(std::time::Duration::from_millis(250));
             bar
         })
     }
-}
 
-impl crate::wait::Reporter for Waiting {
-    fn slot(
-        &mut self,
-        slot: crate::values::Slot,
-        state: &crate::cluster::SlotState,
-        reasons: &[String],
-    ) {
-        match &mut self.bars {
-            Some(bars) => {
-                let bar = Self::bar(bars, slot);
-                bar.set_length(state.desired.max(0) as u64);
-                bar.set_position(state.ready.clamp(0, state.desired.max(0)) as u64);
-                bar.set_message(crate::wait::rollout_detail(state, reasons));
-            }
-            None => progress(&crate::wait::progress_line(slot, state, reasons)),
-        }
-    }
-
-    fn done(&mut self, slot: crate::values::Slot, state: &crate::cluster::SlotState) {
-        if let Some(bars) = &mut self.bars {
-            let bar = Self::bar(bars, slot);
-            bar.set_length(state.desired.max(0) as u64);
-            bar.set_position(state.desired.max(0) as u64);
+    fn show(&mut self, rollout: &Rollout, done: bool) {
+        let desired = rollout.desired.max(0) as u64;
+        let bar = self.bar(rollout.slot);
+        bar.set_length(desired);
+        if done {
+            bar.set_position(desired);
             bar.finish_with_message("");
-        }
-    }
-
-    fn note(&mut self, text: &str) {
-        match &self.bars {
-            Some(bars) => {
-                let _ = bars.multi.println(text);
-            }
-            None => progress(text),
+        } else {
+            bar.set_position((rollout.ready.max(0) as u64).min(desired));
+            bar.set_message(rollout.detail.clone());
         }
     }
 }
 
-impl Drop for Waiting {
-    /// A wait that ended early (a timeout, a signal) leaves its bars as they last were.
-    fn drop(&mut self) {
-        for bar in self.bars.iter().flat_map(|b| b.by_slot.values()) {
-            if !bar.is_finished() {
-                bar.abandon();
+impl Events for Progress {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Step(text) | Event::Command(text) => self.line(text),
+            Event::Warning(text) => self.line(&format!("warning: {text}")),
+            Event::Rollout(rollout) => match &self.bars {
+                Some(bars) => bars.lock().expect("progress bars").show(rollout, false),
+                None => term::stderr_line(&rollout.line()),
+            },
+            Event::RolloutDone(rollout) => {
+                if let Some(bars) = &self.bars {
+                    bars.lock().expect("progress bars").show(rollout, true);
+                }
             }
         }
+    }
+}
+
+impl Drop for Progress {
+    fn drop(&mut self) {
+        self.abandon();
     }
 }
 
@@ -148,9 +199,10 @@ impl ErrorReport {
     pub fn new(err: &anyhow::Error) -> ErrorReport {
         let status = ExitStatus::of(err);
         let chain: Vec<String> = chain_kinds(err).map(|c| c.to_string()).collect();
-        // A refusal or a held lock says what happened and leads, prefixed with the operation it
-        // stopped; other errors lead with the operation and list their causes.
-        let lead_at = chain_kinds(err).position(|c| c.is::<Refusal>() || c.is::<LockHeld>());
+        // A refusal or a lock taken by another says what happened and leads, prefixed with the
+        // operation it stopped; other errors lead with the operation and list their causes.
+        let lead_at = chain_kinds(err)
+            .position(|c| c.is::<Refusal>() || c.is::<LockHeld>() || c.is::<LockLost>());
         let (lead, rest) = match lead_at {
             Some(i) => {
                 let op = err.downcast_ref::<Operation>();
@@ -230,10 +282,10 @@ pub fn print_error(report: &ErrorReport, format: OutputFormat) {
     match format {
         OutputFormat::Json => {
             let json = serde_json::to_string_pretty(report).unwrap_or_default();
-            let _ = write_quietly(&mut io::stdout().lock(), &(json + "\n"));
+            let _ = term::stdout(&(json + "\n"));
         }
         OutputFormat::Text => {
-            let _ = write_quietly(&mut io::stderr().lock(), &report.to_string());
+            let _ = term::write_quietly(&mut io::stderr().lock(), &report.to_string());
         }
     }
 }
@@ -245,35 +297,17 @@ fn chain_kinds(err: &anyhow::Error) -> impl Iterator<Item = &(dyn std::error::Er
         .filter(|c| !matches!(c.downcast_ref::<kube::Error>(), Some(kube::Error::Api(_))))
 }
 
-/// Lays rows out in aligned columns, as `kubectl get` does.
-pub fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for row in rows {
-        let line: Vec<String> = row
-            .iter()
-            .enumerate()
-            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
-            .collect();
-        out.push_str(indent);
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::Op;
     use anyhow::Context;
 
     #[test]
     fn a_refusal_leads_with_the_operation_and_keeps_its_hint() {
         let err = Err::<(), _>(Refusal::new("nothing is staged", "deploy first"))
             .context(Operation {
-                op: "swap",
+                op: Op::Swap,
                 release: "web".into(),
                 namespace: "shop".into(),
             })
@@ -292,6 +326,28 @@ mod tests {
     }
 
     #[test]
+    fn a_lost_lock_leads_with_what_was_done_and_what_was_not() {
+        let lost = LockLost {
+            lease: "bgslot-lock-web".into(),
+            namespace: "shop".into(),
+            holder: Some("bob@ci pid 7 (swap)".into()),
+            done: vec!["`bgslot deploy green v2` (helm upgrade of web)".into()],
+            not_done: "`bgslot swap blue->green` (helm upgrade of web)".into(),
+        };
+        let err = anyhow::Error::new(lost).context(Operation {
+            op: Op::Release,
+            release: "web".into(),
+            namespace: "shop".into(),
+        });
+        let report = ErrorReport::new(&err);
+        assert_eq!((report.exit_code, report.kind), (4, "locked"));
+        assert_eq!(
+            report.error,
+            "cannot release web in namespace shop: lost the release lock (Lease shop/bgslot-lock-web, now held by bob@ci pid 7 (swap)); stopped before: `bgslot swap blue->green` (helm upgrade of web); already done: `bgslot deploy green v2` (helm upgrade of web)"
+        );
+    }
+
+    #[test]
     fn a_failure_lists_its_causes_line_by_line() {
         let err = anyhow::anyhow!("Error: UPGRADE FAILED\nsecond line")
             .context("`helm upgrade web` failed (exit 1)");
@@ -301,25 +357,5 @@ mod tests {
             report.to_string(),
             "error: `helm upgrade web` failed (exit 1)\n  caused by: Error: UPGRADE FAILED\n             second line\n"
         );
-    }
-
-    #[test]
-    fn a_closed_pipe_is_not_an_error() {
-        struct Closed;
-        impl Write for Closed {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::ErrorKind::BrokenPipe.into())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
-        assert!(write_quietly(&mut Closed, "REV  UPDATED\n").is_ok());
-    }
-
-    #[test]
-    fn tables_align() {
-        let rows = [["A".to_string(), "BB".into()], ["ccc".into(), "d".into()]];
-        assert_eq!(table(&rows, "  "), "  A    BB\n  ccc  d\n");
     }
 }

@@ -3,51 +3,11 @@
 //! Parsing is strict where safety depends on it: a release whose values carry no `productionSlot`
 //! was not made from a bgslot chart, and an unknown slot name is refused rather than guessed at.
 
-use std::fmt;
-
 use serde_json::Value;
 
 use crate::error::Refusal;
 use crate::names::ImageRef;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Slot {
-    Blue,
-    Green,
-}
-
-impl Slot {
-    pub const ALL: [Slot; 2] = [Slot::Blue, Slot::Green];
-
-    pub fn other(self) -> Slot {
-        match self {
-            Slot::Blue => Slot::Green,
-            Slot::Green => Slot::Blue,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Slot::Blue => "blue",
-            Slot::Green => "green",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Slot> {
-        match text {
-            "blue" => Some(Slot::Blue),
-            "green" => Some(Slot::Green),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Slot {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::vocab::{PerSlot, Role, Slot};
 
 /// One slot's configuration in the release values (after chart defaults and fallbacks).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -174,8 +134,7 @@ pub fn removed_keys(previous: &Value, present: &Value) -> Option<Value> {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ReleaseValues {
     pub production: Slot,
-    pub blue: SlotValues,
-    pub green: SlotValues,
+    pub slots: PerSlot<SlotValues>,
     pub autoscaling: bool,
     pub ingress_host: Option<String>,
     pub ingress_stage_host: Option<String>,
@@ -185,20 +144,14 @@ pub struct ReleaseValues {
 
 impl ReleaseValues {
     pub fn slot(&self, slot: Slot) -> &SlotValues {
-        match slot {
-            Slot::Blue => &self.blue,
-            Slot::Green => &self.green,
-        }
+        &self.slots[slot]
     }
 
     /// A slot whose values leave the tag empty runs the chart's appVersion, which values do not
     /// carry: take the image its Deployment really runs.
     pub fn fill_running_images(&mut self, running: impl Fn(Slot) -> Option<String>) {
         for slot in Slot::ALL {
-            let v = match slot {
-                Slot::Blue => &mut self.blue,
-                Slot::Green => &mut self.green,
-            };
+            let v = &mut self.slots[slot];
             if !v.tag.is_empty() {
                 continue;
             }
@@ -212,10 +165,7 @@ impl ReleaseValues {
 
     /// These values after `slot` was enabled with `image` (what a deploy writes).
     pub fn with_staged(mut self, slot: Slot, image: &ImageRef) -> ReleaseValues {
-        let v = match slot {
-            Slot::Blue => &mut self.blue,
-            Slot::Green => &mut self.green,
-        };
+        let v = &mut self.slots[slot];
         v.enabled = true;
         v.repository = image.repository.clone();
         v.tag = image
@@ -232,19 +182,16 @@ impl ReleaseValues {
     }
 
     /// The slot with `role`.
-    pub fn slot_of(&self, role: crate::cluster::Role) -> Slot {
-        match role {
-            crate::cluster::Role::Production => self.production,
-            crate::cluster::Role::Stage => self.stage(),
-        }
+    pub fn slot_of(&self, role: Role) -> Slot {
+        role.slot(self.production)
     }
 
     /// Where the Service with `role` can be reached: its ingress host when set, else the
     /// in-cluster DNS name of `service`.
-    pub fn url(&self, role: crate::cluster::Role, service: &str, namespace: &str) -> String {
+    pub fn url(&self, role: Role, service: &str, namespace: &str) -> String {
         let host = match role {
-            crate::cluster::Role::Production => &self.ingress_host,
-            crate::cluster::Role::Stage => &self.ingress_stage_host,
+            Role::Production => &self.ingress_host,
+            Role::Stage => &self.ingress_stage_host,
         };
         match host {
             Some(host) => format!(
@@ -268,7 +215,7 @@ impl ReleaseValues {
                      use helm directly for this release",
                 ))
             }
-            Some(Value::String(s)) => Slot::parse(s).ok_or_else(|| {
+            Some(Value::String(s)) => s.parse::<Slot>().map_err(|_| {
                 Refusal::new(
                     format!("release {release} has productionSlot '{s}' in its live values; only blue or green is allowed"),
                     format!("fix it with `helm upgrade {release} ... --reuse-values --set productionSlot=blue` (or green) after checking which slot really serves"),
@@ -313,8 +260,10 @@ impl ReleaseValues {
                     .or(shared_replicas),
             })
         };
-        let blue = slot(Slot::Blue)?;
-        let green = slot(Slot::Green)?;
+        let slots = PerSlot {
+            blue: slot(Slot::Blue)?,
+            green: slot(Slot::Green)?,
+        };
         let ingress_enabled = all
             .pointer("/ingress/enabled")
             .and_then(Value::as_bool)
@@ -331,8 +280,7 @@ impl ReleaseValues {
         };
         Ok(ReleaseValues {
             production,
-            blue,
-            green,
+            slots,
             autoscaling: all
                 .pointer("/autoscaling/enabled")
                 .and_then(Value::as_bool)
@@ -421,11 +369,11 @@ mod tests {
     fn slots_fall_back_to_shared_values() {
         let v = ReleaseValues::from_json("web", &values()).unwrap();
         assert_eq!(v.production, Slot::Blue);
-        assert_eq!(v.blue.image(), "ghcr.io/acme/web:v6");
-        assert_eq!(v.blue.replicas, Some(3));
-        assert_eq!(v.green.image(), "ghcr.io/acme/web:v1");
-        assert_eq!(v.green.replicas, Some(2));
-        assert!(!v.green.enabled);
+        assert_eq!(v.slots.blue.image(), "ghcr.io/acme/web:v6");
+        assert_eq!(v.slots.blue.replicas, Some(3));
+        assert_eq!(v.slots.green.image(), "ghcr.io/acme/web:v1");
+        assert_eq!(v.slots.green.replicas, Some(2));
+        assert!(!v.slots.green.enabled);
         assert_eq!(
             v.ingress_stage_host.as_deref(),
             Some("stage.web.example.com")
@@ -443,8 +391,8 @@ mod tests {
         v.fill_running_images(|slot| {
             (slot == Slot::Blue).then(|| "ghcr.io/acme/web:1.27".to_string())
         });
-        assert_eq!(v.blue.image(), "ghcr.io/acme/web:1.27");
-        assert_eq!(v.green.tag, "");
+        assert_eq!(v.slots.blue.image(), "ghcr.io/acme/web:1.27");
+        assert_eq!(v.slots.green.tag, "");
     }
 
     #[test]
@@ -464,8 +412,11 @@ mod tests {
         let mut raw = values();
         raw["green"]["image"]["digest"] = json!(digest);
         let v = ReleaseValues::from_json("web", &raw).unwrap();
-        assert_eq!(v.green.image(), format!("ghcr.io/acme/web:v1@{digest}"));
-        assert_eq!(v.blue.digest, None);
+        assert_eq!(
+            v.slots.green.image(),
+            format!("ghcr.io/acme/web:v1@{digest}")
+        );
+        assert_eq!(v.slots.blue.digest, None);
     }
 
     #[test]

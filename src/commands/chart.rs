@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use clap::Subcommand;
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
+use super::Invocation;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -25,7 +25,7 @@ pub enum ChartCommand {
 }
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
         let ChartCommand::Export { dir } = &self.command;
         let files = crate::chart::export(dir)
             .with_context(|| format!("exporting the chart to {}", dir.display()))?;
@@ -34,7 +34,7 @@ impl Args {
             dir: dir.clone(),
             files,
         };
-        crate::output::print(&report, global.output)
+        run.ui.print(&report)
     }
 }
 

@@ -8,18 +8,19 @@ use anyhow::{Context, Result};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
+use super::preview::{self, Plan, PlannedStep};
+use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
 use crate::chart::ChartSource;
-use crate::cli::{DryRun, GlobalArgs};
-use crate::commands::Outcome;
 use crate::context::Ctx;
 use crate::duration::parse_duration;
 use crate::error::Refusal;
 use crate::helm::{Revision, SetValue, Write};
 use crate::names::ReleaseName;
 use crate::observe::{History, Observation};
-use crate::output::progress;
-use crate::plan::{self, Plan, PlannedStep};
-use crate::values::Slot;
+use crate::record::Recorded;
+use crate::rules;
+use crate::vocab::{Op, Slot};
+use crate::wait;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -38,17 +39,28 @@ pub struct Args {
 }
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
-        let ctx = Ctx::connect(global).await?;
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
         let request = CleanRequest {
             min_age: self.min_age,
             force: self.force,
             over_gitops: self.force,
         };
-        let outcome = execute(&ctx, &self.release, &request, self.dry_run)
-            .await
-            .with_context(|| ctx.operation("clean", &self.release))?;
-        crate::output::print(&outcome, global.output)
+        let mutation = Mutation {
+            op: Op::Clean,
+            release: &self.release,
+            dry_run: self.dry_run.dry_run,
+            create_namespace: false,
+        };
+        mutate(run, mutation, async |s: &Session<'_>| {
+            let seen = observe(s.ctx, s.release).await?;
+            let decision = decide(&seen, Timestamp::now(), &request, &s.ctx.chart)?;
+            match (decision, s.dry_run) {
+                (None, _) => Ok(Outcome::Done(CleanReport::unchanged(&seen))),
+                (Some(plan), true) => Ok(Outcome::Planned(preview(s.ctx, &seen, &plan))),
+                (Some(plan), false) => act(s.ctx, &seen, plan).await.map(Outcome::Done),
+            }
+        })
+        .await
     }
 }
 
@@ -61,35 +73,14 @@ pub struct CleanRequest {
     pub over_gitops: bool,
 }
 
-pub async fn execute(
-    ctx: &Ctx,
-    release: &ReleaseName,
-    request: &CleanRequest,
-    dry_run: DryRun,
-) -> Result<Outcome<CleanReport>> {
-    let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
-    let lock = ctx.lock(release, "clean", dry_run.dry_run).await?;
-    let result = async {
-        let seen = observe(ctx, release, &chart).await?;
-        let decision = decide(&seen, Timestamp::now(), request, &chart)?;
-        match (decision, dry_run.dry_run) {
-            (None, _) => Ok(Outcome::Done(CleanReport::unchanged(&seen))),
-            (Some(plan), true) => Ok(Outcome::Planned(preview(ctx, &seen, &plan, &chart))),
-            (Some(plan), false) => act(ctx, &seen, plan, &chart).await.map(Outcome::Done),
-        }
-    }
-    .await;
-    lock.finish(result).await
-}
-
 /// Reads the release; the drain delay runs from the last swap, so when the latest revision is not
 /// that swap the history is read too.
-pub async fn observe(ctx: &Ctx, release: &ReleaseName, chart: &ChartSource) -> Result<Observation> {
-    let seen = Observation::existing(ctx, release, chart, History::Latest).await?;
-    if plan::moved_production(seen.latest()) || seen.history.len() > 1 {
+pub async fn observe(ctx: &Ctx, release: &ReleaseName) -> Result<Observation> {
+    let seen = Observation::existing(ctx, release, History::Latest).await?;
+    if rules::moved_production(seen.latest()) || seen.history.len() > 1 {
         return Ok(seen);
     }
-    Observation::existing(ctx, release, chart, History::Full).await
+    Observation::existing(ctx, release, History::Full).await
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,15 +100,15 @@ pub fn decide(
     let release = seen.release.to_string();
     let release = release.as_str();
     let values = &seen.values;
-    plan::check_gitops(release, &seen.cluster, request.over_gitops)?;
-    plan::check_helm_state(release, &seen.history)?;
+    rules::check_gitops(release, &seen.cluster, request.over_gitops)?;
+    rules::check_helm_state(release, &seen.history)?;
     let old = values.stage();
     if !values.slot(old).enabled {
         return Ok(None);
     }
     if !request.force {
         // Without a recorded swap, the latest revision is the conservative start of the delay.
-        let since = plan::last_swap(&seen.history)
+        let since = rules::last_move(&seen.history)
             .or(seen.history.last())
             .and_then(Revision::updated_at);
         if let Some(since) = since {
@@ -152,70 +143,48 @@ pub fn decide(
 
 /// The one value a clean changes.
 pub fn disable_write(slot: Slot) -> Write {
-    Write::upgrade(format!("bgslot clean {slot}"))
-        .set(format!("{slot}.enabled"), SetValue::Literal("false".into()))
+    Write::upgrade(Recorded::Clean { slot }).set(format!("{slot}.enabled"), SetValue::Literal("false".into()))
 }
 
-pub fn preview(ctx: &Ctx, seen: &Observation, plan: &CleanPlan, chart: &ChartSource) -> Plan {
-    Plan::of("clean", &seen.values, &seen.release, &seen.namespace, seen.latest().revision)
-        .step(clean_step(ctx, &seen.release, plan, &seen.all_values, chart))
+pub fn preview(ctx: &Ctx, seen: &Observation, plan: &CleanPlan) -> Plan {
+    Plan::of(Op::Clean, seen).step(clean_step(ctx, &seen.release, plan, &seen.all_values))
 }
 
 /// The planned clean, also shown by `release --dry-run`.
-pub fn clean_step(
-    ctx: &Ctx,
-    release: &ReleaseName,
-    plan: &CleanPlan,
-    all_values: &serde_json::Value,
-    chart: &ChartSource,
-) -> PlannedStep {
+pub fn clean_step(ctx: &Ctx, release: &ReleaseName, plan: &CleanPlan, all_values: &serde_json::Value) -> PlannedStep {
     PlannedStep {
         action: format!("clean: disable {}", plan.slot),
-        helm: ctx.helm.command_line(release, &chart.shown(), &plan.write),
-        changes: plan::changes(&plan.write, all_values, &[], None),
+        helm: ctx.helm.command_line(release, &ctx.chart.shown(), &plan.write),
+        changes: preview::changes(&plan.write, all_values, &[], None),
         then: Vec::new(),
     }
 }
 
-pub async fn act(
-    ctx: &Ctx,
-    seen: &Observation,
-    plan: CleanPlan,
-    chart: &ChartSource,
-) -> Result<CleanReport> {
+pub async fn act(ctx: &Ctx, seen: &Observation, plan: CleanPlan) -> Result<CleanReport> {
     let release = &seen.release;
     let slot = plan.slot;
-    progress(&format!("clean {release}: disabling {slot}"));
-    ctx.helm
-        .write(release, &chart.reference()?, &plan.write)
+    ctx.events.step(&format!("clean {release}: disabling {slot}"));
+    ctx.write(release, &plan.write)
         .await
-        .with_context(|| {
-            format!(
-                "disabling the {slot} slot of {release} in namespace {}",
-                ctx.namespace
-            )
-        })?;
+        .with_context(|| format!("disabling the {slot} slot of {release} in namespace {}", ctx.namespace))?;
     // Done means the old version answers no one: its pods drain (preStop, then SIGTERM) before
     // they go, and keep-alive clients stay on them until then.
     let began = std::time::Instant::now();
-    let stopped_pods = crate::wait::slot_stopped(&ctx.cluster(), release, slot, ctx.global.timeout).await?;
+    let stopped_pods = wait::slot_stopped(&ctx.cluster, release, slot, ctx.timeout(), ctx.events.as_ref()).await?;
+    let unchanged = CleanReport::unchanged(seen);
     Ok(CleanReport {
-        revision: seen.latest().revision + 1,
+        header: unchanged.header.clone().revision(seen.latest().revision + 1),
         changed: true,
         stopped_pods,
         stop_ms: began.elapsed().as_millis() as u64,
-        ..CleanReport::unchanged(seen)
+        ..unchanged
     })
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct CleanReport {
-    pub operation: &'static str,
-    pub release: String,
-    pub namespace: String,
-    pub revision: u64,
-    pub production_slot: Slot,
-    pub stage_slot: Slot,
+    #[serde(flatten)]
+    pub header: Header,
     /// The slot that is (now) disabled.
     pub slot: Slot,
     pub changed: bool,
@@ -225,43 +194,34 @@ pub struct CleanReport {
     pub stopped_pods: usize,
     /// How long they took to stop, in milliseconds.
     pub stop_ms: u64,
-    pub next: String,
 }
 
 impl CleanReport {
     fn unchanged(seen: &Observation) -> CleanReport {
-        let values = &seen.values;
-        let slot = values.stage();
+        let slot = seen.values.stage();
         CleanReport {
-            operation: "clean",
-            release: seen.release.to_string(),
-            namespace: seen.namespace.clone(),
-            revision: seen.latest().revision,
-            production_slot: values.production,
-            stage_slot: slot,
+            header: Header::of(Op::Clean, seen).next(format!("bgslot deploy {} --tag NEW_TAG", seen.release)),
             slot,
             changed: false,
-            image: values.slot(slot).image(),
+            image: seen.values.slot(slot).image(),
             stopped_pods: 0,
             stop_ms: 0,
-            next: format!("bgslot deploy {} --tag NEW_TAG", seen.release),
         }
     }
 }
 
 impl fmt::Display for CleanReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let release = &self.header.release;
         if !self.changed {
-            return writeln!(
-                f,
-                "{}: nothing to clean: the {} slot is already disabled",
-                self.release, self.slot
-            );
+            return writeln!(f, "{release}: nothing to clean: the {} slot is already disabled", self.slot);
         }
         writeln!(
             f,
-            "{}: disabled {} (was {}); production {} is untouched",
-            self.release, self.slot, self.image, self.production_slot
+            "{release}: disabled {} (was {}); production {} is untouched",
+            self.slot,
+            self.image,
+            self.slot.other()
         )?;
         if self.stopped_pods > 0 {
             writeln!(
@@ -271,14 +231,14 @@ impl fmt::Display for CleanReport {
                 self.stop_ms as f64 / 1000.0
             )?;
         }
-        writeln!(f, "\nnext: {}", self.next)
+        writeln!(f, "\nnext: {}", self.header.next_step())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::fixtures::*;
+    use crate::fixtures::*;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -325,8 +285,8 @@ mod tests {
     fn clean_keeps_the_old_slot_while_production_is_unhealthy() {
         let chart = ChartSource::resolve(None).unwrap();
         let mut sick = live_green();
-        sick.green.available = 1;
-        sick.green.ready = 1;
+        sick.slots.green.available = 1;
+        sick.slots.green.ready = 1;
         let err = decide(&seen(sick, true), at("2026-01-01T00:01:00Z"), &request(false), &chart)
             .unwrap_err();
         assert!(err.reason.contains("only healthy copy"), "{err:?}");
@@ -336,7 +296,7 @@ mod tests {
     fn an_empty_slot_needs_no_clean() {
         let chart = ChartSource::resolve(None).unwrap();
         let mut s = seen(live_green(), true);
-        s.values.blue.enabled = false;
+        s.values.slots.blue.enabled = false;
         assert_eq!(decide(&s, at("2026-01-01T00:01:00Z"), &request(false), &chart).unwrap(), None);
     }
 

@@ -3,10 +3,9 @@
 use std::fmt;
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 use serde::Serialize;
 
-use crate::cli::{Cli, GlobalArgs};
+use super::Invocation;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,14 +14,14 @@ pub struct Args {
 }
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
         let mut script = Vec::new();
-        clap_complete::generate(self.shell, &mut Cli::command(), "bgslot", &mut script);
+        clap_complete::generate(self.shell, &mut (run.cli)(), "bgslot", &mut script);
         let report = CompletionsReport {
             shell: self.shell.to_string(),
             script: String::from_utf8(script).context("completions are UTF-8")?,
         };
-        crate::output::print(&report, global.output)
+        run.ui.print(&report)
     }
 }
 

@@ -3,16 +3,17 @@
 
 use std::fmt;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
+use super::{read, Invocation};
 use crate::context::Ctx;
 use crate::helm::Revision;
 use crate::names::ReleaseName;
 use crate::observe::not_found;
-use crate::output::table;
-use crate::values::Slot;
+use crate::record::Recorded;
+use crate::term::table;
+use crate::vocab::{Op, Slot};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -22,12 +23,8 @@ pub struct Args {
 }
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
-        let ctx = Ctx::connect(global).await?;
-        let report = history(&ctx, &self.release)
-            .await
-            .with_context(|| ctx.operation("history", &self.release))?;
-        crate::output::print(&report, global.output)
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
+        read(run, Op::History, &self.release, async |ctx: &Ctx| history(ctx, &self.release).await).await
     }
 }
 
@@ -61,7 +58,7 @@ pub struct HistoryEntry {
     #[serde(flatten)]
     pub revision: Revision,
     /// `install`, `deploy`, `swap`, `rollback` or `clean`; `null` for a revision bgslot did not make.
-    pub operation: Option<String>,
+    pub operation: Option<Op>,
     /// The slot the operation put a version in, made production, or disabled.
     pub slot: Option<Slot>,
     /// For a swap or rollback, the slot production left.
@@ -74,41 +71,18 @@ pub struct HistoryEntry {
 
 impl From<Revision> for HistoryEntry {
     fn from(revision: Revision) -> HistoryEntry {
-        let words: Vec<&str> = revision.description.split_whitespace().collect();
-        let flip = |flip: &str| {
-            let (from, to) = flip.split_once("->")?;
-            Some((Slot::parse(from)?, Slot::parse(to)?))
-        };
-        let (operation, slot, from, tag) = match words.as_slice() {
-            ["bgslot", op @ ("install" | "deploy"), slot, tag] => {
-                (Some(*op), Slot::parse(slot), None, Some(tag.to_string()))
-            }
-            ["bgslot", op @ ("swap" | "rollback"), moved] => match flip(moved) {
-                Some((from, to)) => (Some(*op), Some(to), Some(from), None),
-                None => (None, None, None, None),
-            },
-            ["bgslot", "clean", slot] => (Some("clean"), Slot::parse(slot), None, None),
-            _ => (None, None, None, None),
-        };
-        let summary = match (operation, slot, from, &tag) {
-            (Some("install"), Some(slot), _, Some(tag)) => {
-                format!("bgslot install: {tag} in {slot} (production)")
-            }
-            (Some("deploy"), Some(slot), _, Some(tag)) => {
-                format!("bgslot deploy: {tag} staged in {slot}")
-            }
-            (Some(op @ ("swap" | "rollback")), Some(to), Some(from), _) => {
-                format!("bgslot {op}: production {from} -> {to}")
-            }
-            (Some("clean"), Some(slot), _, _) => format!("bgslot clean: {slot} disabled"),
-            _ => revision.description.clone(),
+        let recorded = revision.recorded();
+        let (from, tag) = match &recorded {
+            Some(Recorded::Swap { from, .. } | Recorded::Rollback { from, .. }) => (Some(*from), None),
+            Some(Recorded::Install { version, .. } | Recorded::Deploy { version, .. }) => (None, Some(version.clone())),
+            _ => (None, None),
         };
         HistoryEntry {
-            operation: operation.filter(|_| slot.is_some()).map(str::to_string),
-            slot,
+            operation: recorded.as_ref().and_then(Recorded::op),
+            slot: recorded.as_ref().and_then(Recorded::slot),
             from,
             tag,
-            summary,
+            summary: recorded.as_ref().map(Recorded::summary).unwrap_or_else(|| revision.description.clone()),
             revision,
         }
     }
@@ -144,7 +118,7 @@ impl fmt::Display for HistoryReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::fixtures::rev;
+    use crate::fixtures::rev;
 
     fn entry(description: &str) -> HistoryEntry {
         HistoryEntry::from(rev(1, "deployed", description, "t"))
@@ -154,8 +128,8 @@ mod tests {
     fn bgslot_descriptions_read_back_as_operations() {
         let swap = entry("bgslot swap blue->green");
         assert_eq!(
-            (swap.operation.as_deref(), swap.from, swap.slot),
-            (Some("swap"), Some(Slot::Blue), Some(Slot::Green))
+            (swap.operation, swap.from, swap.slot),
+            (Some(Op::Swap), Some(Slot::Blue), Some(Slot::Green))
         );
         assert_eq!(swap.summary, "bgslot swap: production blue -> green");
         let deploy = entry("bgslot deploy green v2");
@@ -168,6 +142,8 @@ mod tests {
         let other = entry("Upgrade complete");
         assert_eq!((other.operation, other.summary.as_str()), (None, "Upgrade complete"));
         assert_eq!(entry("bgslot swap purple->green").operation, None);
+        let helm = entry("Rollback to 2");
+        assert_eq!((helm.operation, helm.summary.as_str()), (None, "Rollback to 2"));
     }
 
     #[test]

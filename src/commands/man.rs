@@ -5,10 +5,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::CommandFactory;
 use serde::Serialize;
 
-use crate::cli::{Cli, GlobalArgs};
+use super::Invocation;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -17,22 +16,21 @@ pub struct Args {
 }
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
-        let pages = write_pages(&self.dir)
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
+        let pages = write_pages(&self.dir, (run.cli)())
             .with_context(|| format!("writing manual pages to {}", self.dir.display()))?;
         let report = ManReport {
             dir: self.dir.clone(),
             pages,
         };
-        crate::output::print(&report, global.output)
+        run.ui.print(&report)
     }
 }
 
 /// Writes `bgslot.1` and a page per command (and per nested command) into `dir`.
-pub fn write_pages(dir: &Path) -> Result<Vec<String>> {
+pub fn write_pages(dir: &Path, mut command: clap::Command) -> Result<Vec<String>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let mut written = Vec::new();
-    let mut command = Cli::command();
     command.build();
     write_page(dir, &command, "bgslot", &mut written)?;
     Ok(written)
@@ -83,7 +81,8 @@ mod tests {
     #[test]
     fn a_page_per_command() {
         let dir = tempfile::tempdir().unwrap();
-        let pages = write_pages(dir.path()).unwrap();
+        use clap::CommandFactory;
+        let pages = write_pages(dir.path(), crate::cli::Cli::command()).unwrap();
         for page in ["bgslot.1", "bgslot-deploy.1", "bgslot-swap.1", "bgslot-chart-export.1"] {
             assert!(pages.contains(&page.to_string()), "{page} missing: {pages:?}");
         }

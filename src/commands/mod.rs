@@ -1,14 +1,25 @@
-//! One module per command. Each reads top to bottom the same way: observe the release once,
-//! decide with a pure function (a refusal, or a plan: the helm write and what to wait for), act,
-//! and return a typed report that prints as text or JSON. Adding a command is one new module
-//! here plus its line in the list below.
+//! One module per command, and the one skeleton they share. Each command reads top to bottom the
+//! same way: observe the release once, decide with a pure function (a refusal, or a plan: the
+//! helm write and what to wait for), act, and return a typed report that prints as text or JSON.
+//! [`mutate`] does what every command that changes a release does around that: connect and check
+//! every input, take the lock, run the body, release the lock, name the operation in an error,
+//! print the report. Adding a command is one new module here plus its line in the list below.
 
 use std::fmt;
+use std::sync::Arc;
 
+use anyhow::{Context, Result};
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
-use crate::plan::Plan;
+use crate::context::{Ctx, Settings};
+use crate::error::Operation;
+use crate::events::Events;
+use crate::names::ReleaseName;
+use crate::observe::Observation;
+use crate::signals;
+use crate::vocab::{Op, Slot};
+
+pub mod preview;
 
 macro_rules! commands {
     ($( $(#[$meta:meta])* $variant:ident($module:ident) ),* $(,)?) => {
@@ -21,9 +32,9 @@ macro_rules! commands {
 
         impl Command {
             /// Runs the command and prints its report.
-            pub async fn run(&self, global: &GlobalArgs) -> anyhow::Result<()> {
+            pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
                 match self {
-                    $( Command::$variant(args) => args.run(global).await, )*
+                    $( Command::$variant(args) => args.run(run).await, )*
                 }
             }
         }
@@ -57,12 +68,54 @@ commands! {
     Version(version),
 }
 
+/// A command's result: text for a person (`Display`), a JSON document for a program; both
+/// from the same value, so they cannot disagree.
+pub trait Report: fmt::Display + Send + Sync {
+    /// The JSON document, indented for a person, or on one line (a frame of a watch).
+    fn json(&self, pretty: bool) -> serde_json::Result<String>;
+}
+
+impl<T: Serialize + fmt::Display + Send + Sync> Report for T {
+    fn json(&self, pretty: bool) -> serde_json::Result<String> {
+        if pretty {
+            serde_json::to_string_pretty(self)
+        } else {
+            serde_json::to_string(self)
+        }
+    }
+}
+
+/// What shows a command's results; the printer implements it.
+pub trait Ui: Send + Sync {
+    /// The sink the lower layers report progress to.
+    fn events(&self) -> Arc<dyn Events>;
+    /// Prints the command's report.
+    fn print(&self, report: &dyn Report) -> Result<()>;
+    /// Prints one frame of a watch; `false` when the reader went away.
+    fn frame(&self, report: &dyn Report) -> Result<bool>;
+}
+
+/// One run of bgslot: the settings, what shows results, and the whole command line (for manual
+/// pages and completions).
+pub struct Invocation<'a> {
+    pub settings: &'a Settings,
+    pub ui: &'a dyn Ui,
+    pub cli: fn() -> clap::Command,
+}
+
+impl Invocation<'_> {
+    /// Connects: every input is checked, nothing is changed.
+    pub async fn connect(&self) -> Result<Ctx> {
+        Ctx::connect(self.settings, self.ui.events()).await
+    }
+}
+
 /// What a mutating command did, or with `--dry-run` what it would do.
 #[derive(Debug, Clone, Serialize)]
 #[serde(untagged)]
 pub enum Outcome<R> {
     Done(R),
-    Planned(Plan),
+    Planned(preview::Plan),
 }
 
 impl<R: fmt::Display> fmt::Display for Outcome<R> {
@@ -71,5 +124,194 @@ impl<R: fmt::Display> fmt::Display for Outcome<R> {
             Outcome::Done(report) => report.fmt(f),
             Outcome::Planned(plan) => plan.fmt(f),
         }
+    }
+}
+
+/// The fields every mutating report (and every dry-run plan) starts with.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Header {
+    pub operation: Op,
+    pub release: String,
+    pub namespace: String,
+    /// The release's revision now (`null` in the plan of an install).
+    pub revision: Option<u64>,
+    pub production_slot: Option<Slot>,
+    pub stage_slot: Option<Slot>,
+    /// The command a person most likely wants next (plans have none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next: Option<String>,
+}
+
+impl Header {
+    /// A release with nothing known about it yet (before an install).
+    pub fn new(operation: Op, release: &str, namespace: &str) -> Header {
+        Header {
+            operation,
+            release: release.to_string(),
+            namespace: namespace.to_string(),
+            revision: None,
+            production_slot: None,
+            stage_slot: None,
+            next: None,
+        }
+    }
+
+    /// The release as `seen` (its latest revision and slots).
+    pub fn of(operation: Op, seen: &Observation) -> Header {
+        Header {
+            revision: Some(seen.latest().revision),
+            production_slot: Some(seen.values.production),
+            stage_slot: Some(seen.values.stage()),
+            ..Header::new(operation, &seen.release, &seen.namespace)
+        }
+    }
+
+    pub fn revision(mut self, revision: u64) -> Header {
+        self.revision = Some(revision);
+        self
+    }
+
+    /// Production on `production`, the other slot staged.
+    pub fn production(mut self, production: Slot) -> Header {
+        self.production_slot = Some(production);
+        self.stage_slot = Some(production.other());
+        self
+    }
+
+    pub fn next(mut self, next: impl Into<String>) -> Header {
+        self.next = Some(next.into());
+        self
+    }
+
+    pub fn next_step(&self) -> &str {
+        self.next.as_deref().unwrap_or_default()
+    }
+}
+
+/// A command that changes `release`, as the skeleton runs it.
+pub struct Mutation<'a> {
+    pub op: Op,
+    pub release: &'a ReleaseName,
+    /// Plan and print instead of acting: no lock, nothing changed.
+    pub dry_run: bool,
+    /// Create a missing namespace first (the lock's Lease lives in it).
+    pub create_namespace: bool,
+}
+
+/// What the body of a mutating command is handed.
+pub struct Session<'a> {
+    pub ctx: &'a Ctx,
+    pub release: &'a ReleaseName,
+    pub dry_run: bool,
+    /// The namespace did not exist and was created (or, in a dry run, would be).
+    pub creates_namespace: bool,
+}
+
+/// The skeleton of every command that changes a release: connects (checking every input before
+/// anything is written), creates the namespace when asked, takes the release lock (not for a dry
+/// run), runs `body`, releases the lock, and prints the report. When a signal stopped the command,
+/// the error says what state helm left the release in; every error names the operation.
+pub async fn mutate<R, F>(run: &Invocation<'_>, mutation: Mutation<'_>, body: F) -> Result<()>
+where
+    R: Serialize + fmt::Display + Send + Sync,
+    F: AsyncFnOnce(&Session<'_>) -> Result<Outcome<R>>,
+{
+    let ctx = run.connect().await?;
+    let operation = Operation {
+        op: mutation.op,
+        release: mutation.release.to_string(),
+        namespace: ctx.namespace.clone(),
+    };
+    let outcome = async {
+        let creates_namespace = mutation.create_namespace
+            && ctx
+                .cluster
+                .create_namespace_if_missing(mutation.dry_run)
+                .await?;
+        if !mutation.dry_run {
+            ctx.lock(mutation.release, mutation.op).await?;
+        }
+        let session = Session {
+            ctx: &ctx,
+            release: mutation.release,
+            dry_run: mutation.dry_run,
+            creates_namespace,
+        };
+        let result = body(&session).await;
+        ctx.unlock().await;
+        stopped_by_signal(&ctx, mutation.op, mutation.release, result).await
+    }
+    .await
+    .with_context(|| operation.clone())?;
+    run.ui.print(&outcome)
+}
+
+/// The skeleton of a command that only reads a release: connects, runs `body`, names the
+/// operation in an error, prints the report.
+pub async fn read<R, F>(run: &Invocation<'_>, op: Op, release: &ReleaseName, body: F) -> Result<()>
+where
+    R: Report,
+    F: AsyncFnOnce(&Ctx) -> Result<R>,
+{
+    let ctx = run.connect().await?;
+    let report = body(&ctx).await.with_context(|| Operation {
+        op,
+        release: release.to_string(),
+        namespace: ctx.namespace.clone(),
+    })?;
+    run.ui.print(&report)
+}
+
+/// When a signal stopped the command, says what state helm left the release in, keeping the
+/// error's kind (a refusal stays a refusal).
+async fn stopped_by_signal<T>(
+    ctx: &Ctx,
+    op: Op,
+    release: &ReleaseName,
+    result: Result<T>,
+) -> Result<T> {
+    let Some(sig) = signals::received().filter(|_| result.is_err()) else {
+        return result;
+    };
+    let state = match ctx.helm.status(release).await {
+        Ok(Some(status)) => format!("revision {} is {}", status.version, status.info.status),
+        Ok(None) => "the release does not exist".into(),
+        Err(e) => format!("its state could not be read: {e}"),
+    };
+    result.map_err(|err| {
+        err.context(format!(
+            "{op} of {release} stopped by {}; release {release} was left as: {state}",
+            signals::name(sig)
+        ))
+    })
+}
+
+/// Shared by every command that changes a release.
+#[derive(Debug, Clone, Copy, clap::Args)]
+pub struct DryRun {
+    /// Observe and decide as usual, then print the plan (helm command, values that change, what
+    /// would be waited for) instead of acting; nothing is changed and no lock is taken
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_header_serializes_flat_and_a_plan_has_no_next() {
+        let header = Header::new(Op::Swap, "web", "shop")
+            .revision(3)
+            .production(Slot::Green);
+        assert_eq!(
+            serde_json::to_value(&header).unwrap(),
+            serde_json::json!({"operation": "swap", "release": "web", "namespace": "shop", "revision": 3,
+                               "production_slot": "green", "stage_slot": "blue"})
+        );
+        assert_eq!(
+            serde_json::to_value(header.next("bgslot clean web")).unwrap()["next"],
+            "bgslot clean web"
+        );
     }
 }

@@ -8,18 +8,16 @@ use anyhow::{Context, Result};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::chart::ChartSource;
-use crate::cli::{DryRun, GlobalArgs};
-use crate::commands::Outcome;
+use super::preview::{Plan, PlannedStep};
+use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
 use crate::context::Ctx;
 use crate::duration::parse_duration;
 use crate::error::Refusal;
 use crate::helm::Revision;
 use crate::names::ReleaseName;
 use crate::observe::{not_found, History, Observation};
-use crate::output::progress;
-use crate::plan::{self, Plan, PlannedStep};
-use crate::values::Slot;
+use crate::rules;
+use crate::vocab::Op;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -37,52 +35,50 @@ pub struct Args {
 }
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
-        let ctx = Ctx::connect(global).await?;
-        let outcome = execute(&ctx, self)
-            .await
-            .with_context(|| ctx.operation("recover", &self.release))?;
-        crate::output::print(&outcome, global.output)
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
+        let mutation = Mutation {
+            op: Op::Recover,
+            release: &self.release,
+            dry_run: self.dry_run.dry_run,
+            create_namespace: false,
+        };
+        mutate(run, mutation, async |s: &Session<'_>| execute(s, self).await).await
     }
 }
 
-async fn execute(ctx: &Ctx, args: &Args) -> Result<Outcome<RecoverReport>> {
-    let release = &args.release;
-    let lock = ctx.lock(release, "recover", args.dry_run.dry_run).await?;
-    let result = async {
-        // The history decides (the values of a stuck revision are what is in doubt); the
-        // Services say whether a GitOps controller owns the release.
-        let cluster = ctx.cluster();
-        let (history, services) = tokio::join!(ctx.helm.history(release), cluster.services(release));
-        let history = history?
-            .filter(|h| !h.is_empty())
-            .ok_or_else(|| not_found(release, &ctx.namespace))?;
-        if let Some(marks) = services?.gitops.filter(|_| !args.force) {
-            let (reason, hint) = plan::gitops_instead(release, &marks);
-            return Err(crate::error::Refusal::new(reason, hint).into());
-        }
-        let latest = history.last().expect("not empty").clone();
-        let plan = decide(release, &history, Timestamp::now(), args.min_age, args.force)?;
-        let Some(plan) = plan else {
-            return Ok(Outcome::Done(RecoverReport::unchanged(ctx, release, &latest)));
-        };
-        if args.dry_run.dry_run {
-            let mut out = Plan::new("recover", release, &ctx.namespace);
-            out.revision = Some(latest.revision);
-            return Ok(Outcome::Planned(out.step(PlannedStep {
-                action: format!(
-                    "roll back from revision {} ({}) to revision {}",
-                    plan.from.revision, plan.from.status, plan.to.revision
-                ),
-                helm: ctx.helm.rollback_command_line(release, plan.to.revision),
-                changes: Vec::new(),
-                then: Vec::new(),
-            })));
-        }
-        act(ctx, release, plan).await.map(Outcome::Done)
+async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>> {
+    let (ctx, release) = (s.ctx, s.release);
+    // The history decides (the values of a stuck revision are what is in doubt); the Services
+    // say whether a GitOps controller owns the release.
+    let (history, services) = tokio::join!(ctx.helm.history(release), ctx.cluster.services(release));
+    let history = history?
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| not_found(release, &ctx.namespace))?;
+    if let Some(marks) = services?.gitops.filter(|_| !args.force) {
+        let (reason, hint) = rules::gitops_instead(release, &marks);
+        return Err(Refusal::new(reason, hint).into());
     }
-    .await;
-    lock.finish(result).await
+    let latest = history.last().expect("not empty").clone();
+    let plan = decide(release, &history, Timestamp::now(), args.min_age, args.force)?;
+    let Some(plan) = plan else {
+        return Ok(Outcome::Done(RecoverReport::unchanged(ctx, release, &latest)));
+    };
+    if s.dry_run {
+        let out = Plan {
+            header: Header::new(Op::Recover, release, &ctx.namespace).revision(latest.revision),
+            ..Plan::new(Op::Recover, release, &ctx.namespace)
+        };
+        return Ok(Outcome::Planned(out.step(PlannedStep {
+            action: format!(
+                "roll back from revision {} ({}) to revision {}",
+                plan.from.revision, plan.from.status, plan.to.revision
+            ),
+            helm: ctx.helm.rollback_command_line(release, plan.to.revision),
+            changes: Vec::new(),
+            then: Vec::new(),
+        })));
+    }
+    act(ctx, release, plan).await.map(Outcome::Done)
 }
 
 /// What `recover` does: roll back from `from` to the last good revision `to`.
@@ -102,7 +98,7 @@ pub fn decide(
     min_age: Duration,
     force: bool,
 ) -> Result<Option<RecoverPlan>, Refusal> {
-    if plan::check_helm_state(release, history).is_ok() {
+    if rules::check_helm_state(release, history).is_ok() {
         return Ok(None);
     }
     let latest = history
@@ -129,7 +125,7 @@ pub fn decide(
             }
         }
     }
-    let Some(good) = plan::last_good(history) else {
+    let Some(good) = rules::last_good(history) else {
         return Err(Refusal::new(
             format!(
                 "release {release} was never deployed (revision {} is {}); there is no revision to return to",
@@ -146,99 +142,79 @@ pub fn decide(
 
 async fn act(ctx: &Ctx, release: &ReleaseName, plan: RecoverPlan) -> Result<RecoverReport> {
     let (from, good) = (&plan.from, &plan.to);
-    progress(&format!(
+    ctx.events.step(&format!(
         "recover {release}: revision {} is {}; rolling back to revision {}",
         from.revision, from.status, good.revision
     ));
-    ctx.helm
-        .rollback(release, good.revision)
+    ctx.rollback(release, good.revision)
         .await
         .with_context(|| format!("rolling {release} back to revision {}", good.revision))?;
-    let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
-    let after = Observation::existing(ctx, release, &chart, History::Latest).await?;
-    let production = after.values.production;
-    let live = after.cluster.slot(production);
+    let after = Observation::existing(ctx, release, History::Latest).await?;
+    let live = after.cluster.slot(after.values.production);
     Ok(RecoverReport {
-        operation: "recover",
-        release: release.to_string(),
-        namespace: ctx.namespace.clone(),
+        header: Header::of(Op::Recover, &after).next(format!("bgslot status {release}")),
         changed: true,
-        revision: after.latest().revision,
         status: after.latest().status.clone(),
         from_revision: Some(from.revision),
         to_revision: Some(good.revision),
-        production_slot: Some(production),
-        stage_slot: Some(after.values.stage()),
         production_ready: Some(live.ready),
         production_desired: Some(live.desired),
-        next: format!("bgslot status {release}"),
     })
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct RecoverReport {
-    pub operation: &'static str,
-    pub release: String,
-    pub namespace: String,
+    /// The latest revision now; the slots are `null` when nothing was recovered.
+    #[serde(flatten)]
+    pub header: Header,
     pub changed: bool,
-    /// The latest revision now, and its status.
-    pub revision: u64,
+    /// The status of the latest revision now.
     pub status: String,
     pub from_revision: Option<u64>,
     pub to_revision: Option<u64>,
-    pub production_slot: Option<Slot>,
-    pub stage_slot: Option<Slot>,
     pub production_ready: Option<i32>,
     pub production_desired: Option<i32>,
-    pub next: String,
 }
 
 impl RecoverReport {
     fn unchanged(ctx: &Ctx, release: &ReleaseName, latest: &Revision) -> RecoverReport {
         RecoverReport {
-            operation: "recover",
-            release: release.to_string(),
-            namespace: ctx.namespace.clone(),
+            header: Header::new(Op::Recover, release, &ctx.namespace)
+                .revision(latest.revision)
+                .next(format!("bgslot status {release}")),
             changed: false,
-            revision: latest.revision,
             status: latest.status.clone(),
             from_revision: None,
             to_revision: None,
-            production_slot: None,
-            stage_slot: None,
             production_ready: None,
             production_desired: None,
-            next: format!("bgslot status {release}"),
         }
     }
 }
 
 impl fmt::Display for RecoverReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let (Some(to), Some(production)) = (self.to_revision, self.production_slot) else {
-            return writeln!(
-                f,
-                "{}: nothing to recover: revision {} is {}",
-                self.release, self.revision, self.status
-            );
+        let h = &self.header;
+        let revision = h.revision.unwrap_or_default();
+        let (Some(to), Some(production)) = (self.to_revision, h.production_slot) else {
+            return writeln!(f, "{}: nothing to recover: revision {revision} is {}", h.release, self.status);
         };
         writeln!(
             f,
-            "{}: recovered: revision {} ({}) restores revision {to}; production {production} {}/{} ready",
-            self.release,
-            self.revision,
+            "{}: recovered: revision {revision} ({}) restores revision {to}; production {production} {}/{} ready",
+            h.release,
             self.status,
             self.production_ready.unwrap_or(0),
             self.production_desired.unwrap_or(0)
         )?;
-        writeln!(f, "\nnext: {}", self.next)
+        writeln!(f, "\nnext: {}", h.next_step())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::fixtures::rev;
+    use crate::fixtures::rev;
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()

@@ -9,20 +9,17 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use crate::chart::ChartSource;
-use crate::cli::{DryRun, GlobalArgs};
-use crate::commands::clean::{self, CleanPlan, CleanReport, CleanRequest};
-use crate::commands::deploy::{self, DeployReport, ImageArgs};
-use crate::commands::swap::{self, SwapKind, SwapPlan, SwapReport, SwapRequest};
-use crate::commands::Outcome;
+use super::clean::{self, CleanPlan, CleanReport, CleanRequest};
+use super::deploy::{self, DeployReport, ImageArgs};
+use super::preview::{Plan, PlannedStep};
+use super::swap::{self, SwapKind, SwapPlan, SwapReport, SwapRequest};
+use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
 use crate::context::Ctx;
 use crate::duration::parse_duration;
 use crate::names::ReleaseName;
 use crate::observe::{History, Observation};
-use crate::output::progress;
-use crate::plan::{Plan, PlannedStep};
 use crate::signals;
-use crate::values::Slot;
+use crate::vocab::{Op, Role, Slot};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -71,49 +68,34 @@ impl fmt::Display for VerifyCommand {
 }
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
-        let ctx = Ctx::connect(global).await?;
-        let outcome = execute(&ctx, self)
-            .await
-            .with_context(|| ctx.operation("release", &self.release))?;
-        crate::output::print(&outcome, global.output)
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
+        let mutation = Mutation {
+            op: Op::Release,
+            release: &self.release,
+            dry_run: self.dry_run.dry_run,
+            create_namespace: self.image.create_namespace,
+        };
+        mutate(run, mutation, async |s: &Session<'_>| {
+            let (ctx, release) = (s.ctx, s.release);
+            let seen = Observation::read(ctx, release, History::Latest).await?;
+            let deploy_plan = deploy::decide(release, seen.as_ref(), &self.image.request(self.force))?;
+            if s.dry_run {
+                let deploy_preview = deploy::preview(s, seen.as_ref(), &deploy_plan)?;
+                return Ok(Outcome::Planned(plan(ctx, self, seen.as_ref(), &deploy_plan, deploy_preview)));
+            }
+            let version = deploy_plan.tag.clone();
+            let deployed = deploy::act(ctx, release, seen.as_ref(), deploy_plan).await?;
+            cycle(ctx, self, deployed, version).await.map(Outcome::Done)
+        })
+        .await
     }
-}
-
-async fn execute(ctx: &Ctx, args: &Args) -> Result<Outcome<ReleaseReport>> {
-    let release = &args.release;
-    let dry_run = args.dry_run.dry_run;
-    let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
-    let creates_namespace = args.image.create_namespace
-        && ctx.cluster().create_namespace_if_missing(dry_run).await?;
-    let lock = ctx.lock(release, "release", dry_run).await?;
-    let result = async {
-        let seen = Observation::read(ctx, release, &chart, History::Latest).await?;
-        let deploy_plan = deploy::decide(release, seen.as_ref(), &args.image.request(args.force))?;
-        if dry_run {
-            let deploy_preview =
-                deploy::preview(ctx, release, seen.as_ref(), &deploy_plan, &chart, creates_namespace)?;
-            return Ok(Outcome::Planned(plan(ctx, args, seen.as_ref(), &deploy_plan, deploy_preview, &chart)));
-        }
-        let version = deploy_plan.tag.clone();
-        let deployed = deploy::act(ctx, release, seen.as_ref(), deploy_plan, &chart).await?;
-        cycle(ctx, args, &chart, deployed, version).await.map(Outcome::Done)
-    }
-    .await;
-    lock.finish(result).await
 }
 
 /// Everything after the deploy: verify, swap, verify, clean.
-async fn cycle(
-    ctx: &Ctx,
-    args: &Args,
-    chart: &ChartSource,
-    deployed: DeployReport,
-    version: String,
-) -> Result<ReleaseReport> {
+async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport, version: String) -> Result<ReleaseReport> {
     let release = &args.release;
     let verify = args.verify_cmd.as_ref();
-    if deployed.operation == "install" {
+    if deployed.header.operation == Op::Install {
         if let Some(cmd) = verify {
             run_verify(ctx, cmd, &Target::of_deploy(&deployed), &version).await?;
         }
@@ -129,23 +111,21 @@ async fn cycle(
         expect_tag: Some(version.clone()),
         force: args.force,
     };
-    let seen = swap::observe(ctx, release, chart, SwapKind::Swap).await?;
-    let plan = swap::decide(&seen, &request, chart)?;
-    let swapped = swap::act(ctx, &seen, plan, chart).await?;
+    let seen = swap::observe(ctx, release, SwapKind::Swap).await?;
+    let plan = swap::decide(&seen, &request, &ctx.chart)?;
+    let swapped = swap::act(ctx, &seen, plan).await?;
     if let Some(cmd) = verify {
         if let Err(err) = run_verify(ctx, cmd, &Target::of_swap(&swapped), &version).await {
-            progress(&format!(
-                "verification against production failed: {err:#}; swapping back"
-            ));
+            ctx.events.step(&format!("verification against production failed: {err:#}; swapping back"));
             let back = SwapRequest {
                 kind: SwapKind::Rollback,
                 expect_tag: None,
                 force: args.force,
             };
             let swapped_back = async {
-                let seen = swap::observe(ctx, release, chart, SwapKind::Rollback).await?;
-                let plan = swap::decide(&seen, &back, chart)?;
-                swap::act(ctx, &seen, plan, chart).await
+                let seen = swap::observe(ctx, release, SwapKind::Rollback).await?;
+                let plan = swap::decide(&seen, &back, &ctx.chart)?;
+                swap::act(ctx, &seen, plan).await
             }
             .await
             .context(
@@ -158,7 +138,7 @@ async fn cycle(
         }
     }
     let cleaned = if args.clean {
-        progress(&format!(
+        ctx.events.step(&format!(
             "waiting {}s (drain delay) before cleaning the old slot",
             args.min_age.as_secs()
         ));
@@ -170,15 +150,15 @@ async fn cycle(
                 signals::name(sig)
             ),
         }
-        let seen = clean::observe(ctx, release, chart).await?;
+        let seen = clean::observe(ctx, release).await?;
         // The drain delay is never skipped here: --force only lifts the ownership check.
         let request = CleanRequest {
             min_age: args.min_age,
             force: false,
             over_gitops: args.force,
         };
-        match clean::decide(&seen, k8s_openapi::jiff::Timestamp::now(), &request, chart)? {
-            Some(plan) => Some(clean::act(ctx, &seen, plan, chart).await?),
+        match clean::decide(&seen, k8s_openapi::jiff::Timestamp::now(), &request, &ctx.chart)? {
+            Some(plan) => Some(clean::act(ctx, &seen, plan).await?),
             None => None,
         }
     } else {
@@ -189,7 +169,7 @@ async fn cycle(
 
 /// What a verify command is pointed at.
 struct Target {
-    target: &'static str,
+    target: Role,
     url: String,
     service: String,
     slot: Slot,
@@ -198,7 +178,7 @@ struct Target {
 impl Target {
     fn of_deploy(deployed: &DeployReport) -> Target {
         Target {
-            target: deployed.role.as_str(),
+            target: deployed.role,
             url: deployed.url.clone(),
             service: deployed.service.clone().unwrap_or_default(),
             slot: deployed.slot,
@@ -207,7 +187,7 @@ impl Target {
 
     fn of_swap(swapped: &SwapReport) -> Target {
         Target {
-            target: "production",
+            target: Role::Production,
             url: swapped.url.clone(),
             service: swapped.service.clone(),
             slot: swapped.to,
@@ -217,7 +197,7 @@ impl Target {
 
 async fn run_verify(ctx: &Ctx, cmd: &VerifyCommand, target: &Target, version: &str) -> Result<()> {
     let argv = &cmd.0;
-    progress(&format!("verify ({}): {cmd}", target.target));
+    ctx.events.step(&format!("verify ({}): {cmd}", target.target));
     // Its output goes to stderr with bgslot's progress: stdout carries bgslot's result (JSON).
     let to_stderr = std::io::stderr()
         .as_fd()
@@ -227,7 +207,7 @@ async fn run_verify(ctx: &Ctx, cmd: &VerifyCommand, target: &Target, version: &s
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::from(to_stderr))
-        .env("BGSLOT_TARGET", target.target)
+        .env("BGSLOT_TARGET", target.target.as_str())
         .env("BGSLOT_URL", &target.url)
         .env("BGSLOT_SERVICE", &target.service)
         .env("BGSLOT_NAMESPACE", &ctx.namespace)
@@ -252,23 +232,14 @@ fn plan(
     seen: Option<&Observation>,
     deploy_plan: &deploy::DeployPlan,
     deploy_preview: Plan,
-    chart: &ChartSource,
 ) -> Plan {
-    let mut out = Plan {
-        operation: "release",
-        ..deploy_preview
-    };
-    let verify = |target: &str| PlannedStep {
-        action: format!(
+    let mut out = deploy_preview;
+    out.header.operation = Op::Release;
+    let verify = |target: &str| {
+        PlannedStep::action(format!(
             "verify against {target}: {}",
-            args.verify_cmd
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default()
-        ),
-        helm: Vec::new(),
-        changes: Vec::new(),
-        then: Vec::new(),
+            args.verify_cmd.as_ref().map(ToString::to_string).unwrap_or_default()
+        ))
     };
     let Some(seen) = seen else {
         if args.verify_cmd.is_some() {
@@ -286,7 +257,7 @@ fn plan(
         to,
         write: swap::flip_write(SwapKind::Swap, from, to),
     };
-    out = out.step(swap::flip_step(ctx, &args.release, &flip, &seen.all_values, chart));
+    out = out.step(swap::flip_step(ctx, &args.release, &flip, &seen.all_values));
     if args.verify_cmd.is_some() {
         out = out.step(verify("production (on failure: swap back)"));
     }
@@ -295,7 +266,7 @@ fn plan(
             slot: from,
             write: clean::disable_write(from),
         };
-        let mut step = clean::clean_step(ctx, &args.release, &clean, &seen.all_values, chart);
+        let mut step = clean::clean_step(ctx, &args.release, &clean, &seen.all_values);
         step.action = format!("after the drain delay ({}s), {}", args.min_age.as_secs(), step.action);
         out = out.step(step);
     }
@@ -304,19 +275,14 @@ fn plan(
 
 #[derive(Debug, Clone, Serialize)]
 pub struct ReleaseReport {
-    pub operation: &'static str,
-    pub release: String,
-    pub namespace: String,
-    pub revision: u64,
-    pub production_slot: Slot,
-    pub stage_slot: Slot,
+    #[serde(flatten)]
+    pub header: Header,
     /// What production runs now.
     pub image: String,
     /// Where `--verify-cmd` passed: `stage`, `production`.
-    pub verified: Vec<&'static str>,
+    pub verified: Vec<Role>,
     /// The reports of the deploy, swap and clean that ran, in order.
     pub steps: Vec<Step>,
-    pub next: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -336,37 +302,29 @@ impl ReleaseReport {
     ) -> ReleaseReport {
         let verified = match (&swapped, verify) {
             (_, None) => vec![],
-            (None, Some(_)) => vec!["production"],
-            (Some(_), Some(_)) => vec!["stage", "production"],
+            (None, Some(_)) => vec![Role::Production],
+            (Some(_), Some(_)) => vec![Role::Stage, Role::Production],
         };
-        let release = deployed.release.clone();
-        let namespace = deployed.namespace.clone();
-        let (revision, production_slot, stage_slot, image, next) = match (&swapped, &cleaned) {
-            (None, _) => (
-                deployed.revision,
-                deployed.production_slot,
-                deployed.stage_slot,
-                deployed.image.clone(),
-                deployed.next.clone(),
-            ),
-            (Some(s), None) => (s.revision, s.to, s.from, s.image.clone(), s.next.clone()),
-            (Some(s), Some(c)) => (c.revision, s.to, s.from, s.image.clone(), c.next.clone()),
+        // The header of the last step that ran says where the release stands.
+        let last = match (&swapped, &cleaned) {
+            (None, _) => &deployed.header,
+            (Some(s), None) => &s.header,
+            (Some(_), Some(c)) => &c.header,
         };
+        let header = Header {
+            operation: Op::Release,
+            ..last.clone()
+        };
+        let image = swapped.as_ref().map(|s| s.image.clone()).unwrap_or_else(|| deployed.image.clone());
         let steps = std::iter::once(Step::Deploy(deployed))
             .chain(swapped.map(Step::Swap))
             .chain(cleaned.map(Step::Clean))
             .collect();
         ReleaseReport {
-            operation: "release",
-            release,
-            namespace,
-            revision,
-            production_slot,
-            stage_slot,
+            header,
             image,
             verified,
             steps,
-            next,
         }
     }
 
@@ -391,13 +349,15 @@ impl fmt::Display for ReleaseReport {
             }
             return Ok(());
         };
+        let release = &self.header.release;
         writeln!(
             f,
-            "{}: released {} in {}; production routes to it ({} ready endpoints)",
-            self.release, swapped.image, swapped.to, swapped.ready_endpoints
+            "{release}: released {} in {}; production routes to it ({} ready endpoints)",
+            swapped.image, swapped.to, swapped.ready_endpoints
         )?;
         if !self.verified.is_empty() {
-            writeln!(f, "  verified against {}", self.verified.join(" and "))?;
+            let verified: Vec<&str> = self.verified.iter().map(|r| r.as_str()).collect();
+            writeln!(f, "  verified against {}", verified.join(" and "))?;
         }
         let cleaned = self.step(|s| match s {
             Step::Clean(c) => Some(c),
@@ -407,11 +367,11 @@ impl fmt::Display for ReleaseReport {
             Some(c) => writeln!(f, "  {} is disabled", c.slot)?,
             None => writeln!(
                 f,
-                "  {} still runs the previous version: `bgslot rollback {}` returns to it",
-                swapped.from, self.release
+                "  {} still runs the previous version: `bgslot rollback {release}` returns to it",
+                swapped.from
             )?,
         }
-        writeln!(f, "\nnext: {}", self.next)
+        writeln!(f, "\nnext: {}", self.header.next_step())
     }
 }
 

@@ -1,11 +1,10 @@
 //! `bgslot rollback RELEASE`: swaps production back to the previous slot while it still runs,
 //! with every check `swap` makes.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 
-use crate::cli::{DryRun, GlobalArgs};
-use crate::commands::swap::{self, SwapKind, SwapRequest};
-use crate::context::Ctx;
+use super::swap::{self, SwapKind, SwapRequest};
+use super::{DryRun, Invocation};
 use crate::names::ReleaseName;
 
 #[derive(Debug, clap::Args)]
@@ -22,16 +21,12 @@ pub struct Args {
 }
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
-        let ctx = Ctx::connect(global).await?;
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
         let request = SwapRequest {
             kind: SwapKind::Rollback,
             expect_tag: None,
             force: self.force,
         };
-        let outcome = swap::execute(&ctx, &self.release, &request, self.dry_run)
-            .await
-            .with_context(|| ctx.operation("rollback", &self.release))?;
-        crate::output::print(&outcome, global.output)
+        swap::execute(run, &self.release, &request, self.dry_run).await
     }
 }

@@ -7,18 +7,16 @@ use anyhow::{Context, Result};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use crate::chart::ChartSource;
-use crate::cli::GlobalArgs;
-use crate::cluster::{
-    GitOpsMarks, MigrationPhase, MigrationState, Role, ServiceState, MAIN_SERVICE,
-};
+use super::{read, Invocation};
+use crate::cluster::labels::MAIN_SERVICE;
+use crate::cluster::{GitOpsMarks, MigrationState, ServiceState};
 use crate::context::Ctx;
 use crate::duration::human_age;
+use crate::error::Operation;
 use crate::names::ReleaseName;
 use crate::observe::{Found, History, Observation};
-use crate::output::table;
-use crate::plan;
-use crate::values::Slot;
+use crate::rules;
+use crate::vocab::{Op, Role, Slot};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -32,29 +30,26 @@ pub struct Args {
 }
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
-        let ctx = Ctx::connect(global).await?;
-        if self.watch {
-            return watch(&ctx, &self.release, global.output)
-                .await
-                .with_context(|| ctx.operation("status", &self.release));
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
+        if !self.watch {
+            return read(run, Op::Status, &self.release, async |ctx: &Ctx| status(ctx, &self.release).await).await;
         }
-        let report = status(&ctx, &self.release)
-            .await
-            .with_context(|| ctx.operation("status", &self.release))?;
-        crate::output::print(&report, global.output)
+        let ctx = run.connect().await?;
+        watch(&ctx, run, &self.release).await.with_context(|| Operation {
+            op: Op::Status,
+            release: self.release.to_string(),
+            namespace: ctx.namespace.clone(),
+        })
     }
 }
 
-/// Shows the status again at every change, until SIGINT or SIGTERM. Bursts of changes (a
-/// rollout touches many objects) are shown once they settle for a moment.
-async fn watch(ctx: &Ctx, release: &ReleaseName, format: crate::cli::OutputFormat) -> Result<()> {
+/// Shows the status again at every change, until SIGINT or SIGTERM or until the reader goes
+/// away. Bursts of changes (a rollout touches many objects) are shown once they settle for a
+/// moment; ages move on by themselves, so a new frame is for a change of anything else.
+async fn watch(ctx: &Ctx, run: &Invocation<'_>, release: &ReleaseName) -> Result<()> {
     use futures::StreamExt;
-    use std::io::IsTerminal;
-    let redraw = format == crate::cli::OutputFormat::Text && std::io::stdout().is_terminal();
-    let mut changes = std::pin::pin!(crate::wait::release_changes(&ctx.cluster(), release));
+    let mut changes = std::pin::pin!(crate::wait::release_changes(&ctx.cluster, release));
     let mut signals = crate::signals::subscribe();
-    // Ages move on by themselves: a new frame is for a change of anything else.
     let ageless = |report: &StatusReport| {
         let mut report = report.clone();
         report.slots.iter_mut().for_each(|s| s.age_seconds = None);
@@ -63,18 +58,8 @@ async fn watch(ctx: &Ctx, release: &ReleaseName, format: crate::cli::OutputForma
     let mut shown: Option<StatusReport> = None;
     loop {
         let report = status(ctx, release).await?;
-        let text = match format {
-            crate::cli::OutputFormat::Json => serde_json::to_string(&report)? + "\n",
-            crate::cli::OutputFormat::Text => report.to_string(),
-        };
         if shown.as_ref() != Some(&ageless(&report)) {
-            let frame = match (redraw, &shown) {
-                // Home and clear, then the table: the terminal shows the latest state only.
-                (true, _) => format!("\x1b[H\x1b[2J{text}"),
-                (false, Some(_)) if format == crate::cli::OutputFormat::Text => format!("\n{text}"),
-                _ => text.clone(),
-            };
-            if !crate::output::print_raw(&frame)? {
+            if !run.ui.frame(&report)? {
                 return Ok(());
             }
             shown = Some(ageless(&report));
@@ -96,9 +81,8 @@ async fn watch(ctx: &Ctx, release: &ReleaseName, format: crate::cli::OutputForma
 }
 
 pub async fn status(ctx: &Ctx, release: &ReleaseName) -> Result<StatusReport> {
-    let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
     let (found, lock) = tokio::join!(
-        Observation::find(ctx, release, &chart, History::Latest),
+        Observation::find(ctx, release, History::Latest),
         crate::lock::holder(ctx.client.clone(), &ctx.namespace, release)
     );
     let seen = match found? {
@@ -189,13 +173,7 @@ impl StatusReport {
         let values = &seen.values;
         let latest = seen.latest();
         let release = seen.release.to_string();
-        let role_of = |slot: Slot| {
-            if slot == values.production {
-                Role::Production
-            } else {
-                Role::Stage
-            }
-        };
+        let role_of = |slot: Slot| Role::of(slot, values.production);
         let slots = Slot::ALL
             .iter()
             .map(|&slot| {
@@ -226,7 +204,7 @@ impl StatusReport {
                 not_ready_endpoints: s.map(|s| s.not_ready).unwrap_or(0),
             }
         };
-        let problem = plan::check_helm_state(&release, &seen.history)
+        let problem = rules::check_helm_state(&release, &seen.history)
             .err()
             .map(|r| Problem {
                 reason: r.reason,
@@ -234,8 +212,8 @@ impl StatusReport {
             });
         let next = match (&problem, &seen.cluster.gitops) {
             (Some(_), _) => format!("bgslot recover {release}"),
-            (None, Some(marks)) => plan::gitops_instead(&release, marks).1,
-            (None, None) => plan::next_step(&release, values, &seen.cluster, latest),
+            (None, Some(marks)) => rules::gitops_instead(&release, marks).1,
+            (None, None) => rules::next_step(&release, values, &seen.cluster, latest),
         };
         StatusReport {
             namespace: seen.namespace.clone(),
@@ -247,7 +225,7 @@ impl StatusReport {
             production_slot: values.production,
             stage_slot: values.stage(),
             slots,
-            services: [Role::Production, Role::Stage]
+            services: Role::ALL
                 .into_iter()
                 .map(|role| service(MAIN_SERVICE, role, seen.cluster.service(role)))
                 .chain(
@@ -258,10 +236,10 @@ impl StatusReport {
                 )
                 .collect(),
             // A hand edit that still owns a selector only stops Helm 4 (server-side apply).
-            drift: plan::drift(&release, values, &seen.cluster)
+            drift: rules::drift(&release, values, &seen.cluster)
                 .into_iter()
                 .chain(
-                    plan::foreign_selector_owners(values, &seen.cluster)
+                    rules::foreign_selector_owners(values, &seen.cluster)
                         .into_iter()
                         .filter(|_| seen.helm_major >= 4),
                 )
@@ -312,14 +290,10 @@ impl fmt::Display for StatusReport {
             };
             rows.push([s.slot.to_string(), s.role.as_str().into(), image, ready, age]);
         }
-        f.write_str(&table(&rows, "  "))?;
+        f.write_str(&crate::term::table(&rows, "  "))?;
         for s in &self.slots {
             if let Some(m) = &s.migration {
-                let phase = match m.phase {
-                    MigrationPhase::Running => "running",
-                    MigrationPhase::Succeeded => "succeeded",
-                    MigrationPhase::Failed => "failed",
-                };
+                let phase = m.phase.as_str();
                 let reason = m.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
                 writeln!(f, "  {} migration: {} {phase}{reason}", s.slot, m.job)?;
             }
@@ -349,11 +323,7 @@ impl fmt::Display for StatusReport {
             writeln!(f)?;
         }
         if let Some(owner) = &self.owner {
-            let who = match owner {
-                GitOpsMarks::Flux { namespace, name } => format!("Flux HelmRelease {namespace}/{name}"),
-                GitOpsMarks::ArgoCd { application } => format!("Argo CD Application {application}"),
-            };
-            writeln!(f, "\n  owner: {who} (change the release there, not with bgslot)")?;
+            writeln!(f, "\n  owner: {} (change the release there, not with bgslot)", owner.owner())?;
         }
         if let Some(problem) = &self.problem {
             writeln!(f, "\n  problem: {}\n  {}", problem.reason, problem.hint)?;
@@ -372,7 +342,7 @@ impl fmt::Display for StatusReport {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::fixtures::*;
+    use crate::fixtures::*;
 
     #[test]
     fn status_names_both_slots_services_and_the_next_step() {

@@ -7,18 +7,19 @@ use std::fmt;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
+use super::preview::{self, Plan, PlannedStep};
+use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
 use crate::chart::ChartSource;
-use crate::cli::{DryRun, GlobalArgs};
-use crate::cluster::{MigrationPhase, Role};
-use crate::commands::Outcome;
+use crate::cluster::MigrationPhase;
 use crate::context::Ctx;
 use crate::error::Refusal;
 use crate::helm::{Revision, SetValue, Write};
 use crate::names::{ReleaseName, Tag};
 use crate::observe::{History, Observation};
-use crate::output::progress;
-use crate::plan::{self, Plan, PlannedStep};
-use crate::values::{ReleaseValues, Slot};
+use crate::record::Recorded;
+use crate::rules;
+use crate::values::ReleaseValues;
+use crate::vocab::{Op, Role, Slot};
 use crate::wait;
 
 #[derive(Debug, clap::Args)]
@@ -38,20 +39,17 @@ pub struct Args {
 }
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
-        let ctx = Ctx::connect(global).await?;
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
         let request = SwapRequest {
             kind: SwapKind::Swap,
             expect_tag: self.expect_tag.as_ref().map(Tag::to_string),
             force: self.force,
         };
-        let outcome = execute(&ctx, &self.release, &request, self.dry_run)
-            .await
-            .with_context(|| ctx.operation("swap", &self.release))?;
-        crate::output::print(&outcome, global.output)
+        execute(run, &self.release, &request, self.dry_run).await
     }
 }
 
+/// A swap, or the same flip back to the previous slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum SwapKind {
@@ -60,10 +58,18 @@ pub enum SwapKind {
 }
 
 impl SwapKind {
-    pub fn verb(self) -> &'static str {
+    pub fn op(self) -> Op {
         match self {
-            SwapKind::Swap => "swap",
-            SwapKind::Rollback => "rollback",
+            SwapKind::Swap => Op::Swap,
+            SwapKind::Rollback => Op::Rollback,
+        }
+    }
+
+    /// What the flip records in the helm history.
+    pub fn record(self, from: Slot, to: Slot) -> Recorded {
+        match self {
+            SwapKind::Swap => Recorded::Swap { from, to },
+            SwapKind::Rollback => Recorded::Rollback { from, to },
         }
     }
 }
@@ -77,39 +83,33 @@ pub struct SwapRequest {
     pub force: bool,
 }
 
-pub async fn execute(
-    ctx: &Ctx,
-    release: &ReleaseName,
-    request: &SwapRequest,
-    dry_run: DryRun,
-) -> Result<Outcome<SwapReport>> {
-    let chart = ChartSource::resolve(ctx.global.chart.as_deref())?;
-    let lock = ctx.lock(release, request.kind.verb(), dry_run.dry_run).await?;
-    let result = async {
-        let seen = observe(ctx, release, &chart, request.kind).await?;
-        let plan = decide(&seen, request, &chart)?;
-        if dry_run.dry_run {
-            return Ok(Outcome::Planned(preview(ctx, &seen, &plan, &chart)));
+/// `swap` and `rollback`: observe, decide, then plan or act, under the lock.
+pub async fn execute(run: &Invocation<'_>, release: &ReleaseName, request: &SwapRequest, dry_run: DryRun) -> Result<()> {
+    let mutation = Mutation {
+        op: request.kind.op(),
+        release,
+        dry_run: dry_run.dry_run,
+        create_namespace: false,
+    };
+    mutate(run, mutation, async |s: &Session<'_>| {
+        let seen = observe(s.ctx, release, request.kind).await?;
+        let plan = decide(&seen, request, &s.ctx.chart)?;
+        if s.dry_run {
+            return Ok(Outcome::Planned(preview(s.ctx, &seen, &plan)));
         }
-        act(ctx, &seen, plan, &chart).await.map(Outcome::Done)
-    }
-    .await;
-    lock.finish(result).await
+        act(s.ctx, &seen, plan).await.map(Outcome::Done)
+    })
+    .await
 }
 
 /// Reads the release; a rollback also reads the history, to know what the other slot holds (the
 /// previous production, or a version staged since) and which revision `helm rollback` restores.
-pub async fn observe(
-    ctx: &Ctx,
-    release: &ReleaseName,
-    chart: &ChartSource,
-    kind: SwapKind,
-) -> Result<Observation> {
+pub async fn observe(ctx: &Ctx, release: &ReleaseName, kind: SwapKind) -> Result<Observation> {
     let need = match kind {
         SwapKind::Swap => History::Latest,
         SwapKind::Rollback => History::Full,
     };
-    Observation::existing(ctx, release, chart, need).await
+    Observation::existing(ctx, release, need).await
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -123,17 +123,13 @@ pub struct SwapPlan {
 /// Flips production to the other slot, if and only if that slot can take production traffic
 /// now: it runs, runs what was expected, is fully available behind the stage Service, and is at
 /// least as large as what production is meant to serve.
-pub fn decide(
-    seen: &Observation,
-    request: &SwapRequest,
-    chart: &ChartSource,
-) -> Result<SwapPlan, Refusal> {
+pub fn decide(seen: &Observation, request: &SwapRequest, chart: &ChartSource) -> Result<SwapPlan, Refusal> {
     let release = seen.release.to_string();
     let release = release.as_str();
     let values = &seen.values;
     let observed = &seen.cluster;
-    plan::check_gitops(release, observed, request.force)?;
-    plan::check_helm_state(release, &seen.history)?;
+    rules::check_gitops(release, observed, request.force)?;
+    rules::check_helm_state(release, &seen.history)?;
     let from = values.production;
     let to = values.stage();
     let target = values.slot(to);
@@ -155,7 +151,7 @@ pub fn decide(
         });
     }
     if request.kind == SwapKind::Rollback {
-        if let Some(staged) = staged_since_last_move(&seen.history, to) {
+        if let Some(staged) = rules::staged_since_last_move(&seen.history, to) {
             return Err(Refusal::new(
                 format!(
                     "the {to} slot holds {} staged in revision {}, not the previous production: there is nothing to roll back to",
@@ -180,11 +176,11 @@ pub fn decide(
             ));
         }
     }
-    let drifted = plan::check_drift(release, values, observed, request.force)?;
+    let drifted = rules::check_drift(release, values, observed, request.force)?;
     // Helm 4 applies server-side: it cannot move a selector that a hand edit left owned by
     // another field manager, even one that matches the values again.
     let owned_elsewhere = if seen.helm_major >= 4 {
-        plan::foreign_selector_owners(values, observed)
+        rules::foreign_selector_owners(values, observed)
     } else {
         Vec::new()
     };
@@ -262,30 +258,14 @@ pub fn decide(
     })
 }
 
-/// The deploy that put a version in `slot` after production last moved, if any: then `slot` holds
-/// a new version, not the one production left.
-fn staged_since_last_move(history: &[Revision], slot: Slot) -> Option<&Revision> {
-    let deploy = format!("bgslot deploy {slot} ");
-    history
-        .iter()
-        .rev()
-        .take_while(|r| !plan::moved_production(r))
-        .find(|r| r.description.starts_with(&deploy))
-}
-
 /// The one value a swap changes, with a description that makes `helm history` explain itself.
 pub fn flip_write(kind: SwapKind, from: Slot, to: Slot) -> Write {
-    Write::upgrade(format!("bgslot {} {from}->{to}", kind.verb()))
-        .set("productionSlot", SetValue::Str(to.as_str().into()))
+    Write::upgrade(kind.record(from, to)).set("productionSlot", SetValue::Str(to.as_str().into()))
 }
 
 fn rollback_hint(release: &str, history: &[Revision], values: &ReleaseValues) -> String {
-    let swap = history
-        .iter()
-        .rev()
-        .find(|r| r.description.starts_with("bgslot swap"));
-    let before = swap.and_then(|s| history.iter().rev().find(|r| r.revision < s.revision));
-    let helm = match before {
+    let gone = values.stage();
+    let helm = match rules::revision_with_production_on(history, gone) {
         Some(r) => format!(
             "`helm rollback {release} {}` restores revision {} at once (production moves before the old pods are ready)",
             r.revision, r.revision
@@ -299,29 +279,16 @@ fn rollback_hint(release: &str, history: &[Revision], values: &ReleaseValues) ->
     )
 }
 
-pub fn preview(ctx: &Ctx, seen: &Observation, plan: &SwapPlan, chart: &ChartSource) -> Plan {
-    Plan::of(
-        plan.kind.verb(),
-        &seen.values,
-        &seen.release,
-        &seen.namespace,
-        seen.latest().revision,
-    )
-    .step(flip_step(ctx, &seen.release, plan, &seen.all_values, chart))
+pub fn preview(ctx: &Ctx, seen: &Observation, plan: &SwapPlan) -> Plan {
+    Plan::of(plan.kind.op(), seen).step(flip_step(ctx, &seen.release, plan, &seen.all_values))
 }
 
 /// The planned flip, also shown by `release --dry-run`.
-pub fn flip_step(
-    ctx: &Ctx,
-    release: &ReleaseName,
-    plan: &SwapPlan,
-    all_values: &serde_json::Value,
-    chart: &ChartSource,
-) -> PlannedStep {
+pub fn flip_step(ctx: &Ctx, release: &ReleaseName, plan: &SwapPlan, all_values: &serde_json::Value) -> PlannedStep {
     PlannedStep {
-        action: format!("{}: production {} -> {}", plan.kind.verb(), plan.from, plan.to),
-        helm: ctx.helm.command_line(release, &chart.shown(), &plan.write),
-        changes: plan::changes(&plan.write, all_values, &[], None),
+        action: format!("{}: production {} -> {}", plan.kind.op(), plan.from, plan.to),
+        helm: ctx.helm.command_line(release, &ctx.chart.shown(), &plan.write),
+        changes: preview::changes(&plan.write, all_values, &[], None),
         then: vec![format!(
             "wait until the production Service selects {} and routes only to its ready pods",
             plan.to
@@ -330,29 +297,16 @@ pub fn flip_step(
 }
 
 /// Writes the flip, then waits until the production Service routes only to the new slot.
-pub async fn act(
-    ctx: &Ctx,
-    seen: &Observation,
-    plan: SwapPlan,
-    chart: &ChartSource,
-) -> Result<SwapReport> {
+pub async fn act(ctx: &Ctx, seen: &Observation, plan: SwapPlan) -> Result<SwapReport> {
     let release = &seen.release;
-    let (from, to, verb) = (plan.from, plan.to, plan.kind.verb());
-    progress(&format!("{verb} {release}: production {from} -> {to}"));
-    ctx.helm
-        .write(release, &chart.reference()?, &plan.write)
+    let (from, to, op) = (plan.from, plan.to, plan.kind.op());
+    ctx.events.step(&format!("{op} {release}: production {from} -> {to}"));
+    ctx.write(release, &plan.write)
         .await
-        .with_context(|| {
-            format!(
-                "{} of {release} in namespace {}",
-                plan.write.description, ctx.namespace
-            )
-        })?;
-    let endpoints = wait::production_serves(&ctx.cluster(), release, to, ctx.global.timeout)
+        .with_context(|| format!("{} of {release} in namespace {}", plan.write.description(), ctx.namespace))?;
+    let endpoints = wait::production_serves(&ctx.cluster, release, to, ctx.timeout())
         .await
-        .with_context(|| {
-            format!("helm applied the {verb} of {release}, but the production Service does not serve {to} yet")
-        })?;
+        .with_context(|| format!("helm applied the {op} of {release}, but the production Service does not serve {to} yet"))?;
     let service = seen
         .cluster
         .service(Role::Production)
@@ -361,12 +315,10 @@ pub async fn act(
     let mut after = seen.values.clone();
     after.production = to;
     Ok(SwapReport {
-        operation: plan.kind,
-        release: release.to_string(),
-        namespace: seen.namespace.clone(),
-        revision: seen.latest().revision + 1,
-        production_slot: to,
-        stage_slot: from,
+        header: Header::new(op, release, &seen.namespace)
+            .revision(seen.latest().revision + 1)
+            .production(to)
+            .next(format!("bgslot clean {release}   (or: bgslot rollback {release})")),
         from,
         to,
         image: after.slot(to).image(),
@@ -374,19 +326,14 @@ pub async fn act(
         url: after.url(Role::Production, &service, &seen.namespace),
         service,
         ready_endpoints: endpoints,
-        next: format!("bgslot clean {release}   (or: bgslot rollback {release})"),
     })
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct SwapReport {
-    /// `swap` or `rollback`.
-    pub operation: SwapKind,
-    pub release: String,
-    pub namespace: String,
-    pub revision: u64,
-    pub production_slot: Slot,
-    pub stage_slot: Slot,
+    /// `operation` is `swap` or `rollback`.
+    #[serde(flatten)]
+    pub header: Header,
     pub from: Slot,
     pub to: Slot,
     /// What production runs now.
@@ -396,29 +343,29 @@ pub struct SwapReport {
     pub service: String,
     pub ready_endpoints: usize,
     pub url: String,
-    pub next: String,
 }
 
 impl fmt::Display for SwapReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let release = &self.header.release;
         writeln!(
             f,
-            "{}: production now routes to {} ({}; service {} has {} ready endpoints)",
-            self.release, self.to, self.image, self.service, self.ready_endpoints
+            "{release}: production now routes to {} ({}; service {} has {} ready endpoints)",
+            self.to, self.image, self.service, self.ready_endpoints
         )?;
         writeln!(
             f,
-            "  {} still runs {}: `bgslot rollback {}` returns to it",
-            self.from, self.previous_image, self.release
+            "  {} still runs {}: `bgslot rollback {release}` returns to it",
+            self.from, self.previous_image
         )?;
-        writeln!(f, "\nnext: {}", self.next)
+        writeln!(f, "\nnext: {}", self.header.next_step())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::plan::fixtures::*;
+    use crate::fixtures::*;
 
     fn chart() -> ChartSource {
         ChartSource::resolve(None).unwrap()
@@ -447,7 +394,7 @@ mod tests {
         let plan = decide(&seen(Slot::Blue, true, observed(3, 3)), &request(Some("v2")), &chart()).unwrap();
         assert_eq!((plan.from, plan.to), (Slot::Blue, Slot::Green));
         assert_eq!(sets(&plan.write), ["productionSlot=green"]);
-        assert_eq!(plan.write.description, "bgslot swap blue->green");
+        assert_eq!(plan.write.description(), "bgslot swap blue->green");
         assert!(!plan.write.force_conflicts && !plan.write.reset_then_reuse);
     }
 
@@ -457,14 +404,14 @@ mod tests {
         let staged = seen(Slot::Blue, true, observed(3, 3));
         assert!(refuse(&staged, Some("v9")).contains("runs tag v2 but --expect-tag is v9"));
         let mut partial = observed(3, 3);
-        partial.green.available = 2;
-        partial.green.ready = 2;
+        partial.slots.green.available = 2;
+        partial.slots.green.ready = 2;
         assert!(refuse(&seen(Slot::Blue, true, partial), None).contains("not fully available (2/3 ready"));
         let mut no_endpoints = observed(3, 3);
         no_endpoints.stage_service = Some(service("web-stage", Slot::Green, 0));
         assert!(refuse(&seen(Slot::Blue, true, no_endpoints), None).contains("no ready endpoints"));
         let mut smaller = observed(5, 3);
-        smaller.blue.desired = 5;
+        smaller.slots.blue.desired = 5;
         assert!(refuse(&seen(Slot::Blue, true, smaller), None)
             .contains("has 3 available pods but production (blue) is meant to serve with 5"));
         let mut drifted = observed(3, 3);
@@ -499,12 +446,12 @@ mod tests {
             reason: reason.map(str::to_string),
         };
         let mut obs = observed(3, 3);
-        obs.migrations.insert("green".into(), job(MigrationPhase::Running, None));
+        obs.migrations.insert(Slot::Green, job(MigrationPhase::Running, None));
         assert!(refuse(&seen(Slot::Blue, true, obs.clone()), None)
             .contains("migration Job web-green-migrate-1a2b3c4d has not succeeded (is still running)"));
-        obs.migrations.insert("green".into(), job(MigrationPhase::Failed, Some("BackoffLimitExceeded")));
+        obs.migrations.insert(Slot::Green, job(MigrationPhase::Failed, Some("BackoffLimitExceeded")));
         assert!(refuse(&seen(Slot::Blue, true, obs.clone()), None).contains("(failed: BackoffLimitExceeded)"));
-        obs.migrations.insert("green".into(), job(MigrationPhase::Succeeded, None));
+        obs.migrations.insert(Slot::Green, job(MigrationPhase::Succeeded, None));
         assert!(decide(&seen(Slot::Blue, true, obs), &request(None), &chart()).is_ok());
     }
 
@@ -513,9 +460,9 @@ mod tests {
         // Production rolls (a chart upgrade): 2 ready with surge, 1 desired. The staged slot
         // with 1 available pod matches what production is meant to serve.
         let mut rolling = observed(1, 1);
-        rolling.blue.ready = 2;
-        rolling.blue.total = 2;
-        rolling.blue.updated = 1;
+        rolling.slots.blue.ready = 2;
+        rolling.slots.blue.total = 2;
+        rolling.slots.blue.updated = 1;
         assert!(decide(&seen(Slot::Blue, true, rolling), &request(None), &chart()).is_ok());
     }
 
@@ -523,7 +470,7 @@ mod tests {
     fn a_digest_counts_as_the_expected_version() {
         let digest = format!("sha256:{}", "d".repeat(64));
         let mut s = seen(Slot::Blue, true, observed(3, 3));
-        s.values.green.digest = Some(digest.clone());
+        s.values.slots.green.digest = Some(digest.clone());
         assert!(decide(&s, &request(Some(&digest)), &chart()).is_ok());
     }
 
@@ -553,10 +500,9 @@ mod tests {
             rev(4, "deployed", "bgslot clean blue", "x"),
         ];
         let mut v = values(Slot::Green, true);
-        v.blue.enabled = false;
+        v.slots.blue.enabled = false;
         let obs = crate::cluster::Observed {
-            blue: Default::default(),
-            green: ready(3),
+            slots: crate::vocab::PerSlot { blue: Default::default(), green: ready(3) },
             production_service: Some(service("web", Slot::Green, 3)),
             stage_service: Some(service("web-stage", Slot::Blue, 0)),
             ..Default::default()
@@ -566,5 +512,27 @@ mod tests {
         let err = decide(&s, &back, &chart()).unwrap_err();
         assert!(err.reason.contains("previous slot blue is gone"), "{err:?}");
         assert!(err.hint.contains("helm rollback web 2"), "{}", err.hint);
+    }
+
+    #[test]
+    fn after_a_rollback_and_a_clean_the_hint_names_the_revision_with_production_on_the_cleaned_slot() {
+        let history = vec![
+            rev(1, "superseded", "bgslot install blue v1", "x"),
+            rev(2, "superseded", "bgslot deploy green v2", "x"),
+            rev(3, "superseded", "bgslot swap blue->green", "x"),
+            rev(4, "superseded", "bgslot rollback green->blue", "x"),
+            rev(5, "deployed", "bgslot clean green", "x"),
+        ];
+        let mut v = values(Slot::Blue, false);
+        v.slots.green.enabled = false;
+        let obs = crate::cluster::Observed {
+            slots: crate::vocab::PerSlot { blue: ready(3), green: Default::default() },
+            ..observed(3, 0)
+        };
+        let back = SwapRequest { kind: SwapKind::Rollback, ..request(None) };
+        let err = decide(&observation(v, obs, history), &back, &chart()).unwrap_err();
+        assert!(err.reason.contains("previous slot green is gone"), "{err:?}");
+        // Revision 3 has production on green; revision 2 (what was hinted before) has it on blue.
+        assert!(err.hint.contains("`helm rollback web 3` restores revision 3"), "{}", err.hint);
     }
 }

@@ -5,14 +5,14 @@ use std::fmt;
 use anyhow::Result;
 use serde::Serialize;
 
-use crate::cli::GlobalArgs;
+use super::Invocation;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {}
 
 impl Args {
-    pub async fn run(&self, global: &GlobalArgs) -> Result<()> {
-        crate::output::print(&VersionReport::current(), global.output)
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
+        run.ui.print(&VersionReport::current())
     }
 }
 

@@ -1,0 +1,253 @@
+//! The Kubernetes API as bgslot uses it: reads of a release's objects, turned into `state` by the
+//! pure functions there, and the few writes helm cannot make (creating a missing namespace,
+//! deleting a failed migration Job so it runs again, sizing an autoscaled slot). The lock's Lease
+//! is `lock`'s; every other change goes through helm.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::batch::v1::Job;
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{Api, ListParams};
+use kube::Client;
+
+use super::labels::{
+    migrations_selector, release_selector, services_selector, slot_pods_selector, slot_selector,
+};
+use super::state::{
+    endpoints_of, endpoints_of_slices, pod_slots, pod_states, MigrationState, Observed, PodState,
+    ServiceEndpoints, Services, SlotState,
+};
+use crate::events::Events;
+use crate::vocab::{PerSlot, Slot};
+
+/// Reads (and, where helm cannot, writes) the cluster for one namespace.
+#[derive(Clone)]
+pub struct Cluster {
+    pub client: Client,
+    pub namespace: String,
+    /// Whether the server serves EndpointSlices (`discovery.k8s.io/v1`), once asked.
+    slices_served: Arc<OnceLock<bool>>,
+    events: Arc<dyn Events>,
+}
+
+impl Cluster {
+    pub fn new(client: Client, namespace: String, events: Arc<dyn Events>) -> Cluster {
+        Cluster {
+            client,
+            namespace,
+            slices_served: Default::default(),
+            events,
+        }
+    }
+
+    /// Whether endpoints are read from EndpointSlices (else from Endpoints): known after the
+    /// first read of a Service's endpoints.
+    pub fn reads_endpoint_slices(&self) -> Option<bool> {
+        self.slices_served.get().copied()
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        K::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    pub fn deployments(&self) -> Api<Deployment> {
+        self.api()
+    }
+
+    pub fn pods(&self) -> Api<Pod> {
+        self.api()
+    }
+
+    /// Creates this namespace when it is missing (in a dry run, only says it would). Returns
+    /// whether it was (or would be) created; one created meanwhile by someone else was not.
+    pub async fn create_namespace_if_missing(&self, dry_run: bool) -> Result<bool> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let name = &self.namespace;
+        if api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading namespace {name}"))?
+            .is_some()
+        {
+            return Ok(false);
+        }
+        if dry_run {
+            return Ok(true);
+        }
+        let ns = Namespace {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        match api.create(&kube::api::PostParams::default(), &ns).await {
+            Ok(_) => {
+                self.events.step(&format!("created namespace {name}"));
+                Ok(true)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(err) => Err(err).with_context(|| format!("creating namespace {name}")),
+        }
+    }
+
+    /// Deletes a Job (its pods go with it) and waits until it is gone, so helm can create it anew.
+    pub async fn delete_job(&self, name: &str, timeout: Duration) -> Result<()> {
+        let jobs: Api<Job> = self.api();
+        match jobs
+            .delete(name, &kube::api::DeleteParams::background())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+            Err(err) => {
+                return Err(err)
+                    .with_context(|| format!("deleting the failed migration Job {name}"))
+            }
+        }
+        let gone =
+            kube::runtime::wait::await_condition(jobs, name, |job: Option<&Job>| job.is_none());
+        tokio::time::timeout(timeout, gone)
+            .await
+            .with_context(|| {
+                format!(
+                    "the migration Job {name} was not gone within {}s",
+                    timeout.as_secs()
+                )
+            })?
+            .with_context(|| format!("waiting for the migration Job {name} to be deleted"))?;
+        Ok(())
+    }
+
+    /// Sets a Deployment's replicas through the scale subresource, as an HPA does, so the
+    /// change stays out of helm's managed fields.
+    pub async fn scale_deployment(&self, name: &str, replicas: u64) -> Result<()> {
+        let patch = serde_json::json!({"spec": {"replicas": replicas}});
+        self.deployments()
+            .patch_scale(
+                name,
+                &kube::api::PatchParams::default(),
+                &kube::api::Patch::Merge(&patch),
+            )
+            .await
+            .with_context(|| format!("scaling the Deployment {name} to {replicas} replicas"))?;
+        Ok(())
+    }
+
+    async fn list<K>(&self, selector: &str, what: impl FnOnce() -> String) -> Result<Vec<K>>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        K::DynamicType: Default,
+    {
+        let list = self
+            .api::<K>()
+            .list(&ListParams::default().labels(selector))
+            .await
+            .with_context(|| format!("listing {} in namespace {}", what(), self.namespace))?;
+        Ok(list.items)
+    }
+
+    /// The slot's Deployment, if rendered.
+    pub async fn slot(&self, release: &str, slot: Slot) -> Result<SlotState> {
+        let deployments: Vec<Deployment> = self
+            .list(&slot_selector(release, slot), || {
+                format!("the {slot} Deployment of {release}")
+            })
+            .await?;
+        Ok(SlotState::of_first(&deployments))
+    }
+
+    /// The slot's pods and why each is not serving.
+    pub async fn slot_pods(&self, release: &str, slot: Slot) -> Result<Vec<PodState>> {
+        let pods: Vec<Pod> = self
+            .list(&slot_selector(release, slot), || {
+                format!("the {slot} pods of {release}")
+            })
+            .await?;
+        Ok(pod_states(&pods))
+    }
+
+    /// Everything bgslot looks at for `release`: both slots and all Services, read at once.
+    pub async fn observe(&self, release: &str) -> Result<Observed> {
+        let (blue, green, services, migrations) = tokio::try_join!(
+            self.slot(release, Slot::Blue),
+            self.slot(release, Slot::Green),
+            self.services(release),
+            self.migrations(release),
+        )?;
+        Ok(Observed {
+            slots: PerSlot { blue, green },
+            production_service: services.production,
+            stage_service: services.stage,
+            extra_services: services.extra,
+            migrations,
+            gitops: services.gitops,
+            chart: services.chart,
+        })
+    }
+
+    /// The release's Services, their live selectors and ready endpoints: one Service list, one
+    /// pod list and one endpoints list for all of them.
+    pub async fn services(&self, release: &str) -> Result<Services> {
+        let (services, pods) = (services_selector(release), slot_pods_selector(release));
+        let (list, pods, endpoints) = tokio::try_join!(
+            self.list::<Service>(&services, || format!("the Services of {release}")),
+            self.list::<Pod>(&pods, || format!("the pods of {release}")),
+            self.endpoints(release),
+        )?;
+        Ok(Services::of(&list, &pod_slots(&pods), &endpoints))
+    }
+
+    /// The endpoints of each of the release's Services (they carry the Service's labels):
+    /// EndpointSlices where the server serves `discovery.k8s.io/v1`, else Endpoints.
+    async fn endpoints(&self, release: &str) -> Result<BTreeMap<String, ServiceEndpoints>> {
+        let of_release = ListParams::default().labels(&release_selector(release));
+        if self.slices_served.get() != Some(&false) {
+            match self.api::<EndpointSlice>().list(&of_release).await {
+                Ok(list) => {
+                    let _ = self.slices_served.set(true);
+                    return Ok(endpoints_of_slices(&list.items));
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    let _ = self.slices_served.set(false);
+                }
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!(
+                            "listing the EndpointSlices of {release} in namespace {}",
+                            self.namespace
+                        )
+                    })
+                }
+            }
+        }
+        let list: Vec<Endpoints> = self
+            .list(&release_selector(release), || {
+                format!("the Endpoints of {release}")
+            })
+            .await?;
+        Ok(endpoints_of(&list))
+    }
+
+    /// Each slot's migration Job (the newest, when several exist), as the chart labels it.
+    pub async fn migrations(&self, release: &str) -> Result<BTreeMap<Slot, MigrationState>> {
+        let jobs: Vec<Job> = self
+            .list(&migrations_selector(release, None), || {
+                format!("the migration Jobs of {release}")
+            })
+            .await?;
+        Ok(MigrationState::newest_by_slot(&jobs))
+    }
+}

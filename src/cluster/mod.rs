@@ -1,0 +1,15 @@
+//! What the cluster really runs for a release: the label contract (`labels`), the state built
+//! from API objects by pure functions (`state`), GitOps controllers' marks (`gitops`), and the
+//! reads and the few writes helm cannot make (`api`).
+
+pub mod api;
+pub mod gitops;
+pub mod labels;
+pub mod state;
+
+pub use api::Cluster;
+pub use gitops::GitOpsMarks;
+pub use state::{
+    ExtraService, MigrationPhase, MigrationState, Observed, PodState, ServiceState, Services,
+    SlotState,
+};

@@ -1,0 +1,404 @@
+//! The helm command lines bgslot runs, built by pure functions so each is unit-tested exactly:
+//! where the cluster is, the one kind of write bgslot makes, the reads, and the redaction that
+//! makes any of them fit to print.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::names::SetArg;
+use crate::record::Recorded;
+
+/// Where the cluster is, as helm's own global flags say it.
+#[derive(Debug, Clone, Default)]
+pub struct Target {
+    pub namespace: String,
+    pub kube_context: Option<String>,
+    pub kubeconfig: Option<PathBuf>,
+}
+
+impl Target {
+    pub fn args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec!["--namespace".into(), self.namespace.clone().into()];
+        if let Some(ctx) = &self.kube_context {
+            args.extend(["--kube-context".into(), ctx.into()]);
+        }
+        if let Some(path) = &self.kubeconfig {
+            args.extend(["--kubeconfig".into(), path.into()]);
+        }
+        args
+    }
+}
+
+/// A value set on the helm command line; strings go through `--set-string` so that a tag such as
+/// `1.20` stays the string "1.20" instead of becoming the number 1.2.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SetValue {
+    Str(String),
+    Literal(String),
+}
+
+/// One helm write: what bgslot changes, plus what the user passes through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Write {
+    pub install: bool,
+    /// The chart version differs from the release's: apply the new chart's defaults.
+    pub reset_then_reuse: bool,
+    pub sets: Vec<(String, SetValue)>,
+    pub values_files: Vec<PathBuf>,
+    pub user_sets: Vec<SetArg>,
+    /// Values bgslot computes (a slot's block, with `null` for what the slot no longer sets),
+    /// passed as a values file after the user's files.
+    pub generated: Option<Value>,
+    /// What the revision records in `helm history` (its `--description`).
+    pub record: Recorded,
+    /// Take over fields another manager owns (Helm 4 server-side apply), for an explicit --force.
+    pub force_conflicts: bool,
+}
+
+impl Write {
+    /// An upgrade that reuses the release's values and records `record`.
+    pub fn upgrade(record: Recorded) -> Self {
+        Write {
+            install: false,
+            reset_then_reuse: false,
+            sets: Vec::new(),
+            values_files: Vec::new(),
+            user_sets: Vec::new(),
+            generated: None,
+            record,
+            force_conflicts: false,
+        }
+    }
+
+    pub fn set(mut self, key: impl Into<String>, value: SetValue) -> Self {
+        self.sets.push((key.into(), value));
+        self
+    }
+
+    /// The `--description` helm stores.
+    pub fn description(&self) -> String {
+        self.record.to_string()
+    }
+}
+
+/// argv (without the program) for a bgslot write with helm of major version `major`.
+pub fn write_argv(
+    release: &str,
+    chart: &str,
+    target: &Target,
+    write: &Write,
+    major: u64,
+    generated: Option<&Path>,
+) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = Vec::new();
+    if write.install {
+        argv.extend(["install".into(), release.into(), chart.into()]);
+    } else {
+        argv.extend(["upgrade".into(), release.into(), chart.into()]);
+        argv.push(
+            if write.reset_then_reuse {
+                "--reset-then-reuse-values"
+            } else {
+                "--reuse-values"
+            }
+            .into(),
+        );
+    }
+    argv.extend(target.args());
+    for file in write
+        .values_files
+        .iter()
+        .map(PathBuf::as_path)
+        .chain(generated)
+    {
+        argv.extend(["--values".into(), file.into()]);
+    }
+    for set in &write.user_sets {
+        argv.extend(["--set".into(), set.to_string().into()]);
+    }
+    // bgslot's own keys come last so a pass-through --set cannot undo the slot bookkeeping.
+    for (key, value) in &write.sets {
+        let (flag, value) = match value {
+            SetValue::Str(v) => ("--set-string", v),
+            SetValue::Literal(v) => ("--set", v),
+        };
+        argv.extend([flag.into(), format!("{key}={value}").into()]);
+    }
+    argv.extend(["--description".into(), write.description().into()]);
+    // Helm 4 applies server-side: a field someone edited by hand is owned by another manager and
+    // the apply conflicts. Only an explicit --force takes it back. Helm 3 merges client-side.
+    if write.force_conflicts && major >= 4 {
+        argv.push("--force-conflicts".into());
+    }
+    argv
+}
+
+/// `helm rollback REL REV`.
+pub fn rollback_argv(release: &str, revision: u64, target: &Target) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![
+        "rollback".into(),
+        release.into(),
+        revision.to_string().into(),
+    ];
+    argv.extend(target.args());
+    argv
+}
+
+/// `helm status REL -o json`.
+pub fn status_argv(release: &str, target: &Target) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![
+        "status".into(),
+        release.into(),
+        "--output".into(),
+        "json".into(),
+    ];
+    argv.extend(target.args());
+    argv
+}
+
+/// `helm history REL -o json --max 50`.
+pub fn history_argv(release: &str, target: &Target) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![
+        "history".into(),
+        release.into(),
+        "--output".into(),
+        "json".into(),
+    ];
+    argv.extend(["--max".into(), "50".into()]);
+    argv.extend(target.args());
+    argv
+}
+
+/// `helm get values REL --all -o json`.
+pub fn values_argv(release: &str, target: &Target) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![
+        "get".into(),
+        "values".into(),
+        release.into(),
+        "--all".into(),
+        "--output".into(),
+        "json".into(),
+    ];
+    argv.extend(target.args());
+    argv
+}
+
+/// `helm version --template '{{.Version}}'`.
+pub fn version_argv() -> Vec<OsString> {
+    vec!["version".into(), "--template".into(), "{{.Version}}".into()]
+}
+
+/// Whether a value key looks like it holds a secret (its value is never printed).
+pub fn is_secret_key(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    [
+        "password",
+        "passwd",
+        "secret",
+        "token",
+        "apikey",
+        "api_key",
+        "credential",
+        "private",
+    ]
+    .iter()
+    .any(|w| key.contains(w))
+}
+
+/// Copy of argv fit to print: values of keys that look secret are replaced.
+pub fn redact(argv: &[OsString]) -> Vec<String> {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut after_set = false;
+    for arg in argv {
+        let arg = arg.to_string_lossy().to_string();
+        if after_set {
+            out.push(
+                arg.split(',')
+                    .map(|pair| match pair.split_once('=') {
+                        Some((k, _)) if is_secret_key(k) => format!("{k}=***"),
+                        _ => pair.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(","),
+            );
+        } else {
+            out.push(arg.clone());
+        }
+        after_set = matches!(
+            arg.as_str(),
+            "--set" | "--set-string" | "--set-file" | "--set-json" | "--set-literal"
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vocab::Slot;
+
+    fn target() -> Target {
+        Target {
+            namespace: "shop".into(),
+            kube_context: Some("prod".into()),
+            kubeconfig: None,
+        }
+    }
+
+    fn strings(argv: Vec<OsString>) -> Vec<String> {
+        argv.into_iter().map(|a| a.into_string().unwrap()).collect()
+    }
+
+    fn swap() -> Recorded {
+        Recorded::Swap {
+            from: Slot::Blue,
+            to: Slot::Green,
+        }
+    }
+
+    fn deploy(slot: Slot) -> Recorded {
+        Recorded::Deploy {
+            slot,
+            version: "v2".into(),
+        }
+    }
+
+    #[test]
+    fn swap_is_one_reuse_values_upgrade_with_only_the_changed_key() {
+        let write = Write::upgrade(swap()).set("productionSlot", SetValue::Str("green".into()));
+        assert_eq!(
+            strings(write_argv("web", "/tmp/chart", &target(), &write, 3, None)),
+            [
+                "upgrade",
+                "web",
+                "/tmp/chart",
+                "--reuse-values",
+                "--namespace",
+                "shop",
+                "--kube-context",
+                "prod",
+                "--set-string",
+                "productionSlot=green",
+                "--description",
+                "bgslot swap blue->green"
+            ]
+        );
+    }
+
+    #[test]
+    fn chart_version_change_resets_then_reuses() {
+        let mut write = Write::upgrade(deploy(Slot::Green));
+        write.reset_then_reuse = true;
+        let argv = strings(write_argv("web", "c", &target(), &write, 4, None));
+        assert!(argv.contains(&"--reset-then-reuse-values".to_string()));
+        assert!(!argv.contains(&"--reuse-values".to_string()));
+    }
+
+    #[test]
+    fn user_values_come_before_bgslot_keys() {
+        let mut write = Write::upgrade(deploy(Slot::Green))
+            .set("green.enabled", SetValue::Literal("true".into()));
+        write.user_sets = vec!["green.enabled=false".parse().unwrap()];
+        write.values_files = vec!["v.yaml".into()];
+        let generated = Path::new("/tmp/generated.json");
+        let argv = strings(write_argv(
+            "web",
+            "c",
+            &target(),
+            &write,
+            4,
+            Some(generated),
+        ));
+        let user = argv
+            .iter()
+            .position(|a| a == "green.enabled=false")
+            .unwrap();
+        let ours = argv.iter().position(|a| a == "green.enabled=true").unwrap();
+        assert!(user < ours);
+        let files: Vec<&String> = argv
+            .windows(2)
+            .filter(|w| w[0] == "--values")
+            .map(|w| &w[1])
+            .collect();
+        assert_eq!(files, ["v.yaml", "/tmp/generated.json"]);
+    }
+
+    #[test]
+    fn forcing_takes_over_conflicting_fields_only_on_helm4() {
+        let mut write = Write::upgrade(swap());
+        write.force_conflicts = true;
+        assert!(strings(write_argv("web", "c", &target(), &write, 4, None))
+            .contains(&"--force-conflicts".to_string()));
+        assert!(!strings(write_argv("web", "c", &target(), &write, 3, None))
+            .contains(&"--force-conflicts".to_string()));
+    }
+
+    #[test]
+    fn install_has_no_reuse_flag() {
+        let mut write = Write::upgrade(Recorded::Install {
+            slot: Slot::Blue,
+            version: "v1".into(),
+        });
+        write.install = true;
+        let argv = strings(write_argv("web", "c", &target(), &write, 4, None));
+        assert_eq!(&argv[..3], ["install", "web", "c"]);
+        assert!(!argv.iter().any(|a| a.contains("reuse")));
+        assert_eq!(argv.last().unwrap(), "bgslot install blue v1");
+    }
+
+    #[test]
+    fn reads_name_the_release_and_the_target() {
+        assert_eq!(
+            strings(status_argv("web", &target())),
+            [
+                "status",
+                "web",
+                "--output",
+                "json",
+                "--namespace",
+                "shop",
+                "--kube-context",
+                "prod"
+            ]
+        );
+        assert_eq!(
+            strings(history_argv("web", &target()))[..6],
+            ["history", "web", "--output", "json", "--max", "50"]
+        );
+        assert_eq!(
+            strings(rollback_argv("web", 3, &target()))[..3],
+            ["rollback", "web", "3"]
+        );
+        assert_eq!(
+            strings(values_argv("web", &target()))[..4],
+            ["get", "values", "web", "--all"]
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let argv: Vec<OsString> = [
+            "upgrade",
+            "--set",
+            "db.password=hunter2,replicas=2",
+            "--set-string",
+            "apiToken=abc",
+            "--description",
+            "x",
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect();
+        let shown = redact(&argv).join(" ");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("abc"),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("replicas=2") && shown.contains("db.password=***"),
+            "{shown}"
+        );
+    }
+}

@@ -1,0 +1,170 @@
+//! A failed helm run as a value: the command, its exit code, its stderr, and what kind of failure
+//! it is. The kind is read from stderr here, once, so no decision elsewhere matches helm's text.
+
+use std::fmt;
+
+/// What kind of failure a helm run was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HelmErrorKind {
+    /// The release does not exist (`Error: release: not found`).
+    NotFound,
+    /// Another helm operation holds the release (`another operation (install/upgrade/rollback)
+    /// is in progress`).
+    PendingOperation,
+    /// An object belongs to another release or field manager: Helm 3's ownership check
+    /// (`invalid ownership metadata`) or a Helm 4 server-side apply conflict.
+    OwnershipConflict,
+    /// Anything else; stderr says what.
+    Other,
+}
+
+impl HelmErrorKind {
+    /// Reads the kind from helm's stderr.
+    pub fn of(stderr: &str) -> HelmErrorKind {
+        if stderr.contains("release: not found") {
+            HelmErrorKind::NotFound
+        } else if stderr.contains("another operation (install/upgrade/rollback) is in progress") {
+            HelmErrorKind::PendingOperation
+        } else if stderr.contains("invalid ownership metadata")
+            || stderr.contains("cannot be imported into the current release")
+            || (stderr.contains("Apply failed with") && stderr.contains("conflict"))
+        {
+            HelmErrorKind::OwnershipConflict
+        } else {
+            HelmErrorKind::Other
+        }
+    }
+}
+
+/// A helm run that did not succeed.
+#[derive(Debug, Clone)]
+pub struct HelmError {
+    /// The command as printed (program, then arguments, secrets redacted).
+    pub argv: Vec<String>,
+    /// The exit code; `None` when a signal ended helm.
+    pub code: Option<i32>,
+    pub stderr: HelmStderr,
+    pub kind: HelmErrorKind,
+}
+
+impl HelmError {
+    pub fn new(argv: Vec<String>, code: Option<i32>, stderr: &str) -> HelmError {
+        HelmError {
+            argv,
+            code,
+            kind: HelmErrorKind::of(stderr),
+            stderr: HelmStderr(stderr.trim().to_string()),
+        }
+    }
+
+    /// Whether `err` carries a helm failure of `kind` anywhere in its chain.
+    pub fn is(err: &anyhow::Error, kind: HelmErrorKind) -> bool {
+        err.chain().any(|c| {
+            c.downcast_ref::<HelmError>()
+                .is_some_and(|h| h.kind == kind)
+        })
+    }
+}
+
+impl fmt::Display for HelmError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The subcommand, release and chart say which run failed; stderr is the source.
+        let sub = self
+            .argv
+            .iter()
+            .skip(1)
+            .take(3)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(" ");
+        match self.code {
+            Some(code) => write!(f, "`helm {sub}` failed (exit {code})"),
+            None => write!(f, "`helm {sub}` failed (exit a signal)"),
+        }
+    }
+}
+
+impl std::error::Error for HelmError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.stderr)
+    }
+}
+
+/// What helm printed on stderr, shown as the cause of a [`HelmError`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelmStderr(pub String);
+
+impl fmt::Display for HelmStderr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("(helm printed nothing on stderr)")
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+impl std::error::Error for HelmStderr {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_are_read_from_what_helm_3_and_4_print() {
+        assert_eq!(
+            HelmErrorKind::of("Error: release: not found"),
+            HelmErrorKind::NotFound
+        );
+        assert_eq!(
+            HelmErrorKind::of("Error: UPGRADE FAILED: another operation (install/upgrade/rollback) is in progress"),
+            HelmErrorKind::PendingOperation
+        );
+        assert_eq!(
+            HelmErrorKind::of("Error: INSTALLATION FAILED: Unable to continue with install: Service \"web\" in namespace \"shop\" exists and cannot be imported into the current release: invalid ownership metadata; annotation validation error: key \"meta.helm.sh/release-name\" must equal \"web-green\": current value is \"web\""),
+            HelmErrorKind::OwnershipConflict
+        );
+        assert_eq!(
+            HelmErrorKind::of("Error: UPGRADE FAILED: conflict occurred while applying object shop/web /v1, Kind=Service: Apply failed with 1 conflict: conflict with \"kubectl-patch\" using v1: .spec.selector.bgslot/slot"),
+            HelmErrorKind::OwnershipConflict
+        );
+        assert_eq!(
+            HelmErrorKind::of("Error: UPGRADE FAILED: timed out"),
+            HelmErrorKind::Other
+        );
+    }
+
+    #[test]
+    fn a_failure_names_the_command_and_keeps_stderr_as_its_cause() {
+        let err = HelmError::new(
+            vec![
+                "/usr/bin/helm".into(),
+                "upgrade".into(),
+                "web".into(),
+                "/tmp/chart".into(),
+            ],
+            Some(1),
+            "Error: UPGRADE FAILED: boom\n",
+        );
+        assert_eq!(
+            err.to_string(),
+            "`helm upgrade web /tmp/chart` failed (exit 1)"
+        );
+        let err = anyhow::Error::new(err).context("swap of web");
+        let chain: Vec<String> = err.chain().map(ToString::to_string).collect();
+        assert_eq!(
+            chain,
+            [
+                "swap of web",
+                "`helm upgrade web /tmp/chart` failed (exit 1)",
+                "Error: UPGRADE FAILED: boom"
+            ]
+        );
+        assert!(!HelmError::is(&err, HelmErrorKind::NotFound));
+        let silent = HelmError::new(vec!["helm".into(), "status".into(), "web".into()], None, "");
+        assert_eq!(
+            silent.stderr.to_string(),
+            "(helm printed nothing on stderr)"
+        );
+    }
+}

@@ -1,0 +1,220 @@
+//! The thin layer that runs helm: never through a shell, with SIGINT/SIGTERM forwarded to it so
+//! helm can record the state it leaves the release in, and with helm's stderr kept in every
+//! error ([`HelmError`]). What each command line is, is `argv`'s business.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde_json::Value;
+
+use super::argv::{self, redact, Target, Write};
+use super::error::{HelmError, HelmErrorKind};
+use super::json::{parse_history, Revision, Status};
+use super::version::{parse_version, HelmVersion, VersionCache, MIN_HELM};
+use crate::events::{Event, Events};
+use crate::names::shell_words;
+use crate::signals;
+
+/// Runs helm for one bgslot invocation; knows its version.
+#[derive(Clone)]
+pub struct HelmRunner {
+    pub path: PathBuf,
+    pub version: HelmVersion,
+    pub target: Target,
+    pub verbose: bool,
+    events: Arc<dyn Events>,
+}
+
+impl std::fmt::Debug for HelmRunner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HelmRunner")
+            .field("path", &self.path)
+            .field("version", &self.version)
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl HelmRunner {
+    /// Knows the helm version (asked once per helm binary, then cached) and refuses helm older
+    /// than [`MIN_HELM`].
+    pub async fn detect(
+        path: PathBuf,
+        target: Target,
+        verbose: bool,
+        events: Arc<dyn Events>,
+    ) -> Result<HelmRunner> {
+        let cache = VersionCache::for_binary(&path);
+        let mut runner = HelmRunner {
+            path,
+            version: HelmVersion {
+                major: 0,
+                minor: 0,
+                patch: 0,
+            },
+            target,
+            verbose,
+            events,
+        };
+        runner.version = match cache.as_ref().and_then(VersionCache::read) {
+            Some(version) => version,
+            None => {
+                let out = runner.run(argv::version_argv()).await?;
+                let version = parse_version(&out).ok_or_else(|| {
+                    anyhow!(
+                        "could not read the helm version from `{} version`: got '{}'",
+                        runner.path.display(),
+                        out.trim()
+                    )
+                })?;
+                if let Some(cache) = &cache {
+                    cache.write(version);
+                }
+                version
+            }
+        };
+        if !runner.version.supported() {
+            bail!(
+                "helm {} at {} is too old: bgslot needs Helm {}.{} or newer (for --reset-then-reuse-values)",
+                runner.version,
+                runner.path.display(),
+                MIN_HELM.0,
+                MIN_HELM.1
+            );
+        }
+        Ok(runner)
+    }
+
+    /// `helm history REL -o json`; `None` when the release does not exist.
+    pub async fn history(&self, release: &str) -> Result<Option<Vec<Revision>>> {
+        match self.run(argv::history_argv(release, &self.target)).await {
+            Ok(out) => parse_history(&out)
+                .map(Some)
+                .with_context(|| format!("reading `helm history {release} -o json`")),
+            Err(err) if HelmError::is(&err, HelmErrorKind::NotFound) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `helm status REL -o json`: the latest revision and the values the user gave, in one
+    /// command; `None` when the release does not exist.
+    pub async fn status(&self, release: &str) -> Result<Option<Status>> {
+        match self.run(argv::status_argv(release, &self.target)).await {
+            Ok(out) => serde_json::from_str(&out)
+                .map(Some)
+                .with_context(|| format!("reading `helm status {release} -o json`")),
+            Err(err) if HelmError::is(&err, HelmErrorKind::NotFound) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// `helm get values REL --all -o json`: user values merged over chart defaults.
+    pub async fn values(&self, release: &str) -> Result<Value> {
+        let out = self.run(argv::values_argv(release, &self.target)).await?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("reading `helm get values {release} --all -o json`"))
+    }
+
+    /// The full helm command line of `write`, as `-v` would print it (secrets redacted).
+    pub fn command_line(&self, release: &str, chart: &str, write: &Write) -> Vec<String> {
+        let generated = write
+            .generated
+            .as_ref()
+            .map(|_| Path::new("<values bgslot generates>"));
+        let argv = argv::write_argv(
+            release,
+            chart,
+            &self.target,
+            write,
+            self.version.major,
+            generated,
+        );
+        self.printable(&argv)
+    }
+
+    /// The full command line of `helm rollback REL REV`.
+    pub fn rollback_command_line(&self, release: &str, revision: u64) -> Vec<String> {
+        self.printable(&argv::rollback_argv(release, revision, &self.target))
+    }
+
+    fn printable(&self, argv: &[OsString]) -> Vec<String> {
+        std::iter::once(self.path.display().to_string())
+            .chain(redact(argv))
+            .collect()
+    }
+
+    /// Runs `write`. The generated values go through a file readable by this user only: they
+    /// may hold a slot's secretEnv.
+    pub async fn write(&self, release: &str, chart: &str, write: &Write) -> Result<()> {
+        let generated = match &write.generated {
+            Some(values) => {
+                let mut file = tempfile::Builder::new()
+                    .prefix("bgslot-values-")
+                    .suffix(".json")
+                    .tempfile()
+                    .context("creating a temporary values file")?;
+                serde_json::to_writer(&mut file, values)
+                    .context("writing a temporary values file")?;
+                Some(file)
+            }
+            None => None,
+        };
+        let argv = argv::write_argv(
+            release,
+            chart,
+            &self.target,
+            write,
+            self.version.major,
+            generated.as_ref().map(|f| f.path()),
+        );
+        self.run(argv).await.map(|_| ())
+    }
+
+    /// `helm rollback REL REV` (used by `recover`).
+    pub async fn rollback(&self, release: &str, revision: u64) -> Result<()> {
+        self.run(argv::rollback_argv(release, revision, &self.target))
+            .await
+            .map(|_| ())
+    }
+
+    /// Runs helm with argv and returns its stdout; forwards SIGINT/SIGTERM received by bgslot to
+    /// it and waits for it to exit.
+    async fn run(&self, argv: Vec<OsString>) -> Result<String> {
+        let printable = self.printable(&argv);
+        if self.verbose {
+            self.events
+                .event(Event::Command(&format!("+ {}", shell_words(&printable))));
+        }
+        let handle = duct::cmd(&self.path, &argv)
+            .stdin_null()
+            .stdout_capture()
+            .stderr_capture()
+            .unchecked()
+            .start()
+            .with_context(|| format!("could not run {}", self.path.display()))?;
+        let handle = Arc::new(handle);
+        let waiter = {
+            let handle = handle.clone();
+            tokio::task::spawn_blocking(move || handle.wait().cloned())
+        };
+        tokio::pin!(waiter);
+        let mut signals = signals::subscribe();
+        let output = loop {
+            tokio::select! {
+                res = &mut waiter => break res.context("waiting for helm")?.context("waiting for helm")?,
+                sig = signals.changed_to_signal() => {
+                    for pid in handle.pids() {
+                        signals::forward(pid, sig);
+                    }
+                }
+            }
+        };
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(HelmError::new(printable, output.status.code(), &stderr).into());
+        }
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+}

@@ -1,0 +1,277 @@
+//! What bgslot records in a helm revision's description (`--description`), so that `helm
+//! history` explains itself: one type with one writer (`Display`) and one reader (`FromStr`),
+//! used by every command that writes a revision and every rule that reads the history.
+//!
+//! The grammar, unchanged since the first bgslot:
+//!
+//! ```text
+//! bgslot install SLOT VERSION     the release was installed with VERSION in SLOT (production)
+//! bgslot deploy SLOT VERSION      VERSION was staged in SLOT
+//! bgslot swap FROM->TO            production moved from FROM to TO
+//! bgslot rollback FROM->TO        production moved back from FROM to TO
+//! bgslot clean SLOT               SLOT was disabled
+//! Rollback to N                   `helm rollback` (or `bgslot recover`, which runs it)
+//! ```
+//!
+//! VERSION is a tag or a `sha256:` digest: one word.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::vocab::{Op, Slot};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recorded {
+    Install {
+        slot: Slot,
+        version: String,
+    },
+    Deploy {
+        slot: Slot,
+        version: String,
+    },
+    Swap {
+        from: Slot,
+        to: Slot,
+    },
+    Rollback {
+        from: Slot,
+        to: Slot,
+    },
+    Clean {
+        slot: Slot,
+    },
+    /// helm's own description of a `helm rollback` to `revision`.
+    HelmRollback {
+        revision: u64,
+    },
+}
+
+impl Recorded {
+    /// The bgslot operation that wrote this revision (`None` for a `helm rollback`).
+    pub fn op(&self) -> Option<Op> {
+        match self {
+            Recorded::Install { .. } => Some(Op::Install),
+            Recorded::Deploy { .. } => Some(Op::Deploy),
+            Recorded::Swap { .. } => Some(Op::Swap),
+            Recorded::Rollback { .. } => Some(Op::Rollback),
+            Recorded::Clean { .. } => Some(Op::Clean),
+            Recorded::HelmRollback { .. } => None,
+        }
+    }
+
+    /// Whether production may have changed slots in this revision. A `helm rollback` restores
+    /// another revision's `productionSlot`, so it counts.
+    pub fn moves_production(&self) -> bool {
+        matches!(
+            self,
+            Recorded::Swap { .. } | Recorded::Rollback { .. } | Recorded::HelmRollback { .. }
+        )
+    }
+
+    /// The slot production is on after this revision, when the description says so.
+    pub fn production_after(&self) -> Option<Slot> {
+        match self {
+            Recorded::Install { slot, .. } => Some(*slot),
+            Recorded::Swap { to, .. } | Recorded::Rollback { to, .. } => Some(*to),
+            _ => None,
+        }
+    }
+
+    /// The slot this revision put a version in, made production, or disabled.
+    pub fn slot(&self) -> Option<Slot> {
+        match self {
+            Recorded::Install { slot, .. }
+            | Recorded::Deploy { slot, .. }
+            | Recorded::Clean { slot } => Some(*slot),
+            Recorded::Swap { to, .. } | Recorded::Rollback { to, .. } => Some(*to),
+            Recorded::HelmRollback { .. } => None,
+        }
+    }
+
+    /// The description as a person reads it in `bgslot history`.
+    pub fn summary(&self) -> String {
+        match self {
+            Recorded::Install { slot, version } => {
+                format!("bgslot install: {version} in {slot} (production)")
+            }
+            Recorded::Deploy { slot, version } => {
+                format!("bgslot deploy: {version} staged in {slot}")
+            }
+            Recorded::Swap { from, to } => format!("bgslot swap: production {from} -> {to}"),
+            Recorded::Rollback { from, to } => {
+                format!("bgslot rollback: production {from} -> {to}")
+            }
+            Recorded::Clean { slot } => format!("bgslot clean: {slot} disabled"),
+            // helm's words stand as they are.
+            Recorded::HelmRollback { .. } => self.to_string(),
+        }
+    }
+}
+
+impl fmt::Display for Recorded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Recorded::Install { slot, version } => write!(f, "bgslot install {slot} {version}"),
+            Recorded::Deploy { slot, version } => write!(f, "bgslot deploy {slot} {version}"),
+            Recorded::Swap { from, to } => write!(f, "bgslot swap {from}->{to}"),
+            Recorded::Rollback { from, to } => write!(f, "bgslot rollback {from}->{to}"),
+            Recorded::Clean { slot } => write!(f, "bgslot clean {slot}"),
+            Recorded::HelmRollback { revision } => write!(f, "Rollback to {revision}"),
+        }
+    }
+}
+
+/// A description bgslot (or `helm rollback`) did not write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Foreign;
+
+impl FromStr for Recorded {
+    type Err = Foreign;
+
+    fn from_str(description: &str) -> Result<Recorded, Foreign> {
+        let words: Vec<&str> = description.split_whitespace().collect();
+        let flip = |text: &str| -> Result<(Slot, Slot), Foreign> {
+            let (from, to) = text.split_once("->").ok_or(Foreign)?;
+            let (from, to) = (
+                from.parse().map_err(|_| Foreign)?,
+                to.parse().map_err(|_| Foreign)?,
+            );
+            if from == to {
+                return Err(Foreign);
+            }
+            Ok((from, to))
+        };
+        let slot = |text: &str| text.parse::<Slot>().map_err(|_| Foreign);
+        Ok(match words.as_slice() {
+            ["bgslot", "install", s, version] => Recorded::Install {
+                slot: slot(s)?,
+                version: version.to_string(),
+            },
+            ["bgslot", "deploy", s, version] => Recorded::Deploy {
+                slot: slot(s)?,
+                version: version.to_string(),
+            },
+            ["bgslot", "swap", moved] => {
+                let (from, to) = flip(moved)?;
+                Recorded::Swap { from, to }
+            }
+            ["bgslot", "rollback", moved] => {
+                let (from, to) = flip(moved)?;
+                Recorded::Rollback { from, to }
+            }
+            ["bgslot", "clean", s] => Recorded::Clean { slot: slot(s)? },
+            ["Rollback", "to", n] => Recorded::HelmRollback {
+                revision: n.parse().map_err(|_| Foreign)?,
+            },
+            _ => return Err(Foreign),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(description: &str) -> Option<Recorded> {
+        description.parse().ok()
+    }
+
+    #[test]
+    fn every_record_reads_back_as_written() {
+        let all = [
+            Recorded::Install {
+                slot: Slot::Blue,
+                version: "v1".into(),
+            },
+            Recorded::Deploy {
+                slot: Slot::Green,
+                version: format!("sha256:{}", "a".repeat(64)),
+            },
+            Recorded::Swap {
+                from: Slot::Blue,
+                to: Slot::Green,
+            },
+            Recorded::Rollback {
+                from: Slot::Green,
+                to: Slot::Blue,
+            },
+            Recorded::Clean { slot: Slot::Blue },
+            Recorded::HelmRollback { revision: 12 },
+        ];
+        for record in all {
+            assert_eq!(read(&record.to_string()), Some(record));
+        }
+    }
+
+    #[test]
+    fn descriptions_of_earlier_bgslot_versions_and_of_helm_read_as_before() {
+        // Strings written by every earlier bgslot (as its tests and the README show them).
+        assert_eq!(
+            read("bgslot install blue v1"),
+            Some(Recorded::Install {
+                slot: Slot::Blue,
+                version: "v1".into()
+            })
+        );
+        assert_eq!(
+            read("bgslot deploy green v2"),
+            Some(Recorded::Deploy {
+                slot: Slot::Green,
+                version: "v2".into()
+            })
+        );
+        assert_eq!(
+            read("bgslot swap blue->green"),
+            Some(Recorded::Swap {
+                from: Slot::Blue,
+                to: Slot::Green
+            })
+        );
+        assert_eq!(
+            read("bgslot rollback green->blue"),
+            Some(Recorded::Rollback {
+                from: Slot::Green,
+                to: Slot::Blue
+            })
+        );
+        assert_eq!(
+            read("bgslot clean blue"),
+            Some(Recorded::Clean { slot: Slot::Blue })
+        );
+        // helm's own: a rollback moves what it restores; the rest is not bgslot's.
+        assert_eq!(
+            read("Rollback to 3"),
+            Some(Recorded::HelmRollback { revision: 3 })
+        );
+        for foreign in [
+            "Install complete",
+            "Upgrade complete",
+            "Preparing upgrade",
+            "Upgrade \"web\" failed: timed out",
+            "Uninstallation complete",
+            "bgslot swap purple->green",
+            "bgslot swap blue->blue",
+            "bgslot deploy green",
+            "bgslot deploy teal v2",
+            "Rollback to three",
+            "",
+        ] {
+            assert_eq!(read(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn what_a_record_says_about_production() {
+        let swap: Recorded = "bgslot swap blue->green".parse().unwrap();
+        assert!(swap.moves_production());
+        assert_eq!(swap.production_after(), Some(Slot::Green));
+        let back: Recorded = "Rollback to 2".parse().unwrap();
+        assert!(back.moves_production());
+        assert_eq!(back.production_after(), None);
+        let deploy: Recorded = "bgslot deploy green v2".parse().unwrap();
+        assert!(!deploy.moves_production());
+        assert_eq!(deploy.summary(), "bgslot deploy: v2 staged in green");
+        assert_eq!(swap.summary(), "bgslot swap: production blue -> green");
+    }
+}

@@ -1,0 +1,130 @@
+//! bgslot's own waiting, instead of `helm --wait`: by what is waited on, a slot's rollout and its
+//! pods stopping (`rollout`), what the Services route to (`services`), a slot's migration Job
+//! (`migration`), and the change feed `status --watch` redraws on (`feed`).
+//!
+//! Every wait is driven by watches (kube-runtime's watcher with backoff), so a change is noticed
+//! when it happens rather than at the next poll, and a restarting API server delays the wait
+//! instead of failing it. Progress goes to the event sink a wait is handed; on timeout the error
+//! says what was seen last and, for pods, which ones and why.
+
+pub mod feed;
+pub mod migration;
+pub mod rollout;
+pub mod services;
+
+pub use feed::release_changes;
+pub use migration::migration_done;
+pub use rollout::{slot_available, slot_stopped};
+pub use services::{endpoints_ready, production_serves};
+
+use futures::StreamExt;
+use kube::runtime::{watcher, WatchStreamExt};
+
+use crate::cluster::PodState;
+
+/// Why pods are not ready, each reason once, leaving out the states every pod passes through.
+pub fn reasons(pods: &[PodState]) -> Vec<String> {
+    let mut reasons: Vec<String> = pods
+        .iter()
+        .filter(|p| !p.ready && !p.terminating)
+        .filter_map(|p| p.reason.clone())
+        .filter(|r| !is_starting(r))
+        .collect();
+    reasons.sort();
+    reasons.dedup();
+    reasons
+}
+
+/// States every pod passes through on its way up: not worth a progress line of their own.
+fn is_starting(reason: &str) -> bool {
+    matches!(
+        reason,
+        "ContainerCreating" | "PodInitializing" | "Pending" | "Pending: not scheduled"
+    )
+}
+
+/// Describes the pods that keep a slot from being available, for a timeout error.
+pub fn explain_pods(pods: &[PodState]) -> String {
+    let bad: Vec<String> = pods
+        .iter()
+        .filter(|p| !p.ready && !p.terminating)
+        .map(|p| {
+            let mut s = format!(
+                "pod {}: {}",
+                p.name,
+                p.reason.as_deref().unwrap_or("not ready")
+            );
+            if p.restarts > 0 {
+                s.push_str(&format!(" ({} restarts)", p.restarts));
+            }
+            s
+        })
+        .collect();
+    if bad.is_empty() {
+        "no pod reports a problem (the Deployment may be blocked by quota or scheduling)".into()
+    } else {
+        bad.join("; ")
+    }
+}
+
+/// The pods' names, comma-separated.
+fn names(pods: &[PodState]) -> String {
+    pods.iter()
+        .map(|p| p.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One tick per change of the objects `api` lists with `config`; watch errors (a restarting API
+/// server) are retried with backoff.
+fn ticks<K>(api: kube::Api<K>, config: watcher::Config) -> futures::stream::BoxStream<'static, ()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    K::DynamicType: Default,
+{
+    watcher(api, config)
+        .default_backoff()
+        .filter_map(|e| futures::future::ready(e.ok().map(|_| ())))
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pod(name: &str, ready: bool, reason: Option<&str>, restarts: i32) -> PodState {
+        PodState {
+            name: name.into(),
+            ready,
+            terminating: false,
+            phase: "Running".into(),
+            reason: reason.map(str::to_string),
+            restarts,
+        }
+    }
+
+    #[test]
+    fn reasons_are_named_once_and_starting_pods_say_nothing() {
+        let pods = [
+            pod("a", true, None, 0),
+            pod("b", false, Some("ImagePullBackOff"), 0),
+            pod("c", false, Some("ImagePullBackOff"), 0),
+            pod("d", false, Some("ContainerCreating"), 0),
+        ];
+        assert_eq!(reasons(&pods), ["ImagePullBackOff"]);
+    }
+
+    #[test]
+    fn timeout_explanation_names_pods_and_reasons() {
+        let pods = [
+            pod("web-green-1", false, Some("CrashLoopBackOff"), 4),
+            pod("web-green-2", true, None, 0),
+        ];
+        assert_eq!(
+            explain_pods(&pods),
+            "pod web-green-1: CrashLoopBackOff (4 restarts)"
+        );
+        assert_eq!(names(&pods), "web-green-1, web-green-2");
+        assert!(explain_pods(&[]).contains("quota or scheduling"));
+    }
+}
