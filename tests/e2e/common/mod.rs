@@ -3,7 +3,6 @@
 //! The README's test command (`scripts/test`) prepares the binaries, starts the local control plane
 //! and exports `KUBECONFIG`, `BGSLOT_HELM3` and `BGSLOT_HELM4`. A test that needs one of them and does
 //! not find it fails with a message saying how to provide it: nothing here skips.
-#![allow(dead_code)]
 
 pub mod cli;
 pub mod dataplane;

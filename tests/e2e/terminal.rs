@@ -2,8 +2,7 @@
 //! progress bar per slot (under a real pseudo-terminal, made by util-linux `script`), plain lines
 //! in a log, and `status --watch` following a swap until interrupted.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use common::cli::{Env, Run};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -47,10 +46,10 @@ async fn waiting_shows_a_bar_on_a_terminal_and_lines_in_a_log(major: u32) {
     let env = Env::new(major, "tty").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
+        .must_succeed();
     let shown = on_terminal(&env, &[], &["deploy", "web", "--tag", "v2-slow-start"])
         .await
-        .ok();
+        .must_succeed();
     assert!(
         shown.stdout.contains("green  ▕") && shown.stdout.contains("▏ 2/2 ready"),
         "a bar: {shown:?}"
@@ -65,13 +64,15 @@ async fn waiting_shows_a_bar_on_a_terminal_and_lines_in_a_log(major: u32) {
     );
 
     // Not a terminal: one plain line per change, no drawing.
-    env.bgslot(&["clean", "web", "--force"]).await.ok();
+    env.bgslot(&["clean", "web", "--force"])
+        .await
+        .must_succeed();
     let logged = env
         .bgslot(&["deploy", "web", "--tag", "v3-slow-start"])
         .await
-        .ok()
-        .says("green: 0/2 ready (readiness probe failing)")
-        .says("green: 2/2 ready");
+        .must_succeed()
+        .must_say("green: 0/2 ready (readiness probe failing)")
+        .must_say("green: 2/2 ready");
     assert!(!logged.stderr.contains('▕'), "{logged:?}");
     env.done().await;
 }
@@ -92,8 +93,10 @@ async fn status_watch_follows_a_swap(major: u32) {
     let env = Env::new(major, "watch").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
-    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+        .must_succeed();
+    env.bgslot(&["deploy", "web", "--tag", "v2"])
+        .await
+        .must_succeed();
 
     let mut watch = env
         .command(&["status", "web", "--watch", "-o", "json"])
@@ -112,7 +115,7 @@ async fn status_watch_follows_a_swap(major: u32) {
 
     env.bgslot(&["swap", "web", "--expect-tag", "v2"])
         .await
-        .ok();
+        .must_succeed();
     let mut frame = next_frame(&mut frames).await;
     while frame["revision"].as_u64() == Some(2) {
         frame = next_frame(&mut frames).await;
@@ -140,7 +143,7 @@ async fn status_watch_follows_a_swap(major: u32) {
         &["status", "web", "--watch"],
     )
     .await
-    .ok();
+    .must_succeed();
     assert!(
         shown
             .stdout

@@ -4,7 +4,6 @@
 //!
 //! These need testenv's simulated node (pods are local processes there); on another cluster they
 //! fail saying so.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -41,15 +40,12 @@ pub fn testenv_bin() -> PathBuf {
 /// A Service port as the proxy routes it now.
 #[derive(Debug, Deserialize)]
 pub struct RoutedPort {
-    pub port: u16,
-    pub local: String,
     pub backends: Vec<Backend>,
 }
 
+/// A pod behind a Service port.
 #[derive(Debug, Deserialize)]
 pub struct Backend {
-    pub ip: String,
-    pub port: u16,
     pub pod: String,
 }
 
@@ -97,7 +93,6 @@ pub async fn await_routes(service: &str, pod_prefix: &str, count: usize) {
 #[derive(Debug, Deserialize)]
 pub struct LoadSummary {
     pub requests: u64,
-    pub ok: u64,
     pub failed: u64,
     pub failed_by_kind: BTreeMap<String, u64>,
     pub by_version: BTreeMap<String, u64>,
@@ -109,7 +104,6 @@ pub struct LoadSummary {
 #[derive(Debug, Deserialize)]
 pub struct ClientSummary {
     pub requests: u64,
-    pub failed: u64,
     pub connections: u64,
 }
 

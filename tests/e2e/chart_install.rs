@@ -4,8 +4,7 @@
 //! shows: schema errors at install, which Deployments a config change restarts, who owns `replicas`
 //! under autoscaling, and that a failed migration Job reruns once deleted.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -423,7 +422,7 @@ async fn example_app_runs_deploy_swap_clean(major: u32) {
             &set,
         ])
         .await
-        .ok();
+        .must_succeed();
     assert!(
         !r.stdout.contains(session_key) && !r.stderr.contains(session_key),
         "{who}: bgslot printed a secret value: {r:?}"
@@ -475,7 +474,9 @@ async fn example_app_runs_deploy_swap_clean(major: u32) {
     assert_eq!(ingresses, ["shop"], "{who}");
 
     // v2 goes to green, with its own migration; production stays on blue.
-    env.bgslot(&["deploy", rel, "--tag", "v2"]).await.ok();
+    env.bgslot(&["deploy", rel, "--tag", "v2"])
+        .await
+        .must_succeed();
     let green_job = finished_job(&env, rel, "green").await;
     assert!(
         succeeded(&green_job),
@@ -497,7 +498,9 @@ async fn example_app_runs_deploy_swap_clean(major: u32) {
     );
     let blue_pods = identities(&slot_pods(&env.client, &env.ns, rel, "blue").await);
 
-    env.bgslot(&["swap", rel, "--expect-tag", "v2"]).await.ok();
+    env.bgslot(&["swap", rel, "--expect-tag", "v2"])
+        .await
+        .must_succeed();
     assert_eq!(
         selectors_of_role(&env, rel, "production").await,
         [
@@ -550,7 +553,9 @@ async fn example_app_runs_deploy_swap_clean(major: u32) {
     }
 
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    env.bgslot(&["clean", rel, "--min-age", "1s"]).await.ok();
+    env.bgslot(&["clean", rel, "--min-age", "1s"])
+        .await
+        .must_succeed();
     until(
         &format!("{who}: clean removes every blue object"),
         || async {
@@ -593,8 +598,8 @@ async fn a_typo_in_values_fails_the_install_naming_the_key(major: u32) {
     // Through bgslot the same error reaches the user, and nothing is installed either way.
     env.bgslot(&["deploy", REL, "--tag", "v1", "--set", "blue.replicaCont=3"])
         .await
-        .code(1)
-        .says("replicaCont");
+        .must_exit(1)
+        .must_say("replicaCont");
     // Helm keeps every revision, failed ones included, in a Secret labelled owner=helm.
     let records = names_of(&env, "", "Secret", "owner=helm").await;
     assert_eq!(

@@ -3,8 +3,7 @@
 //! Every test works in its own namespace, so they run in parallel. "Nothing changed" is checked
 //! against the helm revision list, the Services' live selectors and the Deployments' generations.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use common::cli::Env;
 use k8s_openapi::api::core::v1::Service;
@@ -32,7 +31,7 @@ async fn full_cycle_alternates_slots(major: u32) {
             "json",
         ])
         .await
-        .ok();
+        .must_succeed();
     let j = r.json();
     assert_eq!(
         (
@@ -54,8 +53,8 @@ async fn full_cycle_alternates_slots(major: u32) {
         let r = env
             .bgslot(&["deploy", "web", "--tag", tag])
             .await
-            .ok()
-            .says(&format!("{stage}: 2/2 ready"));
+            .must_succeed()
+            .must_say(&format!("{stage}: 2/2 ready"));
         assert!(
             r.stdout
                 .contains(&format!("next: bgslot swap web --expect-tag {tag}")),
@@ -67,7 +66,7 @@ async fn full_cycle_alternates_slots(major: u32) {
         let status = env
             .bgslot(&["status", "web", "-o", "json"])
             .await
-            .ok()
+            .must_succeed()
             .json();
         assert_eq!(status["production_slot"], production);
         assert_eq!(status["stage_slot"], stage);
@@ -96,7 +95,7 @@ async fn full_cycle_alternates_slots(major: u32) {
         let swapped = env
             .bgslot(&["swap", "web", "--expect-tag", tag, "-o", "json"])
             .await
-            .ok()
+            .must_succeed()
             .json();
         assert_eq!(
             (swapped["from"].as_str(), swapped["to"].as_str()),
@@ -118,13 +117,13 @@ async fn full_cycle_alternates_slots(major: u32) {
 
         env.bgslot(&["clean", "web"])
             .await
-            .code(3)
-            .says("drain delay is 30s");
+            .must_exit(3)
+            .must_say("drain delay is 30s");
         assert_eq!(env.fingerprint("web").await, after);
         let cleaned = env
             .bgslot(&["clean", "web", "--min-age", "0s", "-o", "json"])
             .await
-            .ok()
+            .must_succeed()
             .json();
         assert_eq!(
             (cleaned["slot"].as_str(), cleaned["changed"].as_bool()),
@@ -146,7 +145,7 @@ async fn full_cycle_alternates_slots(major: u32) {
     let history = env
         .bgslot(&["history", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     let descriptions: Vec<&str> = history["revisions"]
         .as_array()
@@ -166,7 +165,7 @@ async fn full_cycle_alternates_slots(major: u32) {
             "bgslot clean green"
         ]
     );
-    let text = env.bgslot(&["history", "web"]).await.ok();
+    let text = env.bgslot(&["history", "web"]).await.must_succeed();
     assert!(
         text.stdout
             .contains("bgslot swap: production blue -> green"),
@@ -179,14 +178,16 @@ async fn rollback_returns_to_the_previous_slot(major: u32) {
     let env = Env::new(major, "rollback").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
-    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
-    env.bgslot(&["swap", "web"]).await.ok();
+        .must_succeed();
+    env.bgslot(&["deploy", "web", "--tag", "v2"])
+        .await
+        .must_succeed();
+    env.bgslot(&["swap", "web"]).await.must_succeed();
     env.await_endpoints("web", "green", 2).await;
     let r = env
         .bgslot(&["rollback", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(
         (
@@ -200,19 +201,21 @@ async fn rollback_returns_to_the_previous_slot(major: u32) {
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(status["production_slot"], "blue");
     assert_eq!(status["description"], "bgslot rollback green->blue");
 
     // Once the other slot is cleaned there is nothing to roll back to: say how helm can.
-    env.bgslot(&["clean", "web", "--min-age", "0s"]).await.ok();
+    env.bgslot(&["clean", "web", "--min-age", "0s"])
+        .await
+        .must_succeed();
     let before = env.fingerprint("web").await;
     env.bgslot(&["rollback", "web"])
         .await
-        .code(3)
-        .says("previous slot green is gone")
-        .says("helm rollback web");
+        .must_exit(3)
+        .must_say("previous slot green is gone")
+        .must_say("helm rollback web");
     assert_eq!(env.fingerprint("web").await, before);
     env.done().await;
 }
@@ -221,33 +224,35 @@ async fn refusals_change_nothing(major: u32) {
     let env = Env::new(major, "refuse").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
+        .must_succeed();
 
     let before = env.fingerprint("web").await;
     env.bgslot(&["swap", "web"])
         .await
-        .code(3)
-        .says("nothing is staged");
+        .must_exit(3)
+        .must_say("nothing is staged");
     env.bgslot(&["rollback", "web"])
         .await
-        .code(3)
-        .says("previous slot green is gone");
+        .must_exit(3)
+        .must_say("previous slot green is gone");
     assert_eq!(env.fingerprint("web").await, before);
 
-    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+    env.bgslot(&["deploy", "web", "--tag", "v2"])
+        .await
+        .must_succeed();
     let before = env.fingerprint("web").await;
     env.bgslot(&["deploy", "web", "--tag", "v3"])
         .await
-        .code(3)
-        .says("already runs a staged version (nginx:v2)");
+        .must_exit(3)
+        .must_say("already runs a staged version (nginx:v2)");
     env.bgslot(&["swap", "web", "--expect-tag", "v9"])
         .await
-        .code(3)
-        .says("runs tag v2 but --expect-tag is v9");
+        .must_exit(3)
+        .must_say("runs tag v2 but --expect-tag is v9");
     let json = env
         .bgslot(&["swap", "web", "--expect-tag", "v9", "-o", "json"])
         .await
-        .code(3)
+        .must_exit(3)
         .json();
     assert_eq!(
         (json["kind"].as_str(), json["exit_code"].as_i64()),
@@ -259,18 +264,18 @@ async fn refusals_change_nothing(major: u32) {
     );
     env.bgslot(&["clean", "web", "--min-age", "1h"])
         .await
-        .code(3)
-        .says("drain delay is 3600s");
+        .must_exit(3)
+        .must_say("drain delay is 3600s");
     assert_eq!(env.fingerprint("web").await, before);
 
     // --replace stages a new version over the old staged one.
     env.bgslot(&["deploy", "web", "--tag", "v3", "--replace"])
         .await
-        .ok();
+        .must_succeed();
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(status["slots"][1]["image"], "nginx:v3");
 
@@ -291,18 +296,18 @@ async fn refusals_change_nothing(major: u32) {
     let before = env.fingerprint("web").await;
     env.bgslot(&["deploy", "web", "--tag", "v4", "--replace"])
         .await
-        .code(3)
-        .says("Service web-stage (stage) selects blue but the values say green")
-        .says("--force");
+        .must_exit(3)
+        .must_say("Service web-stage (stage) selects blue but the values say green")
+        .must_say("--force");
     assert_eq!(env.fingerprint("web").await, before);
     env.bgslot(&["deploy", "web", "--tag", "v4", "--replace", "--force"])
         .await
-        .ok();
+        .must_succeed();
     env.await_endpoints("web-stage", "green", 2).await;
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(
         status["drift"],
@@ -315,22 +320,22 @@ async fn refusals_change_nothing(major: u32) {
     let before = env.fingerprint("web").await;
     env.bgslot(&["swap", "web"])
         .await
-        .code(3)
-        .says("Service web-stage (stage) selects blue but the values say green");
+        .must_exit(3)
+        .must_say("Service web-stage (stage) selects blue but the values say green");
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(status["drift"].as_array().unwrap().len(), 1, "{status}");
     assert_eq!(env.fingerprint("web").await, before);
-    env.bgslot(&["swap", "web", "--force"]).await.ok();
+    env.bgslot(&["swap", "web", "--force"]).await.must_succeed();
     env.await_endpoints("web", "green", 2).await;
     env.await_endpoints("web-stage", "blue", 2).await;
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     // The values now want web-stage on blue, where the hand edit put it: the selectors agree,
     // but the edit still co-owns the field, which only Helm 4 (server-side apply) cares about.
@@ -347,7 +352,7 @@ async fn never_ready_deploy_times_out_and_leaves_production(major: u32) {
     let env = Env::new(major, "neverready").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
+        .must_succeed();
     env.await_endpoints("web", "blue", 2).await;
     let r = env
         .bgslot(&[
@@ -359,16 +364,16 @@ async fn never_ready_deploy_times_out_and_leaves_production(major: u32) {
             "8s",
         ])
         .await
-        .code(1);
+        .must_exit(1);
     let r = r
-        .says("timed out after 8s waiting for the green slot")
-        .says("readiness probe failing")
-        .says("production is unchanged");
+        .must_say("timed out after 8s waiting for the green slot")
+        .must_say("readiness probe failing")
+        .must_say("production is unchanged");
     assert!(r.stderr.contains("pod web-green-"), "names the pods: {r:?}");
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(status["production_slot"], "blue");
     env.await_endpoints("web", "blue", 2).await;
@@ -376,8 +381,8 @@ async fn never_ready_deploy_times_out_and_leaves_production(major: u32) {
     let before = env.fingerprint("web").await;
     env.bgslot(&["swap", "web"])
         .await
-        .code(3)
-        .says("green slot is not fully available (0/2 ready");
+        .must_exit(3)
+        .must_say("green slot is not fully available (0/2 ready");
     assert_eq!(env.fingerprint("web").await, before);
 
     let r = env
@@ -391,8 +396,8 @@ async fn never_ready_deploy_times_out_and_leaves_production(major: u32) {
             "15s",
         ])
         .await
-        .code(1);
-    r.says("ImagePullBackOff");
+        .must_exit(1);
+    r.must_say("ImagePullBackOff");
     let r = env
         .bgslot(&[
             "deploy",
@@ -404,8 +409,8 @@ async fn never_ready_deploy_times_out_and_leaves_production(major: u32) {
             "6s",
         ])
         .await
-        .code(1);
-    r.says("CrashLoopBackOff");
+        .must_exit(1);
+    r.must_say("CrashLoopBackOff");
     env.await_endpoints("web", "blue", 2).await;
     env.done().await;
 }
@@ -472,7 +477,7 @@ async fn a_new_chart_version_applies_its_defaults(major: u32) {
     let env = Env::new(major, "chartup").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "1"])
         .await
-        .ok();
+        .must_succeed();
     // The same chart, one version on, with a changed default.
     let dir = tempfile::tempdir().unwrap();
     let chart = dir.path().join("bgslot");
@@ -516,12 +521,12 @@ async fn a_new_chart_version_applies_its_defaults(major: u32) {
             "v2",
         ])
         .await
-        .ok();
+        .must_succeed();
     assert!(run.stderr.contains("--reset-then-reuse-values"), "{run:?}");
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(status["chart"], "bgslot-9.9.9");
     let green = env.deployments().get("web-green").await.unwrap();
@@ -540,7 +545,7 @@ async fn a_new_chart_version_applies_its_defaults(major: u32) {
     let run = env
         .bgslot(&["--chart", chart.to_str().unwrap(), "-v", "swap", "web"])
         .await
-        .ok();
+        .must_succeed();
     assert!(
         run.stderr.contains("--reuse-values") && !run.stderr.contains("--reset-then-reuse-values"),
         "{run:?}"
@@ -572,7 +577,7 @@ async fn release_verifies_stage_then_production(major: u32) {
         &verify("none"),
     ])
     .await
-    .ok();
+    .must_succeed();
     // A full release: deploy, verify stage, swap, verify production, clean after the drain delay.
     let r = env
         .bgslot(&[
@@ -589,7 +594,7 @@ async fn release_verifies_stage_then_production(major: u32) {
             "json",
         ])
         .await
-        .ok()
+        .must_succeed()
         .json();
     let ops: Vec<&str> = r["steps"]
         .as_array()
@@ -616,11 +621,13 @@ async fn release_verifies_stage_then_production(major: u32) {
         &verify("stage"),
     ])
     .await
-    .code(1)
-    .says("production is unchanged");
+    .must_exit(1)
+    .must_say("production is unchanged");
     let after = env.fingerprint("web").await;
     assert_eq!(after.selectors, before.selectors);
-    env.bgslot(&["clean", "web", "--force"]).await.ok();
+    env.bgslot(&["clean", "web", "--force"])
+        .await
+        .must_succeed();
 
     // Production verification fails after the swap: bgslot swaps back.
     env.bgslot(&[
@@ -632,13 +639,13 @@ async fn release_verifies_stage_then_production(major: u32) {
         &verify("production"),
     ])
     .await
-    .code(1)
-    .says("swapped back to green");
+    .must_exit(1)
+    .must_say("swapped back to green");
     env.await_endpoints("web", "green", 2).await;
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(status["production_slot"], "green");
     assert_eq!(status["description"], "bgslot rollback blue->green");
@@ -671,7 +678,7 @@ async fn production_never_loses_its_endpoints(major: u32) {
     let env = Env::new(major, "zerodown").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
+        .must_succeed();
     env.await_endpoints("web", "blue", 2).await;
 
     let api: Api<Endpoints> = Api::namespaced(env.client.clone(), &env.ns);
@@ -696,10 +703,16 @@ async fn production_never_loses_its_endpoints(major: u32) {
         }
     });
     for (tag, from, to) in [("v2", "blue", "green"), ("v3", "green", "blue")] {
-        env.bgslot(&["deploy", "web", "--tag", tag]).await.ok();
-        env.bgslot(&["swap", "web", "--expect-tag", tag]).await.ok();
+        env.bgslot(&["deploy", "web", "--tag", tag])
+            .await
+            .must_succeed();
+        env.bgslot(&["swap", "web", "--expect-tag", tag])
+            .await
+            .must_succeed();
         env.await_endpoints("web", to, 2).await;
-        env.bgslot(&["clean", "web", "--min-age", "0s"]).await.ok();
+        env.bgslot(&["clean", "web", "--min-age", "0s"])
+            .await
+            .must_succeed();
         common::eventually(&format!("the {from} pods are gone"), || async {
             !env.fingerprint("web")
                 .await
@@ -754,14 +767,16 @@ async fn create_namespace_on_first_deploy(major: u32) {
     ];
     env.bgslot(&args)
         .await
-        .code(1)
-        .says(&format!("namespace {fresh} does not exist"));
+        .must_exit(1)
+        .must_say(&format!("namespace {fresh} does not exist"));
     let mut with_flag = args.to_vec();
     with_flag.push("--create-namespace");
     env.bgslot(&with_flag)
         .await
-        .ok()
-        .says(&format!("created namespace {fresh}"));
-    env.bgslot(&["-n", &fresh, "status", "web"]).await.ok();
+        .must_succeed()
+        .must_say(&format!("created namespace {fresh}"));
+    env.bgslot(&["-n", &fresh, "status", "web"])
+        .await
+        .must_succeed();
     env.done().await;
 }

@@ -1,8 +1,7 @@
 //! bgslot run as a ServiceAccount limited to `examples/rbac.yaml`: the documented Role is enough
 //! for the whole release cycle, and nothing outside its namespace is reachable.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use common::cli::Env;
 use k8s_openapi::api::core::v1::Secret;
@@ -94,29 +93,36 @@ async fn runs_the_release_cycle_with_the_example_role(major: u32) {
 
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
-    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
-    env.bgslot(&["status", "web"]).await.ok().says("web-stage");
+        .must_succeed();
+    env.bgslot(&["deploy", "web", "--tag", "v2"])
+        .await
+        .must_succeed();
+    env.bgslot(&["status", "web"])
+        .await
+        .must_succeed()
+        .must_say("web-stage");
     env.bgslot(&["swap", "web", "--expect-tag", "v2"])
         .await
-        .ok();
+        .must_succeed();
     env.await_endpoints("web", "green", 2).await;
-    env.bgslot(&["rollback", "web"]).await.ok();
-    env.bgslot(&["swap", "web"]).await.ok();
-    env.bgslot(&["clean", "web", "--min-age", "0s"]).await.ok();
-    env.bgslot(&["history", "web"]).await.ok();
+    env.bgslot(&["rollback", "web"]).await.must_succeed();
+    env.bgslot(&["swap", "web"]).await.must_succeed();
+    env.bgslot(&["clean", "web", "--min-age", "0s"])
+        .await
+        .must_succeed();
+    env.bgslot(&["history", "web"]).await.must_succeed();
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(status["production_slot"], "green");
     assert_eq!(status["drift"], json!([]));
     // The Role is namespaced: another namespace is out of reach.
     env.bgslot(&["-n", "default", "status", "web"])
         .await
-        .code(1)
-        .says("forbidden");
+        .must_exit(1)
+        .must_say("forbidden");
     env.helm.run(&[
         "test",
         "web",

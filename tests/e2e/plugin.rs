@@ -1,8 +1,7 @@
 //! `helm bgslot ...`: the Helm plugin in `plugin/`, installed into Helm 3 and Helm 4, hands helm's
 //! own flags (-n, --kube-context, --kubeconfig) to bgslot and passes its exit codes back.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use common::cli::{Env, Run};
 
@@ -29,7 +28,7 @@ async fn helm_plugin_runs_bgslot_with_helms_flags(major: u32) {
             .args(args);
         Run::from(cmd.output().unwrap())
     };
-    helm(&["plugin", "install", plugin.to_str().unwrap()]).ok();
+    helm(&["plugin", "install", plugin.to_str().unwrap()]).must_succeed();
     let kubeconfig = common::kubeconfig();
     let kubeconfig = kubeconfig.to_str().unwrap();
 
@@ -46,7 +45,7 @@ async fn helm_plugin_runs_bgslot_with_helms_flags(major: u32) {
         "--replicas",
         "1",
     ])
-    .ok();
+    .must_succeed();
     let status = helm(&[
         "bgslot",
         "--namespace",
@@ -56,7 +55,7 @@ async fn helm_plugin_runs_bgslot_with_helms_flags(major: u32) {
         "-o",
         "json",
     ])
-    .ok()
+    .must_succeed()
     .json();
     assert_eq!(status["namespace"], env.ns.as_str());
     assert_eq!(
@@ -66,7 +65,7 @@ async fn helm_plugin_runs_bgslot_with_helms_flags(major: u32) {
     );
     // The install hook wrote the manual pages, and they render without a warning.
     let plugin_dir = helm(&["env", "HELM_PLUGINS"])
-        .ok()
+        .must_succeed()
         .stdout
         .trim()
         .to_string();
@@ -85,7 +84,7 @@ async fn helm_plugin_runs_bgslot_with_helms_flags(major: u32) {
     assert!(text.contains("--slot-values"), "{text}");
     // A refusal keeps its exit code through helm.
     helm(&["bgslot", "-n", &env.ns, "swap", "web"])
-        .code(3)
-        .says("nothing is staged");
+        .must_exit(3)
+        .must_say("nothing is staged");
     env.done().await;
 }

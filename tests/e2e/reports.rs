@@ -6,8 +6,7 @@
 // asserted on afterwards.
 #![allow(dead_code)]
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use common::cli::Env;
 use serde::de::DeserializeOwned;
@@ -293,7 +292,7 @@ struct ErrorDoc {
 async fn json<T: DeserializeOwned>(env: &Env, args: &[&str], code: i32) -> T {
     let mut full = args.to_vec();
     full.extend(["-o", "json"]);
-    let run = env.bgslot(&full).await.code(code);
+    let run = env.bgslot(&full).await.must_exit(code);
     serde_json::from_str(&run.stdout)
         .unwrap_or_else(|e| panic!("{args:?}: stdout is not the documented shape ({e}): {run:?}"))
 }

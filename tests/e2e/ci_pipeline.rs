@@ -10,8 +10,7 @@
 //! and answers with that pod's slot and version. The real `curl` makes the requests, behind a
 //! `curl` on PATH that records what each call was made with (bgslot's BGSLOT_* variables).
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -293,7 +292,7 @@ impl<'a> Runner<'a> {
     async fn install(&self) {
         self.release("install", &["--replicas", "2"], &[("RELEASE_TAG", "v1")])
             .await
-            .ok();
+            .must_succeed();
         self.env.await_endpoints("web", "blue", 2).await;
     }
 }
@@ -341,7 +340,7 @@ async fn first_release_installs_then_a_release_verifies_swaps_and_cleans(major: 
     let run = runner
         .release("install", &["--replicas", "2"], &[("RELEASE_TAG", "v1")])
         .await
-        .ok();
+        .must_succeed();
     assert_lines(
         &run,
         &[
@@ -601,7 +600,7 @@ async fn failing_production_check_swaps_back(major: u32) {
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(
         status["description"], "bgslot rollback green->blue",

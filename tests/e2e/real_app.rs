@@ -3,8 +3,7 @@
 //! swap, an autoscaled production matched before the swap, and extra Services that move with it.
 //! On the real control plane, with Helm 3 and Helm 4.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use common::cli::Env;
 use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
@@ -58,7 +57,7 @@ async fn a_new_version_never_inherits_its_slot_s_old_values(major: u32) {
         &v1,
     ])
     .await
-    .ok();
+    .must_succeed();
     assert_eq!(env_of(&env, "web-blue").await, ["FEATURE_OLD=on"]);
 
     // v2 into green with values of its own, given for "whichever slot is idle".
@@ -74,7 +73,7 @@ async fn a_new_version_never_inherits_its_slot_s_old_values(major: u32) {
         "env.LEVEL=debug",
     ])
     .await
-    .ok();
+    .must_succeed();
     assert_eq!(
         env_of(&env, "web-green").await,
         ["FEATURE_NEW=on", "LEVEL=debug"]
@@ -82,21 +81,25 @@ async fn a_new_version_never_inherits_its_slot_s_old_values(major: u32) {
     let blue_before = env.deployments().get("web-blue").await.unwrap();
     env.bgslot(&["swap", "web", "--expect-tag", "v2"])
         .await
-        .ok();
-    env.bgslot(&["clean", "web", "--min-age", "0s"]).await.ok();
+        .must_succeed();
+    env.bgslot(&["clean", "web", "--min-age", "0s"])
+        .await
+        .must_succeed();
 
     // v3 goes to blue, where v1 lived with FEATURE_OLD and its own command: none of it remains.
     let plan = env
         .bgslot(&["deploy", "web", "--tag", "v3", "--dry-run"])
         .await
-        .ok()
-        .says("blue.env: {\"FEATURE_OLD\":\"on\"} -> {}")
-        .says("blue.command: [\"/app/v1\"] -> (unset)");
+        .must_succeed()
+        .must_say("blue.env: {\"FEATURE_OLD\":\"on\"} -> {}")
+        .must_say("blue.command: [\"/app/v1\"] -> (unset)");
     assert!(
         plan.stdout.contains("--reset-then-reuse-values"),
         "{plan:?}"
     );
-    env.bgslot(&["deploy", "web", "--tag", "v3"]).await.ok();
+    env.bgslot(&["deploy", "web", "--tag", "v3"])
+        .await
+        .must_succeed();
     assert_eq!(env_of(&env, "web-blue").await, Vec::<String>::new());
     let blue = env.deployments().get("web-blue").await.unwrap();
     let container = &blue
@@ -147,10 +150,10 @@ async fn migrations_gate_the_swap_and_rerun_on_replace(major: u32) {
             &values,
         ])
         .await
-        .ok();
+        .must_succeed();
     install
-        .says("blue: migration web-blue-migrate-")
-        .says("succeeded");
+        .must_say("blue: migration web-blue-migrate-")
+        .must_say("succeeded");
 
     // The simulated kubelet fails a pod whose image tag names the fault: the migration fails.
     let failed = env
@@ -163,10 +166,10 @@ async fn migrations_gate_the_swap_and_rerun_on_replace(major: u32) {
             "60s",
         ])
         .await
-        .code(1)
-        .says("the migration Job web-green-migrate-")
-        .says("of the green slot failed")
-        .says("production is unchanged");
+        .must_exit(1)
+        .must_say("the migration Job web-green-migrate-")
+        .must_say("of the green slot failed")
+        .must_say("production is unchanged");
     assert!(
         failed.stderr.contains("pod web-green-migrate-"),
         "names the pod: {failed:?}"
@@ -179,7 +182,7 @@ async fn migrations_gate_the_swap_and_rerun_on_replace(major: u32) {
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(
         status["slots"][1]["migration"]["phase"], "failed",
@@ -188,9 +191,9 @@ async fn migrations_gate_the_swap_and_rerun_on_replace(major: u32) {
     let before = env.fingerprint("web").await;
     env.bgslot(&["swap", "web"])
         .await
-        .code(3)
-        .says("the green slot's migration Job web-green-migrate-")
-        .says("has not succeeded (failed");
+        .must_exit(3)
+        .must_say("the green slot's migration Job web-green-migrate-")
+        .must_say("has not succeeded (failed");
     assert_eq!(env.fingerprint("web").await, before);
 
     // --replace with the same version deletes the failed Job, so the write runs it again.
@@ -204,8 +207,8 @@ async fn migrations_gate_the_swap_and_rerun_on_replace(major: u32) {
         "60s",
     ])
     .await
-    .code(1)
-    .says("deleting the failed migration Job");
+    .must_exit(1)
+    .must_say("deleting the failed migration Job");
     let second = jobs.list(&green_jobs).await.unwrap().items;
     assert_eq!(second.len(), 1);
     assert_eq!(
@@ -217,12 +220,12 @@ async fn migrations_gate_the_swap_and_rerun_on_replace(major: u32) {
     // A working version: its own Job succeeds, the swap is allowed, and the swap reruns nothing.
     env.bgslot(&["deploy", "web", "--tag", "v3", "--replace"])
         .await
-        .ok()
-        .says("succeeded");
+        .must_succeed()
+        .must_say("succeeded");
     let third = jobs.list(&green_jobs).await.unwrap().items;
     env.bgslot(&["swap", "web", "--expect-tag", "v3"])
         .await
-        .ok();
+        .must_succeed();
     assert_eq!(
         jobs.list(&green_jobs)
             .await
@@ -235,7 +238,9 @@ async fn migrations_gate_the_swap_and_rerun_on_replace(major: u32) {
         "a flip creates no Job"
     );
     // Cleaning a slot removes its Job with it.
-    env.bgslot(&["clean", "web", "--min-age", "0s"]).await.ok();
+    env.bgslot(&["clean", "web", "--min-age", "0s"])
+        .await
+        .must_succeed();
     let blue_jobs =
         ListParams::default().labels("bgslot/slot=blue,app.kubernetes.io/component=migration");
     common::eventually("blue's migration Job is gone with blue", || async {
@@ -255,7 +260,7 @@ async fn an_autoscaled_production_is_matched_before_the_swap(major: u32) {
     );
     env.bgslot(&["deploy", "web", "--tag", "v1", "-f", &values])
         .await
-        .ok();
+        .must_succeed();
     // An HPA grew production to 4: it does so through the scale subresource.
     let scale = json!({"spec": {"replicas": 4}});
     env.deployments()
@@ -271,8 +276,8 @@ async fn an_autoscaled_production_is_matched_before_the_swap(major: u32) {
     let staged = env
         .bgslot(&["deploy", "web", "--tag", "v2", "-o", "json"])
         .await
-        .ok()
-        .says("scaling web-green to 4 replicas");
+        .must_succeed()
+        .must_say("scaling web-green to 4 replicas");
     let staged = staged.json();
     assert_eq!(
         (staged["ready"].as_i64(), staged["desired"].as_i64()),
@@ -286,7 +291,7 @@ async fn an_autoscaled_production_is_matched_before_the_swap(major: u32) {
     );
     env.bgslot(&["swap", "web", "--expect-tag", "v2"])
         .await
-        .ok();
+        .must_succeed();
     // The helm write of the swap left the HPA's replicas alone.
     let green = env.deployments().get("web-green").await.unwrap();
     assert_eq!(green.spec.unwrap().replicas, Some(4));
@@ -319,12 +324,14 @@ async fn extra_services_move_with_the_swap(major: u32) {
         &values,
     ])
     .await
-    .ok();
-    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+    .must_succeed();
+    env.bgslot(&["deploy", "web", "--tag", "v2"])
+        .await
+        .must_succeed();
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     let services: Vec<(String, String, String)> = status["services"]
         .as_array()
@@ -370,8 +377,8 @@ async fn extra_services_move_with_the_swap(major: u32) {
     point("blue").await;
     env.bgslot(&["swap", "web"])
         .await
-        .code(3)
-        .says("Service web-admin-stage (stage) selects blue but the values say green");
+        .must_exit(3)
+        .must_say("Service web-admin-stage (stage) selects blue but the values say green");
     point("green").await;
     // Back as the values say, but the hand edit still owns the field: Helm 4 (server-side apply)
     // could not move it, so bgslot says so before writing; --force takes it back. Helm 3 merges
@@ -381,19 +388,19 @@ async fn extra_services_move_with_the_swap(major: u32) {
         let before = env.fingerprint("web").await;
         env.bgslot(&swap)
             .await
-            .code(3)
-            .says("the slot selector of Service web-admin-stage was last written by");
+            .must_exit(3)
+            .must_say("the slot selector of Service web-admin-stage was last written by");
         assert_eq!(env.fingerprint("web").await, before);
         env.bgslot(&["swap", "web", "--expect-tag", "v2", "--force"])
             .await
-            .ok();
+            .must_succeed();
     } else {
-        env.bgslot(&swap).await.ok();
+        env.bgslot(&swap).await.must_succeed();
     }
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(
         status["drift"],

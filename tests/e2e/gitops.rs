@@ -3,8 +3,7 @@
 //! the release, refuse to change it behind the controller's back (exit 3, nothing changed), and
 //! change it anyway with --force.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use common::cli::Env;
 use k8s_openapi::api::core::v1::Service;
@@ -44,14 +43,16 @@ async fn a_release_flux_owns_is_refused_unless_forced(major: u32) {
     let env = Env::new(major, "flux").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
-    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+        .must_succeed();
+    env.bgslot(&["deploy", "web", "--tag", "v2"])
+        .await
+        .must_succeed();
     mark_as_flux(&env).await;
 
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(
         status["owner"],
@@ -66,8 +67,8 @@ async fn a_release_flux_owns_is_refused_unless_forced(major: u32) {
     );
     env.bgslot(&["status", "web"])
         .await
-        .ok()
-        .says("owner: Flux HelmRelease flux-system/web");
+        .must_succeed()
+        .must_say("owner: Flux HelmRelease flux-system/web");
 
     let before = env.fingerprint("web").await;
     for args in [
@@ -80,16 +81,16 @@ async fn a_release_flux_owns_is_refused_unless_forced(major: u32) {
     ] {
         env.bgslot(args)
             .await
-            .code(3)
-            .says("is managed by Flux (HelmRelease flux-system/web)")
-            .says("flux suspend helmrelease web -n flux-system")
-            .says("nothing was changed");
+            .must_exit(3)
+            .must_say("is managed by Flux (HelmRelease flux-system/web)")
+            .must_say("flux suspend helmrelease web -n flux-system")
+            .must_say("nothing was changed");
     }
     assert_eq!(env.fingerprint("web").await, before);
 
     env.bgslot(&["swap", "web", "--expect-tag", "v2", "--force"])
         .await
-        .ok();
+        .must_succeed();
     env.await_endpoints("web", "green", 2).await;
     env.done().await;
 }
@@ -139,27 +140,26 @@ async fn objects_argo_cd_applied_without_helm_are_explained(major: u32) {
 
     env.bgslot(&["status", "web"])
         .await
-        .code(1)
-        .says("web has no helm release, but its objects exist, managed by Argo CD (Application shop-web)")
-        .says("the Application's helm values");
+        .must_exit(1)
+        .must_say("web has no helm release, but its objects exist, managed by Argo CD (Application shop-web)")
+        .must_say("the Application's helm values");
     env.bgslot(&["swap", "web"])
         .await
-        .code(3)
-        .says("managed by Argo CD (Application shop-web)");
+        .must_exit(3)
+        .must_say("managed by Argo CD (Application shop-web)");
     // Not an install over the Application's objects.
     env.bgslot(&["deploy", "web", "--tag", "v2"])
         .await
-        .code(3)
-        .says("has no helm release, but its objects exist");
+        .must_exit(3)
+        .must_say("has no helm release, but its objects exist");
     let releases = env.helm_json(&["list"]);
     assert_eq!(releases, json!([]), "no helm release was made");
 
     // Label tracking leaves only app.kubernetes.io/instance, which the chart sets too.
     let env = Env::new(major, "argolabel").await;
     apply_without_helm(&env, false).await;
-    env.bgslot(&["swap", "web"])
-        .await
-        .code(3)
-        .says("a tool that renders the chart without helm, such as Argo CD with label tracking");
+    env.bgslot(&["swap", "web"]).await.must_exit(3).must_say(
+        "a tool that renders the chart without helm, such as Argo CD with label tracking",
+    );
     env.done().await;
 }

@@ -1,6 +1,6 @@
 //! Renders the chart with `helm template` (Helm 3 and Helm 4) and checks the parsed objects.
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 

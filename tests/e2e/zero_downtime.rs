@@ -12,8 +12,7 @@
 //! the 30 s drain delay of `clean` is waited out for real (the Helm 3 and Helm 4 variants of each
 //! test run side by side).
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use std::time::Duration;
 
@@ -67,13 +66,17 @@ async fn two_cycles_with_the_defaults_drop_no_request(major: u32) {
     // The chart's defaults: 2 replicas, preStop sleep 5 s, grace period 30 s.
     env.bgslot(&["deploy", "web", "--tag", "v1", "--set", LAG])
         .await
-        .ok();
+        .must_succeed();
     dataplane::await_routes(&service, "web-blue-", 2).await;
     let load = Load::start(&service, RATE).await;
 
     for (tag, from, to) in [("v2", "blue", "green"), ("v3", "green", "blue")] {
-        env.bgslot(&["deploy", "web", "--tag", tag]).await.ok();
-        env.bgslot(&["swap", "web", "--expect-tag", tag]).await.ok();
+        env.bgslot(&["deploy", "web", "--tag", tag])
+            .await
+            .must_succeed();
+        env.bgslot(&["swap", "web", "--expect-tag", tag])
+            .await
+            .must_succeed();
         clean_after_the_drain_delay(&env).await;
         // clean returns once the old pods have stopped: none answers anyone after it.
         let pods: Api<Pod> = Api::namespaced(env.client.clone(), &env.ns);
@@ -123,7 +126,7 @@ async fn the_negative_control_drops_requests(major: u32) {
         LAG,
     ])
     .await
-    .ok();
+    .must_succeed();
     dataplane::await_routes(&service, "web-blue-", 2).await;
     let load = Load::start(&service, RATE).await;
 
@@ -134,10 +137,14 @@ async fn the_negative_control_drops_requests(major: u32) {
     for version in 2..=4 {
         let from = slots.next().unwrap();
         let tag = format!("v{version}");
-        env.bgslot(&["deploy", "web", "--tag", &tag]).await.ok();
-        env.bgslot(&["swap", "web"]).await.ok();
+        env.bgslot(&["deploy", "web", "--tag", &tag])
+            .await
+            .must_succeed();
+        env.bgslot(&["swap", "web"]).await.must_succeed();
         let began = std::time::Instant::now();
-        env.bgslot(&["clean", "web", "--force"]).await.ok();
+        env.bgslot(&["clean", "web", "--force"])
+            .await
+            .must_succeed();
         await_slot_gone(&env, from).await;
         cleans.push(began.elapsed());
         if dataplane::rejected(&service) > 0 {

@@ -2,8 +2,7 @@
 //! concurrency, helm killed mid-upgrade, signals, and a table of bad inputs that must each fail
 //! clearly and change nothing.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use common::cli::{Env, Run};
 use k8s_openapi::api::coordination::v1::Lease;
@@ -21,8 +20,10 @@ with_both_helms!(
 async fn two_slots(env: &Env) {
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
-    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+        .must_succeed();
+    env.bgslot(&["deploy", "web", "--tag", "v2"])
+        .await
+        .must_succeed();
 }
 
 async fn run_many(env: &Env, n: usize, args: &[&str]) -> Vec<Run> {
@@ -38,7 +39,7 @@ async fn assert_consistent(env: &Env) {
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(status["helm_status"], "deployed", "{status}");
     assert_eq!(status["drift"], json!([]), "{status}");
@@ -71,7 +72,7 @@ async fn concurrent_swaps_take_turns(major: u32) {
             "{r:?}"
         );
     }
-    let holder = Run::from(holder.wait_with_output().await.unwrap()).ok();
+    let holder = Run::from(holder.wait_with_output().await.unwrap()).must_succeed();
     drop(holder);
     assert_eq!(
         env.fingerprint("web").await.revision,
@@ -105,7 +106,7 @@ async fn a_killed_bgslot_leaves_a_lock_that_expires(major: u32) {
     let env = Env::new(major, "killed").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
+        .must_succeed();
     // A slow-starting version keeps the deploy waiting; kill it there, holding the lock.
     let mut child = env
         .command(&["deploy", "web", "--tag", "v2-slow-start"])
@@ -126,22 +127,22 @@ async fn a_killed_bgslot_leaves_a_lock_that_expires(major: u32) {
 
     env.bgslot(&["swap", "web"])
         .await
-        .code(4)
-        .says("locked by another bgslot")
-        .says(&format!("pid {pid} (deploy)"))
-        .says("bgslot-lock-web");
+        .must_exit(4)
+        .must_say("locked by another bgslot")
+        .must_say(&format!("pid {pid} (deploy)"))
+        .must_say("bgslot-lock-web");
     let json = env
         .bgslot(&["swap", "web", "-o", "json"])
         .await
-        .code(4)
+        .must_exit(4)
         .json();
     assert_eq!(json["kind"], "locked");
     // The abandoned lease expires and the next bgslot takes over.
     let r = env
         .bgslot(&["swap", "web", "--wait-for-lock=90s"])
         .await
-        .ok();
-    r.says("waiting for the release lock");
+        .must_succeed();
+    r.must_say("waiting for the release lock");
     assert_consistent(&env).await;
     env.done().await;
 }
@@ -150,7 +151,7 @@ async fn sigterm_during_deploy_reports_state_and_releases_the_lock(major: u32) {
     let env = Env::new(major, "sigterm").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
+        .must_succeed();
     let child = env
         .command(&["deploy", "web", "--tag", "v2-never-ready"])
         .stderr(std::process::Stdio::piped())
@@ -169,11 +170,14 @@ async fn sigterm_during_deploy_reports_state_and_releases_the_lock(major: u32) {
         renewed.duration_since(acquired).as_secs() > 15
     })
     .await;
-    env.bgslot(&["swap", "web"]).await.code(4).says("(deploy)");
+    env.bgslot(&["swap", "web"])
+        .await
+        .must_exit(4)
+        .must_say("(deploy)");
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert!(
         status["lock"]["holder"]
@@ -186,16 +190,18 @@ async fn sigterm_during_deploy_reports_state_and_releases_the_lock(major: u32) {
     unsafe { libc::kill(pid as i32, libc::SIGTERM) };
     let run = Run::from(child.wait_with_output().await.unwrap());
     let run = run
-        .code(1)
-        .says("stopped by SIGTERM")
-        .says("was left as: revision 2 is deployed");
+        .must_exit(1)
+        .must_say("stopped by SIGTERM")
+        .must_say("was left as: revision 2 is deployed");
     drop(run);
     assert!(
         leases.get_opt("bgslot-lock-web").await.unwrap().is_none(),
         "the lock is released on SIGTERM"
     );
-    env.bgslot(&["status", "web"]).await.ok();
-    env.bgslot(&["clean", "web", "--force"]).await.ok();
+    env.bgslot(&["status", "web"]).await.must_succeed();
+    env.bgslot(&["clean", "web", "--force"])
+        .await
+        .must_succeed();
     env.done().await;
 }
 
@@ -203,7 +209,7 @@ async fn helm_killed_mid_upgrade_is_recovered(major: u32) {
     let env = Env::new(major, "pending").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
+        .must_succeed();
     // A helm upgrade that waits on a never-ready version is killed with SIGKILL: helm cannot
     // record an outcome, so the release stays pending-upgrade.
     let chart = common::chart_dir();
@@ -249,14 +255,14 @@ async fn helm_killed_mid_upgrade_is_recovered(major: u32) {
     ] {
         env.bgslot(args)
             .await
-            .code(3)
-            .says("pending-upgrade")
-            .says("bgslot recover web");
+            .must_exit(3)
+            .must_say("pending-upgrade")
+            .must_say("bgslot recover web");
     }
     let status = env
         .bgslot(&["status", "web", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(status["next"], "bgslot recover web");
     assert_eq!(env.fingerprint("web").await, before);
@@ -265,14 +271,14 @@ async fn helm_killed_mid_upgrade_is_recovered(major: u32) {
     // told it is gone.
     env.bgslot(&["recover", "web"])
         .await
-        .code(3)
-        .says("a helm may still be working on it")
-        .says("--force");
+        .must_exit(3)
+        .must_say("a helm may still be working on it")
+        .must_say("--force");
     assert_eq!(env.fingerprint("web").await, before);
     let r = env
         .bgslot(&["recover", "web", "--force", "-o", "json"])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(
         (
@@ -284,12 +290,14 @@ async fn helm_killed_mid_upgrade_is_recovered(major: u32) {
     );
     env.bgslot(&["recover", "web"])
         .await
-        .ok()
-        .says("nothing to recover");
-    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+        .must_succeed()
+        .must_say("nothing to recover");
+    env.bgslot(&["deploy", "web", "--tag", "v2"])
+        .await
+        .must_succeed();
     env.bgslot(&["swap", "web", "--expect-tag", "v2"])
         .await
-        .ok();
+        .must_succeed();
     env.await_endpoints("web", "green", 2).await;
     env.done().await;
 }
@@ -577,7 +585,7 @@ async fn bad_inputs_fail_clearly_and_change_nothing(major: u32) {
     let run = env
         .bgslot(&["swap", "web", "--expect-tag", "v2 v3", "-o", "json"])
         .await
-        .code(2);
+        .must_exit(2);
     let doc = run.json();
     assert_eq!(
         (doc["kind"].as_str(), doc["exit_code"].as_i64()),
@@ -695,7 +703,7 @@ async fn apiserver_restart_during_deploy_wait() {
         let env = Env::on_cluster(major, "restart", client.clone(), &kubeconfig).await;
         env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
             .await
-            .ok();
+            .must_succeed();
         let mut deploy =
             env.command(&["deploy", "web", "--tag", "v2-slow-start", "--timeout", "3m"]);
         deploy.stderr(std::process::Stdio::piped());
@@ -712,13 +720,15 @@ async fn apiserver_restart_during_deploy_wait() {
         ]);
         let run = Run::from(deploy.wait_with_output().await.unwrap());
         // The wait saw the outage, kept going, and finished once the slot was ready.
-        run.ok().says("watch interrupted").says("green: 2/2 ready");
+        run.must_succeed()
+            .must_say("watch interrupted")
+            .must_say("green: 2/2 ready");
         let fp = env.fingerprint("web").await;
         assert_eq!(fp.selectors["web"], "blue", "production untouched");
         assert_eq!(fp.latest_status, "deployed");
         env.bgslot(&["swap", "web", "--expect-tag", "v2-slow-start"])
             .await
-            .ok();
+            .must_succeed();
     }
 }
 
@@ -805,7 +815,7 @@ async fn sigterm_during_the_helm_write_reaches_helm(major: u32) {
     let env = Env::new(major, "sigwrite").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "1"])
         .await
-        .ok();
+        .must_succeed();
     let dir = tempfile::tempdir().unwrap();
     let wrapper = dir.path().join("helm");
     let wait = if major >= 4 {
@@ -844,10 +854,12 @@ async fn sigterm_during_the_helm_write_reaches_helm(major: u32) {
         left.latest_status, "pending-upgrade",
         "helm got the signal and recorded an outcome: {run:?}"
     );
-    run.code(1).says("stopped by SIGTERM").says(&format!(
-        "was left as: revision 2 is {}",
-        left.latest_status
-    ));
+    run.must_exit(1)
+        .must_say("stopped by SIGTERM")
+        .must_say(&format!(
+            "was left as: revision 2 is {}",
+            left.latest_status
+        ));
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
     assert!(
         leases.get_opt("bgslot-lock-web").await.unwrap().is_none(),
@@ -856,11 +868,11 @@ async fn sigterm_during_the_helm_write_reaches_helm(major: u32) {
     if left.latest_status == "failed" {
         env.bgslot(&["swap", "web"])
             .await
-            .code(3)
-            .says("state failed")
-            .says("bgslot recover web");
-        env.bgslot(&["recover", "web"]).await.ok();
+            .must_exit(3)
+            .must_say("state failed")
+            .must_say("bgslot recover web");
+        env.bgslot(&["recover", "web"]).await.must_succeed();
     }
-    env.bgslot(&["status", "web"]).await.ok();
+    env.bgslot(&["status", "web"]).await.must_succeed();
     env.done().await;
 }

@@ -2,8 +2,7 @@
 //! observes and decides for real (a refusal still exits 3), prints the plan, and changes nothing:
 //! not the helm history, not any object, and not the release lock.
 
-#[macro_use]
-mod common;
+use crate::common;
 
 use common::cli::Env;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -29,19 +28,21 @@ async fn dry_runs_change_nothing_and_take_no_lock(major: u32) {
             "json",
         ])
         .await
-        .ok()
+        .must_succeed()
         .json();
     assert_eq!(plan["steps"][0]["helm"][1], "install", "{plan}");
     assert_eq!(plan["revision"], json!(null));
     env.bgslot(&["status", "web"])
         .await
-        .code(1)
-        .says("release web not found");
+        .must_exit(1)
+        .must_say("release web not found");
 
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
-        .ok();
-    env.bgslot(&["deploy", "web", "--tag", "v2"]).await.ok();
+        .must_succeed();
+    env.bgslot(&["deploy", "web", "--tag", "v2"])
+        .await
+        .must_succeed();
     let before = env.fingerprint("web").await;
 
     // Someone else holds the release lock: any command that takes it would stop with exit 4.
@@ -51,16 +52,16 @@ async fn dry_runs_change_nothing_and_take_no_lock(major: u32) {
         .await;
     env.bgslot(&["swap", "web"])
         .await
-        .code(4)
-        .says("someone@elsewhere");
+        .must_exit(4)
+        .must_say("someone@elsewhere");
 
     let swap = env
         .bgslot(&["swap", "web", "--expect-tag", "v2", "--dry-run"])
         .await
-        .ok()
-        .says("dry run: bgslot swap web")
-        .says("productionSlot: blue -> green")
-        .says("nothing was changed");
+        .must_succeed()
+        .must_say("dry run: bgslot swap web")
+        .must_say("productionSlot: blue -> green")
+        .must_say("nothing was changed");
     assert!(
         swap.stdout.contains("--set-string productionSlot=green"),
         "{swap:?}"
@@ -77,21 +78,21 @@ async fn dry_runs_change_nothing_and_take_no_lock(major: u32) {
             "--dry-run",
         ])
         .await
-        .ok()
-        .says("green.image.tag: v2 -> v3");
+        .must_succeed()
+        .must_say("green.image.tag: v2 -> v3");
     assert!(
         !deploy.stdout.contains("hunter2") && deploy.stdout.contains("db.password=***"),
         "secrets are redacted in the plan: {deploy:?}"
     );
     env.bgslot(&["rollback", "web", "--dry-run"])
         .await
-        .code(3)
-        .says("refused to rollback web")
-        .says("nothing was changed");
+        .must_exit(3)
+        .must_say("refused to rollback web")
+        .must_say("nothing was changed");
     env.bgslot(&["clean", "web", "--force", "--dry-run"])
         .await
-        .ok()
-        .says("green.enabled: true -> false");
+        .must_succeed()
+        .must_say("green.enabled: true -> false");
     let release = env
         .bgslot(&[
             "release",
@@ -107,7 +108,7 @@ async fn dry_runs_change_nothing_and_take_no_lock(major: u32) {
             "json",
         ])
         .await
-        .ok()
+        .must_succeed()
         .json();
     let actions: Vec<&str> = release["steps"]
         .as_array()
@@ -127,13 +128,13 @@ async fn dry_runs_change_nothing_and_take_no_lock(major: u32) {
     );
     env.bgslot(&["recover", "web", "--dry-run"])
         .await
-        .ok()
-        .says("nothing to recover");
+        .must_succeed()
+        .must_say("nothing to recover");
     // A refusal is decided for real.
     env.bgslot(&["deploy", "web", "--tag", "v3", "--dry-run"])
         .await
-        .code(3)
-        .says("already runs a staged version");
+        .must_exit(3)
+        .must_say("already runs a staged version");
 
     assert_eq!(
         env.fingerprint("web").await,

@@ -1,5 +1,4 @@
 //! Running the bgslot binary in a test namespace and checking what it left behind.
-#![allow(dead_code)]
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -38,20 +37,23 @@ impl Run {
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
 
+    /// Asserts that bgslot exited 0.
     #[track_caller]
-    pub fn ok(self) -> Run {
+    pub fn must_succeed(self) -> Run {
         assert_eq!(self.code, 0, "bgslot failed: {self:?}");
         self
     }
 
+    /// Asserts that bgslot exited with `code`.
     #[track_caller]
-    pub fn code(self, code: i32) -> Run {
+    pub fn must_exit(self, code: i32) -> Run {
         assert_eq!(self.code, code, "expected exit {code}: {self:?}");
         self
     }
 
+    /// Asserts that `text` is on stdout or stderr.
     #[track_caller]
-    pub fn says(self, text: &str) -> Run {
+    pub fn must_say(self, text: &str) -> Run {
         assert!(
             self.stderr.contains(text) || self.stdout.contains(text),
             "expected '{text}' in output: {self:?}"
