@@ -206,7 +206,9 @@ async fn rollback_returns_to_the_previous_slot(major: u32) {
     assert_eq!(status["production_slot"], "blue");
     assert_eq!(status["description"], "bgslot rollback green->blue");
 
-    // Once the other slot is cleaned there is nothing to roll back to: say how helm can.
+    // Once the other slot is cleaned there is nothing to roll back to: say how helm can. The
+    // revision to restore is the one with production on green (3, the swap), not the one before
+    // the swap (2, production on blue, which is where production already is).
     env.bgslot(&["clean", "web", "--min-age", "0s"])
         .await
         .must_succeed();
@@ -215,8 +217,20 @@ async fn rollback_returns_to_the_previous_slot(major: u32) {
         .await
         .must_exit(3)
         .must_say("previous slot green is gone")
-        .must_say("helm rollback web");
+        .must_say("`helm rollback web 3` restores revision 3");
     assert_eq!(env.fingerprint("web").await, before);
+    // And the hint is right: that helm rollback brings production back to green.
+    env.helm.run(&["rollback", "web", "3", "-n", &env.ns]);
+    env.await_endpoints("web", "green", 2).await;
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .must_succeed()
+        .json();
+    assert_eq!(
+        (status["production_slot"].as_str(), status["description"].as_str()),
+        (Some("green"), Some("Rollback to 3"))
+    );
     env.done().await;
 }
 

@@ -14,6 +14,8 @@ with_both_helms!(
     a_killed_bgslot_leaves_a_lock_that_expires,
     sigterm_during_deploy_reports_state_and_releases_the_lock,
     helm_killed_mid_upgrade_is_recovered,
+    a_recover_with_a_bad_chart_changes_nothing,
+    a_lock_taken_over_mid_release_stops_it_before_the_swap,
     bad_inputs_fail_clearly_and_change_nothing,
 );
 
@@ -205,15 +207,11 @@ async fn sigterm_during_deploy_reports_state_and_releases_the_lock(major: u32) {
     env.done().await;
 }
 
-async fn helm_killed_mid_upgrade_is_recovered(major: u32) {
-    let env = Env::new(major, "pending").await;
-    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
-        .await
-        .must_succeed();
-    // A helm upgrade that waits on a never-ready version is killed with SIGKILL: helm cannot
-    // record an outcome, so the release stays pending-upgrade.
+/// Leaves `web` in pending-upgrade the way a killed helm does: a helm upgrade that waits on a
+/// never-ready version is killed with SIGKILL, so it cannot record an outcome.
+async fn kill_helm_mid_upgrade(env: &Env) {
     let chart = common::chart_dir();
-    let wait = if major >= 4 {
+    let wait = if env.helm.major >= 4 {
         "--wait=watcher"
     } else {
         "--wait"
@@ -245,6 +243,14 @@ async fn helm_killed_mid_upgrade_is_recovered(major: u32) {
     .await;
     helm.kill().unwrap();
     helm.wait().unwrap();
+}
+
+async fn helm_killed_mid_upgrade_is_recovered(major: u32) {
+    let env = Env::new(major, "pending").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .must_succeed();
+    kill_helm_mid_upgrade(&env).await;
 
     let before = env.fingerprint("web").await;
     assert_eq!(before.latest_status, "pending-upgrade");
@@ -299,6 +305,73 @@ async fn helm_killed_mid_upgrade_is_recovered(major: u32) {
         .await
         .must_succeed();
     env.await_endpoints("web", "green", 2).await;
+    env.done().await;
+}
+
+/// Every input is checked before the first write: a `--chart` that cannot be used fails a
+/// recover before its `helm rollback` runs (it used to roll back first, then fail with exit 1).
+async fn a_recover_with_a_bad_chart_changes_nothing(major: u32) {
+    let env = Env::new(major, "recover-chart").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .must_succeed();
+    kill_helm_mid_upgrade(&env).await;
+    let before = env.fingerprint("web").await;
+    let empty = tempfile::tempdir().unwrap();
+    let chart = empty.path().to_str().unwrap();
+    env.bgslot(&["recover", "web", "--force", "--chart", chart])
+        .await
+        .must_exit(1)
+        .must_say("without a readable Chart.yaml");
+    assert_eq!(env.fingerprint("web").await, before, "nothing was rolled back");
+    assert_eq!(before.latest_status, "pending-upgrade");
+    env.done().await;
+}
+
+/// Another holder takes the release Lease while `release` waits for its deploy: bgslot stops
+/// before its next write (the swap), exits 4, and says what it had written and what it had not.
+async fn a_lock_taken_over_mid_release_stops_it_before_the_swap(major: u32) {
+    let env = Env::new(major, "lock-lost").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
+        .await
+        .must_succeed();
+    let release = env
+        .command(&["release", "web", "--tag", "v2-slow-start"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::eventually("the release's deploy is waiting on green", || async {
+        env.is_waiting_on_green().await
+    })
+    .await;
+    // Taken over as a bgslot that found it expired would take it: a replace with a new holder.
+    let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
+    let mut lease = leases.get("bgslot-lock-web").await.unwrap();
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now());
+    let spec = lease.spec.as_mut().unwrap();
+    spec.holder_identity = Some("thief@ci pid 7 (swap)".into());
+    spec.lease_duration_seconds = Some(3600);
+    spec.acquire_time = Some(now.clone());
+    spec.renew_time = Some(now);
+    leases
+        .replace("bgslot-lock-web", &Default::default(), &lease)
+        .await
+        .unwrap();
+
+    let run = Run::from(release.wait_with_output().await.unwrap());
+    run.must_exit(4)
+        .must_say("lost the release lock (Lease")
+        .must_say("now held by thief@ci pid 7 (swap)")
+        .must_say("stopped before: `bgslot swap blue->green`")
+        .must_say("already done: `bgslot deploy green v2-slow-start`");
+    let fp = env.fingerprint("web").await;
+    assert_eq!(
+        (fp.revision, fp.selectors["web"].as_str()),
+        (2, "blue"),
+        "production was not swapped"
+    );
+    let holder = leases.get("bgslot-lock-web").await.unwrap().spec.unwrap().holder_identity;
+    assert_eq!(holder.as_deref(), Some("thief@ci pid 7 (swap)"), "the new holder's lock is left alone");
     env.done().await;
 }
 
