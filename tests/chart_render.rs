@@ -2278,9 +2278,7 @@ fn every_kubernetes_version_from_1_20_to_1_37_renders_with_its_api_versions() {
                     assert_eq!(d["apiVersion"], cron, "{who} {kube} {what}");
                 }
                 assert!(
-                    of_kind(&docs, "Deployment")
-                        .into_iter()
-                        .any(|d| is_workload(d)),
+                    of_kind(&docs, "Deployment").into_iter().any(is_workload),
                     "{who} {kube} {what}: no worker"
                 );
                 for d in of_kind(&docs, "PodDisruptionBudget") {
