@@ -201,6 +201,7 @@ with_both_helms!(
     autoscaled_replicas_belong_to_the_autoscaler,
     a_failed_migration_runs_again_once_its_job_is_deleted,
     workers_and_cron_jobs_follow_production,
+    an_upgrade_from_chart_0_2_0_restarts_no_web_pod,
 );
 
 fn example_app() -> PathBuf {
@@ -1075,6 +1076,14 @@ async fn workers_and_cron_jobs_follow_production(major: u32) {
         Some(true),
         "{who}"
     );
+    let notes = helm(&env, &["get", "notes", REL]);
+    for line in [
+        "Workers (they run in the production slot; the stage slot runs none unless stageReplicas > 0):",
+        "  consumer: blue (production) 2 replica(s), green (stage) 0 replica(s)",
+        "  nightly-report: cronjob/web-blue-nightly-report \"0 3 * * *\"",
+    ] {
+        assert!(notes.lines().any(|l| l == line), "{who}: NOTES lack {line:?}:\n{notes}");
+    }
     // The web Services' endpoints are the web pods only.
     let prod_eps = ready_endpoint_ips(&env.client, &env.ns, REL).await;
     assert_eq!(
@@ -1189,5 +1198,66 @@ async fn workers_and_cron_jobs_follow_production(major: u32) {
             .generation,
         blue.metadata.generation,
         "{who}: the handover changed web-blue"
+    );
+}
+
+/// Chart 0.2.0 (as vendored from commit 2e49d32) installed, then upgraded to this chart the way
+/// bgslot upgrades a chart (`--reset-then-reuse-values`) with a worker added: the web Deployments
+/// keep their generation and their pods, and the worker runs.
+async fn an_upgrade_from_chart_0_2_0_restarts_no_web_pod(major: u32) {
+    let (env, _cleanup) = env(major, "upgrade").await;
+    let who = env.helm.name();
+    let old = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chart-0.2.0");
+    helm(
+        &env,
+        &[
+            "install",
+            REL,
+            old.to_str().unwrap(),
+            "--set",
+            "green.enabled=true,env.MODE=fast,config.env.LEVEL=3",
+        ],
+    );
+    let blue = settled(&env, "web-blue", 2).await;
+    let green = settled(&env, "web-green", 2).await;
+    let pods = [
+        identities(&slot_pods(&env.client, &env.ns, REL, "blue").await),
+        identities(&slot_pods(&env.client, &env.ns, REL, "green").await),
+    ];
+    helm(
+        &env,
+        &[
+            "upgrade",
+            REL,
+            &chart(),
+            "--reset-then-reuse-values",
+            "--set",
+            "workers.consumer.command[0]=consume",
+        ],
+    );
+    worker_runs(&env, "web-blue-consumer", 1).await;
+    for (name, before) in [("web-blue", &blue), ("web-green", &green)] {
+        let now = env.deployments().get(name).await.unwrap();
+        assert_eq!(
+            now.metadata.generation, before.metadata.generation,
+            "{who}: the upgrade changed {name}'s spec"
+        );
+        assert_eq!(
+            now.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("helm.sh/chart"))
+                .map(String::as_str),
+            Some("bgslot-0.3.0"),
+            "{who}: {name} was upgraded"
+        );
+    }
+    assert_eq!(
+        [
+            identities(&slot_pods(&env.client, &env.ns, REL, "blue").await),
+            identities(&slot_pods(&env.client, &env.ns, REL, "green").await),
+        ],
+        pods,
+        "{who}: the upgrade restarted web pods"
     );
 }
