@@ -15,10 +15,11 @@ Services `web` and `web-stage`.
 
 {{/*
 "<fullname>-<suffix>", with the base shortened so the whole name stays a valid 63-character DNS label
-and never collides with the unsuffixed name. Call with (dict "root" $ "suffix" "stage").
+and never collides with the unsuffixed name. Call with (dict "root" $ "suffix" "stage"); "max" sets a
+lower limit (a CronJob's name: its Jobs add 11 characters to it).
 */}}
 {{- define "bgslot.suffixedName" -}}
-{{- $max := sub 62 (len .suffix) | int }}
+{{- $max := sub (sub (.max | default 63) 1) (len .suffix) | int }}
 {{- printf "%s-%s" (include "bgslot.fullname" .root | trunc $max | trimSuffix "-") .suffix }}
 {{- end }}
 
@@ -218,15 +219,20 @@ value as a string.
 {{/*
 The slot's container env as a JSON list without duplicate names (server-side apply refuses a list
 entry twice). Later definitions win: shared env, shared extraEnv, the slot's env, the slot's
-extraEnv. Names only in `env` maps come first, sorted; names any extraEnv defines follow in the
-order they were first listed, so `$(NAME)` references in extraEnv can rely on the order.
+extraEnv, then the EnvVar lists in "envLayers" when the caller gives some (a worker's own extraEnv,
+shared then the slot's). Names only in `env` maps come first, sorted; names any extraEnv defines
+follow in the order they were first listed, so `$(NAME)` references in extraEnv can rely on the order.
 */}}
 {{- define "bgslot.slotEnv" -}}
 {{- $v := .root.Values }}
 {{- $block := index $v .slot | default dict }}
 {{- $defs := dict }}
 {{- $listed := list }}
-{{- range $layer := list (dict "map" $v.env "list" $v.extraEnv) (dict "map" $block.env "list" $block.extraEnv) }}
+{{- $layers := list (dict "map" $v.env "list" $v.extraEnv) (dict "map" $block.env "list" $block.extraEnv) }}
+{{- range $extra := .envLayers | default list }}
+{{- $layers = append $layers (dict "list" $extra) }}
+{{- end }}
+{{- range $layer := $layers }}
 {{- range $name, $value := $layer.map | default dict }}
 {{- $_ := set $defs $name (include "bgslot.envEntry" (dict "name" $name "value" $value) | fromJson) }}
 {{- end }}
@@ -538,6 +544,214 @@ its finished Job and never reruns it.
 {{- end }}
 
 {{/*
+`over` merged into `base`, both maps, as JSON: maps merge key by key (recursively), anything else in
+`over` replaces what `base` has, and a null in `over` inherits. Unlike mergeOverwrite, a 0, false,
+"" or [] in `over` is a value and wins. Call with (dict "base" $a "over" $b).
+*/}}
+{{- define "bgslot.mergeOver" -}}
+{{- $out := deepCopy (.base | default dict) }}
+{{- range $k, $val := .over | default dict }}
+{{- if kindIs "invalid" $val }}
+{{- else if and (kindIs "map" $val) (kindIs "map" (index $out $k)) }}
+{{- $_ := set $out $k (include "bgslot.mergeOver" (dict "base" (index $out $k) "over" $val) | fromJson) }}
+{{- else }}
+{{- $_ := set $out $k (deepCopy $val) }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/*
+Workers and CronJobs. Each lives in a slot like the web pods and runs the slot's image, env and
+config; what is theirs sits under workers.NAME / cronJobs.NAME, with the slot's own
+<slot>.workers.NAME / <slot>.cronJobs.NAME merged over it. Call these with
+(dict "root" $ "slot" "blue" "kind" "workers"|"cronJobs" "name" "consumer").
+*/}}
+
+{{/*
+One worker's or CronJob's spec in one slot, as JSON: the shared map with the slot's merged over it.
+*/}}
+{{- define "bgslot.workloadSpec" -}}
+{{- $shared := index (index .root.Values .kind | default dict) .name | default dict }}
+{{- $own := index (index (index .root.Values .slot | default dict) .kind | default dict) .name | default dict }}
+{{- include "bgslot.mergeOver" (dict "base" $shared "over" $own) }}
+{{- end }}
+
+{{- define "bgslot.workloadType" -}}
+{{- ternary "worker" "cronjob" (eq .kind "workers") }}
+{{- end }}
+
+{{/*
+FULLNAME-SLOT-NAME. A CronJob's name has at most 52 characters: its Jobs append 11.
+*/}}
+{{- define "bgslot.workloadName" -}}
+{{- include "bgslot.suffixedName" (dict "root" .root "suffix" (printf "%s-%s" .slot .name) "max" (ternary 63 52 (eq .kind "workers"))) }}
+{{- end }}
+
+{{/*
+The selector of a worker's Deployment, and the labels of its pods and of a CronJob's Jobs and pods.
+No app.kubernetes.io/name: no Service, PDB or HPA of the web selects these pods, as with the
+migration pods. bgslot/workload tells them from the web's at a glance and to a label selector.
+*/}}
+{{- define "bgslot.workloadSelectorLabels" -}}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+bgslot/slot: {{ .slot }}
+bgslot/workload: {{ include "bgslot.workloadType" . }}
+app.kubernetes.io/component: {{ .name | quote }}
+{{- end }}
+
+{{/*
+Labels of a worker's or CronJob's own objects (Deployment, HPA, PDB, CronJob): the standard ones
+but app.kubernetes.io/name, so anything that finds the web by it finds none of these.
+*/}}
+{{- define "bgslot.workloadLabels" -}}
+helm.sh/chart: {{ include "bgslot.chart" .root }}
+{{ include "bgslot.workloadSelectorLabels" . }}
+{{- if .root.Chart.AppVersion }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+{{- end }}
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+{{- end }}
+
+{{/*
+What a worker runs in one slot, as JSON {"replicas": N, "autoscaled": bool, "runs": bool}. The
+one thing about a worker that follows productionSlot: the production slot runs `replicas` (or
+leaves them to the worker's HPA), the other slot `stageReplicas`; a worker in heldWorkers runs in
+neither (bgslot's stop-first handover).
+*/}}
+{{- define "bgslot.workerState" -}}
+{{- $v := .root.Values }}
+{{- $w := include "bgslot.workloadSpec" . | fromJson }}
+{{- $replicas := 0 }}
+{{- $autoscaled := false }}
+{{- if has .name ($v.heldWorkers | default list) }}
+{{- else if eq .slot $v.productionSlot }}
+{{- $replicas = ternary 1 ($w.replicas | int) (kindIs "invalid" $w.replicas) }}
+{{- if and ($w.autoscaling | default dict).enabled (ne $replicas 0) }}
+{{- $autoscaled = true }}
+{{- end }}
+{{- else }}
+{{- $replicas = $w.stageReplicas | default 0 | int }}
+{{- end }}
+{{- toJson (dict "replicas" $replicas "autoscaled" $autoscaled "runs" (or $autoscaled (gt $replicas 0))) }}
+{{- end }}
+
+{{/*
+The pod template of a worker (or a CronJob's Job) in one slot: the slot's image, env, envFrom,
+config objects and their checksum, volumes, service account, security contexts and scheduling,
+through the same helpers as the web pods, with the workload's own command, args, resources, probes,
+grace period, extraEnv and pod annotations. Nothing in it depends on productionSlot.
+*/}}
+{{- define "bgslot.workloadPodTemplate" -}}
+{{- $v := .root.Values }}
+{{- $w := include "bgslot.workloadSpec" . | fromJson }}
+{{- $shared := index (index $v .kind | default dict) .name | default dict }}
+{{- $own := index (index (index $v .slot | default dict) .kind | default dict) .name | default dict }}
+{{- $isWorker := eq .kind "workers" }}
+{{- $annotations := include "bgslot.mergeOver" (dict "base" (include "bgslot.slotPodAnnotations" . | fromJson) "over" ($w.podAnnotations | default dict)) | fromJson }}
+{{- with include "bgslot.slotConfigChecksum" . }}
+{{- $_ := set $annotations "checksum/config" . }}
+{{- end }}
+{{- $labels := include "bgslot.workloadSelectorLabels" . | fromYaml }}
+{{- $podLabels := omit ($v.podLabels | default dict) "app.kubernetes.io/name" }}
+{{- $ctx := merge (dict "envLayers" (list ($shared.extraEnv | default list) ($own.extraEnv | default list))) . }}
+metadata:
+  {{- with $annotations }}
+  annotations:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+  labels:
+    {{- toYaml (merge $labels $podLabels) | nindent 4 }}
+spec:
+  {{- if not $isWorker }}
+  {{- /* Never: each retry is a new pod, so a failed run's pod and logs stay for inspection and
+  backoffLimit counts pods, as with the migration Job. */}}
+  restartPolicy: Never
+  {{- end }}
+  {{- include "bgslot.podCommon" . | trim | nindent 2 }}
+  {{- if $isWorker }}
+  terminationGracePeriodSeconds: {{ ternary 60 ($w.terminationGracePeriodSeconds | int) (kindIs "invalid" $w.terminationGracePeriodSeconds) }}
+  {{- else if not (kindIs "invalid" $w.terminationGracePeriodSeconds) }}
+  terminationGracePeriodSeconds: {{ $w.terminationGracePeriodSeconds | int }}
+  {{- end }}
+  containers:
+    - name: {{ .name | quote }}
+      {{- include "bgslot.containerCommon" $ctx | trim | nindent 6 }}
+      {{- with $w.command }}
+      command:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $w.args }}
+      args:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- if $isWorker }}
+      {{- range $probe := list "startupProbe" "livenessProbe" "readinessProbe" }}
+      {{- with index $w $probe }}
+      {{ $probe }}:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- end }}
+      {{- end }}
+      {{- with ($w.resources | default (include "bgslot.slotResources" . | fromJson)) }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+  {{- with include "bgslot.slotVolumes" . | fromJsonArray }}
+  volumes:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/*
+An HPA. Call with (dict "root" $ "name" NAME "labels" LABELS-YAML "min" N "max" N "metrics" LIST).
+*/}}
+{{- define "bgslot.hpa" -}}
+apiVersion: {{ include "bgslot.hpa.apiVersion" .root }}
+kind: HorizontalPodAutoscaler
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- .labels | nindent 4 }}
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: {{ .name }}
+  minReplicas: {{ .min | int }}
+  maxReplicas: {{ .max | int }}
+  {{- with .metrics }}
+  metrics:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/*
+A PDB with podDisruptionBudget's budget. Call with (dict "root" $ "name" NAME "labels" LABELS-YAML
+"selector" SELECTOR-YAML).
+*/}}
+{{- define "bgslot.pdb" -}}
+{{- $pdb := .root.Values.podDisruptionBudget }}
+apiVersion: {{ include "bgslot.pdb.apiVersion" .root }}
+kind: PodDisruptionBudget
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- .labels | nindent 4 }}
+spec:
+  {{- if and (not (kindIs "invalid" $pdb.maxUnavailable)) (ne (toString $pdb.maxUnavailable) "") }}
+  maxUnavailable: {{ $pdb.maxUnavailable }}
+  {{- else if and (not (kindIs "invalid" $pdb.minAvailable)) (ne (toString $pdb.minAvailable) "") }}
+  minAvailable: {{ $pdb.minAvailable }}
+  {{- else }}
+  minAvailable: 1
+  {{- end }}
+  selector:
+    matchLabels:
+      {{- .selector | nindent 6 }}
+{{- end }}
+
+{{/*
 API versions by the cluster's version rather than .Capabilities.APIVersions, which `helm template
 --kube-version` does not change.
 */}}
@@ -547,6 +761,10 @@ API versions by the cluster's version rather than .Capabilities.APIVersions, whi
 
 {{- define "bgslot.pdb.apiVersion" -}}
 {{- if semverCompare ">=1.21-0" .Capabilities.KubeVersion.Version }}policy/v1{{ else }}policy/v1beta1{{ end }}
+{{- end }}
+
+{{- define "bgslot.cronJob.apiVersion" -}}
+{{- if semverCompare ">=1.21-0" .Capabilities.KubeVersion.Version }}batch/v1{{ else }}batch/v1beta1{{ end }}
 {{- end }}
 
 {{- define "bgslot.ingress.apiVersion" -}}
@@ -618,6 +836,7 @@ Each failure is one line naming the value and what is allowed.
 {{- fail "migrations.enabled is true but migrations.command and migrations.args are empty: the Job would run the image's server instead of a migration; set migrations.command" }}
 {{- end }}
 {{- end }}
+{{- include "bgslot.validateWorkloads" . }}
 {{- $sm := $v.metrics.serviceMonitor }}
 {{- if and $sm.enabled (not (has $sm.port $names)) }}
 {{- fail (printf "metrics.serviceMonitor.port is %q, which is no port of the main Services; use http or an extraPorts name (%s)" (toString $sm.port) (join ", " $names)) }}
@@ -635,6 +854,60 @@ Each failure is one line naming the value and what is allowed.
 {{- end }}
 {{- if has $v.config.mountPath $mountPaths }}
 {{- fail (printf "extraVolumeMounts mounts %s, where config.files are mounted (config.mountPath); use another path" $v.config.mountPath) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+The guards of workers, cronJobs and heldWorkers.
+*/}}
+{{- define "bgslot.validateWorkloads" -}}
+{{- $v := .Values }}
+{{- $workers := $v.workers | default dict }}
+{{- $cronJobs := $v.cronJobs | default dict }}
+{{- range $kind := list "workers" "cronJobs" }}
+{{- $shared := index $v $kind | default dict }}
+{{- range $name, $spec := $shared }}
+{{- if eq $name "migration" }}
+{{- fail (printf "%s.migration: the name migration is reserved (the migration Job's app.kubernetes.io/component); rename it" $kind) }}
+{{- end }}
+{{- $spec = $spec | default dict }}
+{{- if and (not $spec.command) (not $spec.args) }}
+{{- fail (printf "%s.%s has neither command nor args: it would run the image's server; set %s.%s.command" $kind $name $kind $name) }}
+{{- end }}
+{{- end }}
+{{- range $slot := list "blue" "green" }}
+{{- range $name, $_ := index (index $v $slot | default dict) $kind | default dict }}
+{{- if not (hasKey $shared $name) }}
+{{- fail (printf "%s.%s.%s: there is no %s.%s; a slot can only change a %s the shared %s map defines" $slot $kind $name $kind $name (ternary "worker" "CronJob" (eq $kind "workers")) $kind) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- range $name, $_ := $workers }}
+{{- if hasKey $cronJobs $name }}
+{{- fail (printf "workers.%s and cronJobs.%s share a name, so their objects would share app.kubernetes.io/component; rename one" $name $name) }}
+{{- end }}
+{{- end }}
+{{- range $name := $v.heldWorkers | default list }}
+{{- if not (hasKey $workers (toString $name)) }}
+{{- fail (printf "heldWorkers names %s, which is no worker in workers; remove it from heldWorkers" (toString $name)) }}
+{{- end }}
+{{- end }}
+{{- range $slot := list "blue" "green" }}
+{{- if (index $v $slot).enabled }}
+{{- range $name, $_ := $cronJobs }}
+{{- $c := include "bgslot.workloadSpec" (dict "root" $ "slot" $slot "kind" "cronJobs" "name" $name) | fromJson }}
+{{- if not $c.schedule }}
+{{- fail (printf "cronJobs.%s.schedule is empty: a CronJob needs a schedule (e.g. \"0 3 * * *\")" $name) }}
+{{- end }}
+{{- if hasKey $c "suspend" }}
+{{- fail (printf "cronJobs.%s.suspend is set: suspend is bgslot's (false in the production slot, true in the other); remove it" $name) }}
+{{- end }}
+{{- if and $c.timeZone (not (semverCompare ">=1.27-0" $.Capabilities.KubeVersion.Version)) }}
+{{- fail (printf "cronJobs.%s.timeZone is set but this cluster runs Kubernetes %s: CronJob timeZone needs 1.27 or later; write the schedule in the controller's time zone (usually UTC) instead" $name $.Capabilities.KubeVersion.Version) }}
 {{- end }}
 {{- end }}
 {{- end }}

@@ -2,7 +2,8 @@
 //! with `helm upgrade --reuse-values` and follows the Services' Endpoints to the right pods, runs the
 //! example web app through bgslot's deploy → swap → clean, and checks what only a real API server
 //! shows: schema errors at install, which Deployments a config change restarts, who owns `replicas`
-//! under autoscaling, and that a failed migration Job reruns once deleted.
+//! under autoscaling, that a failed migration Job reruns once deleted, and that workers and
+//! CronJobs follow production (batch/v1beta1 CronJobs on this 1.20 server).
 
 use crate::common;
 
@@ -106,12 +107,14 @@ async fn install_and_swap(helm: Helm) {
     helm.run(&["test", REL, "-n", ns, "--timeout", "2m"]);
 }
 
-/// Live (not terminating) pods of one slot's Deployment: migration pods carry the slot too, but are
-/// not the slot's servers.
+/// The web pods of one slot: migration, worker and CronJob pods carry the slot too, but are not
+/// the slot's servers (web pods carry no bgslot/workload, which `notin` matches).
+const WEB_PODS: &str =
+    "app.kubernetes.io/component!=migration,bgslot/workload notin (worker,cronjob)";
+
+/// Live (not terminating) web pods of one slot.
 async fn slot_pods(client: &Client, ns: &str, release: &str, slot: &str) -> Vec<Pod> {
-    let selector = format!(
-        "app.kubernetes.io/instance={release},bgslot/slot={slot},app.kubernetes.io/component!=migration"
-    );
+    let selector = format!("app.kubernetes.io/instance={release},bgslot/slot={slot},{WEB_PODS}");
     Api::<Pod>::namespaced(client.clone(), ns)
         .list(&ListParams::default().labels(&selector))
         .await
@@ -196,6 +199,8 @@ with_both_helms!(
     a_stage_config_change_restarts_only_the_stage_slot,
     autoscaled_replicas_belong_to_the_autoscaler,
     a_failed_migration_runs_again_once_its_job_is_deleted,
+    workers_and_cron_jobs_follow_production,
+    an_upgrade_from_chart_0_2_0_restarts_no_web_pod,
 );
 
 fn example_app() -> PathBuf {
@@ -322,16 +327,29 @@ fn uid(meta: &kube::api::ObjectMeta) -> String {
     meta.uid.clone().unwrap_or_default()
 }
 
-/// Names of the objects of `kind` in group `group` labelled `selector`, in whatever version the
-/// server serves (policy/v1beta1 PDBs on 1.20, policy/v1 on a current cluster).
-async fn names_of(env: &Env, group: &str, kind: &str, selector: &str) -> Vec<String> {
+/// The API of `kind` in group `group`, in the most stable version the server serves it in
+/// (policy/v1beta1 PDBs and batch/v1beta1 CronJobs on 1.20, v1 on a current cluster; on 1.20
+/// batch's preferred version, v1, has Jobs only).
+async fn api_of(env: &Env, group: &str, kind: &str) -> (Api<DynamicObject>, String) {
     let api_group = kube::discovery::group(&env.client, group)
         .await
         .unwrap_or_else(|e| panic!("discovery of {group}: {e}"));
     let (resource, _) = api_group
-        .recommended_kind(kind)
+        .resources_by_stability()
+        .into_iter()
+        .find(|(r, _)| r.kind == kind)
         .unwrap_or_else(|| panic!("{group} serves no {kind}"));
-    let api: Api<DynamicObject> = Api::namespaced_with(env.client.clone(), &env.ns, &resource);
+    let api_version = resource.api_version.clone();
+    (
+        Api::namespaced_with(env.client.clone(), &env.ns, &resource),
+        api_version,
+    )
+}
+
+/// Names of the objects of `kind` in group `group` labelled `selector`, in whatever version the
+/// server serves.
+async fn names_of(env: &Env, group: &str, kind: &str, selector: &str) -> Vec<String> {
+    let (api, _) = api_of(env, group, kind).await;
     let mut names: Vec<String> = api
         .list(&ListParams::default().labels(selector))
         .await
@@ -356,6 +374,7 @@ async fn slot_objects(env: &Env, release: &str, slot: &str) -> Vec<String> {
         ("", "Secret"),
         ("autoscaling", "HorizontalPodAutoscaler"),
         ("policy", "PodDisruptionBudget"),
+        ("batch", "CronJob"),
     ] {
         for name in names_of(env, group, kind, &selector).await {
             all.push(format!("{kind}/{name}"));
@@ -449,18 +468,23 @@ async fn example_app_runs_deploy_swap_clean(major: u32) {
     );
     // The HPA raises the new Deployment (created without replicas) to its minimum of 2.
     settled(&env, "shop-blue", 2).await;
+    // The queue consumer runs its 2 pods in production.
+    settled(&env, "shop-blue-consumer", 2).await;
     let blue_objects = slot_objects(&env, rel, "blue").await;
     let blue_job_name = blue_job.metadata.name.clone().unwrap();
     assert_eq!(
         blue_objects,
         [
             "Deployment/shop-blue".to_string(),
+            "Deployment/shop-blue-consumer".into(),
             format!("Job/{blue_job_name}"),
             "ConfigMap/shop-blue-config-env".into(),
             "ConfigMap/shop-blue-config-files".into(),
             "Secret/shop-blue-secret-env".into(),
             "HorizontalPodAutoscaler/shop-blue".into(),
             "PodDisruptionBudget/shop-blue".into(),
+            "PodDisruptionBudget/shop-blue-consumer".into(),
+            "CronJob/shop-blue-nightly-report".into(),
         ],
         "{who}"
     );
@@ -487,6 +511,27 @@ async fn example_app_runs_deploy_swap_clean(major: u32) {
     let blue = settled(&env, "shop-blue", 2).await;
     let blue_replicas = blue.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1);
     settled(&env, "shop-green", blue_replicas).await;
+    // The staged version consumes nothing and runs no schedule.
+    assert_eq!(
+        replicas_of(&env, "shop-green-consumer").await,
+        Some(0),
+        "{who}"
+    );
+    assert_eq!(
+        replicas_of(&env, "shop-blue-consumer").await,
+        Some(2),
+        "{who}"
+    );
+    assert_eq!(
+        cron_suspend(&env, "shop-green-nightly-report").await,
+        Some(true),
+        "{who}"
+    );
+    assert_eq!(
+        cron_suspend(&env, "shop-blue-nightly-report").await,
+        Some(false),
+        "{who}"
+    );
     assert_eq!(
         selectors_of_role(&env, rel, "production").await,
         [
@@ -523,6 +568,23 @@ async fn example_app_runs_deploy_swap_clean(major: u32) {
         .await;
     env.await_endpoints("shop-internal", "green", blue_replicas as usize)
         .await;
+    // The consumer and the nightly report moved with production.
+    settled(&env, "shop-green-consumer", 2).await;
+    assert_eq!(
+        replicas_of(&env, "shop-blue-consumer").await,
+        Some(0),
+        "{who}"
+    );
+    assert_eq!(
+        cron_suspend(&env, "shop-green-nightly-report").await,
+        Some(false),
+        "{who}"
+    );
+    assert_eq!(
+        cron_suspend(&env, "shop-blue-nightly-report").await,
+        Some(true),
+        "{who}"
+    );
     // The swap restarted nothing and reran no migration.
     assert_eq!(
         identities(&slot_pods(&env.client, &env.ns, rel, "blue").await),
@@ -569,7 +631,7 @@ async fn example_app_runs_deploy_swap_clean(major: u32) {
     )
     .await;
     let green_objects = slot_objects(&env, rel, "green").await;
-    assert_eq!(green_objects.len(), 7, "{who}: {green_objects:?}");
+    assert_eq!(green_objects.len(), 10, "{who}: {green_objects:?}");
 }
 
 async fn a_typo_in_values_fails_the_install_naming_the_key(major: u32) {
@@ -882,5 +944,325 @@ async fn a_failed_migration_runs_again_once_its_job_is_deleted(major: u32) {
         uid(&rerun.metadata),
         uid(&failed.metadata),
         "{who}: a new run"
+    );
+}
+
+/// `spec.replicas` of a Deployment.
+async fn replicas_of(env: &Env, name: &str) -> Option<i32> {
+    env.deployments()
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get {name}: {e}"))
+        .spec
+        .and_then(|s| s.replicas)
+}
+
+/// The CronJobs API this server serves (batch/v1beta1 on 1.20, batch/v1 from 1.21).
+async fn cron_jobs(env: &Env) -> (Api<DynamicObject>, String) {
+    api_of(env, "batch", "CronJob").await
+}
+
+/// `spec.suspend` of a CronJob.
+async fn cron_suspend(env: &Env, name: &str) -> Option<bool> {
+    let (api, _) = cron_jobs(env).await;
+    api.get(name)
+        .await
+        .unwrap_or_else(|e| panic!("get CronJob {name}: {e}"))
+        .data["spec"]["suspend"]
+        .as_bool()
+}
+
+/// Waits until the worker Deployment `name` runs exactly `want` available pods (0: none left,
+/// terminating ones included).
+async fn worker_runs(env: &Env, name: &str, want: i32) {
+    until(&format!("{name} runs {want} pod(s)"), || async {
+        let d = env
+            .deployments()
+            .get(name)
+            .await
+            .map_err(|e| e.to_string())?;
+        let spec = d.spec.as_ref().and_then(|s| s.replicas);
+        let s = d.status.clone().unwrap_or_default();
+        let selector = format!(
+            "app.kubernetes.io/instance={REL},bgslot/workload=worker,app.kubernetes.io/component=consumer,bgslot/slot={}",
+            d.metadata.labels.as_ref().and_then(|l| l.get("bgslot/slot")).cloned().unwrap_or_default()
+        );
+        let pods = Api::<Pod>::namespaced(env.client.clone(), &env.ns)
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+            .len() as i32;
+        let done = spec == Some(want)
+            && s.observed_generation == d.metadata.generation
+            && s.available_replicas.unwrap_or(0) == want
+            && s.ready_replicas.unwrap_or(0) == want
+            && pods == want;
+        if done {
+            Ok(())
+        } else {
+            Err(format!("spec.replicas {spec:?}, {pods} pod(s), status {s:?}"))
+        }
+    })
+    .await;
+}
+
+/// The pod template of a Deployment and the revision its controller gave it: a template change
+/// makes a new revision (and new pods); a scale does not.
+async fn template_and_revision(env: &Env, name: &str) -> (serde_json::Value, Option<String>) {
+    let d = env.deployments().get(name).await.unwrap();
+    let revision = d
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get("deployment.kubernetes.io/revision").cloned());
+    (
+        serde_json::to_value(&d.spec.unwrap().template).unwrap(),
+        revision,
+    )
+}
+
+/// One worker and one CronJob on the real API server, with helm alone: the production slot's
+/// worker runs `replicas`, the stage slot's none; a flip moves the replicas and the CronJobs'
+/// suspend and restarts no web pod (nor changes a worker's pod template); a stop-first handover
+/// (heldWorkers with the flip, then without) runs no consumer in between.
+async fn workers_and_cron_jobs_follow_production(major: u32) {
+    let (env, _cleanup) = env(major, "workers").await;
+    let who = env.helm.name();
+    let chart = chart();
+    let values = tempfile::Builder::new().suffix(".yaml").tempfile().unwrap();
+    std::fs::write(
+        values.path(),
+        "green: {enabled: true}\n\
+         config: {env: {MODE: fast}}\n\
+         workers:\n  consumer:\n    command: [bundle, exec, sidekiq]\n    replicas: 2\n    terminationGracePeriodSeconds: 5\n\
+         cronJobs:\n  nightly-report:\n    schedule: \"0 3 * * *\"\n    command: [bin/rails, reports:nightly]\n",
+    )
+    .unwrap();
+    helm(
+        &env,
+        &[
+            "install",
+            REL,
+            &chart,
+            "-f",
+            values.path().to_str().unwrap(),
+        ],
+    );
+    let blue = settled(&env, "web-blue", 2).await;
+    let green = settled(&env, "web-green", 2).await;
+    worker_runs(&env, "web-blue-consumer", 2).await;
+    worker_runs(&env, "web-green-consumer", 0).await;
+    let (api, version) = cron_jobs(&env).await;
+    assert_eq!(version, "batch/v1beta1", "{who}: this 1.20 server");
+    let mut crons: Vec<String> = api
+        .list(&ListParams::default().labels(&format!(
+            "app.kubernetes.io/instance={REL},bgslot/workload=cronjob"
+        )))
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    crons.sort();
+    assert_eq!(
+        crons,
+        ["web-blue-nightly-report", "web-green-nightly-report"],
+        "{who}"
+    );
+    assert_eq!(
+        cron_suspend(&env, "web-blue-nightly-report").await,
+        Some(false),
+        "{who}"
+    );
+    assert_eq!(
+        cron_suspend(&env, "web-green-nightly-report").await,
+        Some(true),
+        "{who}"
+    );
+    let notes = helm(&env, &["get", "notes", REL]);
+    for line in [
+        "Workers (they run in the production slot; the stage slot runs none unless stageReplicas > 0):",
+        "  consumer: blue (production) 2 replica(s), green (stage) 0 replica(s)",
+        "  nightly-report: cronjob/web-blue-nightly-report \"0 3 * * *\"",
+    ] {
+        assert!(notes.lines().any(|l| l == line), "{who}: NOTES lack {line:?}:\n{notes}");
+    }
+    // The web Services' endpoints are the web pods only.
+    let prod_eps = ready_endpoint_ips(&env.client, &env.ns, REL).await;
+    assert_eq!(
+        prod_eps,
+        pod_ips(&slot_pods(&env.client, &env.ns, REL, "blue").await),
+        "{who}: the production Service reaches a worker"
+    );
+    let web_pods = [
+        identities(&slot_pods(&env.client, &env.ns, REL, "blue").await),
+        identities(&slot_pods(&env.client, &env.ns, REL, "green").await),
+    ];
+    let templates = [
+        template_and_revision(&env, "web-blue-consumer").await,
+        template_and_revision(&env, "web-green-consumer").await,
+    ];
+
+    // The flip: one write moves the Services, the workers and the schedule.
+    helm(
+        &env,
+        &[
+            "upgrade",
+            REL,
+            &chart,
+            "--reuse-values",
+            "--set",
+            "productionSlot=green",
+        ],
+    );
+    worker_runs(&env, "web-green-consumer", 2).await;
+    worker_runs(&env, "web-blue-consumer", 0).await;
+    assert_eq!(
+        cron_suspend(&env, "web-green-nightly-report").await,
+        Some(false),
+        "{who}"
+    );
+    assert_eq!(
+        cron_suspend(&env, "web-blue-nightly-report").await,
+        Some(true),
+        "{who}"
+    );
+    for (name, before) in [("web-blue", &blue), ("web-green", &green)] {
+        assert_eq!(
+            env.deployments()
+                .get(name)
+                .await
+                .unwrap()
+                .metadata
+                .generation,
+            before.metadata.generation,
+            "{who}: the flip changed {name}"
+        );
+    }
+    assert_eq!(
+        [
+            identities(&slot_pods(&env.client, &env.ns, REL, "blue").await),
+            identities(&slot_pods(&env.client, &env.ns, REL, "green").await),
+        ],
+        web_pods,
+        "{who}: the flip restarted web pods"
+    );
+    assert_eq!(
+        [
+            template_and_revision(&env, "web-blue-consumer").await,
+            template_and_revision(&env, "web-green-consumer").await,
+        ],
+        templates,
+        "{who}: the flip changed a worker's pod template"
+    );
+
+    // stop-first back to blue: hold the worker with the flip, then release it.
+    helm(
+        &env,
+        &[
+            "upgrade",
+            REL,
+            &chart,
+            "--reuse-values",
+            "--set",
+            "productionSlot=blue,heldWorkers[0]=consumer",
+        ],
+    );
+    worker_runs(&env, "web-green-consumer", 0).await;
+    worker_runs(&env, "web-blue-consumer", 0).await;
+    assert_eq!(
+        cron_suspend(&env, "web-blue-nightly-report").await,
+        Some(false),
+        "{who}"
+    );
+    helm(
+        &env,
+        &[
+            "upgrade",
+            REL,
+            &chart,
+            "--reuse-values",
+            "--set-json",
+            "heldWorkers=[]",
+        ],
+    );
+    worker_runs(&env, "web-blue-consumer", 2).await;
+    assert_eq!(
+        replicas_of(&env, "web-green-consumer").await,
+        Some(0),
+        "{who}"
+    );
+    assert_eq!(
+        env.deployments()
+            .get("web-blue")
+            .await
+            .unwrap()
+            .metadata
+            .generation,
+        blue.metadata.generation,
+        "{who}: the handover changed web-blue"
+    );
+}
+
+/// Chart 0.2.0 (as vendored from commit 2e49d32) installed, then upgraded to this chart the way
+/// bgslot upgrades a chart (`--reset-then-reuse-values`) with a worker added: the web Deployments
+/// keep their generation and their pods, and the worker runs.
+async fn an_upgrade_from_chart_0_2_0_restarts_no_web_pod(major: u32) {
+    let (env, _cleanup) = env(major, "upgrade").await;
+    let who = env.helm.name();
+    let old = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chart-0.2.0");
+    helm(
+        &env,
+        &[
+            "install",
+            REL,
+            old.to_str().unwrap(),
+            "--set",
+            "green.enabled=true,env.MODE=fast,config.env.LEVEL=3",
+        ],
+    );
+    let blue = settled(&env, "web-blue", 2).await;
+    let green = settled(&env, "web-green", 2).await;
+    let pods = [
+        identities(&slot_pods(&env.client, &env.ns, REL, "blue").await),
+        identities(&slot_pods(&env.client, &env.ns, REL, "green").await),
+    ];
+    helm(
+        &env,
+        &[
+            "upgrade",
+            REL,
+            &chart(),
+            "--reset-then-reuse-values",
+            "--set",
+            "workers.consumer.command[0]=consume",
+        ],
+    );
+    worker_runs(&env, "web-blue-consumer", 1).await;
+    for (name, before) in [("web-blue", &blue), ("web-green", &green)] {
+        let now = env.deployments().get(name).await.unwrap();
+        assert_eq!(
+            now.metadata.generation, before.metadata.generation,
+            "{who}: the upgrade changed {name}'s spec"
+        );
+        assert_eq!(
+            now.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("helm.sh/chart"))
+                .map(String::as_str),
+            Some("bgslot-0.3.0"),
+            "{who}: {name} was upgraded"
+        );
+    }
+    assert_eq!(
+        [
+            identities(&slot_pods(&env.client, &env.ns, REL, "blue").await),
+            identities(&slot_pods(&env.client, &env.ns, REL, "green").await),
+        ],
+        pods,
+        "{who}: the upgrade restarted web pods"
     );
 }

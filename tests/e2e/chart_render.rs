@@ -76,6 +76,41 @@ extraServices:
 migrations:
   enabled: true
   command: [/bin/server, migrate]
+workers:
+  consumer:
+    command: [/bin/server, consume]
+    args: [--queue=orders]
+    replicas: 3
+    extraEnv: [{name: QUEUE, value: orders}]
+    resources: {requests: {cpu: 100m}}
+    terminationGracePeriodSeconds: 90
+    livenessProbe: {exec: {command: [/bin/server, health]}}
+    podAnnotations: {worker: "yes"}
+    handover: stop-first
+  indexer:
+    command: [/bin/server, index]
+    stageReplicas: 1
+    autoscaling:
+      enabled: true
+      minReplicas: 1
+      maxReplicas: 4
+      metrics:
+        - type: Resource
+          resource: {name: cpu, target: {type: Utilization, averageUtilization: 60}}
+cronJobs:
+  nightly-report:
+    schedule: "0 3 * * *"
+    command: [/bin/server, report]
+    concurrencyPolicy: Replace
+    startingDeadlineSeconds: 300
+    successfulJobsHistoryLimit: 0
+    failedJobsHistoryLimit: 2
+    backoffLimit: 0
+    activeDeadlineSeconds: 600
+    terminationGracePeriodSeconds: 10
+    resources: {limits: {memory: 1Gi}}
+    extraEnv: [{name: REPORT, value: nightly}]
+    podAnnotations: {sidecar.istio.io/inject: "false"}
 metrics:
   serviceMonitor: {enabled: true, force: true, port: metrics}
 extraObjects:
@@ -104,6 +139,7 @@ const EXAMPLE_BOTH_SLOTS: &[&str] = &[
 
 struct Render<'a> {
     helm: &'a Helm,
+    chart: PathBuf,
     sets: Vec<String>,
     extra: Vec<String>,
     files: Vec<PathBuf>,
@@ -115,6 +151,7 @@ impl<'a> Render<'a> {
     fn new(helm: &'a Helm) -> Self {
         Render {
             helm,
+            chart: common::chart_dir(),
             sets: Vec::new(),
             extra: Vec::new(),
             files: Vec::new(),
@@ -130,6 +167,14 @@ impl<'a> Render<'a> {
     fn set_string(mut self, sets: &[&str]) -> Self {
         for s in sets {
             self.extra.push("--set-string".into());
+            self.extra.push(s.to_string());
+        }
+        self
+    }
+
+    fn set_json(mut self, sets: &[&str]) -> Self {
+        for s in sets {
+            self.extra.push("--set-json".into());
             self.extra.push(s.to_string());
         }
         self
@@ -162,9 +207,15 @@ impl<'a> Render<'a> {
         self.arg(&["--kube-version", version])
     }
 
+    /// Another chart directory than this checkout's `chart/`.
+    fn chart(mut self, dir: &Path) -> Self {
+        self.chart = dir.to_path_buf();
+        self
+    }
+
     fn output(&self) -> std::process::Output {
         let mut cmd = self.helm.command();
-        cmd.arg("template").arg(REL).arg(common::chart_dir());
+        cmd.arg("template").arg(REL).arg(&self.chart);
         for f in &self.files {
             cmd.arg("-f").arg(f);
         }
@@ -972,6 +1023,31 @@ fn schema_rejects_bad_types_and_ranges() {
         (&["extraEnv[0].nam=X"], "nam"),
         (&["ingress.hots=x"], "hots"),
         (&["podDisruptionBudget.minAvailabel=1"], "minAvailabel"),
+        // Workers and CronJobs, shared and per slot.
+        (&["workers.consumer.replica=2"], "replica"),
+        (&["green.workers.consumer.replica=2"], "replica"),
+        (&["workers.consumer.autoscaling.enable=true"], "enable"),
+        (&["workers.consumer.handover=later"], "handover"),
+        // handover belongs to the worker, not to one slot.
+        (&["blue.workers.consumer.handover=overlap"], "handover"),
+        (&["workers.consumer.stageReplicas=-1"], "stageReplicas"),
+        (&["workers.Consumer.command[0]=x"], "Consumer"),
+        (&["workers.migration.command[0]=x"], "migration"),
+        (&["heldWorkers=consumer"], "heldWorkers"),
+        (
+            &["cronJobs.x.schedule=@daily,cronJobs.x.suspend=true"],
+            "suspend",
+        ),
+        (&["blue.cronJobs.x.suspend=false"], "suspend"),
+        (&["cronJobs.x.command[0]=report"], "schedule"),
+        (
+            &["cronJobs.x.schedule=@daily,cronJobs.x.concurrencyPolicy=Never"],
+            "concurrencyPolicy",
+        ),
+        (
+            &["cronJobs.x.schedule=@daily,cronJobs.x.shedule=@hourly"],
+            "shedule",
+        ),
     ];
     for helm in common::helms() {
         for (sets, key) in cases {
@@ -1035,7 +1111,11 @@ fn the_role_never_appears_in_a_pod_template() {
     for helm in common::helms() {
         for docs in variants(&helm) {
             for d in &docs {
-                let template = &d["spec"]["template"];
+                let template = if kind_of(d) == "CronJob" {
+                    &d["spec"]["jobTemplate"]
+                } else {
+                    &d["spec"]["template"]
+                };
                 if template.is_null() {
                     continue;
                 }
@@ -1081,14 +1161,20 @@ fn collect_ports<'d>(v: &'d Value, out: &mut Vec<&'d Value>) {
 fn every_service_and_container_port_states_tcp() {
     for helm in common::helms() {
         for docs in variants(&helm) {
-            for d in docs
-                .iter()
-                .filter(|d| matches!(kind_of(d), "Service" | "Deployment" | "Pod" | "Job"))
-            {
+            for d in docs.iter().filter(|d| {
+                matches!(
+                    kind_of(d),
+                    "Service" | "Deployment" | "Pod" | "Job" | "CronJob"
+                )
+            }) {
                 let mut ports = Vec::new();
                 collect_ports(d, &mut ports);
-                if matches!(kind_of(d), "Service" | "Deployment") {
+                // A worker serves nothing: its Deployment declares no port.
+                if matches!(kind_of(d), "Service" | "Deployment") && !is_workload(d) {
                     assert!(!ports.is_empty(), "{} {}", helm.name(), name_of(d));
+                }
+                if is_workload(d) {
+                    assert!(ports.is_empty(), "{} {}", helm.name(), name_of(d));
                 }
                 for p in ports {
                     assert_eq!(p["protocol"], "TCP", "{} {}: {p}", helm.name(), name_of(d));
@@ -1106,12 +1192,23 @@ fn every_object_has_the_standard_labels() {
                 let labels = &d["metadata"]["labels"];
                 assert_eq!(
                     labels["helm.sh/chart"],
-                    "bgslot-0.2.0",
+                    "bgslot-0.3.0",
                     "{} {}",
                     helm.name(),
                     name_of(d)
                 );
-                assert_eq!(labels["app.kubernetes.io/name"], "bgslot");
+                if is_workload(d) {
+                    // Workers' and CronJobs' objects leave the name out, so nothing that finds
+                    // the web by it finds them.
+                    assert!(
+                        labels.get("app.kubernetes.io/name").is_none(),
+                        "{} {}",
+                        helm.name(),
+                        name_of(d)
+                    );
+                } else {
+                    assert_eq!(labels["app.kubernetes.io/name"], "bgslot");
+                }
                 assert_eq!(labels["app.kubernetes.io/instance"], REL);
                 assert_eq!(labels["app.kubernetes.io/managed-by"], "Helm");
                 assert!(labels["app.kubernetes.io/version"].is_string());
@@ -1772,9 +1869,11 @@ fn a_flip_changes_no_object_a_slot_owns() {
                     .docs(),
             ),
         ] {
+            // Workers and CronJobs have their own test of what a flip changes in them
+            // (a_flip_moves_worker_replicas_and_cron_suspend_and_nothing_else).
             let owned = |docs: &[Value]| -> Vec<Value> {
                 docs.iter()
-                    .filter(|d| labels_of(d).get("bgslot/slot").is_some())
+                    .filter(|d| labels_of(d).get("bgslot/slot").is_some() && !is_workload(d))
                     .cloned()
                     .collect()
             };
@@ -2155,17 +2254,40 @@ fn every_kubernetes_version_from_1_20_to_1_37_renders_with_its_api_versions() {
                     "policy/v1beta1"
                 };
                 assert_eq!(
-                    of_kind(&docs, "HorizontalPodAutoscaler").len(),
+                    of_kind(&docs, "HorizontalPodAutoscaler")
+                        .into_iter()
+                        .filter(|d| !is_workload(d))
+                        .count(),
                     2,
                     "{who} {kube} {what}"
                 );
                 for d in of_kind(&docs, "HorizontalPodAutoscaler") {
                     assert_eq!(d["apiVersion"], hpa, "{who} {kube} {what}");
                 }
+                let cron = if minor >= 21 {
+                    "batch/v1"
+                } else {
+                    "batch/v1beta1"
+                };
+                assert_eq!(
+                    names(&docs, "CronJob").len(),
+                    2,
+                    "{who} {kube} {what}: one per slot"
+                );
+                for d in of_kind(&docs, "CronJob") {
+                    assert_eq!(d["apiVersion"], cron, "{who} {kube} {what}");
+                }
+                assert!(
+                    of_kind(&docs, "Deployment").into_iter().any(is_workload),
+                    "{who} {kube} {what}: no worker"
+                );
                 for d in of_kind(&docs, "PodDisruptionBudget") {
                     assert_eq!(d["apiVersion"], pdb, "{who} {kube} {what}");
                 }
-                for d in of_kind(&docs, "Deployment") {
+                for d in of_kind(&docs, "Deployment")
+                    .into_iter()
+                    .filter(|d| !is_workload(d))
+                {
                     let pre_stop = &container(d)["lifecycle"]["preStop"];
                     let native = minor >= 30;
                     assert_eq!(
@@ -2231,6 +2353,18 @@ fn rendered_objects_pass_kubernetes_schema_validation_from_1_25_to_1_37() {
                 .kube(&kube)
                 .docs();
             docs.extend(Render::new(&helm).values(ALL_ON).kube(&kube).docs());
+            if minor >= 27 {
+                // timeZone renders only where the API serves it.
+                docs.extend(
+                    Render::new(&helm)
+                        .values(ALL_ON)
+                        .set(&["cronJobs.nightly-report.timeZone=Europe/Paris"])
+                        .kube(&kube)
+                        .docs()
+                        .into_iter()
+                        .filter(|d| kind_of(d) == "CronJob"),
+                );
+            }
             docs.retain(|d| !is_crd_kind(d));
             let file = dir.path().join(format!("{who}-{kube}.yaml"));
             let text: Vec<String> = docs.iter().map(|d| d.to_string()).collect();
@@ -2403,5 +2537,979 @@ fn yaml_keys(v: &Value, prefix: &str, out: &mut Vec<String>) {
         }
         _ if !prefix.is_empty() => out.push(prefix.to_string()),
         _ => {}
+    }
+}
+
+/// Whether `doc` belongs to a worker or a CronJob (its own objects and the web's are told apart by
+/// `bgslot/workload`).
+fn is_workload(doc: &Value) -> bool {
+    matches!(
+        labels_of(doc)["bgslot/workload"].as_str(),
+        Some("worker" | "cronjob")
+    )
+}
+
+/// The pod template of a Deployment or a CronJob.
+fn pod_template(doc: &Value) -> &Value {
+    if kind_of(doc) == "CronJob" {
+        &doc["spec"]["jobTemplate"]["spec"]["template"]
+    } else {
+        &doc["spec"]["template"]
+    }
+}
+
+/// The paths where `a` and `b` differ ("spec.replicas"; a key only one side has counts).
+fn diff_paths(a: &Value, b: &Value, prefix: &str, out: &mut Vec<String>) {
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => {
+            let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+            for k in keys {
+                let path = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                diff_paths(
+                    x.get(k).unwrap_or(&Value::Null),
+                    y.get(k).unwrap_or(&Value::Null),
+                    &path,
+                    out,
+                );
+            }
+        }
+        _ if a == b => {}
+        _ => out.push(prefix.to_string()),
+    }
+}
+
+/// "KIND/NAME: path" for every difference between the slot-owned objects of two renders, an
+/// object only one render has included ("KIND/NAME: only in ...").
+fn slot_object_diff(a: &[Value], b: &[Value]) -> Vec<String> {
+    let owned = |docs: &[Value]| -> std::collections::BTreeMap<String, Value> {
+        docs.iter()
+            .filter(|d| labels_of(d).get("bgslot/slot").is_some())
+            .map(|d| (format!("{}/{}", kind_of(d), name_of(d)), d.clone()))
+            .collect()
+    };
+    let (a, b) = (owned(a), owned(b));
+    let mut out = Vec::new();
+    for (key, x) in &a {
+        match b.get(key) {
+            Some(y) => {
+                let mut paths = Vec::new();
+                diff_paths(x, y, "", &mut paths);
+                out.extend(paths.into_iter().map(|p| format!("{key}: {p}")));
+            }
+            None => out.push(format!("{key}: only in the first")),
+        }
+    }
+    for key in b.keys().filter(|k| !a.contains_key(*k)) {
+        out.push(format!("{key}: only in the second"));
+    }
+    out
+}
+
+const WORKERS: &str = r#"
+green: {enabled: true}
+config: {env: {MODE: fast}, files: {app.conf: "x = 1\n"}}
+env: {SHARED: "1"}
+workers:
+  consumer:
+    command: [bundle, exec, sidekiq]
+    replicas: 2
+  mailer:
+    command: [bin/mailer]
+    replicas: 3
+    stageReplicas: 1
+cronJobs:
+  nightly-report:
+    schedule: "0 3 * * *"
+    command: [bin/rails, reports:nightly]
+"#;
+
+#[test]
+fn workers_and_cron_jobs_are_off_by_default() {
+    for helm in common::helms() {
+        let docs = Render::new(&helm).set(&["green.enabled=true"]).docs();
+        assert_eq!(
+            names(&docs, "Deployment"),
+            ["web-blue", "web-green"],
+            "{}",
+            helm.name()
+        );
+        assert!(of_kind(&docs, "CronJob").is_empty(), "{}", helm.name());
+        assert_eq!(
+            labels_of(get(&docs, "Deployment", "web-blue"))["bgslot/workload"],
+            "web"
+        );
+    }
+}
+
+/// A worker's and a CronJob's pods run what the web pods of their slot run (the same helpers
+/// render them), with their own command, args, resources, probes and grace period.
+#[test]
+fn worker_and_cron_job_pods_run_the_slot_like_its_web_pods() {
+    for helm in common::helms() {
+        let who = helm.name();
+        let docs = Render::new(&helm).values(ALL_ON).kube("1.33.0").docs();
+        for slot in ["blue", "green"] {
+            let web = get(&docs, "Deployment", &format!("web-{slot}"));
+            let web_spec = pod_spec(web);
+            let app = container(web);
+            let worker = get(&docs, "Deployment", &format!("web-{slot}-consumer"));
+            let cron = get(&docs, "CronJob", &format!("web-{slot}-nightly-report"));
+            for (what, template) in [
+                ("worker", pod_template(worker)),
+                ("cron", pod_template(cron)),
+            ] {
+                let spec = &template["spec"];
+                let c = &spec["containers"][0];
+                assert_eq!(
+                    spec["containers"].as_array().unwrap().len(),
+                    1,
+                    "{who} {slot} {what}: no sidecars"
+                );
+                for field in [
+                    "image",
+                    "imagePullPolicy",
+                    "securityContext",
+                    "envFrom",
+                    "volumeMounts",
+                ] {
+                    assert_eq!(c[field], app[field], "{who} {slot} {what}: {field}");
+                }
+                for field in [
+                    "volumes",
+                    "serviceAccountName",
+                    "automountServiceAccountToken",
+                    "imagePullSecrets",
+                    "priorityClassName",
+                    "nodeSelector",
+                    "tolerations",
+                    "affinity",
+                ] {
+                    assert_eq!(spec[field], web_spec[field], "{who} {slot} {what}: {field}");
+                }
+                // The slot's env first, the workload's extraEnv after it.
+                let app_env = app["env"].as_array().unwrap();
+                let env = c["env"].as_array().unwrap();
+                assert_eq!(
+                    &env[..app_env.len()],
+                    &app_env[..],
+                    "{who} {slot} {what}: the slot's env"
+                );
+                assert_eq!(
+                    template["metadata"]["annotations"]["checksum/config"],
+                    web["spec"]["template"]["metadata"]["annotations"]["checksum/config"],
+                    "{who} {slot} {what}"
+                );
+                assert_eq!(template["metadata"]["annotations"]["team"], "web");
+                assert_eq!(
+                    template["metadata"]["labels"]["tier"], "frontend",
+                    "{who} {slot} {what}: podLabels"
+                );
+                assert!(
+                    c.get("ports").is_none() && c.get("lifecycle").is_none(),
+                    "{who} {slot} {what}: a worker serves nothing and needs no preStop pause"
+                );
+                assert!(spec.get("initContainers").is_none(), "{who} {slot} {what}");
+            }
+            let c = &pod_spec(worker)["containers"][0];
+            assert_eq!(c["name"], "consumer");
+            assert_eq!(c["command"], json!(["/bin/server", "consume"]), "{who}");
+            assert_eq!(c["args"], json!(["--queue=orders"]), "{who}");
+            assert_eq!(
+                c["resources"],
+                json!({"requests": {"cpu": "100m"}}),
+                "{who}"
+            );
+            assert_eq!(
+                c["livenessProbe"],
+                json!({"exec": {"command": ["/bin/server", "health"]}})
+            );
+            assert!(c.get("readinessProbe").is_none() && c.get("startupProbe").is_none());
+            assert_eq!(
+                c["env"].as_array().unwrap().last().unwrap(),
+                &json!({"name": "QUEUE", "value": "orders"})
+            );
+            assert_eq!(pod_spec(worker)["terminationGracePeriodSeconds"], 90);
+            assert_eq!(
+                pod_template(worker)["metadata"]["annotations"]["worker"],
+                "yes"
+            );
+            // A worker with no grace period of its own gets 60 s; no probes, the slot's resources.
+            let indexer = get(&docs, "Deployment", &format!("web-{slot}-indexer"));
+            let ic = &pod_spec(indexer)["containers"][0];
+            assert_eq!(
+                pod_spec(indexer)["terminationGracePeriodSeconds"],
+                60,
+                "{who}"
+            );
+            for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
+                assert!(ic.get(probe).is_none(), "{who}: {probe}");
+            }
+            assert_eq!(ic["resources"], app["resources"], "{who}");
+
+            let job = &cron["spec"]["jobTemplate"]["spec"];
+            let spec = &job["template"]["spec"];
+            let c = &spec["containers"][0];
+            assert_eq!(spec["restartPolicy"], "Never", "{who}");
+            assert_eq!(spec["terminationGracePeriodSeconds"], 10, "{who}");
+            assert_eq!(c["name"], "nightly-report");
+            assert_eq!(c["command"], json!(["/bin/server", "report"]));
+            assert_eq!(c["resources"], json!({"limits": {"memory": "1Gi"}}));
+            assert_eq!(
+                c["env"].as_array().unwrap().last().unwrap(),
+                &json!({"name": "REPORT", "value": "nightly"})
+            );
+            assert_eq!(
+                job["template"]["metadata"]["annotations"]["sidecar.istio.io/inject"],
+                "false"
+            );
+            assert_eq!(job["backoffLimit"], 0, "{who}");
+            assert_eq!(job["activeDeadlineSeconds"], 600, "{who}");
+            let cs = &cron["spec"];
+            assert_eq!(cs["schedule"], "0 3 * * *");
+            assert_eq!(cs["concurrencyPolicy"], "Replace");
+            assert_eq!(cs["startingDeadlineSeconds"], 300);
+            assert_eq!(cs["successfulJobsHistoryLimit"], 0, "{who}: 0 is a value");
+            assert_eq!(cs["failedJobsHistoryLimit"], 2);
+            assert!(cs.get("timeZone").is_none());
+        }
+
+        // Defaults: Forbid, and the history limits, deadlines and grace period left to Kubernetes.
+        let docs = Render::new(&helm).values(WORKERS).docs();
+        let cron = get(&docs, "CronJob", "web-blue-nightly-report");
+        assert_eq!(cron["spec"]["concurrencyPolicy"], "Forbid", "{who}");
+        for key in [
+            "startingDeadlineSeconds",
+            "successfulJobsHistoryLimit",
+            "failedJobsHistoryLimit",
+        ] {
+            assert!(cron["spec"].get(key).is_none(), "{who}: {key}");
+        }
+        let job = &cron["spec"]["jobTemplate"]["spec"];
+        assert!(job.get("backoffLimit").is_none() && job.get("activeDeadlineSeconds").is_none());
+        assert!(job["template"]["spec"]
+            .get("terminationGracePeriodSeconds")
+            .is_none());
+    }
+}
+
+/// The pods of workers and CronJobs carry instance, slot, workload and component, and no
+/// app.kubernetes.io/name: no Service, web Deployment, PDB or HPA of the web selects them, and a
+/// worker's own PDB and Deployment select exactly its pods.
+#[test]
+fn worker_pods_are_selected_by_no_web_service_pdb_or_hpa() {
+    for helm in common::helms() {
+        let who = helm.name();
+        let docs = Render::new(&helm).values(ALL_ON).docs();
+        // Every pod template's labels, by who owns them.
+        let mut pods: Vec<(String, Value)> = Vec::new();
+        for d in docs
+            .iter()
+            .filter(|d| matches!(kind_of(d), "Deployment" | "CronJob" | "Job"))
+        {
+            pods.push((
+                format!("{} {}", kind_of(d), name_of(d)),
+                pod_template(d)["metadata"]["labels"].clone(),
+            ));
+        }
+        let workloads: Vec<&Value> = docs
+            .iter()
+            .filter(|d| matches!(kind_of(d), "Deployment" | "CronJob") && is_workload(d))
+            .collect();
+        assert_eq!(
+            workloads.len(),
+            6,
+            "{who}: 2 workers and a CronJob per slot"
+        );
+        for d in &workloads {
+            let (slot, component) = (
+                labels_of(d)["bgslot/slot"].as_str().unwrap(),
+                labels_of(d)["app.kubernetes.io/component"]
+                    .as_str()
+                    .unwrap(),
+            );
+            let workload = if kind_of(d) == "CronJob" {
+                "cronjob"
+            } else {
+                "worker"
+            };
+            let want = json!({
+                "app.kubernetes.io/instance": REL,
+                "bgslot/slot": slot,
+                "bgslot/workload": workload,
+                "app.kubernetes.io/component": component,
+            });
+            assert_eq!(
+                name_of(d),
+                format!("web-{slot}-{component}"),
+                "{who}: FULLNAME-SLOT-NAME"
+            );
+            let mut labels = pod_template(d)["metadata"]["labels"].clone();
+            labels.as_object_mut().unwrap().remove("tier");
+            assert_eq!(labels, want, "{who} {}: pod labels", name_of(d));
+            if kind_of(d) == "CronJob" {
+                assert_eq!(
+                    d["spec"]["jobTemplate"]["metadata"]["labels"], want,
+                    "{who}: the Jobs' labels"
+                );
+            } else {
+                assert_eq!(
+                    d["spec"]["selector"]["matchLabels"],
+                    want,
+                    "{who} {}",
+                    name_of(d)
+                );
+            }
+            for key in [
+                "app.kubernetes.io/instance",
+                "bgslot/slot",
+                "bgslot/workload",
+                "app.kubernetes.io/component",
+            ] {
+                assert_eq!(labels_of(d)[key], want[key], "{who} {}: {key}", name_of(d));
+            }
+        }
+        // What selects pods, and whose pods it may select.
+        let mut selectors: Vec<(String, &Value)> = Vec::new();
+        for svc in of_kind(&docs, "Service") {
+            selectors.push((
+                format!("Service {}", name_of(svc)),
+                &svc["spec"]["selector"],
+            ));
+        }
+        for d in of_kind(&docs, "Deployment")
+            .into_iter()
+            .chain(of_kind(&docs, "PodDisruptionBudget"))
+        {
+            selectors.push((
+                format!("{} {}", kind_of(d), name_of(d)),
+                &d["spec"]["selector"]["matchLabels"],
+            ));
+        }
+        assert!(selectors.len() >= 14, "{who}: {}", selectors.len());
+        for (what, selector) in &selectors {
+            let selected: Vec<&str> = pods
+                .iter()
+                .filter(|(_, labels)| selects(selector, labels))
+                .map(|(owner, _)| owner.as_str())
+                .collect();
+            let name = what.split(' ').nth(1).unwrap();
+            let expected: Vec<String> = if what.starts_with("Service") {
+                // web, web-admin -> blue; web-stage, web-admin-stage -> green
+                let slot = if name.ends_with("-stage") {
+                    "green"
+                } else {
+                    "blue"
+                };
+                vec![format!("Deployment web-{slot}")]
+            } else {
+                vec![format!("Deployment {name}")]
+            };
+            assert_eq!(selected, expected, "{who}: {what} selects {selected:?}");
+        }
+        // HPAs scale their own Deployment: the web's scale the web, a worker's its worker.
+        for hpa in of_kind(&docs, "HorizontalPodAutoscaler") {
+            let target = &hpa["spec"]["scaleTargetRef"];
+            assert_eq!(target["name"], name_of(hpa), "{who}");
+            let deploy = get(&docs, "Deployment", name_of(hpa));
+            assert_eq!(
+                is_workload(hpa),
+                is_workload(deploy),
+                "{who} {}",
+                name_of(hpa)
+            );
+        }
+    }
+}
+
+/// productionSlot decides two things in a slot: how many pods each worker runs, and whether each
+/// CronJob is suspended. Nothing else in any slot-owned object changes at a flip.
+#[test]
+fn a_flip_moves_worker_replicas_and_cron_suspend_and_nothing_else() {
+    for helm in common::helms() {
+        let who = helm.name();
+        let blue = Render::new(&helm).values(WORKERS).docs();
+        let green = Render::new(&helm)
+            .values(WORKERS)
+            .set(&["productionSlot=green"])
+            .docs();
+        let mut diff = slot_object_diff(&blue, &green);
+        diff.sort();
+        assert_eq!(
+            diff,
+            [
+                "CronJob/web-blue-nightly-report: spec.suspend",
+                "CronJob/web-green-nightly-report: spec.suspend",
+                "Deployment/web-blue-consumer: spec.replicas",
+                "Deployment/web-blue-mailer: spec.replicas",
+                "Deployment/web-green-consumer: spec.replicas",
+                "Deployment/web-green-mailer: spec.replicas",
+            ],
+            "{who}"
+        );
+        let replicas =
+            |docs: &[Value], name: &str| get(docs, "Deployment", name)["spec"]["replicas"].clone();
+        let suspended =
+            |docs: &[Value], name: &str| get(docs, "CronJob", name)["spec"]["suspend"].clone();
+        // consumer: replicas 2 in production, stageReplicas 0 (the default) in stage; mailer:
+        // replicas 3 in production, stageReplicas 1 in stage.
+        for (docs, prod, stage) in [(&blue, "blue", "green"), (&green, "green", "blue")] {
+            assert_eq!(
+                replicas(docs, &format!("web-{prod}-consumer")),
+                2,
+                "{who} prod={prod}"
+            );
+            assert_eq!(
+                replicas(docs, &format!("web-{stage}-consumer")),
+                0,
+                "{who} prod={prod}"
+            );
+            assert_eq!(
+                replicas(docs, &format!("web-{prod}-mailer")),
+                3,
+                "{who} prod={prod}"
+            );
+            assert_eq!(
+                replicas(docs, &format!("web-{stage}-mailer")),
+                1,
+                "{who} prod={prod}"
+            );
+            assert_eq!(
+                suspended(docs, &format!("web-{prod}-nightly-report")),
+                false,
+                "{who}"
+            );
+            assert_eq!(
+                suspended(docs, &format!("web-{stage}-nightly-report")),
+                true,
+                "{who}"
+            );
+        }
+
+        // With autoscaling and PDBs: a worker's HPA and PDB follow where it runs, and the
+        // Deployment's replicas belong to the HPA in production. Still nothing in a pod template.
+        let blue = Render::new(&helm).values(ALL_ON).docs();
+        let green = Render::new(&helm)
+            .values(ALL_ON)
+            .set(&["productionSlot=green"])
+            .docs();
+        let mut diff = slot_object_diff(&blue, &green);
+        diff.sort();
+        assert_eq!(
+            diff,
+            [
+                "CronJob/web-blue-nightly-report: spec.suspend",
+                "CronJob/web-green-nightly-report: spec.suspend",
+                "Deployment/web-blue-consumer: spec.replicas",
+                "Deployment/web-blue-indexer: spec.replicas",
+                "Deployment/web-green-consumer: spec.replicas",
+                "Deployment/web-green-indexer: spec.replicas",
+                "HorizontalPodAutoscaler/web-blue-indexer: only in the first",
+                "HorizontalPodAutoscaler/web-green-indexer: only in the second",
+                "PodDisruptionBudget/web-blue-consumer: only in the first",
+                "PodDisruptionBudget/web-green-consumer: only in the second",
+            ],
+            "{who}"
+        );
+    }
+}
+
+#[test]
+fn held_workers_run_in_neither_slot() {
+    for helm in common::helms() {
+        let who = helm.name();
+        for prod in ["blue", "green"] {
+            let set = format!("productionSlot={prod}");
+            let docs = Render::new(&helm)
+                .values(ALL_ON)
+                .set(&[&set, "heldWorkers={indexer,consumer}"])
+                .docs();
+            for slot in ["blue", "green"] {
+                for worker in ["consumer", "indexer"] {
+                    let name = format!("web-{slot}-{worker}");
+                    assert_eq!(
+                        get(&docs, "Deployment", &name)["spec"]["replicas"],
+                        0,
+                        "{who} prod={prod} {name}"
+                    );
+                }
+            }
+            assert_eq!(
+                names(&docs, "HorizontalPodAutoscaler"),
+                ["web-blue", "web-green"],
+                "{who}: a held worker has no HPA to scale it back"
+            );
+            assert_eq!(
+                names(&docs, "PodDisruptionBudget"),
+                ["web-blue", "web-green"],
+                "{who}: and no PDB"
+            );
+            // Holding one worker leaves the other alone.
+            let docs = Render::new(&helm)
+                .values(WORKERS)
+                .set(&[&set, "heldWorkers={consumer}"])
+                .docs();
+            assert_eq!(
+                get(&docs, "Deployment", &format!("web-{prod}-consumer"))["spec"]["replicas"],
+                0
+            );
+            assert_eq!(
+                get(&docs, "Deployment", &format!("web-{prod}-mailer"))["spec"]["replicas"],
+                3
+            );
+            let stage = if prod == "blue" { "green" } else { "blue" };
+            assert_eq!(
+                get(&docs, "Deployment", &format!("web-{stage}-mailer"))["spec"]["replicas"],
+                1
+            );
+        }
+        let stderr = Render::new(&helm)
+            .values(WORKERS)
+            .set(&["heldWorkers={sender}"])
+            .failure();
+        assert_one_line_failure(
+            &helm,
+            &stderr,
+            "heldWorkers names sender, which is no worker in workers; remove it from heldWorkers",
+        );
+    }
+}
+
+#[test]
+fn an_autoscaled_worker_has_an_hpa_in_production_and_stage_replicas_in_stage() {
+    for helm in common::helms() {
+        let who = helm.name();
+        for (kube, api) in [
+            ("1.20.0", "autoscaling/v2beta2"),
+            ("1.23.0", "autoscaling/v2"),
+            ("1.37.0", "autoscaling/v2"),
+        ] {
+            for (prod, stage) in [("blue", "green"), ("green", "blue")] {
+                let set = format!("productionSlot={prod}");
+                let docs = Render::new(&helm)
+                    .values(ALL_ON)
+                    .set(&[&set])
+                    .kube(kube)
+                    .docs();
+                let live = get(&docs, "Deployment", &format!("web-{prod}-indexer"));
+                assert!(
+                    live["spec"].get("replicas").is_none(),
+                    "{who} {kube}: the HPA owns production's replicas"
+                );
+                let hpa = get(
+                    &docs,
+                    "HorizontalPodAutoscaler",
+                    &format!("web-{prod}-indexer"),
+                );
+                assert_eq!(hpa["apiVersion"], api, "{who} {kube}");
+                assert_eq!(
+                    hpa["spec"]["scaleTargetRef"],
+                    json!({"apiVersion": "apps/v1", "kind": "Deployment", "name": format!("web-{prod}-indexer")})
+                );
+                assert_eq!(hpa["spec"]["minReplicas"], 1);
+                assert_eq!(hpa["spec"]["maxReplicas"], 4);
+                assert_eq!(
+                    hpa["spec"]["metrics"],
+                    json!([{"type": "Resource", "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 60}}}]),
+                    "{who} {kube}"
+                );
+                assert_eq!(
+                    get(&docs, "Deployment", &format!("web-{stage}-indexer"))["spec"]["replicas"],
+                    1,
+                    "{who} {kube}: stage runs stageReplicas"
+                );
+                assert!(
+                    !names(&docs, "HorizontalPodAutoscaler")
+                        .contains(&format!("web-{stage}-indexer")),
+                    "{who} {kube}: no HPA in stage"
+                );
+                // The worker's PDB exists where it runs: both slots here (stageReplicas 1).
+                for slot in [prod, stage] {
+                    let pdb = get(&docs, "PodDisruptionBudget", &format!("web-{slot}-indexer"));
+                    assert_eq!(
+                        pdb["spec"]["selector"]["matchLabels"],
+                        get(&docs, "Deployment", &format!("web-{slot}-indexer"))["spec"]
+                            ["selector"]["matchLabels"]
+                    );
+                    assert_eq!(pdb["spec"]["minAvailable"], 1);
+                }
+            }
+        }
+        // replicas 0 in production: no HPA, as for a web slot scaled to zero.
+        let docs = Render::new(&helm)
+            .values(ALL_ON)
+            .set(&["workers.indexer.replicas=0"])
+            .docs();
+        assert_eq!(
+            get(&docs, "Deployment", "web-blue-indexer")["spec"]["replicas"],
+            0,
+            "{who}"
+        );
+        assert_eq!(
+            names(&docs, "HorizontalPodAutoscaler"),
+            ["web-blue", "web-green"],
+            "{who}"
+        );
+        // Defaults: 1 to 10, metrics left to the HPA's own default.
+        let docs = Render::new(&helm)
+            .values(WORKERS)
+            .set(&["workers.consumer.autoscaling.enabled=true"])
+            .docs();
+        let hpa = get(&docs, "HorizontalPodAutoscaler", "web-blue-consumer");
+        assert_eq!(
+            (
+                hpa["spec"]["minReplicas"].clone(),
+                hpa["spec"]["maxReplicas"].clone()
+            ),
+            (json!(1), json!(10))
+        );
+        assert!(hpa["spec"].get("metrics").is_none(), "{who}");
+    }
+}
+
+#[test]
+fn per_slot_worker_and_cron_job_overrides_change_only_their_slot() {
+    // (a --set on green, the green object it changes, what that object shows)
+    type Check = fn(&Value) -> bool;
+    let cases: &[(&str, &str, Check)] = &[
+        ("green.workers.consumer.stageReplicas=1", "Deployment/web-green-consumer", |d| {
+            d["spec"]["replicas"] == 1
+        }),
+        ("green.workers.consumer.command[0]=next", "Deployment/web-green-consumer", |d| {
+            pod_spec(d)["containers"][0]["command"] == json!(["next"])
+        }),
+        (
+            "green.workers.consumer.extraEnv[0].name=QUEUE_URL,green.workers.consumer.extraEnv[0].value=amqp://staging",
+            "Deployment/web-green-consumer",
+            |d| pod_spec(d)["containers"][0]["env"].as_array().unwrap().last() == Some(&json!({"name": "QUEUE_URL", "value": "amqp://staging"})),
+        ),
+        ("green.workers.consumer.resources.limits.memory=1Gi", "Deployment/web-green-consumer", |d| {
+            pod_spec(d)["containers"][0]["resources"] == json!({"limits": {"memory": "1Gi"}})
+        }),
+        ("green.workers.consumer.terminationGracePeriodSeconds=5", "Deployment/web-green-consumer", |d| {
+            pod_spec(d)["terminationGracePeriodSeconds"] == 5
+        }),
+        // The slot's own values reach its workers and CronJobs like its web pods.
+        ("green.env.QUEUE_URL=amqp://staging", "Deployment/web-green-consumer", |d| {
+            pod_spec(d)["containers"][0]["env"].as_array().unwrap().contains(&json!({"name": "QUEUE_URL", "value": "amqp://staging"}))
+        }),
+        ("green.image.tag=v2", "Deployment/web-green-mailer", |d| {
+            pod_spec(d)["containers"][0]["image"] == "nginx:v2"
+        }),
+        ("green.config.env.MODE=slow", "Deployment/web-green-mailer", |d| {
+            d["spec"]["template"]["metadata"]["annotations"]["checksum/config"].is_string()
+        }),
+        ("green.cronJobs.nightly-report.schedule=0 4 * * *", "CronJob/web-green-nightly-report", |d| {
+            d["spec"]["schedule"] == "0 4 * * *"
+        }),
+        ("green.cronJobs.nightly-report.args[0]=--dry-run", "CronJob/web-green-nightly-report", |d| {
+            pod_template(d)["spec"]["containers"][0]["args"] == json!(["--dry-run"])
+        }),
+        ("green.image.tag=v2", "CronJob/web-green-nightly-report", |d| {
+            pod_template(d)["spec"]["containers"][0]["image"] == "nginx:v2"
+        }),
+    ];
+    for helm in common::helms() {
+        let who = helm.name();
+        let before = Render::new(&helm).values(WORKERS).docs();
+        let blue_objects = |docs: &[Value]| -> Vec<Value> {
+            docs.iter()
+                .filter(|d| labels_of(d)["bgslot/slot"] == "blue")
+                .cloned()
+                .collect()
+        };
+        for (set, object, check) in cases {
+            let after = Render::new(&helm).values(WORKERS).set(&[set]).docs();
+            assert_eq!(
+                blue_objects(&before),
+                blue_objects(&after),
+                "{who}: --set {set} changed a blue object"
+            );
+            let (kind, name) = object.split_once('/').unwrap();
+            let changed = get(&after, kind, name);
+            assert_ne!(
+                changed,
+                get(&before, kind, name),
+                "{who}: --set {set} left {object} alone"
+            );
+            assert!(check(changed), "{who}: --set {set}: {changed:#}");
+        }
+        // A slot's 0 or empty list is a value, not "unset": it wins over the shared one.
+        let docs = Render::new(&helm)
+            .values(WORKERS)
+            .set(&[
+                "blue.workers.consumer.replicas=0",
+                "workers.mailer.args={--verbose}",
+            ])
+            .set_json(&["green.workers.mailer.args=[]"])
+            .docs();
+        assert_eq!(
+            get(&docs, "Deployment", "web-blue-consumer")["spec"]["replicas"],
+            0,
+            "{who}"
+        );
+        assert_eq!(
+            pod_spec(get(&docs, "Deployment", "web-blue-mailer"))["containers"][0]["args"],
+            json!(["--verbose"])
+        );
+        assert!(
+            pod_spec(get(&docs, "Deployment", "web-green-mailer"))["containers"][0]
+                .get("args")
+                .is_none(),
+            "{who}"
+        );
+        // The production slot's own replicas, the stage slot's own stageReplicas.
+        let docs = Render::new(&helm)
+            .values(WORKERS)
+            .set(&[
+                "blue.workers.consumer.replicas=5",
+                "green.workers.consumer.replicas=7",
+            ])
+            .docs();
+        assert_eq!(
+            get(&docs, "Deployment", "web-blue-consumer")["spec"]["replicas"],
+            5,
+            "{who}"
+        );
+        assert_eq!(
+            get(&docs, "Deployment", "web-green-consumer")["spec"]["replicas"],
+            0,
+            "{who}"
+        );
+        // extraEnv merges by name across the shared and the slot's lists, the slot winning.
+        let docs = Render::new(&helm)
+            .values(WORKERS)
+            .values("extraEnv: [{name: A, value: web}]\nworkers:\n  consumer:\n    extraEnv: [{name: A, value: worker}, {name: B, value: worker}]\ngreen:\n  workers:\n    consumer:\n      extraEnv: [{name: B, value: green}]\n")
+            .docs();
+        let env = |slot: &str| {
+            pod_spec(get(&docs, "Deployment", &format!("web-{slot}-consumer")))["containers"][0]
+                ["env"]
+                .clone()
+        };
+        assert_eq!(
+            env("blue"),
+            json!([{"name": "SHARED", "value": "1"}, {"name": "A", "value": "worker"}, {"name": "B", "value": "worker"}]),
+            "{who}"
+        );
+        assert_eq!(
+            env("green"),
+            json!([{"name": "SHARED", "value": "1"}, {"name": "A", "value": "worker"}, {"name": "B", "value": "green"}]),
+            "{who}"
+        );
+
+        // A slot cannot add a worker or a CronJob.
+        for (set, message) in [
+            (
+                "green.workers.sender.replicas=1",
+                "green.workers.sender: there is no workers.sender; a slot can only change a worker the shared workers map defines",
+            ),
+            (
+                "blue.cronJobs.weekly.schedule=@weekly",
+                "blue.cronJobs.weekly: there is no cronJobs.weekly; a slot can only change a CronJob the shared cronJobs map defines",
+            ),
+        ] {
+            let stderr = Render::new(&helm).values(WORKERS).set(&[set]).failure();
+            assert_one_line_failure(&helm, &stderr, message);
+        }
+    }
+}
+
+#[test]
+fn worker_and_cron_job_guards_fail_with_one_line() {
+    for helm in common::helms() {
+        for (values, sets, message) in [
+            (
+                "workers: {consumer: {replicas: 2}}\n",
+                &[][..],
+                "workers.consumer has neither command nor args: it would run the image's server; set workers.consumer.command",
+            ),
+            (
+                "cronJobs: {nightly: {schedule: \"0 3 * * *\"}}\n",
+                &[],
+                "cronJobs.nightly has neither command nor args",
+            ),
+            (
+                "workers: {report: {command: [a]}}\ncronJobs: {report: {schedule: \"@daily\", command: [a]}}\n",
+                &[],
+                "workers.report and cronJobs.report share a name",
+            ),
+            (
+                "cronJobs: {nightly: {command: [a]}}\n",
+                &["--skip-schema-validation"],
+                "cronJobs.nightly.schedule is empty: a CronJob needs a schedule",
+            ),
+            (
+                "cronJobs: {nightly: {schedule: \"@daily\", command: [a], suspend: false}}\n",
+                &["--skip-schema-validation"],
+                "cronJobs.nightly.suspend is set: suspend is bgslot's",
+            ),
+            (
+                "workers: {migration: {command: [a]}}\n",
+                &["--skip-schema-validation"],
+                "workers.migration: the name migration is reserved",
+            ),
+        ] {
+            let stderr = Render::new(&helm).values(values).arg(sets).failure();
+            assert_one_line_failure(&helm, &stderr, message);
+        }
+    }
+}
+
+#[test]
+fn cron_job_time_zone_renders_from_kubernetes_1_27_and_fails_before() {
+    for helm in common::helms() {
+        let who = helm.name();
+        let tz = ["cronJobs.nightly-report.timeZone=Europe/Paris"];
+        for kube in ["1.27.0", "1.37.0"] {
+            let docs = Render::new(&helm)
+                .values(WORKERS)
+                .set(&tz)
+                .kube(kube)
+                .docs();
+            for cron in of_kind(&docs, "CronJob") {
+                assert_eq!(cron["spec"]["timeZone"], "Europe/Paris", "{who} {kube}");
+            }
+        }
+        for kube in ["1.20.0", "1.26.5"] {
+            let stderr = Render::new(&helm)
+                .values(WORKERS)
+                .set(&tz)
+                .kube(kube)
+                .failure();
+            assert_one_line_failure(
+                &helm,
+                &stderr,
+                &format!("cronJobs.nightly-report.timeZone is set but this cluster runs Kubernetes v{kube}: CronJob timeZone needs 1.27 or later"),
+            );
+        }
+    }
+}
+
+#[test]
+fn worker_and_cron_job_names_stay_valid() {
+    for helm in common::helms() {
+        let who = helm.name();
+        let long = format!("fullnameOverride={}", "a".repeat(70));
+        let name40 = "w".repeat(40);
+        let values = format!(
+            "green: {{enabled: true}}\nworkers:\n  {name40}: {{command: [a]}}\ncronJobs:\n  c{}: {{schedule: \"@daily\", command: [a]}}\n",
+            "r".repeat(39)
+        );
+        let docs = Render::new(&helm).values(&values).set(&[&long]).docs();
+        let mut all = Vec::new();
+        for kind in ["Deployment", "CronJob"] {
+            for n in names(&docs, kind) {
+                let max = if kind == "CronJob" { 52 } else { 63 };
+                assert!(n.len() <= max && !n.ends_with('-'), "{who} {kind} {n}");
+                all.push(n);
+            }
+        }
+        all.sort();
+        all.dedup();
+        assert_eq!(all.len(), 6, "{who}: {all:?}");
+        for d in of_kind(&docs, "Deployment")
+            .into_iter()
+            .filter(|d| is_workload(d))
+        {
+            assert!(
+                name_of(d).ends_with(&format!("-{name40}")),
+                "{who}: {}",
+                name_of(d)
+            );
+        }
+    }
+}
+
+/// An upgrade from chart 0.2.0 restarts no web pod: the web Deployments' spec, pod template
+/// included, is what 0.2.0 renders for the same values (0.2.0's schema does not know workers, so
+/// it renders with schema validation off and ignores them). Only the Deployment's own labels
+/// change: the chart version, and bgslot/workload.
+#[test]
+fn the_web_deployments_render_as_chart_0_2_0_rendered_them() {
+    // Chart 0.2.0 as it was at commit 2e49d32 (`git archive 2e49d32 chart`).
+    let old = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/chart-0.2.0");
+    for helm in common::helms() {
+        let who = helm.name();
+        for kube in ["1.20.0", "1.29.0", "1.37.0"] {
+            for (what, new, before) in [
+                (
+                    "defaults",
+                    Render::new(&helm)
+                        .set(&["green.enabled=true"])
+                        .kube(kube)
+                        .docs(),
+                    Render::new(&helm)
+                        .chart(&old)
+                        .set(&["green.enabled=true"])
+                        .kube(kube)
+                        .docs(),
+                ),
+                (
+                    "ALL_ON",
+                    Render::new(&helm).values(ALL_ON).kube(kube).docs(),
+                    Render::new(&helm)
+                        .chart(&old)
+                        .values(ALL_ON)
+                        .arg(&["--skip-schema-validation"])
+                        .kube(kube)
+                        .docs(),
+                ),
+                (
+                    "the example app",
+                    Render::new(&helm)
+                        .file(&example_app())
+                        .set(EXAMPLE_BOTH_SLOTS)
+                        .kube(kube)
+                        .docs(),
+                    Render::new(&helm)
+                        .chart(&old)
+                        .file(&example_app())
+                        .set(EXAMPLE_BOTH_SLOTS)
+                        .arg(&["--skip-schema-validation"])
+                        .kube(kube)
+                        .docs(),
+                ),
+            ] {
+                for slot in ["blue", "green"] {
+                    let name = format!("web-{slot}");
+                    let (a, b) = (
+                        get(&new, "Deployment", &name),
+                        get(&before, "Deployment", &name),
+                    );
+                    assert_eq!(a["spec"], b["spec"], "{who} {kube} {what} {name}");
+                    let mut diff = Vec::new();
+                    diff_paths(a, b, "", &mut diff);
+                    assert_eq!(
+                        diff,
+                        [
+                            "metadata.labels.bgslot/workload",
+                            "metadata.labels.helm.sh/chart"
+                        ],
+                        "{who} {kube} {what} {name}"
+                    );
+                }
+                // And every other web object but for the chart label (the HPA's metrics list
+                // included, now rendered by a helper the workers share).
+                for d in before.iter().filter(|d| kind_of(d) != "Deployment") {
+                    let mut ours = get(&new, kind_of(d), name_of(d)).clone();
+                    let mut theirs = d.clone();
+                    for x in [&mut ours, &mut theirs] {
+                        x["metadata"]["labels"]
+                            .as_object_mut()
+                            .map(|l| l.remove("helm.sh/chart"));
+                    }
+                    assert_eq!(
+                        ours,
+                        theirs,
+                        "{who} {kube} {what} {}/{}",
+                        kind_of(d),
+                        name_of(d)
+                    );
+                }
+            }
+        }
     }
 }
