@@ -12,16 +12,20 @@ pub const MAIN_SERVICE: &str = "main";
 pub const INSTANCE_LABEL: &str = "app.kubernetes.io/instance";
 pub const COMPONENT_LABEL: &str = "app.kubernetes.io/component";
 pub const MIGRATION_COMPONENT: &str = "migration";
+/// What a slot's object is for: `web` (on the web Deployment itself, from chart 0.3.0), `worker`
+/// or `cronjob` (on those and on their pods). Web pods carry none: their template is what chart
+/// 0.2.0 rendered, so an upgrade restarts nothing.
+pub const WORKLOAD_LABEL: &str = "bgslot/workload";
 /// `NAME-VERSION` of the chart that rendered an object.
 pub const CHART_LABEL: &str = "helm.sh/chart";
 /// The Service a set of endpoints belongs to (EndpointSlices).
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
-/// The slot's Deployment and its pods; a slot's migration Job pods carry the slot label too, but
-/// are not the slot's app.
+/// The slot's web Deployment and its pods. A slot's migration Job pods, workers and CronJobs
+/// carry the slot label too, but are not what serves its traffic.
 pub fn slot_selector(release: &str, slot: Slot) -> String {
     format!(
-        "{INSTANCE_LABEL}={release},{SLOT_LABEL}={slot},{COMPONENT_LABEL}!={MIGRATION_COMPONENT}"
+        "{INSTANCE_LABEL}={release},{SLOT_LABEL}={slot},{COMPONENT_LABEL}!={MIGRATION_COMPONENT},{WORKLOAD_LABEL} notin (worker,cronjob)"
     )
 }
 
@@ -62,7 +66,7 @@ mod tests {
     fn a_slot_is_its_app_without_its_migration() {
         assert_eq!(
             slot_selector("web", Slot::Green),
-            "app.kubernetes.io/instance=web,bgslot/slot=green,app.kubernetes.io/component!=migration"
+            "app.kubernetes.io/instance=web,bgslot/slot=green,app.kubernetes.io/component!=migration,bgslot/workload notin (worker,cronjob)"
         );
         assert_eq!(
             migrations_selector("web", Some(Slot::Blue)),

@@ -45,12 +45,7 @@ impl Args {
             force: self.force,
             over_gitops: self.force,
         };
-        let mutation = Mutation {
-            op: Op::Clean,
-            release: &self.release,
-            dry_run: self.dry_run.dry_run,
-            create_namespace: false,
-        };
+        let mutation = Mutation::new(Op::Clean, &self.release, self.dry_run);
         mutate(run, mutation, async |s: &Session<'_>| {
             let seen = observe(s.ctx, s.release).await?;
             let decision = decide(&seen, Timestamp::now(), &request, &s.ctx.chart)?;

@@ -198,6 +198,23 @@ pub struct Mutation<'a> {
     pub create_namespace: bool,
 }
 
+impl<'a> Mutation<'a> {
+    pub fn new(op: Op, release: &'a ReleaseName, dry_run: DryRun) -> Mutation<'a> {
+        Mutation {
+            op,
+            release,
+            dry_run: dry_run.dry_run,
+            create_namespace: false,
+        }
+    }
+
+    /// Creates a missing namespace first (`--create-namespace`).
+    pub fn creating_namespace(mut self, create: bool) -> Mutation<'a> {
+        self.create_namespace = create;
+        self
+    }
+}
+
 /// What the body of a mutating command is handed.
 pub struct Session<'a> {
     pub ctx: &'a Ctx,

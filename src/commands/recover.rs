@@ -36,12 +36,7 @@ pub struct Args {
 
 impl Args {
     pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
-        let mutation = Mutation {
-            op: Op::Recover,
-            release: &self.release,
-            dry_run: self.dry_run.dry_run,
-            create_namespace: false,
-        };
+        let mutation = Mutation::new(Op::Recover, &self.release, self.dry_run);
         mutate(run, mutation, async |s: &Session<'_>| execute(s, self).await).await
     }
 }

@@ -69,12 +69,7 @@ impl fmt::Display for VerifyCommand {
 
 impl Args {
     pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
-        let mutation = Mutation {
-            op: Op::Release,
-            release: &self.release,
-            dry_run: self.dry_run.dry_run,
-            create_namespace: self.image.create_namespace,
-        };
+        let mutation = Mutation::new(Op::Release, &self.release, self.dry_run).creating_namespace(self.image.create_namespace);
         mutate(run, mutation, async |s: &Session<'_>| {
             let (ctx, release) = (s.ctx, s.release);
             let seen = Observation::read(ctx, release, History::Latest).await?;

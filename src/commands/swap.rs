@@ -85,13 +85,7 @@ pub struct SwapRequest {
 
 /// `swap` and `rollback`: observe, decide, then plan or act, under the lock.
 pub async fn execute(run: &Invocation<'_>, release: &ReleaseName, request: &SwapRequest, dry_run: DryRun) -> Result<()> {
-    let mutation = Mutation {
-        op: request.kind.op(),
-        release,
-        dry_run: dry_run.dry_run,
-        create_namespace: false,
-    };
-    mutate(run, mutation, async |s: &Session<'_>| {
+    mutate(run, Mutation::new(request.kind.op(), release, dry_run), async |s: &Session<'_>| {
         let seen = observe(s.ctx, release, request.kind).await?;
         let plan = decide(&seen, request, &s.ctx.chart)?;
         if s.dry_run {

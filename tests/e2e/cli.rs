@@ -228,7 +228,10 @@ async fn rollback_returns_to_the_previous_slot(major: u32) {
         .must_succeed()
         .json();
     assert_eq!(
-        (status["production_slot"].as_str(), status["description"].as_str()),
+        (
+            status["production_slot"].as_str(),
+            status["description"].as_str()
+        ),
         (Some("green"), Some("Rollback to 3"))
     );
     env.done().await;

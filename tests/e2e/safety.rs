@@ -323,7 +323,11 @@ async fn a_recover_with_a_bad_chart_changes_nothing(major: u32) {
         .await
         .must_exit(1)
         .must_say("without a readable Chart.yaml");
-    assert_eq!(env.fingerprint("web").await, before, "nothing was rolled back");
+    assert_eq!(
+        env.fingerprint("web").await,
+        before,
+        "nothing was rolled back"
+    );
     assert_eq!(before.latest_status, "pending-upgrade");
     env.done().await;
 }
@@ -347,7 +351,9 @@ async fn a_lock_taken_over_mid_release_stops_it_before_the_swap(major: u32) {
     // Taken over as a bgslot that found it expired would take it: a replace with a new holder.
     let leases: Api<Lease> = Api::namespaced(env.client.clone(), &env.ns);
     let mut lease = leases.get("bgslot-lock-web").await.unwrap();
-    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(k8s_openapi::jiff::Timestamp::now());
+    let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime(
+        k8s_openapi::jiff::Timestamp::now(),
+    );
     let spec = lease.spec.as_mut().unwrap();
     spec.holder_identity = Some("thief@ci pid 7 (swap)".into());
     spec.lease_duration_seconds = Some(3600);
@@ -370,8 +376,18 @@ async fn a_lock_taken_over_mid_release_stops_it_before_the_swap(major: u32) {
         (2, "blue"),
         "production was not swapped"
     );
-    let holder = leases.get("bgslot-lock-web").await.unwrap().spec.unwrap().holder_identity;
-    assert_eq!(holder.as_deref(), Some("thief@ci pid 7 (swap)"), "the new holder's lock is left alone");
+    let holder = leases
+        .get("bgslot-lock-web")
+        .await
+        .unwrap()
+        .spec
+        .unwrap()
+        .holder_identity;
+    assert_eq!(
+        holder.as_deref(),
+        Some("thief@ci pid 7 (swap)"),
+        "the new holder's lock is left alone"
+    );
     env.done().await;
 }
 

@@ -41,12 +41,7 @@ pub struct Args {
 
 impl Args {
     pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
-        let mutation = Mutation {
-            op: Op::Deploy,
-            release: &self.release,
-            dry_run: self.dry_run.dry_run,
-            create_namespace: self.image.create_namespace,
-        };
+        let mutation = Mutation::new(Op::Deploy, &self.release, self.dry_run).creating_namespace(self.image.create_namespace);
         mutate(run, mutation, async |s: &Session<'_>| {
             let seen = Observation::read(s.ctx, s.release, History::Latest).await?;
             let plan = decide(s.release, seen.as_ref(), &self.image.request(self.force))?;
