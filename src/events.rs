@@ -24,6 +24,8 @@ pub enum Event<'a> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rollout {
     pub slot: Slot,
+    /// A worker's name; `None` for the slot's web pods.
+    pub worker: Option<String>,
     pub ready: i32,
     pub desired: i32,
     /// What besides the ready count is worth saying (old pods, why pods are not ready), starting
@@ -32,11 +34,19 @@ pub struct Rollout {
 }
 
 impl Rollout {
+    /// What is rolling out: `green`, or `green consumer` for a worker.
+    pub fn label(&self) -> String {
+        match &self.worker {
+            Some(worker) => format!("{} {worker}", self.slot),
+            None => self.slot.to_string(),
+        }
+    }
+
     /// The rollout as one line: `green: 2/3 ready, 1 old pods (readiness probe failing)`.
     pub fn line(&self) -> String {
         format!(
             "{}: {}/{} ready{}",
-            self.slot,
+            self.label(),
             self.ready.min(self.desired),
             self.desired,
             self.detail
@@ -70,12 +80,18 @@ mod tests {
 
     #[test]
     fn a_rollout_reads_as_one_line() {
-        let rollout = Rollout {
+        let mut rollout = Rollout {
             slot: Slot::Green,
+            worker: None,
             ready: 4,
             desired: 3,
             detail: " (readiness probe failing)".into(),
         };
         assert_eq!(rollout.line(), "green: 3/3 ready (readiness probe failing)");
+        rollout.worker = Some("consumer".into());
+        assert_eq!(
+            rollout.line(),
+            "green consumer: 3/3 ready (readiness probe failing)"
+        );
     }
 }

@@ -15,6 +15,7 @@ pub fn values(production: Slot, green_enabled: bool) -> ReleaseValues {
         tag: tag.into(),
         digest: None,
         replicas: Some(3),
+        preview: false,
     };
     ReleaseValues {
         production,
@@ -22,6 +23,7 @@ pub fn values(production: Slot, green_enabled: bool) -> ReleaseValues {
             blue: slot(true, "v1"),
             green: slot(green_enabled, "v2"),
         },
+        workloads: Default::default(),
         autoscaling: false,
         ingress_host: None,
         ingress_stage_host: None,
@@ -115,6 +117,7 @@ pub fn sets(write: &Write) -> Vec<String> {
         .iter()
         .map(|(k, v)| match v {
             SetValue::Str(s) | SetValue::Literal(s) => format!("{k}={s}"),
+            SetValue::Json(v) => format!("{k}={v}"),
         })
         .collect()
 }

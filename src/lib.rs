@@ -28,6 +28,7 @@ pub mod observe;
 pub mod rules;
 pub mod values;
 pub mod wait;
+pub mod workers;
 
 // Floor 3: the commands.
 pub mod commands;

@@ -88,7 +88,8 @@ struct Progress {
 
 struct Bars {
     multi: indicatif::MultiProgress,
-    by_slot: BTreeMap<Slot, indicatif::ProgressBar>,
+    /// A bar per slot's web pods and per slot's worker.
+    by_slot: BTreeMap<(Slot, Option<String>), indicatif::ProgressBar>,
 }
 
 impl Progress {
@@ -130,26 +131,29 @@ impl Progress {
 }
 
 impl Bars {
-    fn bar(&mut self, slot: Slot) -> &indicatif::ProgressBar {
+    fn bar(&mut self, rollout: &Rollout) -> &indicatif::ProgressBar {
         let multi = &self.multi;
-        self.by_slot.entry(slot).or_insert_with(|| {
-            // No colour: the bar reads the same with NO_COLOR, in any terminal.
-            let style = indicatif::ProgressStyle::with_template(
-                "{prefix:<6} ▕{bar:20}▏ {pos}/{len} ready  {elapsed:>4}{msg}",
-            )
-            .expect("a valid template")
-            .progress_chars("█▉▊▋▌▍▎▏ ");
-            let bar = multi.add(indicatif::ProgressBar::new(0));
-            bar.set_style(style);
-            bar.set_prefix(slot.to_string());
-            bar.enable_steady_tick(std::time::Duration::from_millis(250));
-            bar
-        })
+        let label = rollout.label();
+        self.by_slot
+            .entry((rollout.slot, rollout.worker.clone()))
+            .or_insert_with(|| {
+                // No colour: the bar reads the same with NO_COLOR, in any terminal.
+                let style = indicatif::ProgressStyle::with_template(
+                    "{prefix:<6} ▕{bar:20}▏ {pos}/{len} ready  {elapsed:>4}{msg}",
+                )
+                .expect("a valid template")
+                .progress_chars("█▉▊▋▌▍▎▏ ");
+                let bar = multi.add(indicatif::ProgressBar::new(0));
+                bar.set_style(style);
+                bar.set_prefix(label);
+                bar.enable_steady_tick(std::time::Duration::from_millis(250));
+                bar
+            })
     }
 
     fn show(&mut self, rollout: &Rollout, done: bool) {
         let desired = rollout.desired.max(0) as u64;
-        let bar = self.bar(rollout.slot);
+        let bar = self.bar(rollout);
         bar.set_length(desired);
         if done {
             bar.set_position(desired);

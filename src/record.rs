@@ -10,6 +10,8 @@
 //! bgslot swap FROM->TO            production moved from FROM to TO
 //! bgslot rollback FROM->TO        production moved back from FROM to TO
 //! bgslot clean SLOT               SLOT was disabled
+//! bgslot promote SLOT N           SLOT, staged small, was brought to N pods before a swap
+//! bgslot start-workers SLOT A,B   a stop-first handover started the workers A and B in SLOT
 //! Rollback to N                   `helm rollback` (or `bgslot recover`, which runs it)
 //! ```
 //!
@@ -41,6 +43,16 @@ pub enum Recorded {
     Clean {
         slot: Slot,
     },
+    /// The first write of a swap to a slot staged small: the slot brought to `replicas` pods.
+    Promote {
+        slot: Slot,
+        replicas: u64,
+    },
+    /// The second write of a `stop-first` handover: the held workers started in `slot`.
+    StartWorkers {
+        slot: Slot,
+        workers: Vec<String>,
+    },
     /// helm's own description of a `helm rollback` to `revision`.
     HelmRollback {
         revision: u64,
@@ -56,8 +68,29 @@ impl Recorded {
             Recorded::Swap { .. } => Some(Op::Swap),
             Recorded::Rollback { .. } => Some(Op::Rollback),
             Recorded::Clean { .. } => Some(Op::Clean),
+            // Steps of a swap (or rollback) around its flip.
+            Recorded::Promote { .. } | Recorded::StartWorkers { .. } => None,
             Recorded::HelmRollback { .. } => None,
         }
+    }
+
+    /// The step's name as `bgslot history -o json` reports it.
+    pub fn step(&self) -> &'static str {
+        match self {
+            Recorded::Install { .. } => "install",
+            Recorded::Deploy { .. } => "deploy",
+            Recorded::Swap { .. } => "swap",
+            Recorded::Rollback { .. } => "rollback",
+            Recorded::Clean { .. } => "clean",
+            Recorded::Promote { .. } => "promote",
+            Recorded::StartWorkers { .. } => "start-workers",
+            Recorded::HelmRollback { .. } => "helm-rollback",
+        }
+    }
+
+    /// The second half of a production move (the workers a stop-first handover held back).
+    pub fn completes_a_move(&self) -> bool {
+        matches!(self, Recorded::StartWorkers { .. })
     }
 
     /// Whether production may have changed slots in this revision. A `helm rollback` restores
@@ -83,7 +116,9 @@ impl Recorded {
         match self {
             Recorded::Install { slot, .. }
             | Recorded::Deploy { slot, .. }
-            | Recorded::Clean { slot } => Some(*slot),
+            | Recorded::Clean { slot }
+            | Recorded::Promote { slot, .. }
+            | Recorded::StartWorkers { slot, .. } => Some(*slot),
             Recorded::Swap { to, .. } | Recorded::Rollback { to, .. } => Some(*to),
             Recorded::HelmRollback { .. } => None,
         }
@@ -103,6 +138,15 @@ impl Recorded {
                 format!("bgslot rollback: production {from} -> {to}")
             }
             Recorded::Clean { slot } => format!("bgslot clean: {slot} disabled"),
+            Recorded::Promote { slot, replicas } => {
+                format!("bgslot promote: {slot} brought to {replicas} pods before the swap")
+            }
+            Recorded::StartWorkers { slot, workers } => {
+                format!(
+                    "bgslot start-workers: {} started in {slot}",
+                    workers.join(", ")
+                )
+            }
             // helm's words stand as they are.
             Recorded::HelmRollback { .. } => self.to_string(),
         }
@@ -117,6 +161,10 @@ impl fmt::Display for Recorded {
             Recorded::Swap { from, to } => write!(f, "bgslot swap {from}->{to}"),
             Recorded::Rollback { from, to } => write!(f, "bgslot rollback {from}->{to}"),
             Recorded::Clean { slot } => write!(f, "bgslot clean {slot}"),
+            Recorded::Promote { slot, replicas } => write!(f, "bgslot promote {slot} {replicas}"),
+            Recorded::StartWorkers { slot, workers } => {
+                write!(f, "bgslot start-workers {slot} {}", workers.join(","))
+            }
             Recorded::HelmRollback { revision } => write!(f, "Rollback to {revision}"),
         }
     }
@@ -161,6 +209,18 @@ impl FromStr for Recorded {
                 Recorded::Rollback { from, to }
             }
             ["bgslot", "clean", s] => Recorded::Clean { slot: slot(s)? },
+            ["bgslot", "promote", s, n] => Recorded::Promote {
+                slot: slot(s)?,
+                replicas: n.parse().map_err(|_| Foreign)?,
+            },
+            ["bgslot", "start-workers", s, names] => Recorded::StartWorkers {
+                slot: slot(s)?,
+                workers: names
+                    .split(',')
+                    .filter(|n| !n.is_empty())
+                    .map(str::to_string)
+                    .collect(),
+            },
             ["Rollback", "to", n] => Recorded::HelmRollback {
                 revision: n.parse().map_err(|_| Foreign)?,
             },
@@ -197,6 +257,14 @@ mod tests {
                 to: Slot::Blue,
             },
             Recorded::Clean { slot: Slot::Blue },
+            Recorded::Promote {
+                slot: Slot::Green,
+                replicas: 5,
+            },
+            Recorded::StartWorkers {
+                slot: Slot::Green,
+                workers: vec!["consumer".into(), "mailer".into()],
+            },
             Recorded::HelmRollback { revision: 12 },
         ];
         for record in all {

@@ -194,7 +194,10 @@ pub fn next_step(
     if !staged.enabled {
         return format!("bgslot deploy {release} --tag NEW_TAG");
     }
-    if moved_production(latest) {
+    let moved = latest
+        .recorded()
+        .is_some_and(|r| r.moves_production() || r.completes_a_move());
+    if moved {
         return format!("bgslot clean {release}   (or: bgslot rollback {release})");
     }
     if observed.slot(stage).fully_available() {

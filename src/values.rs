@@ -8,6 +8,7 @@ use serde_json::Value;
 use crate::error::Refusal;
 use crate::names::ImageRef;
 use crate::vocab::{PerSlot, Role, Slot};
+use crate::workers::Workloads;
 
 /// One slot's configuration in the release values (after chart defaults and fallbacks).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -18,6 +19,9 @@ pub struct SlotValues {
     /// `sha256:...` when the slot's image is pinned by digest.
     pub digest: Option<String>,
     pub replicas: Option<u64>,
+    /// Staged small (`deploy --preview-replicas`): `swap` promotes it to production's capacity
+    /// before it flips.
+    pub preview: bool,
 }
 
 impl SlotValues {
@@ -135,6 +139,8 @@ pub fn removed_keys(previous: &Value, present: &Value) -> Option<Value> {
 pub struct ReleaseValues {
     pub production: Slot,
     pub slots: PerSlot<SlotValues>,
+    /// Workers and CronJobs, which follow production.
+    pub workloads: Workloads,
     pub autoscaling: bool,
     pub ingress_host: Option<String>,
     pub ingress_stage_host: Option<String>,
@@ -163,10 +169,12 @@ impl ReleaseValues {
         }
     }
 
-    /// These values after `slot` was enabled with `image` (what a deploy writes).
-    pub fn with_staged(mut self, slot: Slot, image: &ImageRef) -> ReleaseValues {
+    /// These values after `slot` was enabled with `image`, staged small or not (what a deploy
+    /// writes).
+    pub fn with_staged(mut self, slot: Slot, image: &ImageRef, preview: bool) -> ReleaseValues {
         let v = &mut self.slots[slot];
         v.enabled = true;
+        v.preview = preview;
         v.repository = image.repository.clone();
         v.tag = image
             .tag
@@ -258,6 +266,10 @@ impl ReleaseValues {
                     .and_then(|v| v.get("replicaCount"))
                     .and_then(Value::as_u64)
                     .or(shared_replicas),
+                preview: v
+                    .and_then(|v| v.get("preview"))
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false),
             })
         };
         let slots = PerSlot {
@@ -281,6 +293,7 @@ impl ReleaseValues {
         Ok(ReleaseValues {
             production,
             slots,
+            workloads: Workloads::from_values(all),
             autoscaling: all
                 .pointer("/autoscaling/enabled")
                 .and_then(Value::as_bool)

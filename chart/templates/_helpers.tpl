@@ -178,10 +178,11 @@ so this tests for nil rather than using `default`. Call with (dict "root" $ "slo
 {{- end }}
 
 {{/*
-"true" when the slot gets an HPA: autoscaling is on and the slot is not deliberately scaled to zero.
+"true" when the slot gets an HPA: autoscaling is on, the slot is not deliberately scaled to zero,
+and it is not staged small (a preview runs replicaCount pods until swap promotes it).
 */}}
 {{- define "bgslot.slotAutoscaled" -}}
-{{- if and .root.Values.autoscaling.enabled (ne (include "bgslot.slotReplicas" .) "0") }}true{{ end }}
+{{- if and .root.Values.autoscaling.enabled (ne (include "bgslot.slotReplicas" .) "0") (not (index .root.Values .slot | default dict).preview) }}true{{ end }}
 {{- end }}
 
 {{- define "bgslot.replicasNote" -}}

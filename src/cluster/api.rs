@@ -16,12 +16,14 @@ use kube::api::{Api, ListParams};
 use kube::Client;
 
 use super::labels::{
-    migrations_selector, release_selector, services_selector, slot_pods_selector, slot_selector,
+    cron_jobs_selector, migrations_selector, release_selector, services_selector,
+    slot_pods_selector, slot_selector, workers_selector,
 };
 use super::state::{
     endpoints_of, endpoints_of_slices, pod_slots, pod_states, MigrationState, Observed, PodState,
     ServiceEndpoints, Services, SlotState,
 };
+use super::workloads::{CronJobState, WorkerState};
 use crate::events::Events;
 use crate::vocab::{PerSlot, Slot};
 
@@ -32,6 +34,8 @@ pub struct Cluster {
     pub namespace: String,
     /// Whether the server serves EndpointSlices (`discovery.k8s.io/v1`), once asked.
     slices_served: Arc<OnceLock<bool>>,
+    /// The CronJob API version the server serves (`batch/v1`, or `batch/v1beta1` before 1.21).
+    cron_jobs_version: Arc<OnceLock<&'static str>>,
     events: Arc<dyn Events>,
 }
 
@@ -41,6 +45,7 @@ impl Cluster {
             client,
             namespace,
             slices_served: Default::default(),
+            cron_jobs_version: Default::default(),
             events,
         }
     }
@@ -179,16 +184,28 @@ impl Cluster {
         Ok(pod_states(&pods))
     }
 
+    /// The pods `selector` matches and why each is not serving.
+    pub async fn pods_matching(&self, selector: &str) -> Result<Vec<PodState>> {
+        let pods: Vec<Pod> = self
+            .list(selector, || format!("the pods {selector}"))
+            .await?;
+        Ok(pod_states(&pods))
+    }
+
     /// Everything bgslot looks at for `release`: both slots and all Services, read at once.
     pub async fn observe(&self, release: &str) -> Result<Observed> {
-        let (blue, green, services, migrations) = tokio::try_join!(
+        let (blue, green, services, migrations, workers, cron_jobs) = tokio::try_join!(
             self.slot(release, Slot::Blue),
             self.slot(release, Slot::Green),
             self.services(release),
             self.migrations(release),
+            self.workers(release, None),
+            self.cron_jobs(release),
         )?;
         Ok(Observed {
             slots: PerSlot { blue, green },
+            workers,
+            cron_jobs,
             production_service: services.production,
             stage_service: services.stage,
             extra_services: services.extra,
@@ -239,6 +256,74 @@ impl Cluster {
             })
             .await?;
         Ok(endpoints_of(&list))
+    }
+
+    /// The release's worker Deployments (of one slot, or of both), by name then slot.
+    pub async fn workers(&self, release: &str, slot: Option<Slot>) -> Result<Vec<WorkerState>> {
+        let deployments: Vec<Deployment> = self
+            .list(&workers_selector(release, slot, None), || {
+                format!("the workers of {release}")
+            })
+            .await?;
+        let mut workers: Vec<WorkerState> =
+            deployments.iter().filter_map(WorkerState::of).collect();
+        workers.sort_by(|a, b| (&a.name, a.slot).cmp(&(&b.name, b.slot)));
+        Ok(workers)
+    }
+
+    /// The pods of one worker in one slot.
+    pub async fn worker_pods(
+        &self,
+        release: &str,
+        slot: Slot,
+        name: &str,
+    ) -> Result<Vec<PodState>> {
+        let pods: Vec<Pod> = self
+            .list(&workers_selector(release, Some(slot), Some(name)), || {
+                format!("the {slot} pods of the worker {name} of {release}")
+            })
+            .await?;
+        Ok(pod_states(&pods))
+    }
+
+    /// The release's CronJobs, by name then slot: `batch/v1`, or `batch/v1beta1` where the server
+    /// serves no other (Kubernetes before 1.21).
+    pub async fn cron_jobs(&self, release: &str) -> Result<Vec<CronJobState>> {
+        let selector = ListParams::default().labels(&cron_jobs_selector(release));
+        let versions: &[&'static str] = match self.cron_jobs_version.get() {
+            Some(version) => std::slice::from_ref(version),
+            None => &["v1", "v1beta1"],
+        };
+        for &version in versions {
+            let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+                "batch", version, "CronJob",
+            ));
+            let api: Api<kube::api::DynamicObject> =
+                Api::namespaced_with(self.client.clone(), &self.namespace, &resource);
+            match api.list(&selector).await {
+                Ok(list) => {
+                    let _ = self.cron_jobs_version.set(version);
+                    let mut jobs: Vec<CronJobState> = list
+                        .items
+                        .iter()
+                        .filter_map(|o| serde_json::to_value(o).ok())
+                        .filter_map(|o| CronJobState::of(&o))
+                        .collect();
+                    jobs.sort_by(|a, b| (&a.name, a.slot).cmp(&(&b.name, b.slot)));
+                    return Ok(jobs);
+                }
+                Err(kube::Error::Api(status)) if status.code == 404 => continue,
+                Err(err) => {
+                    return Err(err).with_context(|| {
+                        format!(
+                            "listing the CronJobs of {release} in namespace {}",
+                            self.namespace
+                        )
+                    })
+                }
+            }
+        }
+        Ok(Vec::new())
     }
 
     /// Each slot's migration Job (the newest, when several exist), as the chart labels it.

@@ -44,6 +44,31 @@ pub fn slot_pods_selector(release: &str) -> String {
     format!("{INSTANCE_LABEL}={release},{SLOT_LABEL}")
 }
 
+/// The release's workers (of every slot, or of one; every worker, or one).
+pub fn workers_selector(release: &str, slot: Option<Slot>, name: Option<&str>) -> String {
+    let mut selector = format!("{INSTANCE_LABEL}={release},{WORKLOAD_LABEL}=worker");
+    if let Some(slot) = slot {
+        selector.push_str(&format!(",{SLOT_LABEL}={slot}"));
+    }
+    if let Some(name) = name {
+        selector.push_str(&format!(",{COMPONENT_LABEL}={name}"));
+    }
+    selector
+}
+
+/// The release's CronJobs.
+pub fn cron_jobs_selector(release: &str) -> String {
+    format!("{INSTANCE_LABEL}={release},{WORKLOAD_LABEL}=cronjob")
+}
+
+/// Every pod of a slot that serves or consumes (web and workers, not migrations or CronJob runs):
+/// what must be gone before a cleaned slot answers no one.
+pub fn slot_running_selector(release: &str, slot: Slot) -> String {
+    format!(
+        "{INSTANCE_LABEL}={release},{SLOT_LABEL}={slot},{COMPONENT_LABEL}!={MIGRATION_COMPONENT},{WORKLOAD_LABEL}!=cronjob"
+    )
+}
+
 /// The release's migration Jobs (of every slot, or of one).
 pub fn migrations_selector(release: &str, slot: Option<Slot>) -> String {
     let base = format!("{INSTANCE_LABEL}={release},{COMPONENT_LABEL}={MIGRATION_COMPONENT}");

@@ -1,11 +1,12 @@
 //! What the cluster really runs for a release: the label contract (`labels`), the state built
-//! from API objects by pure functions (`state`), GitOps controllers' marks (`gitops`), and the
+//! from API objects by pure functions (`state`; workers and CronJobs in `workloads`), GitOps controllers' marks (`gitops`), and the
 //! reads and the few writes helm cannot make (`api`).
 
 pub mod api;
 pub mod gitops;
 pub mod labels;
 pub mod state;
+pub mod workloads;
 
 pub use api::Cluster;
 pub use gitops::GitOpsMarks;
@@ -13,3 +14,4 @@ pub use state::{
     ExtraService, MigrationPhase, MigrationState, Observed, PodState, ServiceState, Services,
     SlotState,
 };
+pub use workloads::{CronJobState, WorkerState};

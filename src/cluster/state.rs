@@ -13,6 +13,7 @@ use super::gitops::GitOpsMarks;
 use super::labels::{
     CHART_LABEL, MAIN_SERVICE, ROLE_LABEL, SERVICE_LABEL, SERVICE_NAME_LABEL, SLOT_LABEL,
 };
+use super::workloads::{CronJobState, WorkerState};
 use crate::vocab::{PerSlot, Role, Slot};
 
 /// Why one pod is not serving, in a real kubelet's words.
@@ -496,6 +497,10 @@ pub struct Observed {
     pub extra_services: Vec<ExtraService>,
     /// Each slot's migration Job.
     pub migrations: BTreeMap<Slot, MigrationState>,
+    /// Each worker's Deployment in each slot, by name then slot.
+    pub workers: Vec<WorkerState>,
+    /// Each CronJob in each slot, by name then slot.
+    pub cron_jobs: Vec<CronJobState>,
     /// A GitOps controller's marks on the release's Services.
     pub gitops: Option<GitOpsMarks>,
     /// `NAME-VERSION` from the `helm.sh/chart` label of the release's Services: the chart the
@@ -517,6 +522,23 @@ impl Observed {
 
     pub fn migration(&self, slot: Slot) -> Option<&MigrationState> {
         self.migrations.get(&slot)
+    }
+
+    /// The worker `name` in `slot`, if its Deployment exists.
+    pub fn worker(&self, name: &str, slot: Slot) -> Option<&WorkerState> {
+        self.workers
+            .iter()
+            .find(|w| w.name == name && w.slot == slot)
+    }
+
+    /// The workers of `slot`.
+    pub fn workers_of(&self, slot: Slot) -> impl Iterator<Item = &WorkerState> {
+        self.workers.iter().filter(move |w| w.slot == slot)
+    }
+
+    /// The CronJobs of `slot`.
+    pub fn cron_jobs_of(&self, slot: Slot) -> impl Iterator<Item = &CronJobState> {
+        self.cron_jobs.iter().filter(move |c| c.slot == slot)
     }
 
     /// Every Service with its role (the main pair, then the extra ones).

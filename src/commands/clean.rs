@@ -147,12 +147,10 @@ pub fn preview(ctx: &Ctx, seen: &Observation, plan: &CleanPlan) -> Plan {
 
 /// The planned clean, also shown by `release --dry-run`.
 pub fn clean_step(ctx: &Ctx, release: &ReleaseName, plan: &CleanPlan, all_values: &serde_json::Value) -> PlannedStep {
-    PlannedStep {
-        action: format!("clean: disable {}", plan.slot),
-        helm: ctx.helm.command_line(release, &ctx.chart.shown(), &plan.write),
-        changes: preview::changes(&plan.write, all_values, &[], None),
-        then: Vec::new(),
-    }
+    PlannedStep::action(format!("clean: disable {}", plan.slot)).write(
+        ctx.helm.command_line(release, &ctx.chart.shown(), &plan.write),
+        preview::changes(&plan.write, all_values, &[], None),
+    )
 }
 
 pub async fn act(ctx: &Ctx, seen: &Observation, plan: CleanPlan) -> Result<CleanReport> {

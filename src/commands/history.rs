@@ -57,8 +57,9 @@ pub struct HistoryReport {
 pub struct HistoryEntry {
     #[serde(flatten)]
     pub revision: Revision,
-    /// `install`, `deploy`, `swap`, `rollback` or `clean`; `null` for a revision bgslot did not make.
-    pub operation: Option<Op>,
+    /// `install`, `deploy`, `promote`, `swap`, `start-workers`, `rollback` or `clean`; `null` for
+    /// a revision bgslot did not make.
+    pub operation: Option<&'static str>,
     /// The slot the operation put a version in, made production, or disabled.
     pub slot: Option<Slot>,
     /// For a swap or rollback, the slot production left.
@@ -78,7 +79,7 @@ impl From<Revision> for HistoryEntry {
             _ => (None, None),
         };
         HistoryEntry {
-            operation: recorded.as_ref().and_then(Recorded::op),
+            operation: recorded.as_ref().filter(|r| !matches!(r, Recorded::HelmRollback { .. })).map(Recorded::step),
             slot: recorded.as_ref().and_then(Recorded::slot),
             from,
             tag,
@@ -129,7 +130,7 @@ mod tests {
         let swap = entry("bgslot swap blue->green");
         assert_eq!(
             (swap.operation, swap.from, swap.slot),
-            (Some(Op::Swap), Some(Slot::Blue), Some(Slot::Green))
+            (Some("swap"), Some(Slot::Blue), Some(Slot::Green))
         );
         assert_eq!(swap.summary, "bgslot swap: production blue -> green");
         let deploy = entry("bgslot deploy green v2");

@@ -12,6 +12,7 @@ use crate::helm::{is_secret_key, SetValue, Write};
 use crate::names::shell_words;
 use crate::observe::Observation;
 use crate::vocab::Op;
+pub use crate::workers::Effect;
 
 /// What `--dry-run` prints: the helm commands a run would make, the values each changes, and
 /// what it would wait for. Nothing was changed.
@@ -31,6 +32,8 @@ pub struct PlannedStep {
     /// The helm command line, secrets redacted (empty for a step that runs no helm).
     pub helm: Vec<String>,
     pub changes: Vec<Change>,
+    /// What the write changes in the cluster besides values: workers' replicas, CronJobs' suspend.
+    pub effects: Vec<Effect>,
     /// What the run would wait for or check after the command.
     pub then: Vec<String>,
 }
@@ -69,14 +72,32 @@ impl Plan {
 }
 
 impl PlannedStep {
-    /// A step that runs no helm (an API write, a verification).
+    /// A step that runs no helm (an API write, a verification), until `write` says otherwise.
     pub fn action(action: impl Into<String>) -> PlannedStep {
         PlannedStep {
             action: action.into(),
             helm: Vec::new(),
             changes: Vec::new(),
+            effects: Vec::new(),
             then: Vec::new(),
         }
+    }
+
+    /// The helm command the step runs and the values it changes.
+    pub fn write(mut self, helm: Vec<String>, changes: Vec<Change>) -> PlannedStep {
+        self.helm = helm;
+        self.changes = changes;
+        self
+    }
+
+    pub fn effects(mut self, effects: Vec<Effect>) -> PlannedStep {
+        self.effects = effects;
+        self
+    }
+
+    pub fn then(mut self, then: impl IntoIterator<Item = String>) -> PlannedStep {
+        self.then.extend(then);
+        self
     }
 }
 
@@ -104,6 +125,13 @@ impl fmt::Display for Plan {
                     change.key,
                     show_value(&change.old),
                     show_value(&change.new)
+                )?;
+            }
+            for effect in &step.effects {
+                writeln!(
+                    f,
+                    "    {} {}: {} -> {}",
+                    effect.object, effect.field, effect.old, effect.new
                 )?;
             }
             for then in &step.then {
@@ -165,6 +193,7 @@ pub fn changes(
         let new = match value {
             SetValue::Str(s) => Value::String(s.clone()),
             SetValue::Literal(s) => literal(s),
+            SetValue::Json(v) => v.clone(),
         };
         add(key.clone(), new);
     }
@@ -250,24 +279,34 @@ mod tests {
             observed(3, 3),
             vec![rev(7, "deployed", "", "t")],
         );
-        let plan = Plan::of(Op::Swap, &seen).step(PlannedStep {
-            action: "flip production blue -> green".into(),
-            helm: vec![
-                "helm".into(),
-                "upgrade".into(),
-                "--description".into(),
-                "bgslot swap blue->green".into(),
-            ],
-            changes: vec![Change {
-                key: "productionSlot".into(),
-                old: json!("blue"),
-                new: json!("green"),
-            }],
-            then: vec!["the production Service routes only to green".into()],
-        });
+        let plan = Plan::of(Op::Swap, &seen).step(
+            PlannedStep::action("flip production blue -> green")
+                .write(
+                    [
+                        "helm",
+                        "upgrade",
+                        "--description",
+                        "bgslot swap blue->green",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    vec![Change {
+                        key: "productionSlot".into(),
+                        old: json!("blue"),
+                        new: json!("green"),
+                    }],
+                )
+                .effects(vec![Effect {
+                    object: "worker consumer (green)".into(),
+                    field: "replicas".into(),
+                    old: "0".into(),
+                    new: "2".into(),
+                }])
+                .then(["the production Service routes only to green".to_string()]),
+        );
         assert_eq!(
             plan.to_string(),
-            "dry run: bgslot swap web in namespace shop (revision 7); nothing was changed\n\n  flip production blue -> green\n    helm upgrade --description 'bgslot swap blue->green'\n    productionSlot: blue -> green\n    then: the production Service routes only to green\n"
+            "dry run: bgslot swap web in namespace shop (revision 7); nothing was changed\n\n  flip production blue -> green\n    helm upgrade --description 'bgslot swap blue->green'\n    productionSlot: blue -> green\n    worker consumer (green) replicas: 0 -> 2\n    then: the production Service routes only to green\n"
         );
         let json = serde_json::to_value(&plan).unwrap();
         assert_eq!(

@@ -63,15 +63,13 @@ async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>>
             header: Header::new(Op::Recover, release, &ctx.namespace).revision(latest.revision),
             ..Plan::new(Op::Recover, release, &ctx.namespace)
         };
-        return Ok(Outcome::Planned(out.step(PlannedStep {
-            action: format!(
+        return Ok(Outcome::Planned(out.step(
+            PlannedStep::action(format!(
                 "roll back from revision {} ({}) to revision {}",
                 plan.from.revision, plan.from.status, plan.to.revision
-            ),
-            helm: ctx.helm.rollback_command_line(release, plan.to.revision),
-            changes: Vec::new(),
-            then: Vec::new(),
-        })));
+            ))
+            .write(ctx.helm.rollback_command_line(release, plan.to.revision), Vec::new()),
+        )));
     }
     act(ctx, release, plan).await.map(Outcome::Done)
 }

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::clean::{self, CleanPlan, CleanReport, CleanRequest};
 use super::deploy::{self, DeployReport, ImageArgs};
 use super::preview::{Plan, PlannedStep};
-use super::swap::{self, SwapKind, SwapPlan, SwapReport, SwapRequest};
+use super::swap::{self, SwapKind, SwapReport, SwapRequest};
 use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
 use crate::context::Ctx;
 use crate::duration::parse_duration;
@@ -108,27 +108,31 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport, version: String) 
     };
     let seen = swap::observe(ctx, release, SwapKind::Swap).await?;
     let plan = swap::decide(&seen, &request, &ctx.chart)?;
-    let swapped = swap::act(ctx, &seen, plan).await?;
+    let to = plan.to;
+    let swapped = match swap::act(ctx, &seen, plan).await {
+        Ok(swapped) => swapped,
+        // The flip was written but what follows it (the workers) did not settle: move everything
+        // back, as a failed verification does. A swap that failed before its flip changed nothing.
+        Err(err) => {
+            let now = Observation::existing(ctx, release, History::Latest).await?;
+            if now.values.production != to {
+                return Err(err);
+            }
+            ctx.events.step(&format!("the swap to {to} did not complete: {err:#}; swapping back"));
+            let back = swap_back(ctx, args).await?;
+            return Err(err.context(format!(
+                "the swap did not complete; production was swapped back to {}",
+                back.to
+            )));
+        }
+    };
     if let Some(cmd) = verify {
         if let Err(err) = run_verify(ctx, cmd, &Target::of_swap(&swapped), &version).await {
             ctx.events.step(&format!("verification against production failed: {err:#}; swapping back"));
-            let back = SwapRequest {
-                kind: SwapKind::Rollback,
-                expect_tag: None,
-                force: args.force,
-            };
-            let swapped_back = async {
-                let seen = swap::observe(ctx, release, SwapKind::Rollback).await?;
-                let plan = swap::decide(&seen, &back, &ctx.chart)?;
-                swap::act(ctx, &seen, plan).await
-            }
-            .await
-            .context(
-                "swapping back after the failed verification ALSO failed: check `bgslot status` now",
-            )?;
+            let back = swap_back(ctx, args).await?;
             return Err(err.context(format!(
                 "verification against production failed; production was swapped back to {}",
-                swapped_back.to
+                back.to
             )));
         }
     }
@@ -160,6 +164,23 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport, version: String) 
         None
     };
     Ok(ReleaseReport::new(deployed, Some(swapped), cleaned, verify))
+}
+
+/// Moves production (and its workers) back to the slot it came from, with every check of a
+/// rollback.
+async fn swap_back(ctx: &Ctx, args: &Args) -> Result<SwapReport> {
+    let back = SwapRequest {
+        kind: SwapKind::Rollback,
+        expect_tag: None,
+        force: args.force,
+    };
+    async {
+        let seen = swap::observe(ctx, &args.release, SwapKind::Rollback).await?;
+        let plan = swap::decide(&seen, &back, &ctx.chart)?;
+        swap::act(ctx, &seen, plan).await
+    }
+    .await
+    .context("swapping back ALSO failed: check `bgslot status` now")
 }
 
 /// What a verify command is pointed at.
@@ -246,13 +267,15 @@ fn plan(
         out = out.step(verify("stage"));
     }
     let (from, to) = (seen.values.production, deploy_plan.slot);
-    let flip = SwapPlan {
-        kind: SwapKind::Swap,
-        from,
-        to,
-        write: swap::flip_write(SwapKind::Swap, from, to),
-    };
-    out = out.step(swap::flip_step(ctx, &args.release, &flip, &seen.all_values));
+    let capacity = seen.cluster.slot(from).desired.max(0) as u64;
+    let promote = deploy_plan
+        .preview
+        .filter(|n| *n < capacity)
+        .map(|n| swap::promote_write(to, n, capacity, seen.values.autoscaling));
+    let flip = swap::plan_flip(SwapKind::Swap, from, to, &seen.values, &seen.cluster, promote);
+    for step in swap::steps(ctx, &args.release, &flip, &seen.all_values) {
+        out = out.step(step);
+    }
     if args.verify_cmd.is_some() {
         out = out.step(verify("production (on failure: swap back)"));
     }

@@ -137,6 +137,32 @@ pub struct SlotStatus {
     pub age_seconds: Option<i64>,
     /// The slot's migration Job, when the chart runs one.
     pub migration: Option<MigrationState>,
+    /// Staged small (`deploy --preview-replicas`).
+    pub preview: bool,
+    /// The slot's workers: how many pods each runs.
+    pub workers: Vec<WorkerStatus>,
+    /// The slot's CronJobs: suspended in every slot but production.
+    pub cron_jobs: Vec<CronJobStatus>,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WorkerStatus {
+    pub name: String,
+    pub deployment: Option<String>,
+    pub ready: i32,
+    pub desired: i32,
+    /// Some of its pods are ready: it takes work from its queue.
+    pub consuming: bool,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CronJobStatus {
+    pub name: String,
+    pub cron_job: String,
+    pub schedule: String,
+    pub suspended: bool,
+    /// How long ago it last started a Job; `null` if it never did.
+    pub last_schedule_seconds: Option<i64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -191,6 +217,29 @@ impl StatusReport {
                     fully_available: s.fully_available(),
                     age_seconds: s.created.map(|c| now.duration_since(c).as_secs().max(0)),
                     migration: seen.cluster.migration(slot).cloned(),
+                    preview: v.preview,
+                    workers: seen
+                        .cluster
+                        .workers_of(slot)
+                        .map(|w| WorkerStatus {
+                            name: w.name.clone(),
+                            deployment: w.state.deployment.clone(),
+                            ready: w.state.ready,
+                            desired: w.state.desired,
+                            consuming: w.consuming(),
+                        })
+                        .collect(),
+                    cron_jobs: seen
+                        .cluster
+                        .cron_jobs_of(slot)
+                        .map(|c| CronJobStatus {
+                            name: c.name.clone(),
+                            cron_job: c.cron_job.clone(),
+                            schedule: c.schedule.clone(),
+                            suspended: c.suspended,
+                            last_schedule_seconds: c.last_schedule.map(|t| now.duration_since(t).as_secs().max(0)),
+                        })
+                        .collect(),
                 }
             })
             .collect();
@@ -257,6 +306,50 @@ impl StatusReport {
     }
 }
 
+impl StatusReport {
+    /// Workers and CronJobs, a row each with a column per slot: what each worker runs where,
+    /// where each CronJob is active.
+    fn workloads_table(&self) -> String {
+        let [blue, green] = [&self.slots[0], &self.slots[1]];
+        let mut rows: Vec<[String; 3]> = Vec::new();
+        let mut workers: Vec<&str> = self.slots.iter().flat_map(|s| s.workers.iter().map(|w| w.name.as_str())).collect();
+        workers.sort();
+        workers.dedup();
+        if !workers.is_empty() {
+            rows.push(["WORKER".into(), blue.slot.to_string().to_uppercase(), green.slot.to_string().to_uppercase()]);
+        }
+        for name in workers {
+            let cell = |s: &SlotStatus| match s.workers.iter().find(|w| w.name == name) {
+                Some(w) if w.consuming => format!("{}/{} consuming", w.ready, w.desired),
+                Some(w) => format!("{}/{}", w.ready, w.desired),
+                None => "-".into(),
+            };
+            rows.push([name.to_string(), cell(blue), cell(green)]);
+        }
+        let mut crons: Vec<&str> = self.slots.iter().flat_map(|s| s.cron_jobs.iter().map(|c| c.name.as_str())).collect();
+        crons.sort();
+        crons.dedup();
+        if !crons.is_empty() {
+            rows.push(["CRONJOB".into(), blue.slot.to_string().to_uppercase(), green.slot.to_string().to_uppercase()]);
+        }
+        for name in crons {
+            let cell = |s: &SlotStatus| match s.cron_jobs.iter().find(|c| c.name == name) {
+                Some(c) if c.suspended => "suspended".to_string(),
+                Some(c) => match c.last_schedule_seconds {
+                    Some(ago) => format!("active, last run {} ago", human_age(std::time::Duration::from_secs(ago.max(0) as u64))),
+                    None => "active".into(),
+                },
+                None => "-".into(),
+            };
+            rows.push([name.to_string(), cell(blue), cell(green)]);
+        }
+        if rows.is_empty() {
+            return String::new();
+        }
+        format!("\n{}", crate::term::table(&rows, "  "))
+    }
+}
+
 impl fmt::Display for StatusReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
@@ -291,7 +384,11 @@ impl fmt::Display for StatusReport {
             rows.push([s.slot.to_string(), s.role.as_str().into(), image, ready, age]);
         }
         f.write_str(&crate::term::table(&rows, "  "))?;
+        f.write_str(&self.workloads_table())?;
         for s in &self.slots {
+            if s.preview {
+                writeln!(f, "  {} is staged small: swap brings it to production's capacity first", s.slot)?;
+            }
             if let Some(m) = &s.migration {
                 let phase = m.phase.as_str();
                 let reason = m.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();

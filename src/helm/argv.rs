@@ -37,6 +37,8 @@ impl Target {
 pub enum SetValue {
     Str(String),
     Literal(String),
+    /// A JSON value (`--set-json`): a list such as `heldWorkers=["consumer"]`, or `[]`.
+    Json(serde_json::Value),
 }
 
 /// One helm write: what bgslot changes, plus what the user passes through.
@@ -121,8 +123,9 @@ pub fn write_argv(
     // bgslot's own keys come last so a pass-through --set cannot undo the slot bookkeeping.
     for (key, value) in &write.sets {
         let (flag, value) = match value {
-            SetValue::Str(v) => ("--set-string", v),
-            SetValue::Literal(v) => ("--set", v),
+            SetValue::Str(v) => ("--set-string", v.clone()),
+            SetValue::Literal(v) => ("--set", v.clone()),
+            SetValue::Json(v) => ("--set-json", v.to_string()),
         };
         argv.extend([flag.into(), format!("{key}={value}").into()]);
     }
@@ -284,6 +287,27 @@ mod tests {
                 "--description",
                 "bgslot swap blue->green"
             ]
+        );
+    }
+
+    #[test]
+    fn lists_are_set_as_json() {
+        let write = Write::upgrade(swap())
+            .set(
+                "heldWorkers",
+                SetValue::Json(serde_json::json!(["consumer"])),
+            )
+            .set("heldWorkers", SetValue::Json(serde_json::json!([])));
+        let argv = strings(write_argv("web", "c", &target(), &write, 3, None));
+        assert!(
+            argv.windows(2)
+                .any(|w| w == ["--set-json", r#"heldWorkers=["consumer"]"#]),
+            "{argv:?}"
+        );
+        assert!(
+            argv.windows(2)
+                .any(|w| w == ["--set-json", "heldWorkers=[]"]),
+            "{argv:?}"
         );
     }
 

@@ -1,6 +1,6 @@
 //! bgslot's own waiting, instead of `helm --wait`: by what is waited on, a slot's rollout and its
 //! pods stopping (`rollout`), what the Services route to (`services`), a slot's migration Job
-//! (`migration`), and the change feed `status --watch` redraws on (`feed`).
+//! (`migration`), a slot's workers (`workers`), and the change feed `status --watch` redraws on (`feed`).
 //!
 //! Every wait is driven by watches (kube-runtime's watcher with backoff), so a change is noticed
 //! when it happens rather than at the next poll, and a restarting API server delays the wait
@@ -11,11 +11,13 @@ pub mod feed;
 pub mod migration;
 pub mod rollout;
 pub mod services;
+pub mod workers;
 
 pub use feed::release_changes;
 pub use migration::migration_done;
 pub use rollout::{slot_available, slot_stopped};
 pub use services::{endpoints_ready, production_serves};
+pub use workers::workers_settled;
 
 use futures::StreamExt;
 use kube::runtime::{watcher, WatchStreamExt};

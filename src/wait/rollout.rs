@@ -11,7 +11,7 @@ use kube::runtime::reflector::{self, Store};
 use kube::runtime::{watcher, WatchStreamExt};
 
 use super::{explain_pods, names, reasons, ticks};
-use crate::cluster::labels::slot_selector;
+use crate::cluster::labels::{slot_running_selector, slot_selector};
 use crate::cluster::state::pod_states;
 use crate::cluster::{Cluster, PodState, SlotState};
 use crate::events::{Event, Events, Rollout};
@@ -22,6 +22,7 @@ use crate::vocab::Slot;
 pub fn rollout(slot: Slot, state: &SlotState, pods: &[PodState]) -> Rollout {
     Rollout {
         slot,
+        worker: None,
         ready: state.ready,
         desired: state.desired,
         detail: state.rollout_detail(&reasons(pods)),
@@ -113,9 +114,10 @@ fn snapshot(deployments: &Store<Deployment>, pods: &Store<Pod>) -> (SlotState, V
     (state, pod_states(pods.state().iter().map(|p| p.as_ref())))
 }
 
-/// After a clean: waits until no pod of `slot` is left, terminating ones included, so the old
-/// version no longer answers anyone (keep-alive clients stay on a pod until it stops). Reads the
-/// pods once, then again at each pod event. Returns how many pods were stopping at first.
+/// After a clean: waits until no pod of `slot` is left (web pods and workers), terminating ones
+/// included, so the old version no longer answers anyone (keep-alive clients stay on a pod until
+/// it stops) and consumes nothing. Reads the pods once, then again at each pod event. Returns how
+/// many pods were stopping at first.
 pub async fn slot_stopped(
     cluster: &Cluster,
     release: &str,
@@ -123,14 +125,14 @@ pub async fn slot_stopped(
     timeout: Duration,
     events: &dyn Events,
 ) -> Result<usize> {
-    let selector = slot_selector(release, slot);
+    let selector = slot_running_selector(release, slot);
     // The watch starts with a list of its own, which wakes the loop once more: a pod that goes
     // between the first read and the watch's start is not missed.
     let mut changes = ticks(cluster.pods(), watcher::Config::default().labels(&selector));
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut signals = signals::subscribe();
-    let mut left = cluster.slot_pods(release, slot).await?;
+    let mut left = cluster.pods_matching(&selector).await?;
     let stopping = left.len();
     let mut shown = None;
     while !left.is_empty() {
@@ -148,7 +150,7 @@ pub async fn slot_stopped(
                     bail!("the watch on the {slot} pods of {release} ended unexpectedly");
                 }
                 while let Some(Some(())) = changes.next().now_or_never() {}
-                left = cluster.slot_pods(release, slot).await?;
+                left = cluster.pods_matching(&selector).await?;
             }
             _ = &mut deadline => bail!(
                 "the {slot} slot of {release} is disabled, but {} of its pods still run after {}s: {}; \

@@ -327,29 +327,10 @@ fn uid(meta: &kube::api::ObjectMeta) -> String {
     meta.uid.clone().unwrap_or_default()
 }
 
-/// The API of `kind` in group `group`, in the most stable version the server serves it in
-/// (policy/v1beta1 PDBs and batch/v1beta1 CronJobs on 1.20, v1 on a current cluster; on 1.20
-/// batch's preferred version, v1, has Jobs only).
-async fn api_of(env: &Env, group: &str, kind: &str) -> (Api<DynamicObject>, String) {
-    let api_group = kube::discovery::group(&env.client, group)
-        .await
-        .unwrap_or_else(|e| panic!("discovery of {group}: {e}"));
-    let (resource, _) = api_group
-        .resources_by_stability()
-        .into_iter()
-        .find(|(r, _)| r.kind == kind)
-        .unwrap_or_else(|| panic!("{group} serves no {kind}"));
-    let api_version = resource.api_version.clone();
-    (
-        Api::namespaced_with(env.client.clone(), &env.ns, &resource),
-        api_version,
-    )
-}
-
 /// Names of the objects of `kind` in group `group` labelled `selector`, in whatever version the
 /// server serves.
 async fn names_of(env: &Env, group: &str, kind: &str, selector: &str) -> Vec<String> {
-    let (api, _) = api_of(env, group, kind).await;
+    let (api, _) = env.api_of(group, kind).await;
     let mut names: Vec<String> = api
         .list(&ListParams::default().labels(selector))
         .await
@@ -959,7 +940,7 @@ async fn replicas_of(env: &Env, name: &str) -> Option<i32> {
 
 /// The CronJobs API this server serves (batch/v1beta1 on 1.20, batch/v1 from 1.21).
 async fn cron_jobs(env: &Env) -> (Api<DynamicObject>, String) {
-    api_of(env, "batch", "CronJob").await
+    env.api_of("batch", "CronJob").await
 }
 
 /// `spec.suspend` of a CronJob.

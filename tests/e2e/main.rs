@@ -19,4 +19,5 @@ mod real_app;
 mod reports;
 mod safety;
 mod terminal;
+mod workers;
 mod zero_downtime;

@@ -57,7 +57,17 @@ struct Deploy {
     #[serde(deserialize_with = "nullable")]
     service: Option<String>,
     url: String,
+    preview: bool,
+    workers: Vec<DeployedWorker>,
     next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeployedWorker {
+    name: String,
+    ready: i64,
+    desired: i64,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,7 +86,45 @@ struct Swap {
     service: String,
     ready_endpoints: u64,
     url: String,
+    #[serde(deserialize_with = "nullable")]
+    promoted: Option<Promotion>,
+    workers: Vec<WorkerMove>,
+    cron_jobs: Vec<CronJobMove>,
     next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Promotion {
+    from: u64,
+    to: u64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerMove {
+    name: String,
+    handover: String,
+    production: WorkerCount,
+    stage: WorkerCount,
+    #[serde(deserialize_with = "nullable")]
+    gap_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerCount {
+    slot: String,
+    ready: i64,
+    desired: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CronJobMove {
+    name: String,
+    #[serde(deserialize_with = "nullable")]
+    runs_in: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +253,31 @@ struct SlotStatus {
     age_seconds: Option<i64>,
     #[serde(deserialize_with = "nullable")]
     migration: Option<Migration>,
+    preview: bool,
+    workers: Vec<WorkerStatus>,
+    cron_jobs: Vec<CronJobStatus>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct WorkerStatus {
+    name: String,
+    #[serde(deserialize_with = "nullable")]
+    deployment: Option<String>,
+    ready: i64,
+    desired: i64,
+    consuming: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CronJobStatus {
+    name: String,
+    cron_job: String,
+    schedule: String,
+    suspended: bool,
+    #[serde(deserialize_with = "nullable")]
+    last_schedule_seconds: Option<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -266,7 +339,17 @@ struct PlannedStep {
     action: String,
     helm: Vec<String>,
     changes: Vec<Change>,
+    effects: Vec<Effect>,
     then: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Effect {
+    object: String,
+    field: String,
+    old: String,
+    new: String,
 }
 
 #[derive(Debug, Deserialize)]

@@ -27,6 +27,11 @@ pub struct ImageArgs {
     #[arg(long, value_name = "N", value_parser = parse_replicas, allow_negative_numbers = true)]
     pub replicas: Option<u32>,
 
+    /// Stage the new version small, on N pods (no HPA while staged); `swap` first brings it to
+    /// production's capacity, then flips
+    #[arg(long, value_name = "N", value_parser = parse_replicas, allow_negative_numbers = true, conflicts_with = "replicas")]
+    pub preview_replicas: Option<u32>,
+
     /// Values file passed to helm
     #[arg(short = 'f', long = "values", value_name = "FILE", value_parser = readable_file)]
     pub values_files: Vec<PathBuf>,
@@ -109,6 +114,7 @@ impl ImageArgs {
         DeployRequest {
             version,
             replicas: self.replicas,
+            preview_replicas: self.preview_replicas,
             replace: self.replace,
             force,
             values_files: self.values_files.clone(),

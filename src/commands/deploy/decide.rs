@@ -19,6 +19,8 @@ use crate::vocab::Slot;
 pub struct DeployRequest {
     pub version: Version,
     pub replicas: Option<u32>,
+    /// Stage small, on this many pods (`--preview-replicas`).
+    pub preview_replicas: Option<u32>,
     pub replace: bool,
     pub force: bool,
     pub values_files: Vec<PathBuf>,
@@ -45,6 +47,8 @@ pub struct DeployPlan {
     pub image: Option<ImageRef>,
     pub tag: String,
     pub replicas: Option<u64>,
+    /// Staged small, on this many pods: `swap` promotes it to production's capacity first.
+    pub preview: Option<u64>,
     pub write: Write,
     /// With autoscaling, the replicas the new slot is scaled to after helm creates it (through
     /// the scale subresource: helm does not own `replicas` then, the HPA does).
@@ -75,6 +79,12 @@ pub fn decide(
             .unwrap_or_default(),
     };
     let Some(seen) = seen else {
+        if req.preview_replicas.is_some() {
+            return Err(Refusal::new(
+                format!("{release} has no production to stage a preview beside: this deploy would install it"),
+                format!("install it first (`bgslot deploy {release} --tag TAG`), then stage the next version with --preview-replicas"),
+            ));
+        }
         let replicas = req.replicas.map(u64::from);
         let image = match &req.version {
             Version::Image(image) => Some(image.clone()),
@@ -88,13 +98,14 @@ pub fn decide(
         write = write
             .set("productionSlot", SetValue::Str("blue".into()))
             .set("green.enabled", SetValue::Literal("false".into()));
-        let (write, own) = slot_sets(write, Slot::Blue, &req.version, replicas);
+        let (write, own) = slot_sets(write, Slot::Blue, &req.version, replicas, false);
         return Ok(DeployPlan {
             slot: Slot::Blue,
             install: true,
             image,
             tag,
             replicas,
+            preview: None,
             write: with_slot_values(write, req, Slot::Blue, &own, &serde_json::Value::Null),
             scale_to: None,
             rerun_migration: None,
@@ -123,7 +134,11 @@ pub fn decide(
     let live = seen.cluster.slot(values.production);
     let serving = (live.deployment.is_some() && live.desired > 0).then_some(live.desired as u64);
     let wanted = req.replicas.map(u64::from);
-    let (replicas, scale_to) = if values.autoscaling {
+    let preview = req.preview_replicas.map(u64::from);
+    // A preview runs exactly its pods: the chart renders no HPA for it until swap promotes it.
+    let (replicas, scale_to) = if preview.is_some() {
+        (preview, None)
+    } else if values.autoscaling {
         (None, wanted.or(serving))
     } else {
         (
@@ -151,7 +166,7 @@ pub fn decide(
     });
     write.reset_then_reuse = true;
     write.force_conflicts = req.force && !drifted.is_empty();
-    let (write, own) = slot_sets(write, idle, &Version::Image(image.clone()), replicas);
+    let (write, own) = slot_sets(write, idle, &Version::Image(image.clone()), replicas, preview.is_some());
     let previous = seen
         .user_values
         .get(idle.as_str())
@@ -168,6 +183,7 @@ pub fn decide(
         image: Some(image),
         tag,
         replicas,
+        preview,
         write: with_slot_values(write, req, idle, &own, &previous),
         scale_to,
         rerun_migration,
@@ -181,6 +197,7 @@ fn slot_sets(
     slot: Slot,
     version: &Version,
     replicas: Option<u64>,
+    preview: bool,
 ) -> (Write, serde_json::Value) {
     use serde_json::json;
     let mut own = json!({"enabled": true});
@@ -217,6 +234,10 @@ fn slot_sets(
             SetValue::Literal(n.to_string()),
         );
         own["replicaCount"] = json!(n);
+    }
+    if preview {
+        write = write.set(format!("{slot}.preview"), SetValue::Literal("true".into()));
+        own["preview"] = json!(true);
     }
     (write, own)
 }
@@ -268,6 +289,7 @@ mod tests {
         DeployRequest {
             version: Version::Tag(tag.parse().unwrap()),
             replicas: None,
+            preview_replicas: None,
             replace: false,
             force: false,
             values_files: Vec::new(),
@@ -437,4 +459,20 @@ mod tests {
         assert!(err.reason.contains("pending-upgrade"), "{err:?}");
     }
 
+
+    #[test]
+    fn a_preview_is_staged_small_without_an_hpa_and_never_installs() {
+        let mut v = values(Slot::Blue, false);
+        v.autoscaling = true;
+        let s = observation(v, observed(5, 0), vec![rev(1, "deployed", "", "t")]);
+        let small = DeployRequest {
+            preview_replicas: Some(1),
+            ..req("v2")
+        };
+        let plan = decide("web", Some(&s), &small).unwrap();
+        assert_eq!((plan.replicas, plan.scale_to, plan.preview), (Some(1), None, Some(1)));
+        assert_eq!(sets(&plan.write)[3..], ["green.replicaCount=1", "green.preview=true"]);
+        let err = decide("web", None, &small).unwrap_err();
+        assert!(err.reason.contains("no production to stage a preview beside"), "{err:?}");
+    }
 }

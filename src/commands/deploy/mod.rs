@@ -74,25 +74,26 @@ pub fn preview(s: &Session<'_>, seen: Option<&Observation>, plan: &DeployPlan) -
     let all_values = seen.map(|s| &s.all_values).unwrap_or(&empty);
     let slot = plan.slot;
     let role = if plan.install { "production" } else { "stage" };
-    Ok(out.step(PlannedStep {
-        action: if plan.install {
-            format!("install {release} with {} in {slot} as production", plan.tag)
-        } else {
-            format!("stage {} in {slot}", plan.tag)
-        },
-        helm: ctx.helm.command_line(release, &ctx.chart.shown(), &plan.write),
-        changes: preview::changes(&plan.write, all_values, &files, ctx.chart.defaults.as_ref()),
-        then: plan
-            .scale_to
-            .map(|n| format!("scale the {slot} Deployment to {n} replicas (what production runs; the HPA owns replicas)"))
-            .into_iter()
-            .chain([
+    let action = if plan.install {
+        format!("install {release} with {} in {slot} as production", plan.tag)
+    } else {
+        format!("stage {} in {slot}", plan.tag)
+    };
+    let scale = plan
+        .scale_to
+        .map(|n| format!("scale the {slot} Deployment to {n} replicas (what production runs; the HPA owns replicas)"));
+    Ok(out.step(
+        PlannedStep::action(action)
+            .write(
+                ctx.helm.command_line(release, &ctx.chart.shown(), &plan.write),
+                preview::changes(&plan.write, all_values, &files, ctx.chart.defaults.as_ref()),
+            )
+            .then(scale.into_iter().chain([
                 format!("wait for the {slot} migration Job, if the chart runs one"),
                 format!("wait until the {slot} Deployment is fully available (timeout {}s)", ctx.timeout().as_secs()),
                 format!("wait until the {role} Service lists every {slot} pod as a ready endpoint"),
-            ])
-            .collect(),
-    }))
+            ])),
+    ))
 }
 
 fn read_values_files(files: &[PathBuf]) -> Result<Vec<(String, serde_json::Value)>> {
@@ -186,7 +187,7 @@ pub async fn act(ctx: &Ctx, release: &ReleaseName, seen: Option<&Observation>, p
         Some(s) if plan.write.values_files.is_empty() && plan.write.user_sets.is_empty() => {
             let image = plan.image.as_ref().expect("a deploy over a release names its image");
             let mut observed = s.clone();
-            observed.values = s.values.clone().with_staged(slot, image);
+            observed.values = s.values.clone().with_staged(slot, image, plan.preview.is_some());
             observed.cluster = cluster.observe(release).await?;
             observed.history.push(Revision {
                 revision: s.latest().revision + 1,
@@ -200,6 +201,18 @@ pub async fn act(ctx: &Ctx, release: &ReleaseName, seen: Option<&Observation>, p
         }
         _ => Observation::existing(ctx, release, History::Latest).await?,
     };
-    Ok(DeployReport::new(&after, plan.install, slot, &state))
+    // The slot's workers: at stageReplicas (0 by default: nothing to wait for once they are
+    // stopped) in a staged slot, at their replicas in a new release's production slot.
+    let names: Vec<String> = after.values.workloads.workers.iter().map(|w| w.name.clone()).collect();
+    let workers = wait::workers_settled(cluster, release, slot, &names, left, events)
+        .await
+        .with_context(|| {
+            if plan.install {
+                format!("the workers of the new release {release} did not start in {slot}")
+            } else {
+                staged_note(&format!("the workers of the {slot} slot of {release} did not start"))
+            }
+        })?;
+    Ok(DeployReport::new(&after, plan.install, slot, &state, &workers))
 }
 

@@ -8,6 +8,7 @@ use crate::cluster::SlotState;
 use crate::commands::Header;
 use crate::observe::Observation;
 use crate::rules;
+use crate::wait::workers::WorkerPods;
 use crate::vocab::{Op, Role, Slot};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -23,12 +24,24 @@ pub struct DeployReport {
     pub desired: i32,
     pub service: Option<String>,
     pub url: String,
+    /// Staged small (`--preview-replicas`): `swap` brings it to production's capacity first.
+    pub preview: bool,
+    /// The slot's workers as the deploy left them (at `stageReplicas` in a staged slot).
+    pub workers: Vec<WorkerCount>,
+}
+
+/// A worker's pods in the slot.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct WorkerCount {
+    pub name: String,
+    pub ready: i32,
+    pub desired: i32,
 }
 
 impl DeployReport {
     /// The report of a deploy (or install) into `slot`, from the release as it is `after` it and
     /// the state its wait ended with.
-    pub fn new(after: &Observation, install: bool, slot: Slot, state: &SlotState) -> DeployReport {
+    pub fn new(after: &Observation, install: bool, slot: Slot, state: &SlotState, workers: &[WorkerPods]) -> DeployReport {
         let values = &after.values;
         let role = if install { Role::Production } else { Role::Stage };
         let service = after.cluster.service(role).map(|s| s.name.clone());
@@ -42,6 +55,15 @@ impl DeployReport {
             desired: state.desired,
             url: values.url(role, service.as_deref().unwrap_or("SERVICE"), &after.namespace),
             service,
+            preview: values.slot(slot).preview,
+            workers: workers
+                .iter()
+                .map(|w| WorkerCount {
+                    name: w.worker.name.clone(),
+                    ready: w.worker.state.ready,
+                    desired: w.worker.state.desired,
+                })
+                .collect(),
         }
     }
 }
@@ -60,6 +82,12 @@ impl fmt::Display for DeployReport {
             self.service.as_deref().unwrap_or("(missing)"),
             self.url
         )?;
+        if self.preview {
+            writeln!(f, "  staged small: `bgslot swap {}` brings it to production's capacity first", self.header.release)?;
+        }
+        for w in &self.workers {
+            writeln!(f, "  worker {}: {}/{} ready", w.name, w.ready, w.desired)?;
+        }
         writeln!(f, "\nnext: {}", self.header.next_step())
     }
 }

@@ -263,6 +263,25 @@ impl Env {
             .unwrap()
     }
 
+    /// The API of `kind` in group `group`, in the most stable version the server serves it in
+    /// (policy/v1beta1 PDBs and batch/v1beta1 CronJobs on 1.20, v1 on a current cluster; on 1.20
+    /// batch's preferred version, v1, has Jobs only), and that version.
+    pub async fn api_of(&self, group: &str, kind: &str) -> (Api<kube::api::DynamicObject>, String) {
+        let api_group = kube::discovery::group(&self.client, group)
+            .await
+            .unwrap_or_else(|e| panic!("discovery of {group}: {e}"));
+        let (resource, _) = api_group
+            .resources_by_stability()
+            .into_iter()
+            .find(|(r, _)| r.kind == kind)
+            .unwrap_or_else(|| panic!("{group} serves no {kind}"));
+        let api_version = resource.api_version.clone();
+        (
+            Api::namespaced_with(self.client.clone(), &self.ns, &resource),
+            api_version,
+        )
+    }
+
     pub fn deployments(&self) -> Api<Deployment> {
         Api::namespaced(self.client.clone(), &self.ns)
     }

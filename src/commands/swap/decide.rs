@@ -1,116 +1,51 @@
-//! `bgslot swap RELEASE`: routes production to the staged slot, if and only if that slot can take
-//! production traffic now, then confirms the production Service really moved. `rollback` is the
-//! same flip back to the previous slot.
+//! What a swap (or rollback) decides, as a pure function of what it observed: a refusal, or the
+//! plan: the flip (one helm write of `productionSlot`, which moves the Services, the workers and
+//! the CronJobs together), preceded by a promotion of a slot staged small and followed, for
+//! stop-first workers, by the write that starts them.
 
-use std::fmt;
+use std::collections::BTreeSet;
 
-use anyhow::{Context, Result};
-use serde::Serialize;
-
-use super::preview::{self, Plan, PlannedStep};
-use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
+use super::{SwapKind, SwapRequest};
 use crate::chart::ChartSource;
-use crate::cluster::MigrationPhase;
-use crate::context::Ctx;
+use crate::cluster::{MigrationPhase, Observed};
 use crate::error::Refusal;
 use crate::helm::{Revision, SetValue, Write};
-use crate::names::{ReleaseName, Tag};
-use crate::observe::{History, Observation};
+use crate::observe::Observation;
 use crate::record::Recorded;
 use crate::rules;
 use crate::values::ReleaseValues;
-use crate::vocab::{Op, Role, Slot};
-use crate::wait;
-
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Helm release name
-    #[arg(value_name = "RELEASE")]
-    pub release: ReleaseName,
-    /// Refuse unless the staged slot runs this image tag
-    #[arg(long, value_name = "TAG")]
-    pub expect_tag: Option<Tag>,
-    /// Swap even when the Services' live selectors disagree with the release values (or a hand
-    /// edit still owns one, with Helm 4), or when a GitOps controller owns the release
-    #[arg(long)]
-    pub force: bool,
-    #[command(flatten)]
-    pub dry_run: DryRun,
-}
-
-impl Args {
-    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
-        let request = SwapRequest {
-            kind: SwapKind::Swap,
-            expect_tag: self.expect_tag.as_ref().map(Tag::to_string),
-            force: self.force,
-        };
-        execute(run, &self.release, &request, self.dry_run).await
-    }
-}
-
-/// A swap, or the same flip back to the previous slot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SwapKind {
-    Swap,
-    Rollback,
-}
-
-impl SwapKind {
-    pub fn op(self) -> Op {
-        match self {
-            SwapKind::Swap => Op::Swap,
-            SwapKind::Rollback => Op::Rollback,
-        }
-    }
-
-    /// What the flip records in the helm history.
-    pub fn record(self, from: Slot, to: Slot) -> Recorded {
-        match self {
-            SwapKind::Swap => Recorded::Swap { from, to },
-            SwapKind::Rollback => Recorded::Rollback { from, to },
-        }
-    }
-}
-
-/// What a swap (or rollback) is asked to do.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SwapRequest {
-    pub kind: SwapKind,
-    /// The tag (or, for a version pinned by digest, the digest) the staged slot must run.
-    pub expect_tag: Option<String>,
-    pub force: bool,
-}
-
-/// `swap` and `rollback`: observe, decide, then plan or act, under the lock.
-pub async fn execute(run: &Invocation<'_>, release: &ReleaseName, request: &SwapRequest, dry_run: DryRun) -> Result<()> {
-    mutate(run, Mutation::new(request.kind.op(), release, dry_run), async |s: &Session<'_>| {
-        let seen = observe(s.ctx, release, request.kind).await?;
-        let plan = decide(&seen, request, &s.ctx.chart)?;
-        if s.dry_run {
-            return Ok(Outcome::Planned(preview(s.ctx, &seen, &plan)));
-        }
-        act(s.ctx, &seen, plan).await.map(Outcome::Done)
-    })
-    .await
-}
-
-/// Reads the release; a rollback also reads the history, to know what the other slot holds (the
-/// previous production, or a version staged since) and which revision `helm rollback` restores.
-pub async fn observe(ctx: &Ctx, release: &ReleaseName, kind: SwapKind) -> Result<Observation> {
-    let need = match kind {
-        SwapKind::Swap => History::Latest,
-        SwapKind::Rollback => History::Full,
-    };
-    Observation::existing(ctx, release, need).await
-}
+use crate::vocab::{Role, Slot};
+use crate::workers::{Desired, Effect};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SwapPlan {
     pub kind: SwapKind,
     pub from: Slot,
     pub to: Slot,
+    /// A slot staged small is first brought to production's capacity, in a write of its own.
+    pub promote: Option<Promote>,
+    /// The flip: `productionSlot`, and the workers a stop-first handover holds.
+    pub write: Write,
+    /// What the flip changes in the workers and CronJobs.
+    pub effects: Vec<Effect>,
+    /// Workers stopped first: the flip holds them in both slots; a second write starts them in
+    /// `to` once their pods in `from` are gone.
+    pub stop_first: Vec<String>,
+    pub start_workers: Option<Write>,
+    /// Workers whose HPA takes over in `to`, with the replicas they run in `from` now: sized so
+    /// before the HPA takes over, as a staged web slot is.
+    pub worker_capacity: Vec<(String, u64)>,
+}
+
+/// Bringing a slot staged small to production's capacity before the flip.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promote {
+    /// Its pods now, and the pods it will run.
+    pub from: u64,
+    pub to: u64,
+    /// Its HPA (rendered again once it is no longer a preview) owns replicas: bgslot scales the
+    /// Deployment through the scale subresource after the write.
+    pub autoscaled: bool,
     pub write: Write,
 }
 
@@ -203,6 +138,9 @@ pub fn decide(seen: &Observation, request: &SwapRequest, chart: &ChartSource) ->
             ));
         }
     }
+    if let Some(workers) = (!values.workloads.workers.is_empty()).then_some(&values.workloads) {
+        workers.check_can_run(release, observed, to)?;
+    }
     if !state.fully_available() {
         return Err(Refusal::new(
             format!(
@@ -227,9 +165,12 @@ pub fn decide(seen: &Observation, request: &SwapRequest, chart: &ChartSource) ->
         ));
     }
     // Capacity: what production is meant to serve (its desired replicas, which an HPA sets),
-    // never a count a rolling update inflates for a moment.
+    // never a count a rolling update inflates for a moment. A slot staged small is brought to it
+    // first; one that was not (someone scaled it by hand) is refused.
     let live = observed.slot(from);
-    if state.available < live.desired {
+    let capacity = live.desired.max(0) as u64;
+    let promote = (target.preview && (state.desired.max(0) as u64) < capacity).then(|| promote_write(to, state.desired.max(0) as u64, capacity, values.autoscaling));
+    if promote.is_none() && state.available < live.desired {
         return Err(Refusal::new(
             format!(
                 "the {to} slot has {} available pods but production ({from}) is meant to serve with {}",
@@ -241,15 +182,81 @@ pub fn decide(seen: &Observation, request: &SwapRequest, chart: &ChartSource) ->
             ),
         ));
     }
-    let mut write = flip_write(request.kind, from, to);
-    write.force_conflicts = take_back;
-    write.reset_then_reuse = chart.differs_from(&seen.latest().chart);
-    Ok(SwapPlan {
-        kind: request.kind,
+    let promote = promote.map(|mut p| {
+        p.write.reset_then_reuse = chart.differs_from(&seen.latest().chart);
+        p.write.force_conflicts = take_back;
+        p
+    });
+    let mut plan = plan_flip(request.kind, from, to, values, observed, promote);
+    for write in [Some(&mut plan.write), plan.start_workers.as_mut()].into_iter().flatten() {
+        write.force_conflicts = take_back;
+        write.reset_then_reuse = chart.differs_from(&seen.latest().chart);
+    }
+    Ok(plan)
+}
+
+/// The writes that move production from `from` to `to` with these values (also what
+/// `release --dry-run` shows before its deploy has staged anything): the flip, holding the
+/// stop-first workers, and the write that starts them; which workers' HPAs take over, sized as
+/// they run in `from` now.
+pub fn plan_flip(
+    kind: SwapKind,
+    from: Slot,
+    to: Slot,
+    values: &ReleaseValues,
+    observed: &Observed,
+    promote: Option<Promote>,
+) -> SwapPlan {
+    let workloads = &values.workloads;
+    let stop_first: Vec<String> = workloads.stop_first().iter().map(|w| w.name.clone()).collect();
+    let held: BTreeSet<String> = stop_first.iter().cloned().collect();
+    let mut write = flip_write(kind, from, to);
+    if !workloads.workers.is_empty() {
+        write = write.set("heldWorkers", SetValue::Json(serde_json::json!(stop_first)));
+    }
+    let start_workers = (!stop_first.is_empty()).then(|| {
+        Write::upgrade(Recorded::StartWorkers {
+            slot: to,
+            workers: stop_first.clone(),
+        })
+        .set("heldWorkers", SetValue::Json(serde_json::json!([])))
+    });
+    let worker_capacity = workloads
+        .workers
+        .iter()
+        .filter(|w| w.desired(to, to, &BTreeSet::new()) == Desired::Autoscaled)
+        .filter_map(|w| {
+            let now = observed.worker(&w.name, from)?.state.desired;
+            (now > 0).then(|| (w.name.clone(), now as u64))
+        })
+        .collect();
+    SwapPlan {
+        kind,
         from,
         to,
+        promote,
+        effects: workloads.flip_effects(from, to, &held),
         write,
-    })
+        stop_first,
+        start_workers,
+        worker_capacity,
+    }
+}
+
+/// The write that brings `slot`, staged small at `from` pods, to `to` pods: no longer a preview
+/// (with autoscaling its HPA is rendered again), and without an HPA its replicas set.
+pub fn promote_write(slot: Slot, from: u64, to: u64, autoscaled: bool) -> Promote {
+    let mut write = Write::upgrade(Recorded::Promote { slot, replicas: to })
+        .set(format!("{slot}.preview"), SetValue::Literal("false".into()));
+    if !autoscaled {
+        write = write.set(format!("{slot}.replicaCount"), SetValue::Literal(to.to_string()));
+    }
+    Promote {
+        from,
+        to,
+        autoscaled,
+        write,
+    }
 }
 
 /// The one value a swap changes, with a description that makes `helm history` explain itself.
@@ -273,88 +280,6 @@ fn rollback_hint(release: &str, history: &[Revision], values: &ReleaseValues) ->
     )
 }
 
-pub fn preview(ctx: &Ctx, seen: &Observation, plan: &SwapPlan) -> Plan {
-    Plan::of(plan.kind.op(), seen).step(flip_step(ctx, &seen.release, plan, &seen.all_values))
-}
-
-/// The planned flip, also shown by `release --dry-run`.
-pub fn flip_step(ctx: &Ctx, release: &ReleaseName, plan: &SwapPlan, all_values: &serde_json::Value) -> PlannedStep {
-    PlannedStep {
-        action: format!("{}: production {} -> {}", plan.kind.op(), plan.from, plan.to),
-        helm: ctx.helm.command_line(release, &ctx.chart.shown(), &plan.write),
-        changes: preview::changes(&plan.write, all_values, &[], None),
-        then: vec![format!(
-            "wait until the production Service selects {} and routes only to its ready pods",
-            plan.to
-        )],
-    }
-}
-
-/// Writes the flip, then waits until the production Service routes only to the new slot.
-pub async fn act(ctx: &Ctx, seen: &Observation, plan: SwapPlan) -> Result<SwapReport> {
-    let release = &seen.release;
-    let (from, to, op) = (plan.from, plan.to, plan.kind.op());
-    ctx.events.step(&format!("{op} {release}: production {from} -> {to}"));
-    ctx.write(release, &plan.write)
-        .await
-        .with_context(|| format!("{} of {release} in namespace {}", plan.write.description(), ctx.namespace))?;
-    let endpoints = wait::production_serves(&ctx.cluster, release, to, ctx.timeout())
-        .await
-        .with_context(|| format!("helm applied the {op} of {release}, but the production Service does not serve {to} yet"))?;
-    let service = seen
-        .cluster
-        .service(Role::Production)
-        .map(|s| s.name.clone())
-        .unwrap_or_default();
-    let mut after = seen.values.clone();
-    after.production = to;
-    Ok(SwapReport {
-        header: Header::new(op, release, &seen.namespace)
-            .revision(seen.latest().revision + 1)
-            .production(to)
-            .next(format!("bgslot clean {release}   (or: bgslot rollback {release})")),
-        from,
-        to,
-        image: after.slot(to).image(),
-        previous_image: after.slot(from).image(),
-        url: after.url(Role::Production, &service, &seen.namespace),
-        service,
-        ready_endpoints: endpoints,
-    })
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct SwapReport {
-    /// `operation` is `swap` or `rollback`.
-    #[serde(flatten)]
-    pub header: Header,
-    pub from: Slot,
-    pub to: Slot,
-    /// What production runs now.
-    pub image: String,
-    /// What the previous slot still runs, until `clean`.
-    pub previous_image: String,
-    pub service: String,
-    pub ready_endpoints: usize,
-    pub url: String,
-}
-
-impl fmt::Display for SwapReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let release = &self.header.release;
-        writeln!(
-            f,
-            "{release}: production now routes to {} ({}; service {} has {} ready endpoints)",
-            self.to, self.image, self.service, self.ready_endpoints
-        )?;
-        writeln!(
-            f,
-            "  {} still runs {}: `bgslot rollback {release}` returns to it",
-            self.from, self.previous_image
-        )?;
-        writeln!(f, "\nnext: {}", self.header.next_step())
-    }
-}
 
 #[cfg(test)]
 mod tests {

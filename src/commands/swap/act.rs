@@ -1,0 +1,178 @@
+//! What a swap does once decided: promote a slot staged small (and wait until it serves at
+//! production's capacity), write the flip, size workers whose HPA takes over, confirm the
+//! production Service moved, finish a stop-first handover, and wait until the workers run in the
+//! new production slot and have stopped in the old one.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+
+use super::decide::{Promote, SwapPlan};
+use super::report::{CronJobMove, Promotion, SwapReport, WorkerCount, WorkerMove};
+use crate::commands::Header;
+use crate::context::Ctx;
+use crate::observe::Observation;
+use crate::vocab::{Role, Slot};
+use crate::wait::{self, workers::WorkerPods};
+
+pub async fn act(ctx: &Ctx, seen: &Observation, plan: SwapPlan) -> Result<SwapReport> {
+    let release = &seen.release;
+    let (from, to, op) = (plan.from, plan.to, plan.kind.op());
+    let mut writes = 0;
+    let promoted = match &plan.promote {
+        Some(p) => {
+            writes += 1;
+            Some(promote(ctx, seen, p, to).await?)
+        }
+        None => None,
+    };
+    ctx.events.step(&format!("{op} {release}: production {from} -> {to}"));
+    ctx.write(release, &plan.write)
+        .await
+        .with_context(|| format!("{} of {release} in namespace {}", plan.write.description(), ctx.namespace))?;
+    writes += 1;
+    let not_held = |name: &String| !plan.stop_first.contains(name);
+    size_workers(ctx, release, to, &plan.worker_capacity, not_held).await?;
+    let endpoints = wait::production_serves(&ctx.cluster, release, to, ctx.timeout())
+        .await
+        .with_context(|| format!("helm applied the {op} of {release}, but the production Service does not serve {to} yet"))?;
+    let back = format!("production routes to {to}; `bgslot rollback {release}` moves everything back");
+    let mut gaps = BTreeMap::new();
+    if let Some(start) = &plan.start_workers {
+        let names = plan.stop_first.join(", ");
+        ctx.events.step(&format!("{op} {release}: stop-first: waiting for the {from} pods of {names} to stop"));
+        wait::workers_settled(&ctx.cluster, release, from, &plan.stop_first, ctx.timeout(), ctx.events.as_ref())
+            .await
+            .with_context(|| format!("the {from} pods of the stop-first workers ({names}) did not stop; {back}"))?;
+        let stopped = Instant::now();
+        ctx.events.step(&format!("{op} {release}: starting {names} in {to}"));
+        ctx.write(release, start)
+            .await
+            .with_context(|| format!("starting the stop-first workers ({names}) in {to}; {back}"))?;
+        writes += 1;
+        size_workers(ctx, release, to, &plan.worker_capacity, |name| !not_held(name)).await?;
+        let started = wait::workers_settled(&ctx.cluster, release, to, &plan.stop_first, ctx.timeout(), ctx.events.as_ref())
+            .await
+            .with_context(|| format!("the stop-first workers ({names}) did not start in {to}; {back}"))?;
+        let gap = stopped.elapsed().as_millis() as u64;
+        gaps.extend(started.into_iter().map(|w| (w.worker.name, gap)));
+    }
+    let names: Vec<String> = seen.values.workloads.workers.iter().map(|w| w.name.clone()).collect();
+    let (running, stopped) = tokio::try_join!(
+        async {
+            wait::workers_settled(&ctx.cluster, release, to, &names, ctx.timeout(), ctx.events.as_ref())
+                .await
+                .with_context(|| format!("the workers of {to} did not all become available; {back}"))
+        },
+        async {
+            wait::workers_settled(&ctx.cluster, release, from, &names, ctx.timeout(), ctx.events.as_ref())
+                .await
+                .with_context(|| format!("the workers of {from} did not all stop; {back}"))
+        },
+    )?;
+    let cron_jobs = if seen.values.workloads.cron_jobs.is_empty() {
+        Vec::new()
+    } else {
+        ctx.cluster.cron_jobs(release).await?
+    };
+    let service = seen
+        .cluster
+        .service(Role::Production)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    let mut after = seen.values.clone();
+    after.production = to;
+    Ok(SwapReport {
+        header: Header::new(op, release, &seen.namespace)
+            .revision(seen.latest().revision + writes)
+            .production(to)
+            .next(format!("bgslot clean {release}   (or: bgslot rollback {release})")),
+        from,
+        to,
+        image: after.slot(to).image(),
+        previous_image: after.slot(from).image(),
+        url: after.url(Role::Production, &service, &seen.namespace),
+        service,
+        ready_endpoints: endpoints,
+        promoted,
+        workers: worker_moves(seen, &running, &stopped, &gaps),
+        cron_jobs: CronJobMove::of(&cron_jobs, to),
+    })
+}
+
+/// Brings a slot staged small to production's capacity and waits until it serves at that size
+/// behind the stage Service. A failure leaves production as it was and the slot staged.
+async fn promote(ctx: &Ctx, seen: &Observation, p: &Promote, slot: Slot) -> Result<Promotion> {
+    let release = &seen.release;
+    let unchanged = || format!("production is unchanged and {slot} stays staged");
+    ctx.events.step(&format!(
+        "swap {release}: bringing {slot} from {} to {} pods (production's capacity) before the flip",
+        p.from, p.to
+    ));
+    ctx.write(release, &p.write)
+        .await
+        .with_context(|| format!("bringing the {slot} slot of {release} to {} pods; {}", p.to, unchanged()))?;
+    if p.autoscaled {
+        let Some(name) = ctx.cluster.slot(release, slot).await?.deployment else {
+            anyhow::bail!("the {slot} Deployment of {release} is gone; {}", unchanged());
+        };
+        ctx.scale(&name, p.to).await?;
+    }
+    let state = wait::slot_available(&ctx.cluster, release, slot, ctx.timeout(), ctx.events.as_ref())
+        .await
+        .with_context(|| format!("the {slot} slot of {release} did not reach {} available pods; {}", p.to, unchanged()))?;
+    wait::endpoints_ready(&ctx.cluster, release, Role::Stage, slot, state.desired.max(0) as usize, ctx.timeout())
+        .await
+        .with_context(|| format!("the stage Service of {release} does not route to all {} pods of {slot}; {}", p.to, unchanged()))?;
+    Ok(Promotion { from: p.from, to: p.to })
+}
+
+/// Scales each worker in `slot` whose HPA takes over to what it ran in the old production slot
+/// (those `pick` chooses), so capacity is handed over as it is for the web pods.
+async fn size_workers(
+    ctx: &Ctx,
+    release: &str,
+    slot: Slot,
+    capacity: &[(String, u64)],
+    pick: impl Fn(&String) -> bool,
+) -> Result<()> {
+    for (name, replicas) in capacity.iter().filter(|(name, _)| pick(name)) {
+        let Some(worker) = ctx.cluster.workers(release, Some(slot)).await?.into_iter().find(|w| &w.name == name) else {
+            continue;
+        };
+        let Some(deployment) = worker.state.deployment else { continue };
+        ctx.events.step(&format!("{slot}: scaling the worker {name} to {replicas} replicas (what it ran before)"));
+        ctx.scale(&deployment, *replicas).await?;
+    }
+    Ok(())
+}
+
+fn worker_moves(
+    seen: &Observation,
+    running: &[WorkerPods],
+    stopped: &[WorkerPods],
+    gaps: &BTreeMap<String, u64>,
+) -> Vec<WorkerMove> {
+    let count = |list: &[WorkerPods], name: &str| {
+        list.iter().find(|w| w.worker.name == name).map(|w| WorkerCount {
+            slot: w.worker.slot,
+            ready: w.worker.state.ready,
+            desired: w.worker.state.desired,
+        })
+    };
+    seen.values
+        .workloads
+        .workers
+        .iter()
+        .filter_map(|w| {
+            Some(WorkerMove {
+                name: w.name.clone(),
+                handover: w.handover,
+                production: count(running, &w.name)?,
+                stage: count(stopped, &w.name)?,
+                gap_ms: gaps.get(&w.name).copied(),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,160 @@
+//! `bgslot swap RELEASE`: routes production to the staged slot, if and only if that slot can take
+//! production traffic now, then confirms the production Service really moved and the workers
+//! followed. `rollback` is the same flip back to the previous slot. The decision is `decide`, the
+//! writes and waits `act`, the report `report`.
+
+use anyhow::Result;
+use serde::Serialize;
+
+pub mod act;
+pub mod decide;
+pub mod report;
+
+pub use act::act;
+pub use decide::{decide, flip_write, plan_flip, promote_write, Promote, SwapPlan};
+pub use report::SwapReport;
+
+use super::preview::{self, Plan, PlannedStep};
+use super::{mutate, DryRun, Invocation, Mutation, Outcome, Session};
+use crate::context::Ctx;
+use crate::names::{ReleaseName, Tag};
+use crate::observe::{History, Observation};
+use crate::record::Recorded;
+use crate::vocab::{Op, Slot};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Helm release name
+    #[arg(value_name = "RELEASE")]
+    pub release: ReleaseName,
+    /// Refuse unless the staged slot runs this image tag
+    #[arg(long, value_name = "TAG")]
+    pub expect_tag: Option<Tag>,
+    /// Swap even when the Services' live selectors disagree with the release values (or a hand
+    /// edit still owns one, with Helm 4), or when a GitOps controller owns the release
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub dry_run: DryRun,
+}
+
+impl Args {
+    pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
+        let request = SwapRequest {
+            kind: SwapKind::Swap,
+            expect_tag: self.expect_tag.as_ref().map(Tag::to_string),
+            force: self.force,
+        };
+        execute(run, &self.release, &request, self.dry_run).await
+    }
+}
+
+/// A swap, or the same flip back to the previous slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SwapKind {
+    Swap,
+    Rollback,
+}
+
+impl SwapKind {
+    pub fn op(self) -> Op {
+        match self {
+            SwapKind::Swap => Op::Swap,
+            SwapKind::Rollback => Op::Rollback,
+        }
+    }
+
+    /// What the flip records in the helm history.
+    pub fn record(self, from: Slot, to: Slot) -> Recorded {
+        match self {
+            SwapKind::Swap => Recorded::Swap { from, to },
+            SwapKind::Rollback => Recorded::Rollback { from, to },
+        }
+    }
+}
+
+/// What a swap (or rollback) is asked to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SwapRequest {
+    pub kind: SwapKind,
+    /// The tag (or, for a version pinned by digest, the digest) the staged slot must run.
+    pub expect_tag: Option<String>,
+    pub force: bool,
+}
+
+/// `swap` and `rollback`: observe, decide, then plan or act, under the lock.
+pub async fn execute(run: &Invocation<'_>, release: &ReleaseName, request: &SwapRequest, dry_run: DryRun) -> Result<()> {
+    mutate(run, Mutation::new(request.kind.op(), release, dry_run), async |s: &Session<'_>| {
+        let seen = observe(s.ctx, release, request.kind).await?;
+        let plan = decide(&seen, request, &s.ctx.chart)?;
+        if s.dry_run {
+            return Ok(Outcome::Planned(preview(s.ctx, &seen, &plan)));
+        }
+        act(s.ctx, &seen, plan).await.map(Outcome::Done)
+    })
+    .await
+}
+
+/// Reads the release; a rollback also reads the history, to know what the other slot holds (the
+/// previous production, or a version staged since) and which revision `helm rollback` restores.
+pub async fn observe(ctx: &Ctx, release: &ReleaseName, kind: SwapKind) -> Result<Observation> {
+    let need = match kind {
+        SwapKind::Swap => History::Latest,
+        SwapKind::Rollback => History::Full,
+    };
+    Observation::existing(ctx, release, need).await
+}
+
+/// What `--dry-run` shows: the promotion of a slot staged small, the flip, and the start of
+/// stop-first workers, each with its helm command and what it changes.
+pub fn preview(ctx: &Ctx, seen: &Observation, plan: &SwapPlan) -> Plan {
+    let mut out = Plan::of(plan.kind.op(), seen);
+    for step in steps(ctx, &seen.release, plan, &seen.all_values) {
+        out = out.step(step);
+    }
+    out
+}
+
+/// The planned writes of a swap, also shown by `release --dry-run`.
+pub fn steps(ctx: &Ctx, release: &ReleaseName, plan: &SwapPlan, all_values: &serde_json::Value) -> Vec<PlannedStep> {
+    let shown = |write| ctx.helm.command_line(release, &ctx.chart.shown(), write);
+    let (from, to) = (plan.from, plan.to);
+    let mut steps = Vec::new();
+    if let Some(p) = &plan.promote {
+        let scale = p.autoscaled.then(|| format!("scale the {to} Deployment to {} replicas (its HPA owns replicas)", p.to));
+        steps.push(
+            PlannedStep::action(format!("promote: bring {to} from {} to {} pods (production's capacity)", p.from, p.to))
+                .write(shown(&p.write), preview::changes(&p.write, all_values, &[], None))
+                .then(scale.into_iter().chain([
+                    format!("wait until the {to} Deployment is fully available and the stage Service lists its {} pods; else stop, production unchanged", p.to),
+                ])),
+        );
+    }
+    let sizes = plan
+        .worker_capacity
+        .iter()
+        .filter(|(name, _)| !plan.stop_first.contains(name))
+        .map(|(name, n)| format!("scale the worker {name} in {to} to {n} replicas (what it runs in {from}; its HPA owns replicas)"));
+    steps.push(
+        PlannedStep::action(format!("{}: production {from} -> {to}", plan.kind.op()))
+            .write(shown(&plan.write), preview::changes(&plan.write, all_values, &[], None))
+            .effects(plan.effects.clone())
+            .then(sizes.chain([format!(
+                "wait until the production Service selects {to} and routes only to its ready pods"
+            )])),
+    );
+    if let Some(start) = &plan.start_workers {
+        let names = plan.stop_first.join(", ");
+        steps.push(
+            PlannedStep::action(format!("stop-first: once the {from} pods of {names} are gone, start them in {to}"))
+                .write(shown(start), preview::changes(start, all_values, &[], None)),
+        );
+    }
+    if let Some(last) = steps.last_mut() {
+        if !plan.effects.is_empty() {
+            last.then.push(format!("wait until the workers run in {to} and have stopped in {from}"));
+        }
+    }
+    steps
+}
