@@ -13,6 +13,7 @@ use serde_json::Value;
 
 use crate::names::{shell_words, SetArg};
 use crate::signals;
+pub mod storage;
 
 /// Helm versions bgslot knows how to drive.
 pub const MIN_HELM: (u64, u64) = (3, 14);
