@@ -5,6 +5,7 @@ pub mod argv;
 pub mod error;
 pub mod json;
 pub mod runner;
+pub mod storage;
 pub mod version;
 
 pub use argv::{is_secret_key, SetValue, Target, Write};

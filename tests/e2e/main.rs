@@ -13,6 +13,7 @@ mod ci_pipeline;
 mod cli;
 mod dry_run;
 mod gitops;
+mod helm_storage;
 mod plugin;
 mod rbac;
 mod real_app;
