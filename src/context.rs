@@ -15,7 +15,7 @@ use crate::chart::ChartSource;
 use crate::cluster::Cluster;
 use crate::error::LockLost;
 use crate::events::Events;
-use crate::helm::{self, HelmRunner, Target, Write};
+use crate::helm::{self, HelmRunner, Records, Target, Write};
 use crate::lock::{Holder, LockGuard};
 use crate::names::ReleaseName;
 use crate::vocab::Op;
@@ -44,6 +44,8 @@ pub struct Ctx {
     pub namespace: String,
     pub client: Client,
     pub helm: HelmRunner,
+    /// A release's records: read from helm's storage directly, else through helm.
+    pub records: Records,
     pub cluster: Cluster,
     /// The chart writes use, resolved before anything else happens.
     pub chart: ChartSource,
@@ -89,12 +91,19 @@ impl Ctx {
                 ))
             }
         }
+        let helm = helm?;
         Ok(Ctx {
             settings: settings.clone(),
             cluster: Cluster::new(client.clone(), namespace.clone(), events.clone()),
+            records: Records::new(
+                client.clone(),
+                namespace.clone(),
+                helm.clone(),
+                events.clone(),
+            ),
             namespace,
             client,
-            helm: helm?,
+            helm,
             chart,
             events,
             lock: tokio::sync::Mutex::new(None),

@@ -1,6 +1,6 @@
 //! One read of a release, taken at the start of a command: what helm records (the latest
-//! revision and the user's values, from one `helm status`) and what the cluster runs, so that
-//! every decision is made from one consistent picture.
+//! revision and the user's values, read from helm's own storage) and what the cluster runs, so
+//! that every decision is made from one consistent picture.
 
 use anyhow::{anyhow, Result};
 use serde_json::Value;
@@ -72,45 +72,44 @@ impl Observation {
 
     /// Reads `release`, telling a missing release from objects some other tool manages.
     pub async fn find(ctx: &Ctx, release: &ReleaseName, need: History) -> Result<Found> {
-        // The helm read and the API reads are independent: run them together.
-        let (status, cluster) =
-            tokio::join!(ctx.helm.status(release), ctx.cluster.observe(release));
+        // The record read and the API reads are independent: run them together.
+        let (latest, cluster) =
+            tokio::join!(ctx.records.latest(release), ctx.cluster.observe(release));
         let cluster = cluster?;
-        let Some(status) = status? else {
+        let Some(latest) = latest? else {
             return Ok(match unmanaged(release, &cluster) {
                 Some(refusal) => Found::Unmanaged(refusal),
                 None => Found::Missing,
             });
         };
-        let chart_id = cluster.chart.clone().unwrap_or_default();
-        let latest = status.revision(chart_id.clone());
-        let user_values = status
-            .config
-            .clone()
-            .filter(|v| !v.is_null())
-            .unwrap_or_else(|| Value::Object(Default::default()));
-        // The chart bgslot writes with is usually the release's own: its defaults under the
-        // user's values are the computed values. Otherwise helm computes them (a second read).
-        let all_values = match ctx.chart.defaults_of(&chart_id) {
-            Some(defaults) => coalesce(defaults, &user_values),
-            None => ctx.helm.values(release).await?,
+        let mut revision = latest.revision;
+        // Read through `helm status`, the chart is the one the Services' label names.
+        if revision.chart.is_empty() {
+            revision.chart = cluster.chart.clone().unwrap_or_default();
+        }
+        let user_values = latest.user_values;
+        // The computed values are the chart's values under the user's, as helm coalesces them
+        // (`helm get values --all`): from the record, or from this chart when it is the
+        // release's; only otherwise does helm compute them (a second read).
+        let all_values = match (&latest.defaults, ctx.chart.defaults_of(&revision.chart)) {
+            (Some(defaults), _) | (None, Some(defaults)) => coalesce(defaults, &user_values),
+            (None, None) => ctx.helm.values(release).await?,
         };
         let mut values = ReleaseValues::from_json(release, &all_values)?;
         values.fill_running_images(|slot| cluster.slot(slot).image.clone());
-        let history = if need == History::Full || !latest.is_settled() {
+        let history = if need == History::Full || !revision.is_settled() {
             let mut history = ctx
-                .helm
+                .records
                 .history(release)
                 .await?
-                .filter(|h| !h.is_empty())
-                .unwrap_or_else(|| vec![latest.clone()]);
-            // History names the chart itself; keep the status's view of the latest otherwise.
-            if history.last().map(|r| r.revision) != Some(latest.revision) {
-                history.push(latest);
+                .unwrap_or_else(|| vec![revision.clone()]);
+            // Keep the latest as read above, should the history end before it.
+            if history.last().map(|r| r.revision) != Some(revision.revision) {
+                history.push(revision);
             }
             history
         } else {
-            vec![latest]
+            vec![revision]
         };
         Ok(Found::Release(Box::new(Observation {
             release: release.clone(),

@@ -30,10 +30,9 @@ impl Args {
 
 async fn history(ctx: &Ctx, release: &ReleaseName) -> Result<HistoryReport> {
     let revisions = ctx
-        .helm
+        .records
         .history(release)
         .await?
-        .filter(|h| !h.is_empty())
         .ok_or_else(|| not_found(release, &ctx.namespace))?;
     Ok(HistoryReport {
         release: release.to_string(),

@@ -290,8 +290,11 @@ async fn stopped_by_signal<T>(
     let Some(sig) = signals::received().filter(|_| result.is_err()) else {
         return result;
     };
-    let state = match ctx.helm.status(release).await {
-        Ok(Some(status)) => format!("revision {} is {}", status.version, status.info.status),
+    let state = match ctx.records.latest(release).await {
+        Ok(Some(latest)) => format!(
+            "revision {} is {}",
+            latest.revision.revision, latest.revision.status
+        ),
         Ok(None) => "the release does not exist".into(),
         Err(e) => format!("its state could not be read: {e}"),
     };

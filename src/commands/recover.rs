@@ -45,7 +45,7 @@ async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>>
     let (ctx, release) = (s.ctx, s.release);
     // The history decides (the values of a stuck revision are what is in doubt); the Services
     // say whether a GitOps controller owns the release.
-    let (history, services) = tokio::join!(ctx.helm.history(release), ctx.cluster.services(release));
+    let (history, services) = tokio::join!(ctx.records.history(release), ctx.cluster.services(release));
     let history = history?
         .filter(|h| !h.is_empty())
         .ok_or_else(|| not_found(release, &ctx.namespace))?;

@@ -43,9 +43,13 @@ impl Args {
     }
 }
 
+/// How long a watch lets the events of one change arrive (a write touches several objects at
+/// once) before it reads and redraws: short, so a change shows within 100 ms.
+const WATCH_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Shows the status again at every change, until SIGINT or SIGTERM or until the reader goes
-/// away. Bursts of changes (a rollout touches many objects) are shown once they settle for a
-/// moment; ages move on by themselves, so a new frame is for a change of anything else.
+/// away. The events of one change make one frame ([`WATCH_SETTLE`]); ages move on by
+/// themselves, so a new frame is for a change of anything else.
 async fn watch(ctx: &Ctx, run: &Invocation<'_>, release: &ReleaseName) -> Result<()> {
     use futures::StreamExt;
     let mut changes = std::pin::pin!(crate::wait::release_changes(&ctx.cluster, release));
@@ -70,7 +74,7 @@ async fn watch(ctx: &Ctx, run: &Invocation<'_>, release: &ReleaseName) -> Result
                     anyhow::bail!("the watch on {release} ended unexpectedly");
                 }
                 tokio::select! {
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(300)) => {}
+                    _ = tokio::time::sleep(WATCH_SETTLE) => {}
                     _ = signals.changed_to_signal() => return Ok(()),
                 }
                 while let Some(Some(())) = futures::FutureExt::now_or_never(changes.next()) {}

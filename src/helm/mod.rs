@@ -4,6 +4,7 @@
 pub mod argv;
 pub mod error;
 pub mod json;
+pub mod records;
 pub mod runner;
 pub mod storage;
 pub mod version;
@@ -11,5 +12,6 @@ pub mod version;
 pub use argv::{is_secret_key, SetValue, Target, Write};
 pub use error::{HelmError, HelmErrorKind};
 pub use json::{Revision, Status};
+pub use records::{Latest, Records};
 pub use runner::HelmRunner;
 pub use version::{locate, HelmVersion};

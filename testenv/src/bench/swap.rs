@@ -2,8 +2,10 @@
 //! `bgslot swap` costs next to a bare `helm upgrade --reuse-values` of the same change and next to
 //! patching the two Services' selectors by hand, how soon after each the node's proxy routes only
 //! to the new slot, how late `bgslot deploy` returns after its Deployment became available, and
-//! how many helm commands one swap runs. Helms run one after the other so their timings do not
-//! disturb each other. Figures only, no asserts.
+//! how many helm commands one swap runs; what `bgslot status` costs next to `helm status` (and how
+//! many helm commands it runs), and how soon `bgslot status --watch` redraws after a change it
+//! watches. Helms run one after the other so their timings do not disturb each other. Figures
+//! only, no asserts.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -28,7 +30,9 @@ const NO_LAG: &str = r"service.annotations.sim\.bgslot\.dev/proxy-lag=0s";
 /// Replicas per slot, as in a small production.
 const REPLICAS: &str = "3";
 /// The goal for `bgslot swap` against a bare `helm upgrade --reuse-values`.
-const GOAL_RATIO: f64 = 1.3;
+const GOAL_RATIO: f64 = 1.1;
+/// The goal for a `status --watch` redraw after a change, in ms.
+const GOAL_REDRAW_MS: f64 = 100.0;
 
 #[derive(clap::Args, Clone, Debug)]
 pub struct Options {
@@ -59,6 +63,9 @@ pub struct Samples {
     pub bare_upgrade_flip_ms: Vec<f64>,
     pub selector_patch_flip_ms: Vec<f64>,
     pub ready_noticed_ms: Vec<f64>,
+    pub status_ms: Vec<f64>,
+    pub helm_status_ms: Vec<f64>,
+    pub watch_redraw_ms: Vec<f64>,
 }
 
 /// One helm's figures, as swap.json has them.
@@ -75,6 +82,12 @@ pub struct HelmRun {
     pub flip_ms_median: Option<f64>,
     pub bare_upgrade_flip_ms_median: Option<f64>,
     pub selector_patch_flip_ms_median: Option<f64>,
+    /// `bgslot status` of the release, and `helm status` of the same release.
+    pub status_ms_median: Option<f64>,
+    pub helm_status_ms_median: Option<f64>,
+    pub helm_commands_per_status: usize,
+    /// From a change of a Service's selector to the `status --watch` frame that shows it.
+    pub watch_redraw_ms_median: Option<f64>,
     pub samples: Samples,
 }
 
@@ -171,11 +184,11 @@ impl SwapBench<'_> {
         }
         let mut s = Samples::default();
         // Each round swaps to the idle slot and back, then deploys a new version to it again.
-        let (production, other) = ("blue", "green");
+        let (production, idle) = ("blue", "green");
         for round in 1..=self.opts.rounds {
             // bgslot swap, production -> other.
             let (ms, flip) = self
-                .timed_flip(&ns, other, async {
+                .timed_flip(&ns, idle, async {
                     self.bgslot_ok(&ns, &["swap", RELEASE]).await
                 })
                 .await?;
@@ -209,12 +222,26 @@ impl SwapBench<'_> {
                 .await?;
             s.selector_patch_ms.push(ms);
             s.selector_patch_flip_ms.push(flip);
+            // What status costs, with bgslot and with helm, and how soon a watch shows a change.
+            s.status_ms.push(
+                self.timed(self.bgslot_ok(&ns, &["status", RELEASE]))
+                    .await?,
+            );
+            s.helm_status_ms.push(
+                self.timed(self.helm_ok(&["status", RELEASE, "--namespace", &ns, "-o", "json"]))
+                    .await?,
+            );
+            s.watch_redraw_ms
+                .push(self.watch_redraw(&patch_ns, other(patched_to)).await?);
+            // Back as the round left it, so the next round's patch is a change again.
+            self.patch_selectors(&patch_ns, patched_to).await?;
+            self.await_routes(&patch_ns, patched_to).await?;
             // A deploy to the idle slot: how late bgslot returns after it is available.
             let tag = format!("v{}", round + 2);
             s.ready_noticed_ms
-                .push(self.ready_noticed(&ns, other, &tag).await?);
+                .push(self.ready_noticed(&ns, idle, &tag).await?);
             self.progress(&format!(
-                "round {round}/{}: swap {:.0} ms (flip {:.0} ms), bare upgrade {:.0} ms (flip {:.0} ms), selector patch {:.0} ms (flip {:.0} ms), deploy returned {:.0} ms after available",
+                "round {round}/{}: swap {:.0} ms (flip {:.0} ms), bare upgrade {:.0} ms (flip {:.0} ms), selector patch {:.0} ms (flip {:.0} ms), deploy returned {:.0} ms after available, status {:.0} ms (helm {:.0} ms), watch redrew {:.0} ms after a change",
                 self.opts.rounds,
                 s.bgslot_swap_ms.last().unwrap(),
                 s.flip_ms.last().unwrap(),
@@ -223,9 +250,13 @@ impl SwapBench<'_> {
                 s.selector_patch_ms.last().unwrap(),
                 s.selector_patch_flip_ms.last().unwrap(),
                 s.ready_noticed_ms.last().unwrap(),
+                s.status_ms.last().unwrap(),
+                s.helm_status_ms.last().unwrap(),
+                s.watch_redraw_ms.last().unwrap(),
             ));
         }
-        let helm_commands = self.helm_commands(&ns).await?;
+        let helm_commands = self.helm_commands(&ns, &["swap", RELEASE]).await?;
+        let status_commands = self.helm_commands(&ns, &["status", RELEASE]).await?;
         for ns in [&ns, &patch_ns] {
             self.delete_namespace(ns).await?;
         }
@@ -248,6 +279,10 @@ impl SwapBench<'_> {
             flip_ms_median: median(s.flip_ms.clone()),
             bare_upgrade_flip_ms_median: median(s.bare_upgrade_flip_ms.clone()),
             selector_patch_flip_ms_median: median(s.selector_patch_flip_ms.clone()),
+            status_ms_median: median(s.status_ms.clone()),
+            helm_status_ms_median: median(s.helm_status_ms.clone()),
+            helm_commands_per_status: status_commands.len(),
+            watch_redraw_ms_median: median(s.watch_redraw_ms.clone()),
             samples: s,
         })
     }
@@ -326,12 +361,73 @@ impl SwapBench<'_> {
         Ok((exited - available) * 1000.0)
     }
 
-    /// Which helm commands one `bgslot swap` runs (from `bgslot -v`), on a swap of its own.
-    async fn helm_commands(&self, ns: &str) -> Result<Vec<String>> {
-        let out = self.bgslot(ns, &["-v", "swap", RELEASE]).await?;
+    /// The wall time of `step`, in ms.
+    async fn timed(&self, step: impl std::future::Future<Output = Result<()>>) -> Result<f64> {
+        let began = Instant::now();
+        step.await?;
+        Ok(began.elapsed().as_secs_f64() * 1000.0)
+    }
+
+    /// Starts `bgslot status --watch -o json` on `ns`, patches the Services' selectors to
+    /// `production` once its first frame is out, and returns how long after the patch the frame
+    /// showing it arrived, in ms.
+    async fn watch_redraw(&self, ns: &str, production: &str) -> Result<f64> {
+        use tokio::io::AsyncBufReadExt;
+        let mut watch = tokio::process::Command::new(&self.opts.bgslot)
+            .args([
+                "status",
+                RELEASE,
+                "--watch",
+                "-o",
+                "json",
+                "--namespace",
+                ns,
+            ])
+            .env("HELM_BIN", self.helm)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("running {}", self.opts.bgslot.display()))?;
+        let mut frames =
+            tokio::io::BufReader::new(watch.stdout.take().context("the watch's stdout")?).lines();
+        let selects = |line: &str| -> Option<String> {
+            let frame: serde_json::Value = serde_json::from_str(line).ok()?;
+            let main = frame["services"]
+                .as_array()?
+                .iter()
+                .find(|s| s["service"] == "main" && s["role"] == "production")?;
+            main["selects"].as_str().map(str::to_string)
+        };
+        let wait = Duration::from_secs(30);
+        tokio::time::timeout(wait, frames.next_line())
+            .await
+            .context("no first frame from the watch within 30s")??;
+        let began = Instant::now();
+        self.patch_selectors(ns, production).await?;
+        loop {
+            let line = tokio::time::timeout(wait, frames.next_line())
+                .await
+                .context("the watch drew no frame with the change within 30s")??
+                .context("the watch ended")?;
+            if selects(&line).as_deref() == Some(production) {
+                let took = began.elapsed().as_secs_f64() * 1000.0;
+                let _ = watch.start_kill();
+                return Ok(took);
+            }
+        }
+    }
+
+    /// Which helm commands one bgslot command runs (from `bgslot -v`), on a run of its own.
+    async fn helm_commands(&self, ns: &str, command: &[&str]) -> Result<Vec<String>> {
+        let mut args = vec!["-v"];
+        args.extend(command);
+        let out = self.bgslot(ns, &args).await?;
         if !out.status.success() {
             bail!(
-                "bgslot -v swap failed: {}",
+                "bgslot -v {} failed: {}",
+                command.join(" "),
                 String::from_utf8_lossy(&out.stderr)
             );
         }
@@ -526,6 +622,34 @@ fn table(runs: &[HelmRun], rounds: usize) -> String {
             ms(r.bare_upgrade_flip_ms_median),
             ms(r.selector_patch_flip_ms_median),
             ms(r.ready_noticed_ms_median),
+        );
+    }
+    out += &format!(
+        "\n  {:<8} {:>14} {:>14} {:>18} {:>16}\n",
+        "helm", "bgslot status", "helm status", "helm cmds/status", "watch redraw"
+    );
+    for r in runs {
+        out += &format!(
+            "  {:<8} {:>14} {:>14} {:>18} {:>16}\n",
+            r.helm,
+            ms(r.status_ms_median),
+            ms(r.helm_status_ms_median),
+            r.helm_commands_per_status,
+            ms(r.watch_redraw_ms_median),
+        );
+    }
+    for r in runs {
+        let redraw = r
+            .watch_redraw_ms_median
+            .is_some_and(|x| x <= GOAL_REDRAW_MS);
+        let faster =
+            matches!((r.status_ms_median, r.helm_status_ms_median), (Some(a), Some(b)) if a < b);
+        out += &format!(
+            "\n  {}: status {} helm status (goal: faster, with no helm process: {}); a watch redraw {} the {GOAL_REDRAW_MS} ms goal",
+            r.helm,
+            if faster { "is faster than" } else { "is not faster than" },
+            r.helm_commands_per_status,
+            if redraw { "meets" } else { "misses" }
         );
     }
     for r in runs {
