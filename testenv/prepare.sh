@@ -43,7 +43,8 @@ check_version() {
 }
 
 # --- system packages -------------------------------------------------------------------------
-apt_install etcd-server unzip ca-certificates groff-base curl
+# postgresql: a private server for the tests of helm's SQL storage driver (they start their own).
+apt_install etcd-server unzip ca-certificates groff-base curl postgresql
 command -v npm >/dev/null || apt_install npm
 # etcd-server's package starts a system etcd on 2379; the tests run their own on free ports.
 if command -v systemctl >/dev/null && systemctl is-active --quiet etcd 2>/dev/null; then as_root systemctl stop etcd || true; fi

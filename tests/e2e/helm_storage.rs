@@ -753,99 +753,6 @@ async fn record_size(case: &Case<'_>, version: u64) -> usize {
     }
 }
 
-/// A kubeconfig for a ServiceAccount bound to `examples/rbac.yaml`'s Role without its secrets
-/// rule (as tests/rbac_e2e.rs builds one for the full Role).
-async fn service_account_without_secrets(env: &Env, dir: &Path) -> PathBuf {
-    use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
-    use kube::api::PostParams;
-
-    let text =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/rbac.yaml"))
-            .unwrap();
-    let docs: Vec<Value> = serde_saphyr::from_multiple(&text).expect("examples/rbac.yaml is YAML");
-    let pp = PostParams::default();
-    for mut doc in docs.into_iter().filter(|d| d.is_object()) {
-        match doc["kind"].as_str().unwrap() {
-            "ServiceAccount" => {
-                let sa: ServiceAccount = serde_json::from_value(doc).unwrap();
-                Api::<ServiceAccount>::namespaced(env.client.clone(), &env.ns)
-                    .create(&pp, &sa)
-                    .await
-                    .unwrap();
-            }
-            "Role" => {
-                let rules = doc["rules"].as_array_mut().unwrap();
-                let before = rules.len();
-                rules.retain(|r| {
-                    !r["resources"]
-                        .as_array()
-                        .unwrap()
-                        .contains(&json!("secrets"))
-                });
-                assert_eq!(rules.len(), before - 1, "the Role has one secrets rule");
-                let role: Role = serde_json::from_value(doc).unwrap();
-                Api::<Role>::namespaced(env.client.clone(), &env.ns)
-                    .create(&pp, &role)
-                    .await
-                    .unwrap();
-            }
-            "RoleBinding" => {
-                doc["subjects"][0]["namespace"] = json!(env.ns);
-                let binding: RoleBinding = serde_json::from_value(doc).unwrap();
-                Api::<RoleBinding>::namespaced(env.client.clone(), &env.ns)
-                    .create(&pp, &binding)
-                    .await
-                    .unwrap();
-            }
-            other => panic!("unexpected {other} in examples/rbac.yaml"),
-        }
-    }
-    // The token Secret is made (and read) by the admin.
-    let secrets: Api<Secret> = Api::namespaced(env.client.clone(), &env.ns);
-    let token: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "bgslot-token", "annotations": {"kubernetes.io/service-account.name": "bgslot"}},
-        "type": "kubernetes.io/service-account-token"
-    }))
-    .unwrap();
-    secrets.create(&pp, &token).await.unwrap();
-    let read_token = || async {
-        let secret = secrets.get("bgslot-token").await.ok()?;
-        let token = secret.data?.get("token")?.0.clone();
-        Some(String::from_utf8(token).unwrap())
-    };
-    common::eventually("the ServiceAccount token is issued", || async {
-        read_token().await.is_some()
-    })
-    .await;
-    let token = read_token().await.unwrap();
-    let admin: Value =
-        serde_saphyr::from_str(&std::fs::read_to_string(common::kubeconfig()).unwrap()).unwrap();
-    let current = admin["current-context"].as_str().unwrap().to_string();
-    let context = admin["contexts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == current.as_str())
-        .unwrap();
-    let cluster = admin["clusters"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == context["context"]["cluster"])
-        .unwrap();
-    let config = json!({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "c", "cluster": cluster["cluster"]}],
-        "users": [{"name": "bgslot", "user": {"token": token}}],
-        "contexts": [{"name": "bgslot", "context": {"cluster": "c", "user": "bgslot", "namespace": env.ns}}],
-        "current-context": "bgslot",
-    });
-    let path = dir.join("kubeconfig");
-    std::fs::write(&path, serde_json::to_string(&config).unwrap()).unwrap();
-    path
-}
-
 async fn client_for(kubeconfig: &Path) -> Client {
     let kc = kube::config::Kubeconfig::read_from(kubeconfig).unwrap();
     let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
@@ -870,7 +777,8 @@ async fn unsupported_driver_forbidden_and_api_failure(major: u32) {
         let case = Case::new(&env, driver, "web");
         case.helm(&["install", &case.release, c.to_str().unwrap()]);
     }
-    let kubeconfig = service_account_without_secrets(&env, dir.path()).await;
+    let kubeconfig =
+        PathBuf::from(common::rbac::service_account(&env, dir.path(), &["secrets"]).await);
     let limited = client_for(&kubeconfig).await;
 
     // No access to Secrets: the reason to fall back, naming what is missing.

@@ -11,6 +11,7 @@ mod chart_install;
 mod chart_render;
 mod ci_pipeline;
 mod cli;
+mod direct_read;
 mod dry_run;
 mod gitops;
 mod helm_storage;

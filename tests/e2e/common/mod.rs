@@ -6,6 +6,8 @@
 
 pub mod cli;
 pub mod dataplane;
+pub mod postgres;
+pub mod rbac;
 
 /// Runs each named `async fn NAME(helm_major: u32)` once with Helm 3 and once with Helm 4.
 #[allow(unused_macros)]
