@@ -132,6 +132,9 @@ impl App {
         if let Some(age) = spec.max_connection_age {
             cmd.arg(format!("--max-connection-age={}ms", age.as_millis()));
         }
+        if let Some(delay) = spec.stop_delay {
+            cmd.arg(format!("--stop-delay={}ms", delay.as_millis()));
+        }
         if behaviour.never_ready {
             cmd.arg("--never-ready");
         }
