@@ -21,7 +21,7 @@
 //! - `sigterm`: `grace_period_s`, the pod's grace period (counted from when its deletion began, as
 //!   a kubelet counts it, `--max-grace` applied), and `kill_after_s`, how long after this SIGTERM
 //!   the kubelet sends SIGKILL if the app still runs (less than the grace period after a preStop
-//!   hook; 2 s when the hook used it all).
+//!   hook; 2 s when the hook used it all). Both in seconds, to the millisecond.
 //! - `sigkill`: `reason`: `grace_period_over`, `pod_vanished` (the pod object went away without
 //!   a graceful deletion, or during one), `kubelet_stopping` (the kubelet got SIGTERM or SIGINT;
 //!   no `exited` line follows, as the kubelet ends without waiting), or `start_failed` (the app
@@ -37,8 +37,9 @@
 //! ```
 //!
 //! Every line parses into [`PodEvent`] (a reader outside this crate copies that struct: each
-//! field but the common five may be absent). A kubelet that is itself SIGKILLed writes nothing for
-//! the apps that die with it. `testenv pod-events` prints the record.
+//! field but the common five may be absent). Pods that run to completion (Jobs) have no process
+//! here, so no lines; a kubelet that is itself SIGKILLed writes nothing for the apps that die with
+//! it. `testenv pod-events` prints the record.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -104,9 +105,12 @@ impl What {
     }
 
     pub fn sigterm(grace: Duration, kill_after: Duration) -> What {
+        // To the millisecond: the microseconds between the deadline's start and this SIGTERM
+        // are noise to a reader.
+        let ms = |d: Duration| (d.as_secs_f64() * 1000.0).round() / 1000.0;
         What::Sigterm {
-            grace_period_s: grace.as_secs_f64(),
-            kill_after_s: kill_after.as_secs_f64(),
+            grace_period_s: ms(grace),
+            kill_after_s: ms(kill_after),
         }
     }
 
@@ -317,7 +321,7 @@ mod tests {
             r#"{"t":"2025-01-31T09:15:02.500000Z","event":"started","pod":"shop/worker-1","uid":"u-1","pid":4242,"labels":{"bgslot/slot":"blue"}}"#.to_string() + "\n"
         );
         assert_eq!(
-            line(t, &subject(), &What::sigterm(Duration::from_secs(30), Duration::from_millis(25_500))),
+            line(t, &subject(), &What::sigterm(Duration::from_secs(30), Duration::from_micros(25_499_900))),
             r#"{"t":"2025-01-31T09:15:02.500000Z","event":"sigterm","pod":"shop/worker-1","uid":"u-1","pid":4242,"grace_period_s":30.0,"kill_after_s":25.5}"#.to_string() + "\n"
         );
         assert_eq!(
