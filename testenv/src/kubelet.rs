@@ -114,12 +114,16 @@ pub async fn run(opts: Options) -> Result<()> {
         events: events.clone(),
     });
     tokio::spawn(kubelet.clone().heartbeat());
+    let watch = kubelet.watch_pods();
+    tokio::pin!(watch);
     let outcome = tokio::select! {
-        r = kubelet.watch_pods() => r,
+        r = &mut watch => r,
         _ = sigterm.recv() => Ok(()),
         _ = sigint.recv() => Ok(()),
     };
     // Apps also die with this process (parent-death signal); killing them here is immediate.
+    // The watch is still alive (pinned until this returns): its end would tell every pod task
+    // that its pod vanished, and they would say so in the record.
     app::kill_all(&events);
     log!("kubelet stopping; its apps were killed");
     outcome

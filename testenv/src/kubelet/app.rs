@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -24,8 +25,15 @@ const START_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The apps this kubelet runs, by pid, so a stopping kubelet can kill them all.
 static RUNNING: Mutex<Option<HashMap<i32, Subject>>> = Mutex::new(None);
+/// Set once the kubelet is stopping: it has killed every app, and no pod task may start, signal
+/// or record one after that.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
 fn register(subject: &Subject) {
+    if STOPPING.load(Ordering::SeqCst) {
+        // Started as the kubelet stopped: it dies with the kubelet (parent-death signal).
+        return;
+    }
     RUNNING
         .lock()
         .unwrap()
@@ -41,13 +49,11 @@ fn unregister(pid: i32) {
 
 /// Kills every app still running (the kubelet is stopping) and records it.
 pub fn kill_all(events: &PodEvents) {
-    let running: Vec<Subject> = RUNNING
-        .lock()
-        .unwrap()
-        .iter()
-        .flat_map(|r| r.values())
-        .cloned()
-        .collect();
+    let running: Vec<Subject> = {
+        let running = RUNNING.lock().unwrap();
+        STOPPING.store(true, Ordering::SeqCst);
+        running.iter().flat_map(|r| r.values()).cloned().collect()
+    };
     for subject in running {
         events.around(|| {
             signal(subject.pid, libc::SIGKILL);
@@ -244,7 +250,9 @@ impl App {
             .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
         unregister(self.pid);
         self.exited = Some(status);
-        self.events.record(&self.subject, What::exited(status));
+        if !STOPPING.load(Ordering::SeqCst) {
+            self.events.record(&self.subject, What::exited(status));
+        }
         status
     }
 
@@ -262,6 +270,10 @@ impl App {
     fn send(&self, sig: libc::c_int, what: What) {
         if self.exited.is_some() {
             // Reaped: the pid may belong to another process by now.
+            return;
+        }
+        if STOPPING.load(Ordering::SeqCst) {
+            // The kubelet killed it already, and recorded so.
             return;
         }
         self.events.around(|| {

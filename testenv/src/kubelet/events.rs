@@ -23,9 +23,9 @@
 //!   the kubelet sends SIGKILL if the app still runs (less than the grace period after a preStop
 //!   hook; 2 s when the hook used it all). Both in seconds, to the millisecond.
 //! - `sigkill`: `reason`: `grace_period_over`, `pod_vanished` (the pod object went away without
-//!   a graceful deletion, or during one), `kubelet_stopping` (the kubelet got SIGTERM or SIGINT;
-//!   no `exited` line follows, as the kubelet ends without waiting), or `start_failed` (the app
-//!   did not listen in time).
+//!   a graceful deletion, or during one), `kubelet_stopping` (the kubelet got SIGTERM or SIGINT,
+//!   `testenv down`; it ends without waiting for its apps, and no line about them follows), or
+//!   `start_failed` (the app did not listen in time).
 //! - `exited`: `code` (the exit code, or `null`) and `signal` (`"SIGKILL"`, `"SIGTERM"`, …, or
 //!   `null`): what ended the process. `t` is read once the kubelet has reaped it.
 //!
