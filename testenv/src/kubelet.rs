@@ -9,8 +9,11 @@
 //! preStop hook, sends SIGTERM and SIGKILLs at the grace period. The node's kube-proxy
 //! ([`crate::proxy`]) runs in this process too, so traffic follows Endpoints as on a real node.
 //! Pods that run to completion (restartPolicy Never/OnFailure) stay simulated without a process.
+//! What the node did to each app (started, SIGTERM, SIGKILL, exited, with times) is appended to
+//! `DIR/pod-events.jsonl` ([`events`]).
 
 pub mod app;
+pub mod events;
 pub mod spec;
 pub mod status;
 
@@ -39,6 +42,7 @@ use tokio::time::{sleep, Instant};
 use crate::http1;
 use crate::podnet::PodNet;
 use app::{App, Behaviour, Started};
+use events::{KillReason, PodEvents};
 use spec::{AppSpec, PreStop, ProbeAction, ProbeSpec};
 use status::{Facts, Fault, Stage};
 
@@ -83,6 +87,7 @@ struct Kubelet {
     opts: Options,
     ips: Mutex<PodIps>,
     net: Arc<PodNet>,
+    events: Arc<PodEvents>,
 }
 
 pub async fn run(opts: Options) -> Result<()> {
@@ -97,6 +102,7 @@ pub async fn run(opts: Options) -> Result<()> {
         opts.max_probe_period,
         opts.proxy_lag
     );
+    let events = Arc::new(PodEvents::open(&opts.dir)?);
     let net = Arc::new(PodNet::new(&opts.dir));
     let proxy = crate::proxy::Proxy::new(&opts.dir, net.clone(), opts.proxy_lag)?;
     tokio::spawn(proxy.run(client.clone()));
@@ -105,15 +111,20 @@ pub async fn run(opts: Options) -> Result<()> {
         opts,
         ips: Mutex::new(PodIps::default()),
         net,
+        events: events.clone(),
     });
     tokio::spawn(kubelet.clone().heartbeat());
+    let watch = kubelet.watch_pods();
+    tokio::pin!(watch);
     let outcome = tokio::select! {
-        r = kubelet.watch_pods() => r,
+        r = &mut watch => r,
         _ = sigterm.recv() => Ok(()),
         _ = sigint.recv() => Ok(()),
     };
     // Apps also die with this process (parent-death signal); killing them here is immediate.
-    app::kill_all();
+    // The watch is still alive (pinned until this returns): its end would tell every pod task
+    // that its pod vanished, and they would say so in the record.
+    app::kill_all(&events);
     log!("kubelet stopping; its apps were killed");
     outcome
 }
@@ -358,7 +369,7 @@ impl Kubelet {
         }
         if let Some(mut app) = life.app.take() {
             // Removed from the API without a graceful deletion (e.g. a forced delete).
-            app.signal(libc::SIGKILL);
+            app.kill(KillReason::PodVanished);
             app.wait().await;
         }
         self.net.remove(ip);
@@ -527,7 +538,8 @@ impl PodLife {
             self.check_not_deleting()?;
             self.facts.containers_started = Timestamp::now();
             let env_dir = self.kubelet.opts.dir.clone();
-            match App::start(&env_dir, &pod_key, self.ip, &spec, &behaviour).await {
+            let events = &self.kubelet.events;
+            match App::start(&env_dir, events, &pod, self.ip, &spec, &behaviour).await {
                 Ok(Started::Running(app)) => {
                     log!("{pod_key}: app pid {} serving {:?}", app.pid, app.ports);
                     self.kubelet.net.set(self.ip, &pod_key, &app.ports);
@@ -768,7 +780,7 @@ impl PodLife {
                 true
             }
             _ = &mut gone => {
-                app.signal(libc::SIGKILL);
+                app.kill(KillReason::PodVanished);
                 app.wait().await;
                 return false;
             }
@@ -777,19 +789,19 @@ impl PodLife {
             if Instant::now() >= deadline {
                 deadline = Instant::now() + AFTER_PRE_STOP;
             }
-            app.signal(libc::SIGTERM);
             let term_sent = Instant::now();
+            app.terminate(grace, deadline.saturating_duration_since(term_sent));
             tokio::select! {
                 status = app.wait() => {
                     log!("{ns}/{name}: app exited {:.1?} after SIGTERM ({status})", term_sent.elapsed());
                 }
                 _ = tokio::time::sleep_until(deadline) => {
                     log!("{ns}/{name}: app still running at the end of its grace period; SIGKILL");
-                    app.signal(libc::SIGKILL);
+                    app.kill(KillReason::GracePeriodOver);
                     app.wait().await;
                 }
                 _ = &mut gone => {
-                    app.signal(libc::SIGKILL);
+                    app.kill(KillReason::PodVanished);
                     app.wait().await;
                     return false;
                 }

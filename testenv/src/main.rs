@@ -90,6 +90,19 @@ enum Verb {
     /// The swap-cost benchmark (scripts/bench runs it): `bgslot swap` against a bare helm upgrade
     /// and a bare selector patch, flip latency, readiness noticed; writes swap.json.
     SwapBench(bench::swap::Options),
+    /// Print what the node did to pods' apps (started, SIGTERM, SIGKILL, exited), from
+    /// DIR/pod-events.jsonl, oldest first.
+    PodEvents {
+        /// Only pods of this namespace.
+        #[arg(long, short)]
+        namespace: Option<String>,
+        /// Print the JSON lines as recorded.
+        #[arg(long)]
+        json: bool,
+        /// The directory `up` printed (default: $BGSLOT_TESTENV_DIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+    },
     /// Print the local address at which the service proxy serves a Service.
     ServiceAddr {
         /// NAMESPACE/NAME of the Service.
@@ -210,6 +223,11 @@ async fn main() -> ExitCode {
             dir,
             wait,
         } => service_addr(dir, &service, port, wait).await,
+        Verb::PodEvents {
+            namespace,
+            json,
+            dir,
+        } => pod_events(dir, namespace.as_deref(), json),
     };
     result.unwrap_or_else(|e| {
         eprintln!("testenv: error: {e:#}");
@@ -242,6 +260,22 @@ async fn service_addr(
 ) -> Result<ExitCode> {
     let addr = proxy::service_addr(&env_dir(dir)?, service, port, wait).await?;
     println!("{addr}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn pod_events(dir: Option<PathBuf>, namespace: Option<&str>, json: bool) -> Result<ExitCode> {
+    let events = kubelet::events::read(&env_dir(dir)?)?;
+    let prefix = namespace.map(|ns| format!("{ns}/"));
+    for (line, e) in &events {
+        if prefix.as_ref().is_some_and(|p| !e.pod.starts_with(p)) {
+            continue;
+        }
+        if json {
+            println!("{line}");
+        } else {
+            println!("{}", kubelet::events::describe(e));
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -7,7 +7,8 @@
 //! queued in the listen backlog is reset, as with any server that closes its listener), requests in
 //! flight finish, a request that arrives on an open keep-alive connection is answered with
 //! `Connection: close` and the connection closed, a connection left idle for [`DRAIN_IDLE`] is
-//! closed, and the process exits when no connection is left.
+//! closed, and the process exits when no connection is left and its stop delay (`--stop-delay`,
+//! none by default: a worker finishing the job in hand) has passed since SIGTERM.
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -67,6 +68,10 @@ pub struct Options {
     /// `MaxConnectionAge`): clients reconnect, and so follow the Service's current endpoints.
     #[arg(long, value_parser = bgslot::duration::parse_duration)]
     pub max_connection_age: Option<Duration>,
+    /// Keep running this long after SIGTERM before exiting on its own, as a worker finishing the
+    /// job in hand does (connections drain meanwhile, as without it).
+    #[arg(long, value_parser = bgslot::duration::parse_duration)]
+    pub stop_delay: Option<Duration>,
 }
 
 /// What every response says about who answered.
@@ -147,7 +152,18 @@ pub async fn run(opts: Options) -> Result<()> {
     draining_tx.send_replace(true);
     let began = Instant::now();
     let _ = all_closed.recv().await;
-    log!(opts.pod, "drained in {:.1?}; exiting", began.elapsed());
+    match opts.stop_delay {
+        None => log!(opts.pod, "drained in {:.1?}; exiting", began.elapsed()),
+        Some(delay) => {
+            log!(
+                opts.pod,
+                "drained in {:.1?}; running on to {delay:?} after SIGTERM (stop delay)",
+                began.elapsed()
+            );
+            tokio::time::sleep_until(began + delay).await;
+            log!(opts.pod, "stop delay over; exiting");
+        }
+    }
     Ok(())
 }
 

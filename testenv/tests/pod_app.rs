@@ -204,3 +204,38 @@ fn sigterm_refuses_new_connections_finishes_requests_in_flight_with_close_then_e
     assert!(closed_by_server(&mut in_flight));
     assert!(app.wait_exit(Duration::from_secs(5)).success());
 }
+
+#[test]
+fn a_stop_delay_keeps_the_app_running_that_long_after_sigterm_while_it_drains() {
+    let mut app = PodApp::start(&["--stop-delay=1500ms"]);
+    let mut in_flight = app.connect();
+    assert!(!get(&mut in_flight).close);
+    send(&mut in_flight, "/?delay=300ms");
+    let term = Instant::now();
+    app.sigterm();
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while TcpStream::connect(app.addr).is_ok() {
+        assert!(
+            Instant::now() < deadline,
+            "new connections still accepted after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let last = read_answer(&mut in_flight);
+    assert_eq!(last.status, 200, "the request in flight is answered");
+    assert!(last.close);
+    assert!(closed_by_server(&mut in_flight));
+    // Drained by now, yet still running until its stop delay is over.
+    std::thread::sleep(Duration::from_millis(1000).saturating_sub(term.elapsed()));
+    assert!(
+        app.child.try_wait().unwrap().is_none(),
+        "exited {:?} after SIGTERM, before its stop delay of 1.5s",
+        term.elapsed()
+    );
+    assert!(app.wait_exit(Duration::from_secs(5)).success());
+    let lived = term.elapsed();
+    assert!(
+        lived >= Duration::from_millis(1500) && lived < Duration::from_millis(2500),
+        "exited {lived:?} after SIGTERM; its stop delay is 1.5s"
+    );
+}

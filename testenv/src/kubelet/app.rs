@@ -1,50 +1,71 @@
 //! The container runtime part of the simulated kubelet: starts a pod's main container as a real
 //! `testenv pod-app` process, learns where it listens, signals it, and makes sure no app outlives
-//! the kubelet (a parent-death signal, plus a registry the kubelet kills on SIGTERM).
+//! the kubelet (a parent-death signal, plus a registry the kubelet kills on SIGTERM). Every start,
+//! signal and exit goes into the node's record ([`super::events`]).
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
+use k8s_openapi::api::core::v1::Pod;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::process::{Child, ChildStdout, Command};
 
+use super::events::{KillReason, PodEvents, Subject, What};
 use super::spec::AppSpec;
 use crate::podnet::local_ip;
 
 /// How long an app may take from exec to listening before the start counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// Pids of the apps this kubelet runs, so a stopping kubelet can kill them all.
-pub static RUNNING: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+/// The apps this kubelet runs, by pid, so a stopping kubelet can kill them all.
+static RUNNING: Mutex<Option<HashMap<i32, Subject>>> = Mutex::new(None);
+/// Set once the kubelet is stopping: it has killed every app, and no pod task may start, signal
+/// or record one after that.
+static STOPPING: AtomicBool = AtomicBool::new(false);
 
-fn register(pid: i32) {
+fn register(subject: &Subject) {
+    if STOPPING.load(Ordering::SeqCst) {
+        // Started as the kubelet stopped: it dies with the kubelet (parent-death signal).
+        return;
+    }
     RUNNING
         .lock()
         .unwrap()
-        .get_or_insert_with(HashSet::new)
-        .insert(pid);
+        .get_or_insert_with(HashMap::new)
+        .insert(subject.pid, subject.clone());
 }
 
 fn unregister(pid: i32) {
-    if let Some(set) = RUNNING.lock().unwrap().as_mut() {
-        set.remove(&pid);
+    if let Some(running) = RUNNING.lock().unwrap().as_mut() {
+        running.remove(&pid);
     }
 }
 
-/// Kills every app still running (the kubelet is stopping).
-pub fn kill_all() {
-    let pids: Vec<i32> = RUNNING.lock().unwrap().iter().flatten().copied().collect();
-    for pid in pids {
-        signal(pid, libc::SIGKILL);
+/// Kills every app still running (the kubelet is stopping) and records it.
+pub fn kill_all(events: &PodEvents) {
+    let running: Vec<Subject> = {
+        let running = RUNNING.lock().unwrap();
+        STOPPING.store(true, Ordering::SeqCst);
+        running.iter().flat_map(|r| r.values()).cloned().collect()
+    };
+    for subject in running {
+        events.around(|| {
+            signal(subject.pid, libc::SIGKILL);
+            let what = What::Sigkill {
+                reason: KillReason::KubeletStopping,
+            };
+            ((), Some((subject, what)))
+        });
     }
 }
 
-pub fn signal(pid: i32, sig: libc::c_int) {
+fn signal(pid: i32, sig: libc::c_int) {
     // SAFETY: kill(2) has no memory-safety preconditions; `pid` is an unreaped child of ours.
     unsafe {
         libc::kill(pid, sig);
@@ -57,8 +78,12 @@ pub struct App {
     pub pid: i32,
     /// Each container port and the local address it really listens on.
     pub ports: Vec<(u16, SocketAddr)>,
+    subject: Subject,
+    events: Arc<PodEvents>,
+    /// Its status once reaped.
+    exited: Option<ExitStatus>,
     /// Held open: the app must not get SIGPIPE should it ever print again.
-    _stdout: Lines<BufReader<ChildStdout>>,
+    _stdout: Option<Lines<BufReader<ChildStdout>>>,
 }
 
 pub enum Started {
@@ -76,14 +101,20 @@ pub struct Behaviour {
 }
 
 impl App {
-    /// Starts the main container of pod `pod` (NAMESPACE/NAME) at `pod_ip`.
+    /// Starts the main container of `pod` at `pod_ip`.
     pub async fn start(
         env_dir: &Path,
-        pod: &str,
+        events: &Arc<PodEvents>,
+        pod: &Pod,
         pod_ip: Ipv4Addr,
         spec: &AppSpec,
         behaviour: &Behaviour,
     ) -> Result<Started> {
+        let key = format!(
+            "{}/{}",
+            pod.metadata.namespace.as_deref().unwrap_or(""),
+            pod.metadata.name.as_deref().unwrap_or("")
+        );
         // The running kubelet's own executable, even if a rebuild has replaced the file since.
         let exe = Path::new("/proc/self/exe");
         let mut cmd = Command::new(exe);
@@ -92,7 +123,7 @@ impl App {
             .arg(env_dir)
             .args([
                 "--pod",
-                pod,
+                &key,
                 "--slot",
                 &spec.slot,
                 "--version",
@@ -106,6 +137,9 @@ impl App {
         }
         if let Some(age) = spec.max_connection_age {
             cmd.arg(format!("--max-connection-age={}ms", age.as_millis()));
+        }
+        if let Some(delay) = spec.stop_delay {
+            cmd.arg(format!("--stop-delay={}ms", delay.as_millis()));
         }
         if behaviour.never_ready {
             cmd.arg("--never-ready");
@@ -131,10 +165,42 @@ impl App {
                 Ok(())
             });
         }
-        let mut child = cmd.spawn().context("starting pod-app")?;
-        let pid = child.id().context("pod-app exited at once")? as i32;
-        register(pid);
-        let mut lines = BufReader::new(child.stdout.take().expect("piped stdout")).lines();
+        let labels = pod.metadata.labels.clone().unwrap_or_default();
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        // Recorded with the time read just before the process exists.
+        let spawned = events.around(|| match cmd.spawn() {
+            Ok(child) => {
+                let subject = child.id().map(|pid| Subject {
+                    pod: key.clone(),
+                    uid: uid.clone(),
+                    pid: pid as i32,
+                });
+                let started = subject.clone().map(|s| {
+                    (
+                        s,
+                        What::Started {
+                            labels: labels.clone(),
+                        },
+                    )
+                });
+                (Ok((child, subject)), started)
+            }
+            Err(e) => (Err(e), None),
+        });
+        let (mut child, subject) = spawned.context("starting pod-app")?;
+        let subject = subject.context("pod-app exited at once")?;
+        register(&subject);
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut app = App {
+            child,
+            pid: subject.pid,
+            ports: Vec::new(),
+            subject,
+            events: events.clone(),
+            exited: None,
+            _stdout: None,
+        };
+        let mut lines = BufReader::new(stdout).lines();
         let mut ports = Vec::new();
         let handshake = async {
             while let Some(line) = lines.next_line().await? {
@@ -149,27 +215,22 @@ impl App {
         let listening = match tokio::time::timeout(START_TIMEOUT, handshake).await {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
-                let _ = child.kill().await;
-                unregister(pid);
-                return Err(e.context(format!("starting the app of {pod}")));
+                app.kill(KillReason::StartFailed);
+                app.wait().await;
+                return Err(e.context(format!("starting the app of {key}")));
             }
             Err(_) => {
-                let _ = child.kill().await;
-                unregister(pid);
-                bail!("the app of {pod} did not listen within {START_TIMEOUT:?}");
+                app.kill(KillReason::StartFailed);
+                app.wait().await;
+                bail!("the app of {key} did not listen within {START_TIMEOUT:?}");
             }
         };
         if !listening {
-            let status = child.wait().await?;
-            unregister(pid);
-            return Ok(Started::Exited(status));
+            return Ok(Started::Exited(app.wait().await));
         }
-        Ok(Started::Running(Box::new(App {
-            child,
-            pid,
-            ports,
-            _stdout: lines,
-        })))
+        app.ports = ports;
+        app._stdout = Some(lines);
+        Ok(Started::Running(Box::new(app)))
     }
 
     /// The local address of container port `port`.
@@ -177,18 +238,47 @@ impl App {
         self.ports.iter().find(|(p, _)| *p == port).map(|(_, a)| *a)
     }
 
-    /// Waits until the process ends. Cancel-safe.
+    /// Waits until the process ends, and records how it ended. Cancel-safe.
     pub async fn wait(&mut self) -> ExitStatus {
+        if let Some(status) = self.exited {
+            return status;
+        }
         let status = self
             .child
             .wait()
             .await
             .unwrap_or_else(|_| std::os::unix::process::ExitStatusExt::from_raw(0));
         unregister(self.pid);
+        self.exited = Some(status);
+        if !STOPPING.load(Ordering::SeqCst) {
+            self.events.record(&self.subject, What::exited(status));
+        }
         status
     }
 
-    pub fn signal(&self, sig: libc::c_int) {
-        signal(self.pid, sig);
+    /// Sends SIGTERM and records it with the pod's grace period and how long the app has from
+    /// now until SIGKILL.
+    pub fn terminate(&self, grace: Duration, kill_after: Duration) {
+        self.send(libc::SIGTERM, What::sigterm(grace, kill_after));
+    }
+
+    /// Sends SIGKILL and records why.
+    pub fn kill(&self, reason: KillReason) {
+        self.send(libc::SIGKILL, What::Sigkill { reason });
+    }
+
+    fn send(&self, sig: libc::c_int, what: What) {
+        if self.exited.is_some() {
+            // Reaped: the pid may belong to another process by now.
+            return;
+        }
+        if STOPPING.load(Ordering::SeqCst) {
+            // The kubelet killed it already, and recorded so.
+            return;
+        }
+        self.events.around(|| {
+            signal(self.pid, sig);
+            ((), Some((self.subject.clone(), what)))
+        });
     }
 }

@@ -11,6 +11,9 @@ use super::status::image_tag;
 
 /// The pod label that names a bgslot slot.
 pub const SLOT_LABEL: &str = "bgslot/slot";
+/// Pod annotation making the app keep running this long after SIGTERM before it exits on its
+/// own (e.g. `3s`), as a worker finishing the job in hand does.
+pub const STOP_DELAY_ANNOTATION: &str = "sim.bgslot.dev/stop-delay";
 /// The port an app serves when its container declares none and no probe names one.
 const DEFAULT_PORT: u16 = 80;
 
@@ -28,6 +31,8 @@ pub struct AppSpec {
     /// The container's `MAX_CONNECTION_AGE` (a literal value): the app closes a keep-alive
     /// connection this old after its next answer, as servers with a connection lifetime do.
     pub max_connection_age: Option<Duration>,
+    /// The pod's [`STOP_DELAY_ANNOTATION`]: how long the app keeps running after SIGTERM.
+    pub stop_delay: Option<Duration>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -117,6 +122,12 @@ pub fn app_spec(pod: &Pod) -> Option<AppSpec> {
         readiness,
         pre_stop: pre_stop(c),
         max_connection_age: env_value(c, MAX_CONNECTION_AGE_ENV)
+            .and_then(|v| bgslot::duration::parse_duration(v).ok()),
+        stop_delay: pod
+            .metadata
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(STOP_DELAY_ANNOTATION))
             .and_then(|v| bgslot::duration::parse_duration(v).ok()),
     })
 }
@@ -356,6 +367,48 @@ mod tests {
             None
         );
         assert_eq!(with_env(json!([])), None);
+    }
+
+    #[test]
+    fn a_stop_delay_comes_from_the_pods_annotation() {
+        let with = |annotations: serde_json::Value| {
+            let mut p = pod(json!({ "name": "worker", "image": "app:v1" }), json!({}));
+            p.metadata.annotations = serde_json::from_value(annotations).unwrap();
+            app_spec(&p).unwrap().stop_delay
+        };
+        assert_eq!(
+            with(json!({ "sim.bgslot.dev/stop-delay": "3s" })),
+            Some(Duration::from_secs(3))
+        );
+        assert_eq!(
+            with(json!({ "sim.bgslot.dev/stop-delay": "1500ms" })),
+            Some(Duration::from_millis(1500))
+        );
+        assert_eq!(with(json!({ "sim.bgslot.dev/stop-delay": "soon" })), None);
+        assert_eq!(with(json!({})), None);
+        assert_eq!(with(json!(null)), None);
+    }
+
+    #[test]
+    fn a_worker_without_ports_or_probes_serves_the_default_port_and_is_checked_there() {
+        // The chart's worker Deployments: a command, no port, no probe. A real kubelet counts
+        // such a container ready once it runs; here the app's answer on the default port does.
+        let p = pod(
+            json!({ "name": "consumer", "image": "nginx:1.27", "command": ["sh", "-c", "consume"] }),
+            json!({ "bgslot/slot": "blue", "bgslot/workload": "worker" }),
+        );
+        let spec = app_spec(&p).unwrap();
+        assert_eq!(spec.ports, vec![DEFAULT_PORT]);
+        assert_eq!(spec.slot, "blue");
+        assert_eq!(
+            spec.readiness.action,
+            ProbeAction::Http {
+                port: DEFAULT_PORT,
+                path: "/".into()
+            }
+        );
+        assert_eq!(spec.startup, None);
+        assert_eq!(spec.pre_stop, PreStop::None);
     }
 
     #[test]
