@@ -21,5 +21,6 @@ mod real_app;
 mod reports;
 mod safety;
 mod terminal;
+mod upgrade;
 mod workers;
 mod zero_downtime;

@@ -28,17 +28,56 @@ with_both_helms!(
     a_worker_left_on_another_image_refuses_the_swap,
 );
 
-/// An app with a queue consumer (2 in production, none in stage) and a nightly CronJob.
+/// An app with a queue consumer (2 in production, none in stage) that takes 2 s to finish the
+/// job in hand after SIGTERM (the node's `stop-delay`) within its 30 s grace period, and a
+/// nightly CronJob.
 fn values(dir: &std::path::Path, handover: &str) -> String {
     let path = dir.join("workers.yaml");
     std::fs::write(
         &path,
         format!(
-            "workers:\n  consumer:\n    command: [bin/consume]\n    replicas: 2\n    terminationGracePeriodSeconds: 30\n    handover: {handover}\ncronJobs:\n  nightly:\n    schedule: \"0 3 * * *\"\n    command: [bin/report]\n"
+            "workers:\n  consumer:\n    command: [bin/consume]\n    replicas: 2\n    terminationGracePeriodSeconds: 30\n    handover: {handover}\n    podAnnotations:\n      sim.bgslot.dev/stop-delay: 2s\ncronJobs:\n  nightly:\n    schedule: \"0 3 * * *\"\n    command: [bin/report]\n"
         ),
     )
     .unwrap();
     path.to_str().unwrap().to_string()
+}
+
+/// What the node did to the processes of the `slot` consumer pods it stopped since `since` (a
+/// `t`): for each pod, its events after its SIGTERM.
+fn stopped_consumers(
+    env: &Env,
+    slot: &str,
+    since: &str,
+) -> BTreeMap<String, Vec<common::dataplane::PodEvent>> {
+    let events = common::dataplane::pod_events();
+    let mine: std::collections::BTreeSet<String> = events
+        .iter()
+        .filter(|e| e.event == "started" && e.pod.starts_with(&format!("{}/", env.ns)))
+        .filter(|e| e.labels.get("bgslot/slot").map(String::as_str) == Some(slot))
+        .filter(|e| {
+            e.labels
+                .get("app.kubernetes.io/component")
+                .map(String::as_str)
+                == Some("consumer")
+        })
+        .map(|e| e.pod.clone())
+        .collect();
+    let mut by_pod: BTreeMap<String, Vec<common::dataplane::PodEvent>> = BTreeMap::new();
+    for e in events
+        .into_iter()
+        .filter(|e| mine.contains(&e.pod) && e.t.as_str() >= since && e.event != "started")
+    {
+        by_pod.entry(e.pod.clone()).or_default().push(e);
+    }
+    by_pod
+}
+
+/// The time now as the node's record writes it (RFC 3339, 6 fraction digits, UTC).
+fn record_time() -> String {
+    k8s_openapi::jiff::Timestamp::now()
+        .strftime("%Y-%m-%dT%H:%M:%S%.6fZ")
+        .to_string()
 }
 
 /// The consumer's pods in `slot` that run (Running and not terminating).
@@ -157,11 +196,37 @@ async fn workers_and_cron_jobs_follow_production_through_every_step(major: u32) 
             planned.stdout
         );
     }
+    let before_swap = record_time();
     let swapped = env
         .bgslot(&["swap", "web", "-o", "json"])
         .await
         .must_succeed()
         .json();
+    // The node's record: each blue consumer got SIGTERM with its 30 s grace period, finished its
+    // job in hand (2 s) and exited on its own, no SIGKILL.
+    let stopped = stopped_consumers(&env, "blue", &before_swap);
+    assert_eq!(
+        stopped.len(),
+        2,
+        "both blue consumers were stopped: {stopped:#?}"
+    );
+    for (pod, events) in &stopped {
+        let kinds: Vec<&str> = events.iter().map(|e| e.event.as_str()).collect();
+        assert_eq!(kinds, ["sigterm", "exited"], "{pod}: {events:#?}");
+        assert_eq!(events[0].grace_period_s, Some(30.0), "{pod}");
+        assert_eq!(
+            (events[1].code, events[1].signal.as_deref()),
+            (Some(0), None),
+            "{pod} exited on its own"
+        );
+        let at =
+            |e: &common::dataplane::PodEvent| e.t.parse::<k8s_openapi::jiff::Timestamp>().unwrap();
+        let took = at(&events[1]).duration_since(at(&events[0]));
+        assert!(
+            took.as_secs_f64() >= 1.9,
+            "{pod} had its time to finish: {took:?}"
+        );
+    }
     assert_eq!(
         (
             &swapped["workers"][0]["production"],

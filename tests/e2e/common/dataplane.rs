@@ -172,3 +172,33 @@ impl Load {
             .unwrap_or_else(|e| panic!("testenv load printed no summary ({e}): {stdout}"))
     }
 }
+
+/// One line of the node's record of every app's life (`pod-events.jsonl`, see testenv's
+/// `kubelet/events.rs`): what the simulated kubelet really did to a pod's process.
+#[derive(Debug, Clone, Deserialize)]
+pub struct PodEvent {
+    /// RFC 3339 with a fixed width: comparing two strings compares the times.
+    pub t: String,
+    /// `started`, `sigterm`, `sigkill` or `exited`.
+    pub event: String,
+    /// NAMESPACE/NAME.
+    pub pod: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    pub grace_period_s: Option<f64>,
+    pub code: Option<i32>,
+    pub signal: Option<String>,
+}
+
+/// The node's record of every app's life so far, in time order.
+pub fn pod_events() -> Vec<PodEvent> {
+    let path = testenv_dir().join("pod-events.jsonl");
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    text.lines()
+        .map(|l| {
+            serde_json::from_str(l)
+                .unwrap_or_else(|e| panic!("a line of {}: {e}: {l}", path.display()))
+        })
+        .collect()
+}
