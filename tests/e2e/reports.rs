@@ -422,12 +422,36 @@ async fn every_command_prints_its_documented_json(major: u32) {
         ("deploy", None, true)
     );
     assert_eq!(planned.steps.len(), 1);
+    // A worker and a CronJob, so their parts of every document are read too.
+    let workers = dir.path().join("workers.yaml");
+    std::fs::write(
+        &workers,
+        "workers:\n  consumer:\n    command: [bin/consume]\n    replicas: 1\ncronJobs:\n  nightly:\n    schedule: \"0 3 * * *\"\n    command: [bin/report]\n",
+    )
+    .unwrap();
     let installed: Deploy = json(
         &env,
-        &["deploy", "web", "--tag", "v1", "--replicas", "2"],
+        &[
+            "deploy",
+            "web",
+            "--tag",
+            "v1",
+            "--replicas",
+            "2",
+            "-f",
+            workers.to_str().unwrap(),
+        ],
         0,
     )
     .await;
+    assert_eq!(
+        (
+            installed.workers[0].name.as_str(),
+            installed.workers[0].ready,
+            installed.preview
+        ),
+        ("consumer", 1, false)
+    );
     assert_eq!(
         (
             installed.operation.as_str(),
@@ -491,6 +515,18 @@ async fn every_command_prints_its_documented_json(major: u32) {
         "{status:?}"
     );
     assert_eq!(status.chart, version.chart);
+    let blue = &status.slots[0];
+    assert_eq!(
+        (blue.workers[0].consuming, blue.cron_jobs[0].suspended),
+        (true, false)
+    );
+    assert_eq!(
+        (
+            status.slots[1].workers[0].desired,
+            status.slots[1].cron_jobs[0].suspended
+        ),
+        (0, true)
+    );
 
     let planned: DryRunPlan = json(&env, &["swap", "web", "--dry-run"], 0).await;
     assert_eq!(planned.revision, Some(2));
@@ -503,7 +539,21 @@ async fn every_command_prints_its_documented_json(major: u32) {
             &Value::from("green")
         )
     );
+    assert!(planned.steps[0]
+        .effects
+        .iter()
+        .any(|e| e.object == "worker consumer (green)" && e.new == "1"));
     let swapped: Swap = json(&env, &["swap", "web", "--expect-tag", "v2"], 0).await;
+    assert_eq!(
+        (
+            swapped.workers[0].production.slot.as_str(),
+            swapped.workers[0].production.ready,
+            swapped.workers[0].stage.desired
+        ),
+        ("green", 1, 0)
+    );
+    assert_eq!(swapped.cron_jobs[0].runs_in.as_deref(), Some("green"));
+    assert!(swapped.promoted.is_none());
     assert_eq!(
         (
             swapped.operation.as_str(),
