@@ -19,8 +19,9 @@ use super::labels::{
     cron_jobs_selector, migrations_selector, release_selector, services_selector,
     slot_pods_selector, slot_selector, workers_selector,
 };
+use super::observed::Observed;
 use super::state::{
-    endpoints_of, endpoints_of_slices, pod_slots, pod_states, MigrationState, Observed, PodState,
+    endpoints_of, endpoints_of_slices, pod_slots, pod_states, MigrationState, PodState,
     ServiceEndpoints, Services, SlotState,
 };
 use super::workloads::{CronJobState, WorkerState};

@@ -5,13 +5,14 @@
 pub mod api;
 pub mod gitops;
 pub mod labels;
+pub mod observed;
 pub mod state;
 pub mod workloads;
 
 pub use api::Cluster;
 pub use gitops::GitOpsMarks;
+pub use observed::Observed;
 pub use state::{
-    ExtraService, MigrationPhase, MigrationState, Observed, PodState, ServiceState, Services,
-    SlotState,
+    ExtraService, MigrationPhase, MigrationState, PodState, ServiceState, Services, SlotState,
 };
 pub use workloads::{CronJobState, WorkerState};

@@ -13,8 +13,7 @@ use super::gitops::GitOpsMarks;
 use super::labels::{
     CHART_LABEL, MAIN_SERVICE, ROLE_LABEL, SERVICE_LABEL, SERVICE_NAME_LABEL, SLOT_LABEL,
 };
-use super::workloads::{CronJobState, WorkerState};
-use crate::vocab::{PerSlot, Role, Slot};
+use crate::vocab::{Role, Slot};
 
 /// Why one pod is not serving, in a real kubelet's words.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -484,76 +483,6 @@ impl MigrationState {
             .into_iter()
             .map(|(slot, job)| (slot, MigrationState::of(job)))
             .collect()
-    }
-}
-
-/// What the cluster shows for one release.
-#[derive(Debug, Clone, Default)]
-pub struct Observed {
-    pub slots: PerSlot<SlotState>,
-    pub production_service: Option<ServiceState>,
-    pub stage_service: Option<ServiceState>,
-    /// The variants of the chart's `extraServices`.
-    pub extra_services: Vec<ExtraService>,
-    /// Each slot's migration Job.
-    pub migrations: BTreeMap<Slot, MigrationState>,
-    /// Each worker's Deployment in each slot, by name then slot.
-    pub workers: Vec<WorkerState>,
-    /// Each CronJob in each slot, by name then slot.
-    pub cron_jobs: Vec<CronJobState>,
-    /// A GitOps controller's marks on the release's Services.
-    pub gitops: Option<GitOpsMarks>,
-    /// `NAME-VERSION` from the `helm.sh/chart` label of the release's Services: the chart the
-    /// latest revision rendered.
-    pub chart: Option<String>,
-}
-
-impl Observed {
-    pub fn slot(&self, slot: Slot) -> &SlotState {
-        &self.slots[slot]
-    }
-
-    pub fn service(&self, role: Role) -> Option<&ServiceState> {
-        match role {
-            Role::Production => self.production_service.as_ref(),
-            Role::Stage => self.stage_service.as_ref(),
-        }
-    }
-
-    pub fn migration(&self, slot: Slot) -> Option<&MigrationState> {
-        self.migrations.get(&slot)
-    }
-
-    /// The worker `name` in `slot`, if its Deployment exists.
-    pub fn worker(&self, name: &str, slot: Slot) -> Option<&WorkerState> {
-        self.workers
-            .iter()
-            .find(|w| w.name == name && w.slot == slot)
-    }
-
-    /// The workers of `slot`.
-    pub fn workers_of(&self, slot: Slot) -> impl Iterator<Item = &WorkerState> {
-        self.workers.iter().filter(move |w| w.slot == slot)
-    }
-
-    /// The CronJobs of `slot`.
-    pub fn cron_jobs_of(&self, slot: Slot) -> impl Iterator<Item = &CronJobState> {
-        self.cron_jobs.iter().filter(move |c| c.slot == slot)
-    }
-
-    /// Every Service with its role (the main pair, then the extra ones).
-    pub fn services(&self) -> impl Iterator<Item = (Role, &ServiceState)> {
-        Role::ALL
-            .into_iter()
-            .filter_map(|role| self.service(role).map(|s| (role, s)))
-            .chain(self.extra_services.iter().map(|e| (e.role, &e.state)))
-    }
-
-    /// Whether anything of the release exists (a Service or a slot's Deployment).
-    pub fn anything(&self) -> bool {
-        self.production_service.is_some()
-            || self.stage_service.is_some()
-            || Slot::ALL.iter().any(|&s| self.slot(s).deployment.is_some())
     }
 }
 
