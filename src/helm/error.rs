@@ -79,7 +79,7 @@ impl fmt::Display for HelmError {
             .join(" ");
         match self.code {
             Some(code) => write!(f, "`helm {sub}` failed (exit {code})"),
-            None => write!(f, "`helm {sub}` failed (exit a signal)"),
+            None => write!(f, "`helm {sub}` was ended by a signal"),
         }
     }
 }

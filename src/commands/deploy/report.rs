@@ -86,7 +86,10 @@ impl fmt::Display for DeployReport {
             writeln!(f, "  staged small: `bgslot swap {}` brings it to production's capacity first", self.header.release)?;
         }
         for w in &self.workers {
-            writeln!(f, "  worker {}: {}/{} ready", w.name, w.ready, w.desired)?;
+            match w.desired {
+                0 => writeln!(f, "  worker {}: stopped", w.name)?,
+                _ => writeln!(f, "  worker {}: {}/{} ready", w.name, w.ready, w.desired)?,
+            }
         }
         writeln!(f, "\nnext: {}", self.header.next_step())
     }

@@ -105,17 +105,11 @@ impl fmt::Display for SwapReport {
                 .gap_ms
                 .map(|ms| format!(" (stop-first: no consumer for {:.1}s)", ms as f64 / 1000.0))
                 .unwrap_or_default();
-            writeln!(
-                f,
-                "  worker {}: {} {}/{} ready, {} {}/{}{gap}",
-                w.name,
-                w.production.slot,
-                w.production.ready,
-                w.production.desired,
-                w.stage.slot,
-                w.stage.ready,
-                w.stage.desired
-            )?;
+            let count = |c: &WorkerCount| match c.desired {
+                0 => format!("{} stopped", c.slot),
+                _ => format!("{} {}/{} ready", c.slot, c.ready, c.desired),
+            };
+            writeln!(f, "  worker {}: {}, {}{gap}", w.name, count(&w.production), count(&w.stage))?;
         }
         for c in &self.cron_jobs {
             match c.runs_in {
