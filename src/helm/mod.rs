@@ -7,8 +7,8 @@ pub mod json;
 pub mod runner;
 pub mod version;
 
-pub use argv::{is_secret_key, SetValue, Target, Write};
+pub use argv::{is_secret_key, SetValue, SlotWrite, Target, Write};
 pub use error::{HelmError, HelmErrorKind};
-pub use json::{Revision, Status};
+pub use json::{ReleaseRecord, Revision, Status};
 pub use runner::HelmRunner;
 pub use version::{locate, HelmVersion};
