@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use super::preview::{self, Plan, PlannedStep};
+use super::router::{self, Mode};
 use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
 use crate::chart::ChartSource;
 use crate::cluster::MigrationPhase;
@@ -87,11 +88,14 @@ pub struct SwapRequest {
 pub async fn execute(run: &Invocation<'_>, release: &ReleaseName, request: &SwapRequest, dry_run: DryRun) -> Result<()> {
     mutate(run, Mutation::new(request.kind.op(), release, dry_run), async |s: &Session<'_>| {
         let seen = observe(s.ctx, release, request.kind).await?;
+        if let Some(routed) = router::swap::dispatch(s, &seen, request.kind.op(), request.expect_tag.as_deref(), request.force).await? {
+            return Ok(router::routed(routed));
+        }
         let plan = decide(&seen, request, &s.ctx.chart)?;
         if s.dry_run {
             return Ok(Outcome::Planned(preview(s.ctx, &seen, &plan)));
         }
-        act(s.ctx, &seen, plan).await.map(Outcome::Done)
+        act(s.ctx, &seen, plan).await.map(|r| Outcome::Done(Mode::Bundled(r)))
     })
     .await
 }

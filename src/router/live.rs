@@ -392,34 +392,37 @@ fn role_slot(role: Role, production: Slot) -> Slot {
 
 /// The slot releases that differ from what the router records of them: one sentence each.
 pub fn slot_drift(router: &RouterValues, slots: &PerSlot<SlotLive>) -> Vec<String> {
-    let mut lines = Vec::new();
-    for slot in Slot::ALL {
-        let record = router.slot(slot);
-        let live = &slots[slot];
-        if !record.is_deployed() {
-            continue;
-        }
-        match &live.helm {
-            None => lines.push(format!(
-                "release {} ({slot}), which the router records as deployed, does not exist",
-                live.release
-            )),
-            Some(h) if h.status == "uninstalled" => lines.push(format!(
-                "release {} ({slot}), which the router records as deployed, was uninstalled outside bgslot",
-                live.release
-            )),
-            Some(h) if record.revision > 0 && h.revision != record.revision => lines.push(format!(
-                "release {} ({slot}) is at revision {} ({}) but the router recorded revision {}: it was changed outside bgslot",
-                live.release, h.revision, h.status, record.revision
-            )),
-            Some(h) if !h.is_deployed() => lines.push(format!(
-                "release {} ({slot}) is in state {} (revision {})",
-                live.release, h.status, h.revision
-            )),
-            Some(_) => {}
-        }
+    Slot::ALL
+        .into_iter()
+        .filter_map(|slot| slot_drift_of(router.slot(slot), &slots[slot]))
+        .collect()
+}
+
+/// How one slot release differs from what the router records of it, if it does.
+pub fn slot_drift_of(record: &SlotRecord, live: &SlotLive) -> Option<String> {
+    if !record.is_deployed() {
+        return None;
     }
-    lines
+    let slot = live.slot;
+    match &live.helm {
+        None => Some(format!(
+            "release {} ({slot}), which the router records as deployed, does not exist",
+            live.release
+        )),
+        Some(h) if h.status == "uninstalled" => Some(format!(
+            "release {} ({slot}), which the router records as deployed, was uninstalled outside bgslot",
+            live.release
+        )),
+        Some(h) if record.revision > 0 && h.revision != record.revision => Some(format!(
+            "release {} ({slot}) is at revision {} ({}) but the router recorded revision {}: it was changed outside bgslot",
+            live.release, h.revision, h.status, record.revision
+        )),
+        Some(h) if !h.is_deployed() => Some(format!(
+            "release {} ({slot}) is in state {} (revision {})",
+            live.release, h.status, h.revision
+        )),
+        Some(_) => None,
+    }
 }
 
 /// Services whose selector a manager other than helm still owns (Helm 4 cannot move them).
@@ -445,6 +448,31 @@ pub fn unrecorded(record: &SlotRecord, live: &SlotLive) -> bool {
             .helm
             .as_ref()
             .is_some_and(|h| h.status != "uninstalled")
+}
+
+/// Where the router Service with `role` can be reached: the router's ingress host for it when
+/// set, else the Service's in-cluster DNS name with `port` (its first recorded port).
+pub fn url(
+    values: &crate::values::ReleaseValues,
+    role: Role,
+    service: &str,
+    namespace: &str,
+    port: Option<u16>,
+) -> String {
+    let host = match role {
+        Role::Production => &values.ingress_host,
+        Role::Stage => &values.ingress_stage_host,
+    };
+    match host {
+        Some(host) => format!(
+            "{}://{host}/",
+            if values.ingress_tls { "https" } else { "http" }
+        ),
+        None => format!(
+            "http://{service}.{namespace}.svc.cluster.local:{}/",
+            port.unwrap_or(80)
+        ),
+    }
 }
 
 /// The command a person most likely wants next.

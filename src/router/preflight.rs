@@ -13,8 +13,6 @@ use crate::error::Refusal;
 
 /// The renders a deploy compares.
 pub struct Renders<'a> {
-    /// The router release as the deploy's router write would leave it.
-    pub router: &'a Rendered,
     /// The slot release the deploy writes.
     pub slot: &'a Rendered,
     /// The other slot: production's release as it runs, or (before the first install) the chart
@@ -39,8 +37,6 @@ pub struct Checks<'a> {
     pub wanted: &'a Wanted,
     /// The replicas the slot is sized to, when known (`--replicas`, or what production runs).
     pub replicas: Option<u64>,
-    /// The hosts the router's Ingress, HTTPRoute and Istio routes serve.
-    pub router_hosts: &'a [String],
     pub scopes: &'a Scopes,
 }
 
@@ -65,13 +61,14 @@ pub struct Analysis {
     pub scale: Vec<String>,
 }
 
-/// Runs every check; the first that fails is the refusal.
+/// Runs every check of the slot's render against the other slot's; the first that fails is the
+/// refusal. The router's own render depends on what this finds: [`check_router`] compares it.
 pub fn analyze(renders: &Renders, c: &Checks) -> Result<Analysis, Refusal> {
-    collisions(renders, c)?;
+    collisions(&[(renders.slot, renders.other)], c)?;
     fixed_ports(renders.slot, c)?;
     let accepted = risks(renders.slot, c)?;
     let mirrored = mirrored_service(renders, c)?;
-    host_claims(renders, c)?;
+    host_claims(renders.slot, renders.other, c, "the other slot's release")?;
     let (container, image) = routed_image(renders.slot, &mirrored, c)?;
     let scale = replicas(renders.slot, &mirrored, c)?;
     Ok(Analysis {
@@ -85,6 +82,13 @@ pub fn analyze(renders: &Renders, c: &Checks) -> Result<Analysis, Refusal> {
         accepted,
         scale,
     })
+}
+
+/// The router's render (as its write would leave it) against both slots': no shared object, and
+/// no host the router serves claimed by the slot's own Ingress or HTTPRoute.
+pub fn check_router(router: &Rendered, renders: &Renders, c: &Checks) -> Result<(), Refusal> {
+    collisions(&[(renders.slot, router), (renders.other, router)], c)?;
+    host_claims(renders.slot, router, c, "the router")
 }
 
 /// Which kinds are cluster-scoped: Kubernetes' own, and what the API server said of others.
@@ -202,31 +206,6 @@ impl Scopes {
     }
 }
 
-/// The hosts the router serves, from its computed values: the Ingress hosts, the HTTPRoute
-/// hostnames and the Istio hosts, where enabled (`*` for a rule without a host).
-pub fn router_hosts(values: &Value) -> Vec<String> {
-    let on = |key: &str| values[key]["enabled"].as_bool().unwrap_or(false);
-    let mut hosts = Vec::new();
-    if on("ingress") {
-        hosts.push(host_or_any(values["ingress"]["host"].as_str()));
-        if let Some(stage) = values["ingress"]["stageHost"]
-            .as_str()
-            .filter(|h| !h.is_empty())
-        {
-            hosts.push(stage.to_string());
-        }
-    }
-    if on("gatewayAPI") {
-        hosts.extend(list_or_any(&values["gatewayAPI"]["hostnames"]));
-    }
-    if on("istio") {
-        hosts.extend(list_or_any(&values["istio"]["hosts"]));
-    }
-    hosts.sort();
-    hosts.dedup();
-    hosts
-}
-
 fn host_or_any(host: Option<&str>) -> String {
     host.filter(|h| !h.is_empty()).unwrap_or("*").to_string()
 }
@@ -263,6 +242,7 @@ fn hosts_of(o: &Object) -> Vec<String> {
             }
         }
         "HTTPRoute" | "GRPCRoute" => list_or_any(&o.doc["spec"]["hostnames"]),
+        "VirtualService" => list_or_any(&o.doc["spec"]["hosts"]),
         _ => Vec::new(),
     }
 }
@@ -278,31 +258,28 @@ fn key(o: &Object, namespace: &str, scopes: &Scopes) -> ObjectKey {
     (o.group().to_string(), o.kind.clone(), ns, o.name.clone())
 }
 
-/// 2. Two renders may not share an object: helm would refuse the second owner, or worse, one
+/// Two renders may not share an object: helm would refuse the second owner, or worse, one
 /// release's uninstall would delete the other's.
-fn collisions(r: &Renders, c: &Checks) -> Result<(), Refusal> {
+fn collisions(pairs: &[(&Rendered, &Rendered)], c: &Checks) -> Result<(), Refusal> {
     let index = |rendered: &Rendered| -> BTreeMap<ObjectKey, String> {
         rendered
             .all()
             .map(|o| (key(o, c.namespace, c.scopes), o.describe(c.namespace)))
             .collect()
     };
-    let (router, slot, other) = (index(r.router), index(r.slot), index(r.other));
-    let pairs = [
-        (&slot, &r.slot.release, &other, &r.other.release),
-        (&slot, &r.slot.release, &router, &r.router.release),
-        (&other, &r.other.release, &router, &r.router.release),
-    ];
-    for (a, a_name, b, b_name) in pairs {
-        let shared: Vec<&str> = a
+    for (a, b) in pairs {
+        let (ia, ib) = (index(a), index(b));
+        let shared: Vec<&str> = ia
             .iter()
-            .filter(|(k, _)| b.contains_key(*k))
+            .filter(|(k, _)| ib.contains_key(*k))
             .map(|(_, what)| what.as_str())
             .collect();
         if !shared.is_empty() {
             return Err(Refusal::new(
                 format!(
-                    "{a_name} and {b_name} would both render {}: one object cannot belong to two releases",
+                    "{} and {} would both render {}: one object cannot belong to two releases",
+                    a.release,
+                    b.release,
                     shared.join(", ")
                 ),
                 "the chart gives it a fixed name (a fullnameOverride, or a value such as serviceAccount.name): \
@@ -313,7 +290,7 @@ fn collisions(r: &Renders, c: &Checks) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// 3. A fixed node port or host port cannot be held by both slots at once.
+/// A fixed node port or host port cannot be held by both slots at once.
 fn fixed_ports(slot: &Rendered, c: &Checks) -> Result<(), Refusal> {
     for o in slot.all() {
         if o.kind == "Service" {
@@ -421,7 +398,7 @@ fn why(risk: Risk) -> &'static str {
     }
 }
 
-/// 5. What is unsafe to run twice side by side, unless accepted by name.
+/// What is unsafe to run twice side by side, unless accepted by name.
 fn risks(slot: &Rendered, c: &Checks) -> Result<Vec<Risk>, Refusal> {
     let found = risks_of(slot, c.namespace, c.scopes);
     let refused: Vec<String> = found
@@ -456,7 +433,7 @@ struct Mirrored<'a> {
     routed: Vec<&'a Object>,
 }
 
-/// 4. The Service whose selector and ports the router copies.
+/// The Service whose selector and ports the router copies.
 fn mirrored_service<'a>(r: &Renders<'a>, c: &Checks) -> Result<Mirrored<'a>, Refusal> {
     let slot = r.slot;
     let release = slot.release.as_str();
@@ -623,20 +600,13 @@ pub fn ports_of(service: &Object) -> Vec<PortRecord> {
         .collect()
 }
 
-/// 3. The chart's own Ingress or HTTPRoute may not claim a host the router (or the other slot)
+/// The chart's own Ingress or HTTPRoute may not claim a host the router (or the other slot)
 /// serves: the slots would take production's traffic by host.
-fn host_claims(r: &Renders, c: &Checks) -> Result<(), Refusal> {
-    let other: BTreeSet<String> = r.other.all().flat_map(hosts_of).collect();
-    for o in r.slot.all() {
+fn host_claims(slot: &Rendered, by: &Rendered, c: &Checks, whose: &str) -> Result<(), Refusal> {
+    let served: BTreeSet<String> = by.all().flat_map(hosts_of).collect();
+    for o in slot.all() {
         for host in hosts_of(o) {
-            let by = if c.router_hosts.contains(&host) {
-                Some(format!("the router {}", c.release))
-            } else if other.contains(&host) {
-                Some(format!("the other slot's release {}", r.other.release))
-            } else {
-                None
-            };
-            if let Some(by) = by {
+            if served.contains(&host) {
                 let shown = if host == "*" {
                     "every host (a rule without a host)".to_string()
                 } else {
@@ -644,9 +614,10 @@ fn host_claims(r: &Renders, c: &Checks) -> Result<(), Refusal> {
                 };
                 return Err(Refusal::new(
                     format!(
-                        "{} of {} claims {shown}, which {by} serves too",
+                        "{} of {} claims {shown}, which {whose} {} serves too",
                         o.describe(c.namespace),
-                        r.slot.release
+                        slot.release,
+                        by.release
                     ),
                     "turn the chart's own ingress off for the slots (e.g. --set ingress.enabled=false): the router's Ingress, HTTPRoute or Istio routes send the host to production and stage",
                 ));
@@ -706,7 +677,7 @@ fn routed_container<'a>(deployment: &'a Object, port: Option<&PortRecord>) -> Op
         .copied()
 }
 
-/// 6. The version asked for must reach the routed container's image, and nothing bgslot did not
+/// The version asked for must reach the routed container's image, and nothing bgslot did not
 /// ask for may pin it.
 fn routed_image(slot: &Rendered, m: &Mirrored, c: &Checks) -> Result<(String, String), Refusal> {
     let ports = ports_of(m.service);
@@ -818,7 +789,6 @@ fn replicas(slot: &Rendered, m: &Mirrored, c: &Checks) -> Result<Vec<String>, Re
 mod tests {
     use super::*;
     use crate::router::manifest::parse;
-    use serde_json::json;
 
     const NS: &str = "shop";
 
@@ -879,7 +849,6 @@ spec:
         app: AppSettings,
         wanted: Wanted,
         replicas: Option<u64>,
-        hosts: Vec<String>,
         scopes: Scopes,
     }
 
@@ -898,7 +867,6 @@ spec:
                     ..Wanted::default()
                 },
                 replicas: None,
-                hosts: Vec::new(),
                 scopes: Scopes::builtin(),
             }
         }
@@ -909,22 +877,21 @@ spec:
         }
 
         fn run(&self) -> Result<Analysis, Refusal> {
-            analyze(
-                &Renders {
-                    router: &self.router,
-                    slot: &self.slot,
-                    other: &self.other,
-                },
-                &Checks {
-                    release: "web",
-                    namespace: NS,
-                    app: &self.app,
-                    wanted: &self.wanted,
-                    replicas: self.replicas,
-                    router_hosts: &self.hosts,
-                    scopes: &self.scopes,
-                },
-            )
+            let renders = Renders {
+                slot: &self.slot,
+                other: &self.other,
+            };
+            let checks = Checks {
+                release: "web",
+                namespace: NS,
+                app: &self.app,
+                wanted: &self.wanted,
+                replicas: self.replicas,
+                scopes: &self.scopes,
+            };
+            let analysis = analyze(&renders, &checks)?;
+            check_router(&self.router, &renders, &checks)?;
+            Ok(analysis)
         }
 
         fn refusal(&self) -> Refusal {
@@ -1025,8 +992,9 @@ spec:
     #[test]
     fn an_ingress_of_the_chart_may_not_claim_a_host_the_router_or_the_other_slot_serves() {
         let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web-green-myapp}\nspec: {rules: [{host: chart-example.local}]}";
+        let router_ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec: {rules: [{host: stage.example.com}, {host: chart-example.local}]}";
         let mut case = Case::new().slot(add(ingress));
-        case.hosts = vec!["chart-example.local".into()];
+        case.router = rendered("web", router_ingress);
         let err = case.refusal();
         assert!(err.reason.contains("Ingress shop/web-green-myapp of web-green claims host chart-example.local, which the router web serves too"), "{err:?}");
         assert!(err.hint.contains("ingress.enabled=false"), "{}", err.hint);
@@ -1043,15 +1011,21 @@ spec:
             .refusal()
             .reason
             .contains("which the other slot's release web-blue serves too"));
+        // An HTTPRoute without hostnames claims every host, as does an Istio route for "*".
         let route = "apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: r}\nspec: {parentRefs: [{name: gw}]}";
         let mut case = Case::new().slot(add(route));
         case.scopes
             .learn("gateway.networking.k8s.io", "HTTPRoute", true);
-        case.hosts = vec!["*".into()];
+        case.router = rendered("web", "apiVersion: networking.istio.io/v1beta1\nkind: VirtualService\nmetadata: {name: web}\nspec: {hosts: ['*']}");
+        case.scopes
+            .learn("networking.istio.io", "VirtualService", true);
         assert!(case.refusal().reason.contains("claims every host"));
         // A host nobody else serves is the chart's own business.
         let mut case = Case::new().slot(add(ingress));
-        case.hosts = vec!["web.example.com".into()];
+        case.router = rendered(
+            "web",
+            &router_ingress.replace("chart-example.local", "web.example.com"),
+        );
         assert!(case.run().is_ok());
     }
 
@@ -1250,19 +1224,5 @@ spec:
         assert_eq!(hpa.run().unwrap().scale, ["web-green-myapp"]);
         case.app.replicas_key = String::new();
         assert_eq!(case.run().unwrap().scale, ["web-green-myapp"]);
-    }
-
-    #[test]
-    fn the_router_serves_the_hosts_of_its_enabled_routes() {
-        let values = json!({
-            "ingress": {"enabled": true, "host": "", "stageHost": "stage.example.com"},
-            "gatewayAPI": {"enabled": true, "hostnames": ["web.example.com"]},
-            "istio": {"enabled": false, "hosts": ["*"]},
-        });
-        assert_eq!(
-            router_hosts(&values),
-            ["*", "stage.example.com", "web.example.com"]
-        );
-        assert!(router_hosts(&json!({})).is_empty());
     }
 }

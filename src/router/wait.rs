@@ -65,6 +65,14 @@ pub fn rolled_out(
     }
 }
 
+/// What a slot release's rollout is: its Deployments, the routed ones, and the selector of the
+/// routed pods.
+pub struct SlotRollout<'a> {
+    pub deployments: &'a [String],
+    pub routed: &'a [String],
+    pub selector: &'a BTreeMap<String, String>,
+}
+
 /// Waits until every Deployment named in `names` is rolled out, the `routed` ones with pods;
 /// progress is the routed Deployments' ready count, with the reasons the pods `selector`
 /// selects are not ready.
@@ -72,12 +80,11 @@ pub async fn deployments_ready(
     cluster: &Cluster,
     release: &str,
     slot: Slot,
-    names: &[String],
-    routed: &[String],
-    selector: &BTreeMap<String, String>,
+    what: &SlotRollout<'_>,
     timeout: Duration,
     events: &dyn Events,
 ) -> Result<Totals> {
+    let (names, routed, selector) = (what.deployments, what.routed, what.selector);
     let (deployments, dep_writer) = reflector::store::<Deployment>();
     let (pods, pod_writer) = reflector::store::<Pod>();
     let dep_stream = reflector::reflector(
@@ -317,6 +324,30 @@ pub async fn pods_gone(
         }
     }
     Ok(stopping)
+}
+
+/// The change feed `status --watch` redraws a router on: the router's own (its Services,
+/// endpoints and helm records), and the slot releases' Deployments, pods and helm records (their
+/// labels are not known, so every Deployment and pod of the namespace).
+pub fn changes(
+    cluster: &Cluster,
+    release: &str,
+) -> impl futures::Stream<Item = ()> + Send + 'static {
+    use k8s_openapi::api::core::v1::Secret;
+    let slots = format!(
+        "owner=helm,name in ({},{})",
+        super::slot_release(release, Slot::Blue),
+        super::slot_release(release, Slot::Green)
+    );
+    futures::stream::select_all([
+        crate::wait::release_changes(cluster, release).boxed(),
+        ticks(cluster.deployments(), watcher::Config::default()),
+        ticks(cluster.pods(), watcher::Config::default()),
+        ticks(
+            cluster.api::<Secret>(),
+            watcher::Config::default().labels(&slots),
+        ),
+    ])
 }
 
 #[cfg(test)]
