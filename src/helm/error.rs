@@ -43,6 +43,7 @@ impl HelmErrorKind {
             "error converting YAML to JSON",
             "unable to build kubernetes objects from",
             "template: ",
+            "executing \"",
         ]
         .iter()
         .any(|p| stderr.contains(p))
@@ -158,6 +159,7 @@ mod tests {
             "Error: YAML parse error on yaml/templates/a.yaml: error converting YAML to JSON: yaml: line 3",
             "Error: unable to build kubernetes objects from release manifest: resource mapping not found for name: \"a\" namespace: \"\" from \"\": no matches for kind \"ServiceMonitor\" in version \"monitoring.coreos.com/v1\"",
             "Error: UPGRADE FAILED: template: web/templates/a.yaml:3:4: executing \"web/templates/a.yaml\" at <.Values.x.y>: nil pointer evaluating interface {}.y",
+            "Error: myapp/templates/db.yaml:6:49\n  executing \"myapp/templates/db.yaml\" at <.Values.db.host>:\n    nil pointer evaluating interface {}.host",
         ] {
             assert_eq!(HelmErrorKind::of(render), HelmErrorKind::RenderFailed, "{render}");
         }

@@ -17,6 +17,7 @@ mod plugin;
 mod rbac;
 mod real_app;
 mod reports;
+mod router;
 mod safety;
 mod terminal;
 mod zero_downtime;

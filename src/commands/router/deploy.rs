@@ -186,9 +186,8 @@ fn bgslot_wrote(record: &ReleaseRecord, slot: Slot) -> bool {
     )
 }
 
-/// Decides where and how to write, or refuses, before anything is rendered.
-pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
-    let release = k.release;
+/// A router's slot releases add `-green` to its name, and helm allows 53 characters.
+pub fn check_name(release: &str) -> Result<(), Refusal> {
     if release.len() > MAX_RELEASE_LEN {
         return Err(Refusal::new(
             format!(
@@ -198,6 +197,13 @@ pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
             format!("use a release name of at most {MAX_RELEASE_LEN} characters"),
         ));
     }
+    Ok(())
+}
+
+/// Decides where and how to write, or refuses, before anything is rendered.
+pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
+    let release = k.release;
+    check_name(release)?;
     let name = |slot: Slot| slot_release(release, slot);
     let leftover_or_refuse = |slot: Slot, may_replace: bool| -> Result<Option<String>, Refusal> {
         let Some(existing) = k.releases[slot]
@@ -481,6 +487,7 @@ async fn run(
     force: bool,
 ) -> Result<Outcome<Report>> {
     let (ctx, release) = (s.ctx, s.release);
+    check_name(release)?;
     let names = PerSlot::new(|slot| slot_release(release, slot));
     let rs = match (seen, router) {
         (Some(seen), Some(router)) => Some(RouterSeen::read(ctx, seen, router).await?),
