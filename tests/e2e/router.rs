@@ -70,10 +70,13 @@ pub fn variant(
 /// Everything a refused command must leave alone: each helm release's latest revision and status
 /// (from helm's own records), each Service's selector and annotations, each Deployment's
 /// generation, image and replicas.
+pub type Labels = BTreeMap<String, String>;
+
 #[derive(Debug, PartialEq, Eq)]
 pub struct World {
     pub releases: BTreeMap<String, (u64, String)>,
-    pub services: BTreeMap<String, (BTreeMap<String, String>, BTreeMap<String, String>)>,
+    /// Name -> (selector, annotations).
+    pub services: BTreeMap<String, (Labels, Labels)>,
     pub deployments: BTreeMap<String, (i64, String, i32)>,
 }
 
