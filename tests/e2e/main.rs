@@ -18,6 +18,7 @@ mod rbac;
 mod real_app;
 mod reports;
 mod router;
+mod router_render;
 mod safety;
 mod terminal;
 mod zero_downtime;
