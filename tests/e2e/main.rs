@@ -19,6 +19,7 @@ mod real_app;
 mod reports;
 mod router;
 mod router_render;
+mod router_traffic;
 mod safety;
 mod terminal;
 mod zero_downtime;
