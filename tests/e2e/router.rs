@@ -227,10 +227,39 @@ async fn a_helm_create_chart_goes_through_the_whole_cycle(major: u32) {
     );
     env.await_endpoints("web", "?", 2).await;
 
+    // `status --watch` follows the slot releases: a frame shows green staged once it is.
+    let mut watch = env
+        .command(&["status", "web", "--watch", "-o", "json"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let frames = tokio::io::BufReader::new(watch.stdout.take().unwrap());
     let staged = json(
         env.bgslot(&["deploy", "web", "--tag", "v2", "-o", "json"])
             .await
             .must_succeed(),
+    );
+    let seen_staged = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+        use tokio::io::AsyncBufReadExt;
+        let mut lines = frames.lines();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let frame: Value = serde_json::from_str(&line).unwrap();
+            if frame["slots"][1]["state"] == "deployed"
+                && frame["slots"][1]["fully_available"] == true
+            {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(watch.id().unwrap() as i32, libc::SIGINT) };
+    assert_eq!(watch.wait().await.unwrap().code(), Some(0));
+    assert_eq!(
+        seen_staged,
+        Ok(true),
+        "status --watch never showed green staged"
     );
     assert_eq!(
         (staged["slot"].as_str(), staged["slot_release"].as_str()),
@@ -788,6 +817,34 @@ async fn refusals_of_a_running_router_change_nothing(major: u32) {
     assert_eq!(status["drift"], serde_json::json!([]), "{status}");
     // clean waits for the drain delay and for a fully available production.
     refused(&env, &["clean", "web"], "the drain delay is 30s").await;
+    // A router whose Services carry a GitOps controller's marks is changed in Git, not by bgslot.
+    let flux = serde_json::json!({"metadata": {"labels": {"helm.toolkit.fluxcd.io/name": "web", "helm.toolkit.fluxcd.io/namespace": "flux-system"}}});
+    services
+        .patch(
+            "web",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&flux),
+        )
+        .await
+        .unwrap();
+    refused(
+        &env,
+        &["swap", "web"],
+        "managed by Flux (HelmRelease flux-system/web)",
+    )
+    .await;
+    refused(
+        &env,
+        &["deploy", "web", "--tag", "v3", "--replace"],
+        "managed by Flux",
+    )
+    .await;
+    let status = json(
+        env.bgslot(&["status", "web", "-o", "json"])
+            .await
+            .must_succeed(),
+    );
+    assert_eq!(status["owner"]["tool"], "flux", "{status}");
     env.done().await;
 }
 

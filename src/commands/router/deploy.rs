@@ -228,6 +228,10 @@ pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
             ));
         }
         if existing.info.status != "deployed" || !may_replace {
+            let remove = match k.router {
+                Some(_) => format!("`bgslot recover {release}` removes it"),
+                None => format!("no router {release} exists to recover it: `helm uninstall {} -n {}` removes it", name(slot), k.namespace),
+            };
             return Err(Refusal::new(
                 format!(
                     "release {} is left from a deploy that did not finish ({}, revision {})",
@@ -235,7 +239,7 @@ pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
                     existing.info.status,
                     existing.version
                 ),
-                format!("`bgslot recover {release}` removes it; then deploy again"),
+                format!("{remove}; then deploy again"),
             ));
         }
         Ok(Some(format!(
