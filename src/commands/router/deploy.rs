@@ -1151,7 +1151,7 @@ mod tests {
         assert!(decide(&known(None, &pending), &req)
             .unwrap_err()
             .hint
-            .contains("bgslot recover web"));
+            .contains("helm uninstall web-blue -n shop"));
         // A name too long for its slot releases.
         let long = "a".repeat(48);
         let k = Known {
