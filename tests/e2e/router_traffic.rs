@@ -71,6 +71,8 @@ async fn two_router_cycles_drop_no_request(major: u32) {
         env.bgslot(&["swap", "web", "--expect-tag", tag])
             .await
             .must_succeed();
+        // New connections reach the new version once the proxy applied the swap.
+        dataplane::await_routes(&service, &format!("web-{to}-"), 2).await;
         clean_after_the_drain_delay(&env).await;
         // clean returned once the old slot release's pods had stopped.
         let pods: kube::Api<k8s_openapi::api::core::v1::Pod> =
