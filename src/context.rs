@@ -15,7 +15,7 @@ use crate::chart::ChartSource;
 use crate::cluster::Cluster;
 use crate::error::LockLost;
 use crate::events::Events;
-use crate::helm::{self, HelmRunner, Records, Target, Write};
+use crate::helm::{self, HelmRunner, Records, ReleaseRecord, SlotWrite, Target, Write};
 use crate::lock::{Holder, LockGuard};
 use crate::names::ReleaseName;
 use crate::vocab::Op;
@@ -186,6 +186,30 @@ impl Ctx {
         );
         self.before_write(&what).await?;
         self.helm.write(release, chart, write).await?;
+        self.wrote(what);
+        Ok(())
+    }
+
+    /// Installs or upgrades a slot release of a router (`helm upgrade --install`); returns the
+    /// release as helm recorded it.
+    pub async fn write_slot(&self, release: &str, write: &SlotWrite) -> Result<ReleaseRecord> {
+        let what = format!(
+            "`{}` (helm upgrade --install of {release})",
+            write.description()
+        );
+        self.before_write(&what).await?;
+        let written = self.helm.write_slot(release, write).await?;
+        self.wrote(what);
+        Ok(written)
+    }
+
+    /// Uninstalls a slot release of a router, keeping its helm history.
+    pub async fn uninstall(&self, release: &str, description: &str) -> Result<()> {
+        let what = format!("`{description}` (helm uninstall --keep-history of {release})");
+        self.before_write(&what).await?;
+        self.helm
+            .uninstall(release, description, self.timeout())
+            .await?;
         self.wrote(what);
         Ok(())
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::cluster::{Observed, ServiceState, SlotState};
-use crate::helm::{Revision, SetValue, Write};
+use crate::helm::{Revision, Write};
 use crate::values::{ReleaseValues, SlotValues};
 use crate::vocab::{PerSlot, Slot};
 
@@ -115,9 +115,6 @@ pub fn sets(write: &Write) -> Vec<String> {
     write
         .sets
         .iter()
-        .map(|(k, v)| match v {
-            SetValue::Str(s) | SetValue::Literal(s) => format!("{k}={s}"),
-            SetValue::Json(v) => format!("{k}={v}"),
-        })
+        .map(|(k, v)| format!("{k}={}", v.flag().1))
         .collect()
 }

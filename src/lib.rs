@@ -25,6 +25,7 @@ pub mod lock;
 // Floor 2: the release.
 pub mod context;
 pub mod observe;
+pub mod router;
 pub mod rules;
 pub mod values;
 pub mod wait;

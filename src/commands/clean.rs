@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::preview::{self, Plan, PlannedStep};
+use super::router::{self, Mode};
 use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
 use crate::chart::ChartSource;
 use crate::context::Ctx;
@@ -48,11 +49,15 @@ impl Args {
         let mutation = Mutation::new(Op::Clean, &self.release, self.dry_run);
         mutate(run, mutation, async |s: &Session<'_>| {
             let seen = observe(s.ctx, s.release).await?;
+            let routing = router::clean::Request { min_age: request.min_age, force: request.force, over_gitops: request.over_gitops };
+            if let Some(routed) = router::clean::dispatch(s, &seen, routing).await? {
+                return Ok(router::routed(routed));
+            }
             let decision = decide(&seen, Timestamp::now(), &request, &s.ctx.chart)?;
             match (decision, s.dry_run) {
-                (None, _) => Ok(Outcome::Done(CleanReport::unchanged(&seen))),
+                (None, _) => Ok(Outcome::Done(Mode::Bundled(CleanReport::unchanged(&seen)))),
                 (Some(plan), true) => Ok(Outcome::Planned(preview(s.ctx, &seen, &plan))),
-                (Some(plan), false) => act(s.ctx, &seen, plan).await.map(Outcome::Done),
+                (Some(plan), false) => act(s.ctx, &seen, plan).await.map(|r| Outcome::Done(Mode::Bundled(r))),
             }
         })
         .await

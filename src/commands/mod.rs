@@ -20,6 +20,7 @@ use crate::signals;
 use crate::vocab::{Op, Slot};
 
 pub mod preview;
+pub mod router;
 
 macro_rules! commands {
     ($( $(#[$meta:meta])* $variant:ident($module:ident) ),* $(,)?) => {

@@ -187,30 +187,15 @@ pub fn changes(
         }
     }
     for set in &write.user_sets {
-        add(set.key.clone(), literal(&set.value));
+        add(
+            set.key.clone(),
+            SetValue::Literal(set.value.clone()).as_value(),
+        );
     }
     for (key, value) in &write.sets {
-        let new = match value {
-            SetValue::Str(s) => Value::String(s.clone()),
-            SetValue::Literal(s) => literal(s),
-            SetValue::Json(v) => v.clone(),
-        };
-        add(key.clone(), new);
+        add(key.clone(), value.as_value());
     }
     changes
-}
-
-/// A `--set` value as helm types it: booleans, null and numbers are literals, the rest strings.
-fn literal(text: &str) -> Value {
-    match text {
-        "true" => Value::Bool(true),
-        "false" => Value::Bool(false),
-        "null" => Value::Null,
-        _ => text
-            .parse::<i64>()
-            .map(Value::from)
-            .unwrap_or_else(|_| Value::String(text.to_string())),
-    }
 }
 
 fn lookup<'a>(values: &'a Value, dotted: &str) -> Option<&'a Value> {

@@ -9,6 +9,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::preview::{Plan, PlannedStep};
+use super::router::{self, Mode};
 use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
 use crate::context::Ctx;
 use crate::duration::parse_duration;
@@ -41,7 +42,10 @@ impl Args {
     }
 }
 
-async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>> {
+async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<Mode<RecoverReport, router::recover::Report>>> {
+    if let Some(routed) = router::recover::dispatch(s, args.min_age, args.force).await? {
+        return Ok(router::routed(routed));
+    }
     let (ctx, release) = (s.ctx, s.release);
     // The history decides (the values of a stuck revision are what is in doubt); the Services
     // say whether a GitOps controller owns the release.
@@ -56,7 +60,7 @@ async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>>
     let latest = history.last().expect("not empty").clone();
     let plan = decide(release, &history, Timestamp::now(), args.min_age, args.force)?;
     let Some(plan) = plan else {
-        return Ok(Outcome::Done(RecoverReport::unchanged(ctx, release, &latest)));
+        return Ok(Outcome::Done(Mode::Bundled(RecoverReport::unchanged(ctx, release, &latest))));
     };
     if s.dry_run {
         let out = Plan {
@@ -71,7 +75,7 @@ async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>>
             .write(ctx.helm.rollback_command_line(release, plan.to.revision), Vec::new()),
         )));
     }
-    act(ctx, release, plan).await.map(Outcome::Done)
+    act(ctx, release, plan).await.map(|r| Outcome::Done(Mode::Bundled(r)))
 }
 
 /// What `recover` does: roll back from `from` to the last good revision `to`.

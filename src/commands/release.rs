@@ -12,6 +12,7 @@ use serde::Serialize;
 use super::clean::{self, CleanPlan, CleanReport, CleanRequest};
 use super::deploy::{self, DeployReport, ImageArgs};
 use super::preview::{Plan, PlannedStep};
+use super::router::{self, Mode};
 use super::swap::{self, SwapKind, SwapReport, SwapRequest};
 use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
 use crate::context::Ctx;
@@ -73,6 +74,10 @@ impl Args {
         mutate(run, mutation, async |s: &Session<'_>| {
             let (ctx, release) = (s.ctx, s.release);
             let seen = Observation::read(ctx, release, History::Latest).await?;
+            let routing = router::release::Cycle { verify: self.verify_cmd.as_ref().map(|v| v.0.as_slice()), clean: self.clean, min_age: self.min_age, force: self.force };
+            if let Some(routed) = router::release::dispatch(s, seen.as_ref(), &self.image, &routing).await? {
+                return Ok(router::routed(routed));
+            }
             let deploy_plan = deploy::decide(release, seen.as_ref(), &self.image.request(self.force))?;
             if s.dry_run {
                 let deploy_preview = deploy::preview(s, seen.as_ref(), &deploy_plan)?;
@@ -80,7 +85,7 @@ impl Args {
             }
             let version = deploy_plan.tag.clone();
             let deployed = deploy::act(ctx, release, seen.as_ref(), deploy_plan).await?;
-            cycle(ctx, self, deployed, version).await.map(Outcome::Done)
+            cycle(ctx, self, deployed, version).await.map(|r| Outcome::Done(Mode::Bundled(r)))
         })
         .await
     }

@@ -7,6 +7,7 @@ use anyhow::{Context, Result};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
+use super::router::{self, Mode};
 use super::{read, Invocation};
 use crate::cluster::labels::MAIN_SERVICE;
 use crate::cluster::{GitOpsMarks, MigrationState, ServiceState};
@@ -52,16 +53,21 @@ const WATCH_SETTLE: std::time::Duration = std::time::Duration::from_millis(20);
 /// themselves, so a new frame is for a change of anything else.
 async fn watch(ctx: &Ctx, run: &Invocation<'_>, release: &ReleaseName) -> Result<()> {
     use futures::StreamExt;
-    let mut changes = std::pin::pin!(crate::wait::release_changes(&ctx.cluster, release));
-    let mut signals = crate::signals::subscribe();
-    let ageless = |report: &StatusReport| {
-        let mut report = report.clone();
-        report.slots.iter_mut().for_each(|s| s.age_seconds = None);
-        report
+    let mut report = status(ctx, release).await?;
+    let mut changes = match &report {
+        Mode::Bundled(_) => crate::wait::release_changes(&ctx.cluster, release).boxed(),
+        Mode::Router(_) => crate::router::wait::changes(&ctx.cluster, release).boxed(),
     };
-    let mut shown: Option<StatusReport> = None;
+    let mut signals = crate::signals::subscribe();
+    let ageless = |report: &Mode<StatusReport, router::status::Report>| match report.clone() {
+        Mode::Bundled(mut report) => {
+            report.slots.iter_mut().for_each(|s| s.age_seconds = None);
+            Mode::Bundled(report)
+        }
+        Mode::Router(report) => Mode::Router(report.without_ages()),
+    };
+    let mut shown: Option<Mode<StatusReport, router::status::Report>> = None;
     loop {
-        let report = status(ctx, release).await?;
         if shown.as_ref() != Some(&ageless(&report)) {
             if !run.ui.frame(&report)? {
                 return Ok(());
@@ -81,10 +87,11 @@ async fn watch(ctx: &Ctx, run: &Invocation<'_>, release: &ReleaseName) -> Result
             }
             _ = signals.changed_to_signal() => return Ok(()),
         }
+        report = status(ctx, release).await?;
     }
 }
 
-pub async fn status(ctx: &Ctx, release: &ReleaseName) -> Result<StatusReport> {
+pub async fn status(ctx: &Ctx, release: &ReleaseName) -> Result<Mode<StatusReport, router::status::Report>> {
     let (found, lock) = tokio::join!(
         Observation::find(ctx, release, History::Latest),
         crate::lock::holder(ctx.client.clone(), &ctx.namespace, release)
@@ -98,12 +105,15 @@ pub async fn status(ctx: &Ctx, release: &ReleaseName) -> Result<StatusReport> {
         }
     };
     let lock = lock?;
-    Ok(StatusReport::new(
+    if let Some(routes) = router::router_of(&seen)? {
+        return Ok(Mode::Router(router::status::report(ctx, seen, routes, lock).await?));
+    }
+    Ok(Mode::Bundled(StatusReport::new(
         &seen,
         lock,
         ctx.helm.version.to_string(),
         Timestamp::now(),
-    ))
+    )))
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

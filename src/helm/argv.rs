@@ -41,6 +41,45 @@ pub enum SetValue {
     Json(serde_json::Value),
 }
 
+impl SetValue {
+    /// The flag helm takes it with, and the value as written after `KEY=`.
+    pub fn flag(&self) -> (&'static str, String) {
+        match self {
+            SetValue::Str(v) => ("--set-string", v.clone()),
+            SetValue::Literal(v) => ("--set", v.clone()),
+            SetValue::Json(v) => ("--set-json", v.to_string()),
+        }
+    }
+
+    /// The value as helm types it: `--set-string` a string, `--set` a boolean, null or whole
+    /// number when it reads as one (else a string), `--set-json` the JSON given.
+    pub fn as_value(&self) -> Value {
+        match self {
+            SetValue::Str(s) => Value::String(s.clone()),
+            SetValue::Literal(text) => match text.as_str() {
+                "true" => Value::Bool(true),
+                "false" => Value::Bool(false),
+                "null" => Value::Null,
+                _ => text
+                    .parse::<i64>()
+                    .map(Value::from)
+                    .unwrap_or_else(|_| Value::String(text.clone())),
+            },
+            SetValue::Json(v) => v.clone(),
+        }
+    }
+}
+
+/// `--set`/`--set-string`/`--set-json KEY=VALUE` for each of bgslot's keys.
+fn set_args(sets: &[(String, SetValue)]) -> Vec<OsString> {
+    sets.iter()
+        .flat_map(|(key, value)| {
+            let (flag, value) = value.flag();
+            [flag.into(), format!("{key}={value}").into()]
+        })
+        .collect()
+}
+
 /// One helm write: what bgslot changes, plus what the user passes through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Write {
@@ -121,20 +160,119 @@ pub fn write_argv(
         argv.extend(["--set".into(), set.to_string().into()]);
     }
     // bgslot's own keys come last so a pass-through --set cannot undo the slot bookkeeping.
-    for (key, value) in &write.sets {
-        let (flag, value) = match value {
-            SetValue::Str(v) => ("--set-string", v.clone()),
-            SetValue::Literal(v) => ("--set", v.clone()),
-            SetValue::Json(v) => ("--set-json", v.to_string()),
-        };
-        argv.extend([flag.into(), format!("{key}={value}").into()]);
-    }
+    argv.extend(set_args(&write.sets));
     argv.extend(["--description".into(), write.description().into()]);
     // Helm 4 applies server-side: a field someone edited by hand is owned by another manager and
     // the apply conflicts. Only an explicit --force takes it back. Helm 3 merges client-side.
     if write.force_conflicts && major >= 4 {
         argv.push("--force-conflicts".into());
     }
+    argv
+}
+
+/// The same write as a server-side dry run that prints the release as JSON: helm renders with
+/// the cluster's version and API versions, runs its ownership check of live objects, and changes
+/// nothing.
+pub fn dry_run(mut argv: Vec<OsString>) -> Vec<OsString> {
+    argv.extend(["--dry-run=server".into(), "--output".into(), "json".into()]);
+    argv
+}
+
+/// A write of a slot release in router mode: the user's chart, installed or upgraded whole.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SlotWrite {
+    /// A path, `repo/name` or `oci://...`.
+    pub chart: String,
+    pub version: Option<String>,
+    /// The production slot's user values, passed first in a values file bgslot writes (never
+    /// its computed values: the chart's defaults come from the chart being installed).
+    pub base: Option<Value>,
+    /// The user's `-f` files and `--set`s, after the base.
+    pub values_files: Vec<PathBuf>,
+    pub user_sets: Vec<SetArg>,
+    /// bgslot's own keys (the tag, repository, digest and replicas), last.
+    pub sets: Vec<(String, SetValue)>,
+    pub record: Recorded,
+    /// How long helm may wait for the chart's hooks.
+    pub timeout: std::time::Duration,
+}
+
+impl SlotWrite {
+    pub fn description(&self) -> String {
+        self.record.to_string()
+    }
+}
+
+/// argv of a slot write: `helm upgrade --install` with `--reset-values`, so that nothing of the
+/// slot's previous occupant (its own `--set`s, an old tag) survives, only what this write passes.
+/// It prints the release as JSON (its revision, what it rendered).
+pub fn slot_write_argv(
+    release: &str,
+    target: &Target,
+    write: &SlotWrite,
+    base: Option<&Path>,
+) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec![
+        "upgrade".into(),
+        "--install".into(),
+        release.into(),
+        write.chart.clone().into(),
+        "--reset-values".into(),
+    ];
+    argv.extend(target.args());
+    if let Some(version) = write.version.as_ref().filter(|v| !v.is_empty()) {
+        argv.extend(["--version".into(), version.into()]);
+    }
+    for file in base
+        .into_iter()
+        .chain(write.values_files.iter().map(PathBuf::as_path))
+    {
+        argv.extend(["--values".into(), file.into()]);
+    }
+    for set in &write.user_sets {
+        argv.extend(["--set".into(), set.to_string().into()]);
+    }
+    argv.extend(set_args(&write.sets));
+    argv.extend([
+        "--description".into(),
+        write.description().into(),
+        "--timeout".into(),
+        format!("{}s", write.timeout.as_secs().max(1)).into(),
+        "--output".into(),
+        "json".into(),
+    ]);
+    argv
+}
+
+/// The dry run of a slot write (`--dry-run=server`, printing the release as JSON).
+pub fn slot_render_argv(
+    release: &str,
+    target: &Target,
+    write: &SlotWrite,
+    base: Option<&Path>,
+) -> Vec<OsString> {
+    let mut argv = slot_write_argv(release, target, write, base);
+    argv.push("--dry-run=server".into());
+    argv
+}
+
+/// `helm uninstall REL --keep-history`: the objects go, the history stays (so the name can be
+/// installed again, and `helm history` still shows what ran there).
+pub fn uninstall_argv(
+    release: &str,
+    target: &Target,
+    description: &str,
+    timeout: std::time::Duration,
+) -> Vec<OsString> {
+    let mut argv: Vec<OsString> = vec!["uninstall".into(), release.into()];
+    argv.extend(target.args());
+    argv.extend([
+        "--keep-history".into(),
+        "--description".into(),
+        description.into(),
+        "--timeout".into(),
+        format!("{}s", timeout.as_secs().max(1)).into(),
+    ]);
     argv
 }
 
@@ -398,6 +536,109 @@ mod tests {
         assert_eq!(
             strings(values_argv("web", &target()))[..4],
             ["get", "values", "web", "--all"]
+        );
+    }
+
+    fn slot_write() -> SlotWrite {
+        SlotWrite {
+            chart: "./charts/myapp".into(),
+            version: None,
+            base: None,
+            values_files: vec!["prod.yaml".into()],
+            user_sets: vec!["env=prod".parse().unwrap()],
+            sets: vec![
+                ("image.tag".into(), SetValue::Str("1.20".into())),
+                ("replicaCount".into(), SetValue::Literal("3".into())),
+            ],
+            record: deploy(Slot::Green),
+            timeout: std::time::Duration::from_secs(300),
+        }
+    }
+
+    #[test]
+    fn a_slot_write_installs_or_upgrades_with_reset_values_and_bgslot_keys_last() {
+        let base = Path::new("/tmp/production-values.json");
+        let argv = strings(slot_write_argv(
+            "web-green",
+            &target(),
+            &slot_write(),
+            Some(base),
+        ));
+        assert_eq!(
+            argv,
+            [
+                "upgrade",
+                "--install",
+                "web-green",
+                "./charts/myapp",
+                "--reset-values",
+                "--namespace",
+                "shop",
+                "--kube-context",
+                "prod",
+                "--values",
+                "/tmp/production-values.json",
+                "--values",
+                "prod.yaml",
+                "--set",
+                "env=prod",
+                "--set-string",
+                "image.tag=1.20",
+                "--set",
+                "replicaCount=3",
+                "--description",
+                "bgslot deploy green v2",
+                "--timeout",
+                "300s",
+                "--output",
+                "json"
+            ]
+        );
+        let versioned = SlotWrite {
+            chart: "oci://ghcr.io/acme/charts/web".into(),
+            version: Some("1.4.2".into()),
+            ..slot_write()
+        };
+        let argv = strings(slot_render_argv("web-green", &target(), &versioned, None));
+        let at = argv.iter().position(|a| a == "--version").unwrap();
+        assert_eq!(argv[at + 1], "1.4.2");
+        assert_eq!(argv.last().unwrap(), "--dry-run=server");
+        assert!(!argv.iter().any(|a| a == "--take-ownership"));
+    }
+
+    #[test]
+    fn a_render_is_the_write_as_a_server_side_dry_run() {
+        let write = Write::upgrade(swap()).set("productionSlot", SetValue::Str("green".into()));
+        let argv = strings(dry_run(write_argv("web", "c", &target(), &write, 4, None)));
+        assert_eq!(
+            &argv[argv.len() - 3..],
+            ["--dry-run=server", "--output", "json"]
+        );
+        assert_eq!(&argv[..3], ["upgrade", "web", "c"]);
+    }
+
+    #[test]
+    fn clean_uninstalls_a_slot_release_keeping_its_history() {
+        assert_eq!(
+            strings(uninstall_argv(
+                "web-blue",
+                &target(),
+                "bgslot clean blue",
+                std::time::Duration::from_secs(90)
+            )),
+            [
+                "uninstall",
+                "web-blue",
+                "--namespace",
+                "shop",
+                "--kube-context",
+                "prod",
+                "--keep-history",
+                "--description",
+                "bgslot clean blue",
+                "--timeout",
+                "90s"
+            ]
         );
     }
 

@@ -14,6 +14,10 @@ pub enum HelmErrorKind {
     /// An object belongs to another release or field manager: Helm 3's ownership check
     /// (`invalid ownership metadata`) or a Helm 4 server-side apply conflict.
     OwnershipConflict,
+    /// The chart cannot be rendered for this cluster: a template's `required` or `fail`, a
+    /// values schema, the chart's kubeVersion, a template or YAML that does not parse, a kind the
+    /// cluster does not serve.
+    RenderFailed,
     /// Anything else; stderr says what.
     Other,
 }
@@ -30,6 +34,21 @@ impl HelmErrorKind {
             || (stderr.contains("Apply failed with") && stderr.contains("conflict"))
         {
             HelmErrorKind::OwnershipConflict
+        } else if [
+            "execution error at (",
+            "values don't meet the specifications of the schema",
+            "which is incompatible with Kubernetes",
+            "parse error at (",
+            "YAML parse error on",
+            "error converting YAML to JSON",
+            "unable to build kubernetes objects from",
+            "template: ",
+            "executing \"",
+        ]
+        .iter()
+        .any(|p| stderr.contains(p))
+        {
+            HelmErrorKind::RenderFailed
         } else {
             HelmErrorKind::Other
         }
@@ -130,6 +149,22 @@ mod tests {
         );
         assert_eq!(
             HelmErrorKind::of("Error: UPGRADE FAILED: timed out"),
+            HelmErrorKind::Other
+        );
+        for render in [
+            "Error: execution error at (req/templates/a.yaml:3:20): db.host is required",
+            "Error: values don't meet the specifications of the schema(s) in the following chart(s):\nschema:\n- at '/x': got number, want string",
+            "Error: chart requires kubeVersion: >=1.25.0-0 which is incompatible with Kubernetes v1.20.2",
+            "Error: parse error at (parse/templates/a.yaml:1): missing value for if",
+            "Error: YAML parse error on yaml/templates/a.yaml: error converting YAML to JSON: yaml: line 3",
+            "Error: unable to build kubernetes objects from release manifest: resource mapping not found for name: \"a\" namespace: \"\" from \"\": no matches for kind \"ServiceMonitor\" in version \"monitoring.coreos.com/v1\"",
+            "Error: UPGRADE FAILED: template: web/templates/a.yaml:3:4: executing \"web/templates/a.yaml\" at <.Values.x.y>: nil pointer evaluating interface {}.y",
+            "Error: myapp/templates/db.yaml:6:49\n  executing \"myapp/templates/db.yaml\" at <.Values.db.host>:\n    nil pointer evaluating interface {}.host",
+        ] {
+            assert_eq!(HelmErrorKind::of(render), HelmErrorKind::RenderFailed, "{render}");
+        }
+        assert_eq!(
+            HelmErrorKind::of("Error: repo bad not found"),
             HelmErrorKind::Other
         );
     }

@@ -69,6 +69,79 @@ impl Status {
     }
 }
 
+/// A whole release as `helm status -o json` and `helm upgrade --install -o json` (a dry run
+/// included) print it: what a router reads of a slot release, to know what it renders.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+pub struct ReleaseRecord {
+    pub name: String,
+    /// The revision number.
+    pub version: u64,
+    pub info: StatusInfo,
+    /// The values the user supplied.
+    #[serde(default)]
+    pub config: Option<Value>,
+    /// The rendered objects, as one YAML stream.
+    #[serde(default)]
+    pub manifest: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub hooks: Vec<HookRecord>,
+    /// The chart's metadata (`helm status` leaves the chart out).
+    #[serde(default)]
+    pub chart: Option<ChartRecord>,
+}
+
+/// One hook of a release: its object and the events it runs at.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct HookRecord {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub kind: String,
+    #[serde(default)]
+    pub manifest: String,
+    #[serde(default, deserialize_with = "null_as_empty")]
+    pub events: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ChartRecord {
+    pub metadata: ChartMetadata,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+pub struct ChartMetadata {
+    pub name: String,
+    #[serde(default)]
+    pub version: String,
+    #[serde(default, rename = "appVersion")]
+    pub app_version: String,
+}
+
+impl ReleaseRecord {
+    /// The user values, `{}` when there are none.
+    pub fn user_values(&self) -> Value {
+        self.config
+            .clone()
+            .filter(|v| !v.is_null())
+            .unwrap_or_else(|| Value::Object(Default::default()))
+    }
+
+    /// `NAME-VERSION` of the chart, as `helm history` names it, when the record carries it.
+    pub fn chart_id(&self) -> Option<String> {
+        self.chart
+            .as_ref()
+            .map(|c| format!("{}-{}", c.metadata.name, c.metadata.version))
+    }
+}
+
+fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
+}
+
 /// Parses `helm history -o json`, oldest first.
 pub fn parse_history(json: &str) -> serde_json::Result<Vec<Revision>> {
     let mut revisions: Vec<Revision> = serde_json::from_str(json)?;
@@ -107,5 +180,27 @@ mod tests {
             ),
             (2, "deployed", "bgslot-0.2.0")
         );
+    }
+
+    #[test]
+    fn a_whole_release_reads_with_its_manifest_hooks_and_chart() {
+        let record: ReleaseRecord = serde_json::from_str(
+            r#"{"name":"web-green","version":3,"info":{"status":"pending-install","description":"Dry run complete"},
+                "config":null,"manifest":"---\nkind: Service\n","hooks":[{"name":"t","kind":"Pod","path":"p","manifest":"kind: Pod","events":["test"]}],
+                "chart":{"metadata":{"name":"myapp","version":"0.1.0","appVersion":"1.16.0"},"templates":[]},"namespace":"shop"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (record.version, record.info.status.as_str()),
+            (3, "pending-install")
+        );
+        assert_eq!(record.hooks[0].events, ["test"]);
+        assert_eq!(record.chart_id().as_deref(), Some("myapp-0.1.0"));
+        assert_eq!(record.user_values(), serde_json::json!({}));
+        let bare: ReleaseRecord = serde_json::from_str(
+            r#"{"name":"web","version":1,"info":{"status":"deployed"},"hooks":null}"#,
+        )
+        .unwrap();
+        assert!(bare.hooks.is_empty() && bare.chart_id().is_none() && bare.manifest.is_empty());
     }
 }

@@ -9,9 +9,9 @@ pub mod runner;
 pub mod storage;
 pub mod version;
 
-pub use argv::{is_secret_key, SetValue, Target, Write};
+pub use argv::{is_secret_key, SetValue, SlotWrite, Target, Write};
 pub use error::{HelmError, HelmErrorKind};
-pub use json::{Revision, Status};
+pub use json::{ReleaseRecord, Revision, Status};
 pub use records::{Latest, Records};
 pub use runner::HelmRunner;
 pub use version::{locate, HelmVersion};

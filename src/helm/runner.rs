@@ -9,9 +9,9 @@ use std::sync::Arc;
 use anyhow::{anyhow, bail, Context, Result};
 use serde_json::Value;
 
-use super::argv::{self, redact, Target, Write};
+use super::argv::{self, redact, SlotWrite, Target, Write};
 use super::error::{HelmError, HelmErrorKind};
-use super::json::{parse_history, Revision, Status};
+use super::json::{parse_history, ReleaseRecord, Revision, Status};
 use super::version::{parse_version, HelmVersion, VersionCache, MIN_HELM};
 use crate::events::{Event, Events};
 use crate::names::shell_words;
@@ -172,6 +172,105 @@ impl HelmRunner {
         self.run(argv).await.map(|_| ())
     }
 
+    /// `helm status REL -o json` read whole: the user values, the manifest and the hooks of the
+    /// latest revision; `None` when the release does not exist.
+    pub async fn release(&self, release: &str) -> Result<Option<ReleaseRecord>> {
+        match self.run(argv::status_argv(release, &self.target)).await {
+            Ok(out) => serde_json::from_str(&out)
+                .map(Some)
+                .with_context(|| format!("reading `helm status {release} -o json`")),
+            Err(err) if HelmError::is(&err, HelmErrorKind::NotFound) => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Renders `write` of the slot release `release` as a server-side dry run: what helm would
+    /// install, rendered with the cluster's version and API versions, after helm's ownership
+    /// check. Nothing changes.
+    pub async fn render_slot(&self, release: &str, write: &SlotWrite) -> Result<ReleaseRecord> {
+        let base = write.base.as_ref().map(values_file).transpose()?;
+        let argv = argv::slot_render_argv(
+            release,
+            &self.target,
+            write,
+            base.as_ref().map(|f| f.path()),
+        );
+        let out = self.run(argv).await?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("reading the dry run of {release} (helm -o json)"))
+    }
+
+    /// Runs `write` of the slot release `release`; returns the release as helm recorded it.
+    pub async fn write_slot(&self, release: &str, write: &SlotWrite) -> Result<ReleaseRecord> {
+        let base = write.base.as_ref().map(values_file).transpose()?;
+        let argv = argv::slot_write_argv(
+            release,
+            &self.target,
+            write,
+            base.as_ref().map(|f| f.path()),
+        );
+        let out = self.run(argv).await?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("reading what helm wrote of {release} (helm -o json)"))
+    }
+
+    /// Renders a write of `release` with `chart` (a bgslot chart) as a server-side dry run.
+    pub async fn render(&self, release: &str, chart: &str, write: &Write) -> Result<ReleaseRecord> {
+        let generated = write.generated.as_ref().map(values_file).transpose()?;
+        let argv = argv::dry_run(argv::write_argv(
+            release,
+            chart,
+            &self.target,
+            write,
+            self.version.major,
+            generated.as_ref().map(|f| f.path()),
+        ));
+        let out = self.run(argv).await?;
+        serde_json::from_str(&out)
+            .with_context(|| format!("reading the dry run of {release} (helm -o json)"))
+    }
+
+    /// `helm uninstall REL --keep-history`.
+    pub async fn uninstall(
+        &self,
+        release: &str,
+        description: &str,
+        timeout: std::time::Duration,
+    ) -> Result<()> {
+        self.run(argv::uninstall_argv(
+            release,
+            &self.target,
+            description,
+            timeout,
+        ))
+        .await
+        .map(|_| ())
+    }
+
+    /// The command line of a slot write, as `-v` would print it.
+    pub fn slot_command_line(&self, release: &str, write: &SlotWrite) -> Vec<String> {
+        let base = write
+            .base
+            .as_ref()
+            .map(|_| Path::new("<production's values>"));
+        self.printable(&argv::slot_write_argv(release, &self.target, write, base))
+    }
+
+    /// The command line of `helm uninstall REL --keep-history`.
+    pub fn uninstall_command_line(
+        &self,
+        release: &str,
+        description: &str,
+        timeout: std::time::Duration,
+    ) -> Vec<String> {
+        self.printable(&argv::uninstall_argv(
+            release,
+            &self.target,
+            description,
+            timeout,
+        ))
+    }
+
     /// `helm rollback REL REV` (used by `recover`).
     pub async fn rollback(&self, release: &str, revision: u64) -> Result<()> {
         self.run(argv::rollback_argv(release, revision, &self.target))
@@ -217,4 +316,15 @@ impl HelmRunner {
         }
         Ok(String::from_utf8_lossy(&output.stdout).into_owned())
     }
+}
+
+/// A values file readable by this user only (values may hold secrets), gone when dropped.
+fn values_file(values: &Value) -> Result<tempfile::NamedTempFile> {
+    let mut file = tempfile::Builder::new()
+        .prefix("bgslot-values-")
+        .suffix(".json")
+        .tempfile()
+        .context("creating a temporary values file")?;
+    serde_json::to_writer(&mut file, values).context("writing a temporary values file")?;
+    Ok(file)
 }

@@ -668,3 +668,324 @@ async fn every_command_prints_its_documented_json(major: u32) {
     );
     env.done().await;
 }
+
+// Router mode: the same commands on a router release print these shapes (`mode: "router"`).
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterDeploy {
+    operation: String,
+    release: String,
+    namespace: String,
+    revision: u64,
+    production_slot: String,
+    stage_slot: String,
+    mode: String,
+    slot: String,
+    role: String,
+    image: String,
+    ready: i64,
+    desired: i64,
+    #[serde(deserialize_with = "nullable")]
+    service: Option<String>,
+    url: String,
+    slot_release: String,
+    slot_revision: u64,
+    chart: String,
+    accepted: Vec<String>,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterSwap {
+    operation: String,
+    release: String,
+    namespace: String,
+    revision: u64,
+    production_slot: String,
+    stage_slot: String,
+    mode: String,
+    from: String,
+    to: String,
+    image: String,
+    previous_image: String,
+    service: String,
+    ready_endpoints: u64,
+    url: String,
+    slot_release: String,
+    previous_release: String,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterClean {
+    operation: String,
+    release: String,
+    namespace: String,
+    revision: u64,
+    production_slot: String,
+    stage_slot: String,
+    mode: String,
+    slot: String,
+    changed: bool,
+    image: String,
+    stopped_pods: usize,
+    stop_ms: u64,
+    slot_release: String,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterRelease {
+    operation: String,
+    release: String,
+    namespace: String,
+    revision: u64,
+    production_slot: String,
+    stage_slot: String,
+    mode: String,
+    image: String,
+    verified: Vec<String>,
+    steps: Vec<Value>,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterRecover {
+    operation: String,
+    release: String,
+    namespace: String,
+    revision: u64,
+    #[serde(deserialize_with = "nullable")]
+    production_slot: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    stage_slot: Option<String>,
+    mode: String,
+    changed: bool,
+    status: String,
+    recovered: Vec<RouterRecovered>,
+    #[serde(deserialize_with = "nullable")]
+    production_ready: Option<i64>,
+    #[serde(deserialize_with = "nullable")]
+    production_desired: Option<i64>,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterRecovered {
+    release: String,
+    status: String,
+    from_revision: u64,
+    action: String,
+    #[serde(deserialize_with = "nullable")]
+    to_revision: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterStatus {
+    release: String,
+    namespace: String,
+    revision: u64,
+    helm_status: String,
+    chart: String,
+    helm_version: String,
+    description: String,
+    production_slot: String,
+    stage_slot: String,
+    mode: String,
+    app: RouterApp,
+    slots: Vec<RouterSlotStatus>,
+    services: Vec<RouterServiceStatus>,
+    drift: Vec<String>,
+    warnings: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
+    owner: Option<Value>,
+    #[serde(deserialize_with = "nullable")]
+    problem: Option<Problem>,
+    #[serde(deserialize_with = "nullable")]
+    lock: Option<Lock>,
+    next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterApp {
+    chart: String,
+    version: String,
+    tag_key: String,
+    repository_key: String,
+    digest_key: String,
+    replicas_key: String,
+    service: String,
+    accept: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterSlotStatus {
+    slot: String,
+    role: String,
+    release: String,
+    state: String,
+    #[serde(deserialize_with = "nullable")]
+    revision: Option<u64>,
+    #[serde(deserialize_with = "nullable")]
+    status: Option<String>,
+    chart: String,
+    app_version: String,
+    tag: String,
+    image: String,
+    ready: i64,
+    available: i64,
+    desired: i64,
+    fully_available: bool,
+    #[serde(deserialize_with = "nullable")]
+    age_seconds: Option<i64>,
+    deployments: Vec<RouterDeploymentStatus>,
+    accepted: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterDeploymentStatus {
+    name: String,
+    ready: i64,
+    available: i64,
+    desired: i64,
+    routed: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RouterServiceStatus {
+    name: String,
+    service: String,
+    role: String,
+    #[serde(deserialize_with = "nullable")]
+    routes_to: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    selects: Option<String>,
+    ready_endpoints: u64,
+    not_ready_endpoints: u64,
+}
+
+with_both_helms!(every_router_command_prints_its_documented_json);
+
+async fn every_router_command_prints_its_documented_json(major: u32) {
+    let env = Env::new(major, "rtreports").await;
+    let dir = tempfile::tempdir().unwrap();
+    let chart = crate::router::helm_create(&env, dir.path(), "myapp");
+    let chart = chart.to_str().unwrap();
+
+    let planned: DryRunPlan = json(
+        &env,
+        &[
+            "deploy",
+            "web",
+            "--app-chart",
+            chart,
+            "--tag",
+            "v1",
+            "--dry-run",
+        ],
+        0,
+    )
+    .await;
+    assert_eq!((planned.revision, planned.steps.len()), (None, 2));
+    let installed: RouterDeploy = json(
+        &env,
+        &["deploy", "web", "--app-chart", chart, "--tag", "v1"],
+        0,
+    )
+    .await;
+    assert_eq!(
+        (
+            installed.operation.as_str(),
+            installed.mode.as_str(),
+            installed.slot_release.as_str()
+        ),
+        ("install", "router", "web-blue")
+    );
+    let deployed: RouterDeploy = json(&env, &["deploy", "web", "--tag", "v2"], 0).await;
+    assert_eq!(
+        (deployed.slot.as_str(), deployed.role.as_str()),
+        ("green", "stage")
+    );
+    assert_eq!(deployed.service.as_deref(), Some("web-stage"));
+    let status: RouterStatus = json(&env, &["status", "web"], 0).await;
+    assert_eq!(
+        (
+            status.mode.as_str(),
+            status.slots.len(),
+            status.services.len()
+        ),
+        ("router", 2, 2)
+    );
+    assert!(status
+        .slots
+        .iter()
+        .all(|s| s.fully_available && s.deployments.len() == 1));
+    assert_eq!(status.app.tag_key, "image.tag");
+    let _: DryRunPlan = json(&env, &["swap", "web", "--dry-run"], 0).await;
+    let swapped: RouterSwap = json(&env, &["swap", "web", "--expect-tag", "v2"], 0).await;
+    assert_eq!(
+        (
+            swapped.to.as_str(),
+            swapped.slot_release.as_str(),
+            swapped.previous_release.as_str()
+        ),
+        ("green", "web-green", "web-blue")
+    );
+    let back: RouterSwap = json(&env, &["rollback", "web"], 0).await;
+    assert_eq!(back.operation, "rollback");
+    let _: RouterSwap = json(&env, &["swap", "web"], 0).await;
+    let _: DryRunPlan = json(&env, &["clean", "web", "--min-age", "0s", "--dry-run"], 0).await;
+    let cleaned: RouterClean = json(&env, &["clean", "web", "--min-age", "0s"], 0).await;
+    assert_eq!((cleaned.slot.as_str(), cleaned.changed), ("blue", true));
+    let again: RouterClean = json(&env, &["clean", "web", "--min-age", "0s"], 0).await;
+    assert!(!again.changed);
+    let released: RouterRelease = json(
+        &env,
+        &[
+            "release",
+            "web",
+            "--tag",
+            "v3",
+            "--verify-cmd",
+            "true",
+            "--clean",
+            "--min-age",
+            "0s",
+        ],
+        0,
+    )
+    .await;
+    let step_deploy: RouterDeploy = serde_json::from_value(released.steps[0].clone()).unwrap();
+    let step_swap: RouterSwap = serde_json::from_value(released.steps[1].clone()).unwrap();
+    let step_clean: RouterClean = serde_json::from_value(released.steps[2].clone()).unwrap();
+    assert_eq!(
+        (
+            step_deploy.slot.as_str(),
+            step_swap.to.as_str(),
+            step_clean.slot.as_str()
+        ),
+        ("blue", "blue", "green")
+    );
+    let _: DryRunPlan = json(&env, &["release", "web", "--tag", "v4", "--dry-run"], 0).await;
+    let recovered: RouterRecover = json(&env, &["recover", "web"], 0).await;
+    assert!(!recovered.changed && recovered.recovered.is_empty());
+    let history: History = json(&env, &["history", "web"], 0).await;
+    assert_eq!(
+        history.revisions[0].summary,
+        "bgslot install: v1 in blue (production)"
+    );
+    let refused: ErrorDoc = json(&env, &["rollback", "web"], 3).await;
+    assert!(refused.error.contains("is gone (cleaned"), "{refused:?}");
+    env.done().await;
+}

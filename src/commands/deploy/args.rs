@@ -57,6 +57,9 @@ pub struct ImageArgs {
     /// Create the namespace if it does not exist (as `helm install --create-namespace` does)
     #[arg(long)]
     pub create_namespace: bool,
+
+    #[command(flatten)]
+    pub app: crate::commands::router::AppArgs,
 }
 
 fn parse_replicas(text: &str) -> Result<u32, String> {

@@ -16,6 +16,7 @@ pub use decide::{decide, DeployPlan, DeployRequest, Version};
 pub use report::DeployReport;
 
 use super::preview::{self, Plan, PlannedStep};
+use super::router::{self, Mode};
 use super::{mutate, DryRun, Invocation, Mutation, Outcome, Session};
 use crate::context::Ctx;
 use crate::helm::Revision;
@@ -44,11 +45,14 @@ impl Args {
         let mutation = Mutation::new(Op::Deploy, &self.release, self.dry_run).creating_namespace(self.image.create_namespace);
         mutate(run, mutation, async |s: &Session<'_>| {
             let seen = Observation::read(s.ctx, s.release, History::Latest).await?;
+            if let Some(routed) = router::deploy::dispatch(s, seen.as_ref(), &self.image, self.force).await? {
+                return Ok(router::routed(routed));
+            }
             let plan = decide(s.release, seen.as_ref(), &self.image.request(self.force))?;
             if s.dry_run {
                 return Ok(Outcome::Planned(preview(s, seen.as_ref(), &plan)?));
             }
-            act(s.ctx, s.release, seen.as_ref(), plan).await.map(Outcome::Done)
+            act(s.ctx, s.release, seen.as_ref(), plan).await.map(|r| Outcome::Done(Mode::Bundled(r)))
         })
         .await
     }

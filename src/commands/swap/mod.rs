@@ -15,6 +15,7 @@ pub use decide::{decide, flip_write, plan_flip, promote_write, Promote, SwapPlan
 pub use report::SwapReport;
 
 use super::preview::{self, Plan, PlannedStep};
+use super::router::{self, Mode};
 use super::{mutate, DryRun, Invocation, Mutation, Outcome, Session};
 use crate::context::Ctx;
 use crate::names::{ReleaseName, Tag};
@@ -87,11 +88,14 @@ pub struct SwapRequest {
 pub async fn execute(run: &Invocation<'_>, release: &ReleaseName, request: &SwapRequest, dry_run: DryRun) -> Result<()> {
     mutate(run, Mutation::new(request.kind.op(), release, dry_run), async |s: &Session<'_>| {
         let seen = observe(s.ctx, release, request.kind).await?;
+        if let Some(routed) = router::swap::dispatch(s, &seen, request.kind.op(), request.expect_tag.as_deref(), request.force).await? {
+            return Ok(router::routed(routed));
+        }
         let plan = decide(&seen, request, &s.ctx.chart)?;
         if s.dry_run {
             return Ok(Outcome::Planned(preview(s.ctx, &seen, &plan)));
         }
-        act(s.ctx, &seen, plan).await.map(Outcome::Done)
+        act(s.ctx, &seen, plan).await.map(|r| Outcome::Done(Mode::Bundled(r)))
     })
     .await
 }

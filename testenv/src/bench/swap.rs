@@ -4,8 +4,10 @@
 //! to the new slot, how late `bgslot deploy` returns after its Deployment became available, and
 //! how many helm commands one swap runs; what `bgslot status` costs next to `helm status` (and how
 //! many helm commands it runs), and how soon `bgslot status --watch` redraws after a change it
-//! watches. Helms run one after the other so their timings do not disturb each other. Figures
-//! only, no asserts.
+//! watches. Each helm measures a release of bgslot's chart (`mode: bundled`) and a router whose
+//! slots are releases of a `helm create` chart (`mode: router`), in the same rounds and with the
+//! same keys. Helms and modes run one after the other so their timings do not disturb each other.
+//! Figures only, no asserts.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -68,10 +70,12 @@ pub struct Samples {
     pub watch_redraw_ms: Vec<f64>,
 }
 
-/// One helm's figures, as swap.json has them.
+/// One helm's figures in one mode, as swap.json has them.
 #[derive(Debug, Serialize)]
 pub struct HelmRun {
     pub helm: String,
+    /// `bundled` (a release of bgslot's chart) or `router` (slots that are releases of another chart).
+    pub mode: &'static str,
     pub bgslot_swap_ms_median: Option<f64>,
     pub bare_upgrade_ms_median: Option<f64>,
     pub selector_patch_ms_median: Option<f64>,
@@ -112,20 +116,41 @@ pub async fn run(opts: Options) -> Result<()> {
     let mut runs = Vec::new();
     for helm in &opts.helms {
         let version = helm_version(helm).await?;
-        let bench = SwapBench {
-            opts: &opts,
-            dir: &dir,
-            client: &client,
-            helm,
-            chart: &chart,
-            major: version
-                .trim_start_matches('v')
-                .split('.')
-                .next()
-                .unwrap_or("x")
-                .to_string(),
-        };
-        runs.push(bench.run(version).await?);
+        let major = version
+            .trim_start_matches('v')
+            .split('.')
+            .next()
+            .unwrap_or("x")
+            .to_string();
+        // The chart most teams started from, as this helm makes it.
+        let apps = dir.join(format!("swap-bench-app-h{major}"));
+        let _ = std::fs::remove_dir_all(&apps);
+        std::fs::create_dir_all(&apps).with_context(|| format!("creating {}", apps.display()))?;
+        let created = tokio::process::Command::new(helm)
+            .args(["create", "myapp"])
+            .current_dir(&apps)
+            .output()
+            .await
+            .with_context(|| format!("running {} create", helm.display()))?;
+        if !created.status.success() {
+            bail!(
+                "helm create failed: {}",
+                String::from_utf8_lossy(&created.stderr)
+            );
+        }
+        let app = apps.join("myapp");
+        for mode in [Mode::Bundled, Mode::Router { chart: &app }] {
+            let bench = SwapBench {
+                mode,
+                opts: &opts,
+                dir: &dir,
+                client: &client,
+                helm,
+                chart: &chart,
+                major: major.clone(),
+            };
+            runs.push(bench.run(version.clone()).await?);
+        }
     }
     print!("{}", table(&runs, opts.rounds));
     let path = opts.out.join("swap.json");
@@ -136,7 +161,25 @@ pub async fn run(opts: Options) -> Result<()> {
     Ok(())
 }
 
+/// What a bench round swaps: a release of bgslot's chart, or a router whose slots are releases
+/// of `chart` (made with `helm create myapp`).
+#[derive(Clone, Copy)]
+enum Mode<'a> {
+    Bundled,
+    Router { chart: &'a Path },
+}
+
+impl Mode<'_> {
+    fn name(self) -> &'static str {
+        match self {
+            Mode::Bundled => "bundled",
+            Mode::Router { .. } => "router",
+        }
+    }
+}
+
 struct SwapBench<'a> {
+    mode: Mode<'a>,
     opts: &'a Options,
     dir: &'a Path,
     client: &'a Client,
@@ -147,37 +190,65 @@ struct SwapBench<'a> {
 
 impl SwapBench<'_> {
     fn ns(&self) -> String {
-        format!("swapbench-h{}", self.major)
+        match self.mode {
+            Mode::Bundled => format!("swapbench-h{}", self.major),
+            Mode::Router { .. } => format!("swapbench-h{}-router", self.major),
+        }
     }
 
     /// A second release only ever flipped by hand: bgslot never meets the hand edit.
     fn patch_ns(&self) -> String {
-        format!("swapbench-h{}-patch", self.major)
+        format!("{}-patch", self.ns())
     }
 
     fn progress(&self, text: &str) {
-        eprintln!("swap-bench helm {}: {text}", self.major);
+        eprintln!(
+            "swap-bench helm {} {}: {text}",
+            self.major,
+            self.mode.name()
+        );
+    }
+
+    /// The install of the release, as the mode has it.
+    fn install_args(&self) -> Vec<String> {
+        let mut args: Vec<String> = [
+            "deploy",
+            RELEASE,
+            "--tag",
+            "v1",
+            "--replicas",
+            REPLICAS,
+            "--create-namespace",
+        ]
+        .map(String::from)
+        .to_vec();
+        match self.mode {
+            Mode::Bundled => args.extend(["--set".into(), NO_LAG.into()]),
+            Mode::Router { chart } => args.extend([
+                "--app-chart".into(),
+                chart.display().to_string(),
+                "--router-set".into(),
+                NO_LAG.into(),
+            ]),
+        }
+        args
+    }
+
+    /// The Deployment that serves `slot`.
+    fn deployment(&self, slot: &str) -> String {
+        match self.mode {
+            Mode::Bundled => format!("{RELEASE}-{slot}"),
+            Mode::Router { .. } => format!("{RELEASE}-{slot}-myapp"),
+        }
     }
 
     async fn run(&self, version: String) -> Result<HelmRun> {
         let (ns, patch_ns) = (self.ns(), self.patch_ns());
         for ns in [&ns, &patch_ns] {
             self.delete_namespace(ns).await?;
-            self.bgslot_ok(
-                ns,
-                &[
-                    "deploy",
-                    RELEASE,
-                    "--tag",
-                    "v1",
-                    "--replicas",
-                    REPLICAS,
-                    "--create-namespace",
-                    "--set",
-                    NO_LAG,
-                ],
-            )
-            .await?;
+            let install = self.install_args();
+            self.bgslot_ok(ns, &install.iter().map(String::as_str).collect::<Vec<_>>())
+                .await?;
             self.bgslot_ok(ns, &["deploy", RELEASE, "--tag", "v2"])
                 .await?;
             self.await_routes(ns, "blue").await?;
@@ -269,6 +340,7 @@ impl SwapBench<'_> {
         };
         Ok(HelmRun {
             helm: version,
+            mode: self.mode.name(),
             bgslot_swap_ms_median: median(s.bgslot_swap_ms.clone()),
             bare_upgrade_ms_median: median(s.bare_upgrade_ms.clone()),
             selector_patch_ms_median: median(s.selector_patch_ms.clone()),
@@ -320,7 +392,7 @@ impl SwapBench<'_> {
     /// includes printing the report and the process's exit.
     async fn ready_noticed(&self, ns: &str, slot: &str, tag: &str) -> Result<f64> {
         let deployments: Api<Deployment> = Api::namespaced(self.client.clone(), ns);
-        let name = format!("{RELEASE}-{slot}");
+        let name = self.deployment(slot);
         let before = deployments
             .get(&name)
             .await
@@ -451,7 +523,13 @@ impl SwapBench<'_> {
             (RELEASE.to_string(), production),
             (format!("{RELEASE}-stage"), other(production)),
         ] {
-            let patch = json!({ "spec": { "selector": { "bgslot/slot": slot } } });
+            let patch = match self.mode {
+                Mode::Bundled => json!({ "spec": { "selector": { "bgslot/slot": slot } } }),
+                // A router's Services select a slot release's pods by its instance label.
+                Mode::Router { .. } => json!({ "spec": { "selector": {
+                    "app.kubernetes.io/instance": format!("{RELEASE}-{slot}")
+                } } }),
+            };
             services
                 .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -594,8 +672,9 @@ fn table(runs: &[HelmRun], rounds: usize) -> String {
         "\nswap cost: {rounds} rounds per helm, {REPLICAS} replicas per slot, medians (flip: from the start to the proxy routing only to the new slot, without propagation lag)\n\n"
     );
     out += &format!(
-        "  {:<8} {:>12} {:>12} {:>12} {:>7} {:>10} {:>12} {:>12} {:>12} {:>14}\n",
+        "  {:<8} {:<8} {:>12} {:>12} {:>12} {:>7} {:>10} {:>12} {:>12} {:>12} {:>14}\n",
         "helm",
+        "mode",
         "bgslot swap",
         "bare upgrade",
         "sel. patch",
@@ -611,8 +690,9 @@ fn table(runs: &[HelmRun], rounds: usize) -> String {
             .swap_to_bare_ratio
             .map_or("-".to_string(), |x| format!("{x:.2}x"));
         out += &format!(
-            "  {:<8} {:>12} {:>12} {:>12} {:>7} {:>10} {:>12} {:>12} {:>12} {:>14}\n",
+            "  {:<8} {:<8} {:>12} {:>12} {:>12} {:>7} {:>10} {:>12} {:>12} {:>12} {:>14}\n",
             r.helm,
+            r.mode,
             ms(r.bgslot_swap_ms_median),
             ms(r.bare_upgrade_ms_median),
             ms(r.selector_patch_ms_median),
@@ -655,8 +735,9 @@ fn table(runs: &[HelmRun], rounds: usize) -> String {
     for r in runs {
         let met = r.swap_to_bare_ratio.is_some_and(|x| x <= GOAL_RATIO);
         out += &format!(
-            "\n  {}: one swap runs {} ({}); swap/bare {} the {GOAL_RATIO}x goal",
+            "\n  {} {}: one swap runs {} ({}); swap/bare {} the {GOAL_RATIO}x goal",
             r.helm,
+            r.mode,
             r.helm_commands.join(", "),
             r.helm_commands_per_swap,
             if met { "meets" } else { "misses" }
