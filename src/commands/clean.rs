@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::preview::{self, Plan, PlannedStep};
 use super::router::{self, Mode};
-use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
+use super::{mutate, Mutating, Header, Invocation, Outcome, Session};
 use crate::chart::ChartSource;
 use crate::context::Ctx;
 use crate::duration::parse_duration;
@@ -25,9 +25,8 @@ use crate::wait;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Helm release name
-    #[arg(value_name = "RELEASE")]
-    pub release: ReleaseName,
+    #[command(flatten)]
+    pub target: Mutating,
     /// Clean even before the drain delay, while production is not fully available, or when a
     /// GitOps controller owns the release
     #[arg(long)]
@@ -35,8 +34,6 @@ pub struct Args {
     /// Drain delay: how long after the last swap the old slot must be kept
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub min_age: Duration,
-    #[command(flatten)]
-    pub dry_run: DryRun,
 }
 
 impl Args {
@@ -46,7 +43,7 @@ impl Args {
             force: self.force,
             over_gitops: self.force,
         };
-        let mutation = Mutation::new(Op::Clean, &self.release, self.dry_run);
+        let mutation = self.target.mutation(Op::Clean);
         mutate(run, mutation, async |s: &Session<'_>| {
             let seen = observe(s.ctx, s.release).await?;
             let routing = router::clean::Request { min_age: request.min_age, force: request.force, over_gitops: request.over_gitops };

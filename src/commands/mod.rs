@@ -200,15 +200,6 @@ pub struct Mutation<'a> {
 }
 
 impl<'a> Mutation<'a> {
-    pub fn new(op: Op, release: &'a ReleaseName, dry_run: DryRun) -> Mutation<'a> {
-        Mutation {
-            op,
-            release,
-            dry_run: dry_run.dry_run,
-            create_namespace: false,
-        }
-    }
-
     /// Creates a missing namespace first (`--create-namespace`).
     pub fn creating_namespace(mut self, create: bool) -> Mutation<'a> {
         self.create_namespace = create;
@@ -307,13 +298,28 @@ async fn stopped_by_signal<T>(
     })
 }
 
-/// Shared by every command that changes a release.
-#[derive(Debug, Clone, Copy, clap::Args)]
-pub struct DryRun {
+/// What every command that changes a release starts with: the release, and `--dry-run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Mutating {
+    /// Helm release name
+    #[arg(value_name = "RELEASE")]
+    pub release: ReleaseName,
     /// Observe and decide as usual, then print the plan (helm command, values that change, what
     /// would be waited for) instead of acting; nothing is changed and no lock is taken
     #[arg(long)]
     pub dry_run: bool,
+}
+
+impl Mutating {
+    /// How the skeleton runs `op` on this release.
+    pub fn mutation(&self, op: Op) -> Mutation<'_> {
+        Mutation {
+            op,
+            release: &self.release,
+            dry_run: self.dry_run,
+            create_namespace: false,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use super::preview::{Plan, PlannedStep};
 use super::router::{self, Mode};
-use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
+use super::{mutate, Mutating, Header, Invocation, Outcome, Session};
 use crate::context::Ctx;
 use crate::duration::parse_duration;
 use crate::error::Refusal;
@@ -22,22 +22,19 @@ use crate::vocab::Op;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Helm release name
-    #[arg(value_name = "RELEASE")]
-    pub release: ReleaseName,
+    #[command(flatten)]
+    pub target: Mutating,
     /// A pending revision younger than this may still be worked on by a running helm: refused
     #[arg(long, value_parser = parse_duration, default_value = "60s", value_name = "DURATION")]
     pub min_age: Duration,
     /// Recover even a pending revision younger than --min-age, or a release a GitOps controller owns
     #[arg(long)]
     pub force: bool,
-    #[command(flatten)]
-    pub dry_run: DryRun,
 }
 
 impl Args {
     pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
-        let mutation = Mutation::new(Op::Recover, &self.release, self.dry_run);
+        let mutation = self.target.mutation(Op::Recover);
         mutate(run, mutation, async |s: &Session<'_>| execute(s, self).await).await
     }
 }

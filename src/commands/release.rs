@@ -14,19 +14,17 @@ use super::deploy::{self, DeployReport, ImageArgs};
 use super::preview::{Plan, PlannedStep};
 use super::router::{self, Mode};
 use super::swap::{self, SwapKind, SwapReport, SwapRequest};
-use super::{mutate, DryRun, Header, Invocation, Mutation, Outcome, Session};
+use super::{mutate, Mutating, Header, Invocation, Outcome, Session};
 use crate::context::Ctx;
 use crate::duration::parse_duration;
-use crate::names::ReleaseName;
 use crate::observe::{History, Observation};
 use crate::signals;
 use crate::vocab::{Op, Role, Slot};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Helm release name
-    #[arg(value_name = "RELEASE")]
-    pub release: ReleaseName,
+    #[command(flatten)]
+    pub target: Mutating,
     #[command(flatten)]
     pub image: ImageArgs,
     /// Command run (without a shell: split into words as a shell would, quotes respected) after
@@ -45,8 +43,6 @@ pub struct Args {
     /// disagree with the values (each write takes the fields back)
     #[arg(long)]
     pub force: bool,
-    #[command(flatten)]
-    pub dry_run: DryRun,
 }
 
 /// `--verify-cmd` split into a program and its arguments.
@@ -70,7 +66,7 @@ impl fmt::Display for VerifyCommand {
 
 impl Args {
     pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
-        let mutation = Mutation::new(Op::Release, &self.release, self.dry_run).creating_namespace(self.image.create_namespace);
+        let mutation = self.target.mutation(Op::Release).creating_namespace(self.image.create_namespace);
         mutate(run, mutation, async |s: &Session<'_>| {
             let (ctx, release) = (s.ctx, s.release);
             let seen = Observation::read(ctx, release, History::Latest).await?;
@@ -93,7 +89,7 @@ impl Args {
 
 /// Everything after the deploy: verify, swap, verify, clean.
 async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport, version: String) -> Result<ReleaseReport> {
-    let release = &args.release;
+    let release = &args.target.release;
     let verify = args.verify_cmd.as_ref();
     if deployed.header.operation == Op::Install {
         if let Some(cmd) = verify {
@@ -180,7 +176,7 @@ async fn swap_back(ctx: &Ctx, args: &Args) -> Result<SwapReport> {
         force: args.force,
     };
     async {
-        let seen = swap::observe(ctx, &args.release, SwapKind::Rollback).await?;
+        let seen = swap::observe(ctx, &args.target.release, SwapKind::Rollback).await?;
         let plan = swap::decide(&seen, &back, &ctx.chart)?;
         swap::act(ctx, &seen, plan).await
     }
@@ -278,7 +274,7 @@ fn plan(
         .filter(|n| *n < capacity)
         .map(|n| swap::promote_write(to, n, capacity, seen.values.autoscaling));
     let flip = swap::plan_flip(SwapKind::Swap, from, to, &seen.values, &seen.cluster, promote);
-    for step in swap::steps(ctx, &args.release, &flip, &seen.all_values) {
+    for step in swap::steps(ctx, &args.target.release, &flip, &seen.all_values) {
         out = out.step(step);
     }
     if args.verify_cmd.is_some() {
@@ -289,7 +285,7 @@ fn plan(
             slot: from,
             write: clean::disable_write(from),
         };
-        let mut step = clean::clean_step(ctx, &args.release, &clean, &seen.all_values);
+        let mut step = clean::clean_step(ctx, &args.target.release, &clean, &seen.all_values);
         step.action = format!("after the drain delay ({}s), {}", args.min_age.as_secs(), step.action);
         out = out.step(step);
     }

@@ -4,20 +4,16 @@
 use anyhow::Result;
 
 use super::swap::{self, SwapKind, SwapRequest};
-use super::{DryRun, Invocation};
-use crate::names::ReleaseName;
+use super::{Mutating, Invocation};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Helm release name
-    #[arg(value_name = "RELEASE")]
-    pub release: ReleaseName,
+    #[command(flatten)]
+    pub target: Mutating,
     /// Roll back even when the Services' live selectors disagree with the release values, or when
     /// a GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
-    #[command(flatten)]
-    pub dry_run: DryRun,
 }
 
 impl Args {
@@ -27,6 +23,6 @@ impl Args {
             expect_tag: None,
             force: self.force,
         };
-        swap::execute(run, &self.release, &request, self.dry_run).await
+        swap::execute(run, &self.target, &request).await
     }
 }

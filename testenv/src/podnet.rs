@@ -92,7 +92,12 @@ impl PodNet {
 
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers never see half.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
+    // A temporary file of each write's own: two threads rewriting the same file at once (the
+    // proxy's routes and its rejection counts) must not write into one temporary file and rename
+    // a mix of both.
+    static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let tmp = path.with_extension(format!("tmp.{}.{n}", std::process::id()));
     std::fs::write(&tmp, bytes)?;
     std::fs::rename(&tmp, path)
 }
@@ -127,6 +132,34 @@ mod tests {
         assert!(mirrored.contains("10.244.0.5:80"), "{mirrored}");
         net.remove(ip);
         assert_eq!(net.resolve(ip, 80), None);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn concurrent_writers_never_leave_a_mix() {
+        let dir = std::env::temp_dir().join(format!("podnet-atomic-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("services.json");
+        write_atomically(&path, b"[]").unwrap();
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let path = path.clone();
+                std::thread::spawn(move || {
+                    for i in 0..200 {
+                        let doc =
+                            serde_json::to_vec(&vec![w * 1000 + i; 50 + (i % 7) * 40]).unwrap();
+                        write_atomically(&path, &doc).unwrap();
+                    }
+                })
+            })
+            .collect();
+        for _ in 0..400 {
+            let text = std::fs::read(&path).unwrap();
+            serde_json::from_slice::<Vec<u64>>(&text).expect("a whole document");
+        }
+        for w in writers {
+            w.join().unwrap();
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

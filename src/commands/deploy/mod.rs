@@ -17,7 +17,7 @@ pub use report::DeployReport;
 
 use super::preview::{self, Plan, PlannedStep};
 use super::router::{self, Mode};
-use super::{mutate, DryRun, Invocation, Mutation, Outcome, Session};
+use super::{mutate, Mutating, Invocation, Outcome, Session};
 use crate::context::Ctx;
 use crate::helm::Revision;
 use crate::names::{ImageRef, ReleaseName};
@@ -27,22 +27,19 @@ use crate::wait;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Helm release name
-    #[arg(value_name = "RELEASE")]
-    pub release: ReleaseName,
+    #[command(flatten)]
+    pub target: Mutating,
     #[command(flatten)]
     pub image: ImageArgs,
     /// Deploy even when the Services' live selectors disagree with the release values (the
     /// write puts them back as the values say), or when a GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
-    #[command(flatten)]
-    pub dry_run: DryRun,
 }
 
 impl Args {
     pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
-        let mutation = Mutation::new(Op::Deploy, &self.release, self.dry_run).creating_namespace(self.image.create_namespace);
+        let mutation = self.target.mutation(Op::Deploy).creating_namespace(self.image.create_namespace);
         mutate(run, mutation, async |s: &Session<'_>| {
             let seen = Observation::read(s.ctx, s.release, History::Latest).await?;
             if let Some(routed) = router::deploy::dispatch(s, seen.as_ref(), &self.image, self.force).await? {

@@ -10,8 +10,8 @@ use anyhow::{Context, Result};
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use super::deploy::MODE;
 use super::router_of;
+use super::MODE;
 use crate::chart::ChartSource;
 use crate::commands::preview::{self, Plan, PlannedStep};
 use crate::commands::{Header, Outcome, Session};

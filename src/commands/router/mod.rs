@@ -14,6 +14,9 @@ use crate::names::SetArg;
 use crate::observe::Observation;
 use crate::router::{AppSettings, Risk, RouterValues};
 
+/// `mode` in every router report.
+pub const MODE: &str = "router";
+
 pub mod clean;
 pub mod deploy;
 pub mod recover;

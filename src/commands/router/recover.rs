@@ -11,7 +11,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 use serde_json::Value;
 
-use super::deploy::MODE;
+use super::MODE;
 use crate::commands::preview::{Plan, PlannedStep};
 use crate::commands::{Header, Outcome, Session};
 use crate::error::Refusal;

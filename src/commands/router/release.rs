@@ -10,7 +10,8 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::deploy::{self, MODE};
+use super::deploy;
+use super::MODE;
 use super::{clean, router_of, swap};
 use crate::commands::deploy::args::ImageArgs;
 use crate::commands::preview::PlannedStep;

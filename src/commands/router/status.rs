@@ -9,7 +9,7 @@ use anyhow::Result;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use super::deploy::MODE;
+use super::MODE;
 use crate::context::Ctx;
 use crate::duration::human_age;
 use crate::error::LockHeld;

@@ -9,8 +9,8 @@ use std::fmt;
 use anyhow::{Context, Result};
 use serde::Serialize;
 
-use super::deploy::MODE;
 use super::router_of;
+use super::MODE;
 use crate::chart::ChartSource;
 use crate::commands::preview::{self, Plan, PlannedStep};
 use crate::commands::{Header, Outcome, Session};

@@ -16,7 +16,7 @@ pub use report::SwapReport;
 
 use super::preview::{self, Plan, PlannedStep};
 use super::router::{self, Mode};
-use super::{mutate, DryRun, Invocation, Mutation, Outcome, Session};
+use super::{mutate, Mutating, Invocation, Outcome, Session};
 use crate::context::Ctx;
 use crate::names::{ReleaseName, Tag};
 use crate::observe::{History, Observation};
@@ -25,9 +25,8 @@ use crate::vocab::{Op, Slot};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Helm release name
-    #[arg(value_name = "RELEASE")]
-    pub release: ReleaseName,
+    #[command(flatten)]
+    pub target: Mutating,
     /// Refuse unless the staged slot runs this image tag
     #[arg(long, value_name = "TAG")]
     pub expect_tag: Option<Tag>,
@@ -35,8 +34,6 @@ pub struct Args {
     /// edit still owns one, with Helm 4), or when a GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
-    #[command(flatten)]
-    pub dry_run: DryRun,
 }
 
 impl Args {
@@ -46,7 +43,7 @@ impl Args {
             expect_tag: self.expect_tag.as_ref().map(Tag::to_string),
             force: self.force,
         };
-        execute(run, &self.release, &request, self.dry_run).await
+        execute(run, &self.target, &request).await
     }
 }
 
@@ -85,8 +82,9 @@ pub struct SwapRequest {
 }
 
 /// `swap` and `rollback`: observe, decide, then plan or act, under the lock.
-pub async fn execute(run: &Invocation<'_>, release: &ReleaseName, request: &SwapRequest, dry_run: DryRun) -> Result<()> {
-    mutate(run, Mutation::new(request.kind.op(), release, dry_run), async |s: &Session<'_>| {
+pub async fn execute(run: &Invocation<'_>, target: &Mutating, request: &SwapRequest) -> Result<()> {
+    let release = &target.release;
+    mutate(run, target.mutation(request.kind.op()), async |s: &Session<'_>| {
         let seen = observe(s.ctx, release, request.kind).await?;
         if let Some(routed) = router::swap::dispatch(s, &seen, request.kind.op(), request.expect_tag.as_deref(), request.force).await? {
             return Ok(router::routed(routed));
