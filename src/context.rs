@@ -15,7 +15,7 @@ use crate::chart::ChartSource;
 use crate::cluster::Cluster;
 use crate::error::LockLost;
 use crate::events::Events;
-use crate::helm::{self, HelmRunner, Records, ReleaseRecord, SlotWrite, Target, Write};
+use crate::helm::{self, HelmError, HelmRunner, Records, ReleaseRecord, SlotWrite, Target, Write};
 use crate::lock::{Holder, LockGuard};
 use crate::names::ReleaseName;
 use crate::vocab::Op;
@@ -61,6 +61,10 @@ impl Ctx {
     pub async fn connect(settings: &Settings, events: Arc<dyn Events>) -> Result<Ctx> {
         let chart = ChartSource::resolve(settings.chart.as_deref())?;
         let helm_path = helm::locate(settings.helm.as_deref())?;
+        let helm_shown = match &settings.helm {
+            Some(explicit) => explicit.display().to_string(),
+            None => "helm".to_string(),
+        };
         let config = kube_config(settings).await?;
         let namespace = settings
             .namespace
@@ -76,7 +80,13 @@ impl Ctx {
         // Independent: ask the API server and helm at the same time.
         let (reachable, helm) = tokio::join!(
             tokio::time::timeout(Duration::from_secs(15), client.apiserver_version()),
-            HelmRunner::detect(helm_path, target, settings.verbose, events.clone())
+            HelmRunner::detect(
+                helm_path,
+                helm_shown,
+                target,
+                settings.verbose,
+                events.clone()
+            )
         );
         match reachable {
             Ok(Ok(_)) => {}
@@ -173,8 +183,10 @@ impl Ctx {
 
     /// A helm write of `release` with this command's chart.
     pub async fn write(&self, release: &str, write: &Write) -> Result<()> {
-        self.write_chart(release, &self.chart.reference()?, write)
+        let reference = self.chart.reference()?;
+        self.write_chart(release, &reference, write)
             .await
+            .map_err(|err| HelmError::naming_chart(err, &reference, &self.chart.shown()))
     }
 
     /// A helm write of `release` with the chart `chart` (a path or reference helm takes).

@@ -37,6 +37,8 @@ pub mod commands;
 // Floor 4: the surface.
 pub mod cli;
 pub mod output;
+#[cfg(test)]
+mod readme;
 
 #[cfg(test)]
 mod fixtures;

@@ -67,6 +67,21 @@ pub struct HelmError {
 }
 
 impl HelmError {
+    /// The failure of a command run with `reference` as its chart, naming the chart `shown`
+    /// instead: the embedded chart's temporary directory is gone by the time the error is read,
+    /// so it is shown as a plan shows it (`<embedded bgslot-0.3.0>`).
+    pub fn naming_chart(err: anyhow::Error, reference: &str, shown: &str) -> anyhow::Error {
+        match err.downcast::<HelmError>() {
+            Ok(mut helm) => {
+                for arg in helm.argv.iter_mut().filter(|arg| *arg == reference) {
+                    *arg = shown.to_string();
+                }
+                helm.into()
+            }
+            Err(other) => other,
+        }
+    }
+
     pub fn new(argv: Vec<String>, code: Option<i32>, stderr: &str) -> HelmError {
         HelmError {
             argv,
@@ -128,6 +143,34 @@ impl std::error::Error for HelmStderr {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failed_write_names_the_embedded_chart_as_a_plan_does() {
+        let argv = [
+            "helm",
+            "upgrade",
+            "web",
+            "/tmp/bgslot-chart-x/bgslot",
+            "--reuse-values",
+        ];
+        let failed = HelmError::new(
+            argv.iter().map(|a| a.to_string()).collect(),
+            Some(1),
+            "Error: UPGRADE FAILED: context canceled",
+        );
+        let err = HelmError::naming_chart(
+            failed.into(),
+            "/tmp/bgslot-chart-x/bgslot",
+            "<embedded bgslot-0.3.0>",
+        );
+        assert_eq!(
+            err.to_string(),
+            "`helm upgrade web <embedded bgslot-0.3.0>` failed (exit 1)"
+        );
+        assert!(HelmError::is(&err, HelmErrorKind::Other));
+        let other = HelmError::naming_chart(anyhow::anyhow!("lock lost"), "x", "y");
+        assert_eq!(other.to_string(), "lock lost");
+    }
 
     #[test]
     fn kinds_are_read_from_what_helm_3_and_4_print() {

@@ -21,6 +21,8 @@ use crate::signals;
 #[derive(Clone)]
 pub struct HelmRunner {
     pub path: PathBuf,
+    /// How command lines name helm: as the user gave it (`--helm`), else `helm`, found on PATH.
+    pub shown: String,
     pub version: HelmVersion,
     pub target: Target,
     pub verbose: bool,
@@ -42,6 +44,7 @@ impl HelmRunner {
     /// than [`MIN_HELM`].
     pub async fn detect(
         path: PathBuf,
+        shown: String,
         target: Target,
         verbose: bool,
         events: Arc<dyn Events>,
@@ -49,6 +52,7 @@ impl HelmRunner {
         let cache = VersionCache::for_binary(&path);
         let mut runner = HelmRunner {
             path,
+            shown,
             version: HelmVersion {
                 major: 0,
                 minor: 0,
@@ -140,7 +144,7 @@ impl HelmRunner {
     }
 
     fn printable(&self, argv: &[OsString]) -> Vec<String> {
-        std::iter::once(self.path.display().to_string())
+        std::iter::once(self.shown.clone())
             .chain(redact(argv))
             .collect()
     }
