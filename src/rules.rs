@@ -3,6 +3,10 @@
 //! suggest. Everything here is pure, so each rule is unit-tested without a cluster; a command's
 //! own decision lives in its module under `commands/`.
 
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+
 use crate::cluster::{GitOpsMarks, Observed, ServiceState};
 use crate::error::Refusal;
 use crate::helm::Revision;
@@ -43,6 +47,44 @@ pub fn check_helm_state(release: &str, history: &[Revision]) -> Result<(), Refus
         ));
     }
     Ok(())
+}
+
+/// The revision a recovery starts from: the latest, when helm left it pending or failed (`None`:
+/// nothing to recover). A pending revision younger than `min_age` may belong to a helm still
+/// working on it, so it is refused unless `force`; `recover` is the command that overrides it.
+pub fn stuck_revision(
+    release: &str,
+    history: &[Revision],
+    now: Timestamp,
+    min_age: Duration,
+    force: bool,
+    recover: &str,
+) -> Result<Option<Revision>, Refusal> {
+    if check_helm_state(release, history).is_ok() {
+        return Ok(None);
+    }
+    let Some(latest) = history.last() else {
+        return Ok(None);
+    };
+    let age = latest
+        .updated_at()
+        .map(|t| now.duration_since(t).unsigned_abs());
+    match age {
+        Some(age) if latest.status.starts_with("pending-") && !force && age < min_age => {
+            Err(Refusal::new(
+                format!(
+                    "revision {} of {release} became {} only {}s ago: a helm may still be working on it",
+                    latest.revision,
+                    latest.status,
+                    age.as_secs()
+                ),
+                format!(
+                    "wait for that helm to finish, or if you know it is gone, run `{recover} --force`"
+                ),
+            ))
+        }
+        _ => Ok(Some(latest.clone())),
+    }
 }
 
 /// The newest revision that was deployed successfully.

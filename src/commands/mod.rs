@@ -21,6 +21,7 @@ use crate::vocab::{Op, Slot};
 
 pub mod preview;
 pub mod router;
+pub mod standing;
 
 macro_rules! commands {
     ($( $(#[$meta:meta])* $variant:ident($module:ident) ),* $(,)?) => {

@@ -92,33 +92,17 @@ pub fn decide(
     min_age: Duration,
     force: bool,
 ) -> Result<Option<RecoverPlan>, Refusal> {
-    if rules::check_helm_state(release, history).is_ok() {
+    let Some(latest) = rules::stuck_revision(
+        release,
+        history,
+        now,
+        min_age,
+        force,
+        &format!("bgslot recover {release}"),
+    )?
+    else {
         return Ok(None);
-    }
-    let latest = history
-        .last()
-        .expect("a stuck release has a revision")
-        .clone();
-    if latest.status.starts_with("pending-") && !force {
-        if let Some(age) = latest
-            .updated_at()
-            .map(|t| now.duration_since(t).unsigned_abs())
-        {
-            if age < min_age {
-                return Err(Refusal::new(
-                    format!(
-                        "revision {} of {release} became {} only {}s ago: a helm may still be working on it",
-                        latest.revision,
-                        latest.status,
-                        age.as_secs()
-                    ),
-                    format!(
-                        "wait for that helm to finish, or if you know it is gone, run `bgslot recover {release} --force`"
-                    ),
-                ));
-            }
-        }
-    }
+    };
     let Some(good) = rules::last_good(history) else {
         return Err(Refusal::new(
             format!(

@@ -18,7 +18,7 @@ use super::{mutate, Mutating, Header, Invocation, Outcome, Session};
 use crate::context::Ctx;
 use crate::duration::parse_duration;
 use crate::observe::{History, Observation};
-use crate::signals;
+use crate::wait;
 use crate::vocab::{Op, Role, Slot};
 
 #[derive(Debug, clap::Args)]
@@ -138,18 +138,7 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport, version: String) 
         }
     }
     let cleaned = if args.clean {
-        ctx.events.step(&format!(
-            "waiting {}s (drain delay) before cleaning the old slot",
-            args.min_age.as_secs()
-        ));
-        let mut sigs = signals::subscribe();
-        tokio::select! {
-            _ = tokio::time::sleep(args.min_age) => {}
-            sig = sigs.changed_to_signal() => bail!(
-                "interrupted by {} during the drain delay; production already runs the new version",
-                signals::name(sig)
-            ),
-        }
+        wait::drain_delay(args.min_age, ctx.events.as_ref()).await?;
         let seen = clean::observe(ctx, release).await?;
         // The drain delay is never skipped here: --force only lifts the ownership check.
         let request = CleanRequest {

@@ -10,7 +10,8 @@ use serde::Serialize;
 use super::router::{self, Mode};
 use super::{read, Invocation};
 use crate::cluster::labels::MAIN_SERVICE;
-use crate::cluster::{GitOpsMarks, MigrationState, ServiceState};
+use crate::cluster::{MigrationState, ServiceState};
+use crate::commands::standing::{Heading, Standing};
 use crate::context::Ctx;
 use crate::duration::human_age;
 use crate::error::Operation;
@@ -118,23 +119,13 @@ pub async fn status(ctx: &Ctx, release: &ReleaseName) -> Result<Mode<StatusRepor
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct StatusReport {
-    pub release: String,
-    pub namespace: String,
-    pub revision: u64,
-    pub helm_status: String,
-    pub chart: String,
-    pub helm_version: String,
-    pub description: String,
-    pub production_slot: Slot,
-    pub stage_slot: Slot,
+    #[serde(flatten)]
+    pub heading: Heading,
     pub slots: Vec<SlotStatus>,
     pub services: Vec<ServiceStatus>,
     pub drift: Vec<String>,
-    /// The GitOps controller that owns the release, when its marks are on the Services.
-    pub owner: Option<GitOpsMarks>,
-    pub problem: Option<Problem>,
-    pub lock: Option<LockStatus>,
-    pub next: String,
+    #[serde(flatten)]
+    pub standing: Standing,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -188,19 +179,6 @@ pub struct ServiceStatus {
     pub selects: Option<String>,
     pub ready_endpoints: usize,
     pub not_ready_endpoints: usize,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Problem {
-    pub reason: String,
-    pub hint: String,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct LockStatus {
-    pub holder: String,
-    pub since: String,
-    pub lease: String,
 }
 
 impl StatusReport {
@@ -267,26 +245,8 @@ impl StatusReport {
                 not_ready_endpoints: s.map(|s| s.not_ready).unwrap_or(0),
             }
         };
-        let problem = rules::check_helm_state(&release, &seen.history)
-            .err()
-            .map(|r| Problem {
-                reason: r.reason,
-                hint: r.hint,
-            });
-        let next = match (&problem, &seen.cluster.gitops) {
-            (Some(_), _) => format!("bgslot recover {release}"),
-            (None, Some(marks)) => rules::gitops_instead(&release, marks).1,
-            (None, None) => rules::next_step(&release, values, &seen.cluster, latest),
-        };
         StatusReport {
-            namespace: seen.namespace.clone(),
-            revision: latest.revision,
-            helm_status: latest.status.clone(),
-            chart: latest.chart.clone(),
-            helm_version,
-            description: latest.description.clone(),
-            production_slot: values.production,
-            stage_slot: values.stage(),
+            heading: Heading::of(seen, values.production, helm_version),
             slots,
             services: Role::ALL
                 .into_iter()
@@ -307,15 +267,7 @@ impl StatusReport {
                         .filter(|_| seen.helm_major >= 4),
                 )
                 .collect(),
-            owner: seen.cluster.gitops.clone(),
-            problem,
-            lock: lock.map(|l| LockStatus {
-                holder: l.holder,
-                since: l.since,
-                lease: l.lease,
-            }),
-            next,
-            release,
+            standing: Standing::of(seen, lock, || rules::next_step(&release, values, &seen.cluster, latest)),
         }
     }
 }
@@ -366,16 +318,7 @@ impl StatusReport {
 
 impl fmt::Display for StatusReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "release {} · namespace {} · revision {} {} · chart {} · helm {}\n",
-            self.release,
-            self.namespace,
-            self.revision,
-            self.helm_status,
-            self.chart,
-            self.helm_version
-        )?;
+        writeln!(f, "{}", self.heading)?;
         let mut rows = vec![[
             "SLOT".to_string(),
             "ROLE".into(),
@@ -433,20 +376,7 @@ impl fmt::Display for StatusReport {
         if !self.drift.is_empty() {
             writeln!(f)?;
         }
-        if let Some(owner) = &self.owner {
-            writeln!(f, "\n  owner: {} (change the release there, not with bgslot)", owner.owner())?;
-        }
-        if let Some(problem) = &self.problem {
-            writeln!(f, "\n  problem: {}\n  {}", problem.reason, problem.hint)?;
-        }
-        if let Some(lock) = &self.lock {
-            writeln!(
-                f,
-                "\n  lock: {} is running on it (since {})",
-                lock.holder, lock.since
-            )?;
-        }
-        writeln!(f, "\nnext: {}", self.next)
+        write!(f, "{}", self.standing)
     }
 }
 
@@ -463,7 +393,7 @@ mod tests {
             vec![rev(2, "deployed", "bgslot deploy green v2", "t")],
         );
         let report = StatusReport::new(&seen, None, "v4.1.4".into(), Timestamp::now());
-        assert_eq!(report.next, "bgslot swap web --expect-tag v2");
+        assert_eq!(report.standing.next, "bgslot swap web --expect-tag v2");
         assert_eq!(report.slots[1].role, Role::Stage);
         let text = report.to_string();
         assert!(text.starts_with("release web · namespace shop · revision 2 deployed · chart bgslot-0.1.0 · helm v4.1.4\n"), "{text}");
@@ -487,7 +417,7 @@ mod tests {
             ],
         );
         let report = StatusReport::new(&seen, None, "v3.17.2".into(), Timestamp::now());
-        assert_eq!(report.next, "bgslot recover web");
-        assert!(report.problem.unwrap().reason.contains("pending-upgrade"));
+        assert_eq!(report.standing.next, "bgslot recover web");
+        assert!(report.standing.problem.unwrap().reason.contains("pending-upgrade"));
     }
 }

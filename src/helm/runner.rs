@@ -152,19 +152,7 @@ impl HelmRunner {
     /// Runs `write`. The generated values go through a file readable by this user only: they
     /// may hold a slot's secretEnv.
     pub async fn write(&self, release: &str, chart: &str, write: &Write) -> Result<()> {
-        let generated = match &write.generated {
-            Some(values) => {
-                let mut file = tempfile::Builder::new()
-                    .prefix("bgslot-values-")
-                    .suffix(".json")
-                    .tempfile()
-                    .context("creating a temporary values file")?;
-                serde_json::to_writer(&mut file, values)
-                    .context("writing a temporary values file")?;
-                Some(file)
-            }
-            None => None,
-        };
+        let generated = write.generated.as_ref().map(values_file).transpose()?;
         let argv = argv::write_argv(
             release,
             chart,

@@ -19,10 +19,32 @@ pub use rollout::{slot_available, slot_stopped};
 pub use services::{endpoints_ready, production_serves};
 pub use workers::workers_settled;
 
+use std::time::Duration;
+
 use futures::StreamExt;
 use kube::runtime::{watcher, WatchStreamExt};
 
 use crate::cluster::PodState;
+use crate::events::Events;
+use crate::signals;
+
+/// The drain delay of a `release --clean`, between its swap and its clean: the old slot finishes
+/// its in-flight requests. A SIGINT or SIGTERM ends it with an error; production already runs
+/// the new version by then.
+pub async fn drain_delay(delay: Duration, events: &dyn Events) -> anyhow::Result<()> {
+    events.step(&format!(
+        "waiting {}s (drain delay) before cleaning the old slot",
+        delay.as_secs()
+    ));
+    let mut sigs = signals::subscribe();
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => Ok(()),
+        sig = sigs.changed_to_signal() => anyhow::bail!(
+            "interrupted by {} during the drain delay; production already runs the new version",
+            signals::name(sig)
+        ),
+    }
+}
 
 /// Why pods are not ready, each reason once, leaving out the states every pod passes through.
 pub fn reasons(pods: &[PodState]) -> Vec<String> {

@@ -52,6 +52,7 @@ impl Fix {
 /// helm that is still running, so it is left alone unless forced. `routed`: the router routes to
 /// this release (then one never deployed cannot just go).
 pub fn decide(
+    router: &str,
     release: &str,
     history: &[Revision],
     now: Timestamp,
@@ -59,31 +60,17 @@ pub fn decide(
     force: bool,
     routed: bool,
 ) -> Result<Option<Fix>, Refusal> {
-    if rules::check_helm_state(release, history).is_ok() {
+    let Some(latest) = rules::stuck_revision(
+        release,
+        history,
+        now,
+        min_age,
+        force,
+        &format!("bgslot recover {router}"),
+    )?
+    else {
         return Ok(None);
-    }
-    let latest = history
-        .last()
-        .expect("a stuck release has a revision")
-        .clone();
-    if latest.status.starts_with("pending-") && !force {
-        if let Some(age) = latest
-            .updated_at()
-            .map(|t| now.duration_since(t).unsigned_abs())
-        {
-            if age < min_age {
-                return Err(Refusal::new(
-                    format!(
-                        "revision {} of {release} became {} only {}s ago: a helm may still be working on it",
-                        latest.revision,
-                        latest.status,
-                        age.as_secs()
-                    ),
-                    "wait for that helm to finish, or if you know it is gone, run `bgslot recover` with --force".to_string(),
-                ));
-            }
-        }
-    }
+    };
     match rules::last_good(history) {
         Some(good) => Ok(Some(Fix::Rollback {
             release: release.to_string(),
@@ -146,7 +133,9 @@ pub async fn dispatch(
     let mut fixes = Vec::new();
     for ((name, routed), history) in names.iter().zip([h0, h1, h2]) {
         if let Some(history) = history.filter(|h| !h.is_empty()) {
-            fixes.extend(decide(name, &history, now, min_age, force, *routed)?);
+            fixes.extend(decide(
+                release, name, &history, now, min_age, force, *routed,
+            )?);
         }
     }
     let production = user
@@ -339,6 +328,7 @@ mod tests {
         assert_eq!(
             decide(
                 "web",
+                "web",
                 &settled,
                 at("2026-01-01T00:05:00Z"),
                 min,
@@ -358,6 +348,7 @@ mod tests {
             ),
         ];
         let err = decide(
+            "web",
             "web-green",
             &stuck,
             at("2026-01-01T00:02:10Z"),
@@ -367,7 +358,10 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.reason.contains("only 10s ago"), "{err:?}");
+        // The override is a recover of the router, which recovers its slot releases.
+        assert!(err.hint.contains("`bgslot recover web --force`"), "{err:?}");
         match decide(
+            "web",
             "web-green",
             &stuck,
             at("2026-01-01T00:05:00Z"),
@@ -388,6 +382,7 @@ mod tests {
         )];
         assert!(matches!(
             decide(
+                "web",
                 "web-green",
                 &killed_install,
                 at("2026-01-01T00:05:00Z"),
@@ -398,6 +393,7 @@ mod tests {
             Ok(Some(Fix::Uninstall { .. }))
         ));
         let err = decide(
+            "web",
             "web-green",
             &killed_install,
             at("2026-01-01T00:05:00Z"),

@@ -19,8 +19,8 @@ use crate::commands::{Header, Outcome, Session};
 use crate::names::shell_words;
 use crate::observe::{History, Observation};
 use crate::router::observe::RouterSeen;
-use crate::signals;
 use crate::vocab::{Op, Role, Slot};
+use crate::wait;
 
 /// What `release` asks besides the deploy's flags.
 pub struct Cycle<'a> {
@@ -141,18 +141,7 @@ async fn run(s: &Session<'_>, deployed: deploy::Report, cycle: &Cycle<'_>) -> Re
         }
     }
     let cleaned = if cycle.clean {
-        ctx.events.step(&format!(
-            "waiting {}s (drain delay) before cleaning the old slot",
-            cycle.min_age.as_secs()
-        ));
-        let mut sigs = signals::subscribe();
-        tokio::select! {
-            _ = tokio::time::sleep(cycle.min_age) => {}
-            sig = sigs.changed_to_signal() => bail!(
-                "interrupted by {} during the drain delay; production already runs the new version",
-                signals::name(sig)
-            ),
-        }
+        wait::drain_delay(cycle.min_age, ctx.events.as_ref()).await?;
         let rs = read(s, History::Full).await?;
         // The drain delay is never skipped here: --force only lifts the ownership check.
         let request = clean::Request {

@@ -10,6 +10,7 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::MODE;
+use crate::commands::standing::{Heading, Standing};
 use crate::context::Ctx;
 use crate::duration::human_age;
 use crate::error::LockHeld;
@@ -17,7 +18,6 @@ use crate::observe::Observation;
 use crate::router::live::{self, expected_selector, unrecorded};
 use crate::router::observe::RouterSeen;
 use crate::router::{AppSettings, Risk, RouterValues};
-use crate::rules;
 use crate::vocab::{Role, Slot};
 
 /// The status of the router `seen`.
@@ -38,16 +38,9 @@ pub async fn report(
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Report {
-    pub release: String,
-    pub namespace: String,
-    /// The router's revision.
-    pub revision: u64,
-    pub helm_status: String,
-    pub chart: String,
-    pub helm_version: String,
-    pub description: String,
-    pub production_slot: Slot,
-    pub stage_slot: Slot,
+    /// `revision` is the router's.
+    #[serde(flatten)]
+    pub heading: Heading,
     pub mode: &'static str,
     /// The chart the slots are releases of, and how bgslot sets a version in it.
     pub app: AppStatus,
@@ -56,10 +49,8 @@ pub struct Report {
     pub drift: Vec<String>,
     /// Accepted risks, and releases a deploy that did not finish left.
     pub warnings: Vec<String>,
-    pub owner: Option<crate::cluster::GitOpsMarks>,
-    pub problem: Option<Problem>,
-    pub lock: Option<Lock>,
-    pub next: String,
+    #[serde(flatten)]
+    pub standing: Standing,
 }
 
 /// The router's app settings as reports spell keys.
@@ -139,19 +130,6 @@ pub struct ServiceStatus {
     pub selects: Option<String>,
     pub ready_endpoints: usize,
     pub not_ready_endpoints: usize,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Problem {
-    pub reason: String,
-    pub hint: String,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct Lock {
-    pub holder: String,
-    pub since: String,
-    pub lease: String,
 }
 
 impl Report {
@@ -254,41 +232,17 @@ impl Report {
                 ));
             }
         }
-        let problem = rules::check_helm_state(&release, &seen.history)
-            .err()
-            .map(|r| Problem {
-                reason: r.reason,
-                hint: r.hint,
-            });
-        let next = match (&problem, &seen.cluster.gitops) {
-            (Some(_), _) => format!("bgslot recover {release}"),
-            (None, Some(marks)) => rules::gitops_instead(&release, marks).1,
-            (None, None) => live::next_step(&release, &rs.router, production, &rs.slots, latest),
-        };
         Report {
-            namespace: seen.namespace.clone(),
-            revision: latest.revision,
-            helm_status: latest.status.clone(),
-            chart: latest.chart.clone(),
-            helm_version,
-            description: latest.description.clone(),
-            production_slot: production,
-            stage_slot: production.other(),
+            heading: Heading::of(seen, production, helm_version),
             mode: MODE,
             app: AppStatus::from(&rs.router.app),
             slots,
             services,
             drift,
             warnings,
-            owner: seen.cluster.gitops.clone(),
-            problem,
-            lock: lock.map(|l| Lock {
-                holder: l.holder,
-                since: l.since,
-                lease: l.lease,
+            standing: Standing::of(seen, lock, || {
+                live::next_step(&release, &rs.router, production, &rs.slots, latest)
             }),
-            next,
-            release,
         }
     }
 
@@ -302,16 +256,7 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "release {} · namespace {} · revision {} {} · chart {} · helm {}",
-            self.release,
-            self.namespace,
-            self.revision,
-            self.helm_status,
-            self.chart,
-            self.helm_version
-        )?;
+        write!(f, "{}", self.heading)?;
         writeln!(
             f,
             "router of {}{} (tag at {})\n",
@@ -392,24 +337,7 @@ impl fmt::Display for Report {
         if !self.warnings.is_empty() {
             writeln!(f)?;
         }
-        if let Some(owner) = &self.owner {
-            writeln!(
-                f,
-                "\n  owner: {} (change the release there, not with bgslot)",
-                owner.owner()
-            )?;
-        }
-        if let Some(problem) = &self.problem {
-            writeln!(f, "\n  problem: {}\n  {}", problem.reason, problem.hint)?;
-        }
-        if let Some(lock) = &self.lock {
-            writeln!(
-                f,
-                "\n  lock: {} is running on it (since {})",
-                lock.holder, lock.since
-            )?;
-        }
-        writeln!(f, "\nnext: {}", self.next)
+        write!(f, "{}", self.standing)
     }
 }
 
@@ -449,7 +377,7 @@ mod tests {
     #[test]
     fn status_names_each_slot_release_where_the_services_route_and_the_next_step() {
         let report = Report::new(&seen(), None, "v4.1.4".into(), Timestamp::now());
-        assert_eq!(report.next, "bgslot swap web --expect-tag v2");
+        assert_eq!(report.standing.next, "bgslot swap web --expect-tag v2");
         assert_eq!(report.services[1].selects.as_deref(), Some("green"));
         assert_eq!(report.slots[1].release, "web-green");
         assert_eq!(
