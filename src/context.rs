@@ -71,7 +71,7 @@ impl Ctx {
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
         let server = config.cluster_url.to_string();
-        let client = Client::try_from(config).context("creating the Kubernetes client")?;
+        let client = kube_client(config).context("creating the Kubernetes client")?;
         let target = Target {
             namespace: namespace.clone(),
             kube_context: settings.kube_context.clone(),
@@ -266,6 +266,47 @@ impl Ctx {
             err
         }
     }
+}
+
+/// The API client, built as kube builds it (timeouts, retries of 429/503/504, authentication,
+/// impersonation headers) except for TCP_NODELAY: a request written right after the TLS
+/// handshake's last record would otherwise wait for the server's delayed ACK (40 ms on Linux),
+/// one such stall per new connection, and a command's reads open several at once.
+fn kube_client(config: Config) -> Result<Client> {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    use kube::client::retry::RetryPolicy;
+    use kube::client::ConfigExt;
+    use tower::retry::RetryLayer;
+    use tower::ServiceBuilder;
+
+    if config.proxy_url.is_some() {
+        // kube's own client says which proxy protocols it supports.
+        return Ok(Client::try_from(config)?);
+    }
+    let mut http = HttpConnector::new();
+    http.enforce_http(false);
+    http.set_nodelay(true);
+    let https = config.rustls_https_connector_with_connector(http)?;
+    let mut connector = hyper_timeout::TimeoutConnector::new(https);
+    connector.set_connect_timeout(config.connect_timeout);
+    connector.set_read_timeout(config.read_timeout);
+    connector.set_write_timeout(config.write_timeout);
+    connector.set_reset_reader_on_write(config.reset_reader_on_write);
+    let http_client =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(connector);
+    let service = ServiceBuilder::new()
+        .layer(config.base_uri_layer())
+        .option_layer(
+            config
+                .default_retry
+                .then(|| RetryLayer::new(RetryPolicy::server_retry())),
+        )
+        .option_layer(config.auth_layer()?)
+        .layer(config.extra_headers_layer()?)
+        .map_err(tower::BoxError::from)
+        .service(http_client);
+    Ok(Client::new(service, config.default_namespace))
 }
 
 async fn kube_config(settings: &Settings) -> Result<Config> {
