@@ -705,13 +705,14 @@ fn table(runs: &[HelmRun], rounds: usize) -> String {
         );
     }
     out += &format!(
-        "\n  {:<8} {:>14} {:>14} {:>18} {:>16}\n",
-        "helm", "bgslot status", "helm status", "helm cmds/status", "watch redraw"
+        "\n  {:<8} {:<9} {:>14} {:>14} {:>18} {:>16}\n",
+        "helm", "mode", "bgslot status", "helm status", "helm cmds/status", "watch redraw"
     );
     for r in runs {
         out += &format!(
-            "  {:<8} {:>14} {:>14} {:>18} {:>16}\n",
+            "  {:<8} {:<9} {:>14} {:>14} {:>18} {:>16}\n",
             r.helm,
+            r.mode,
             ms(r.status_ms_median),
             ms(r.helm_status_ms_median),
             r.helm_commands_per_status,
@@ -725,8 +726,9 @@ fn table(runs: &[HelmRun], rounds: usize) -> String {
         let faster =
             matches!((r.status_ms_median, r.helm_status_ms_median), (Some(a), Some(b)) if a < b);
         out += &format!(
-            "\n  {}: status {} helm status (goal: faster, with no helm process: {}); a watch redraw {} the {GOAL_REDRAW_MS} ms goal",
+            "\n  {} {}: status {} helm status (goal: faster, with no helm process: {}); a watch redraw {} the {GOAL_REDRAW_MS} ms goal",
             r.helm,
+            r.mode,
             if faster { "is faster than" } else { "is not faster than" },
             r.helm_commands_per_status,
             if redraw { "meets" } else { "misses" }
