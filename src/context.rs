@@ -272,7 +272,7 @@ impl Ctx {
 /// impersonation headers) except for TCP_NODELAY: a request written right after the TLS
 /// handshake's last record would otherwise wait for the server's delayed ACK (40 ms on Linux),
 /// one such stall per new connection, and a command's reads open several at once.
-fn kube_client(config: Config) -> Result<Client> {
+pub fn kube_client(config: Config) -> Result<Client> {
     use hyper_util::client::legacy::connect::HttpConnector;
     use kube::client::retry::RetryPolicy;
     use kube::client::ConfigExt;

@@ -449,10 +449,11 @@ fn exit_code(status: std::process::ExitStatus) -> ExitCode {
     }
 }
 
-/// A client for the cluster in `kubeconfig`.
+/// A client for the cluster in `kubeconfig`, built as bgslot builds its own (TCP_NODELAY), so the
+/// benchmarks' own API calls do not carry a delayed-ACK stall that bgslot's do not.
 async fn client_for(kubeconfig: &Path) -> Result<Client> {
     let kc = Kubeconfig::read_from(kubeconfig)
         .with_context(|| format!("reading {}", kubeconfig.display()))?;
     let config = Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?;
-    Ok(Client::try_from(config)?)
+    bgslot::context::kube_client(config)
 }

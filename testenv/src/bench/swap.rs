@@ -257,33 +257,44 @@ impl SwapBench<'_> {
         // Each round swaps to the idle slot and back, then deploys a new version to it again.
         let (production, idle) = ("blue", "green");
         for round in 1..=self.opts.rounds {
-            // bgslot swap, production -> other.
-            let (ms, flip) = self
-                .timed_flip(&ns, idle, async {
-                    self.bgslot_ok(&ns, &["swap", RELEASE]).await
-                })
-                .await?;
+            // A bgslot swap and a bare helm upgrade of the same change, one moving production to
+            // the idle slot and the other moving it back. They take turns going first, so neither
+            // always runs right after the previous round's deploy, whose old pods are still
+            // stopping: the two are timed under the same conditions.
+            let swap_first = round % 2 == 1;
+            let (swap_to, bare_to) = if swap_first {
+                (idle, production)
+            } else {
+                (production, idle)
+            };
+            let swap = self.timed_flip(&ns, swap_to, async {
+                self.bgslot_ok(&ns, &["swap", RELEASE]).await
+            });
+            let set = format!("productionSlot={bare_to}");
+            let bare = self.timed_flip(&ns, bare_to, async {
+                self.helm_ok(&[
+                    "upgrade",
+                    RELEASE,
+                    &self.chart.display().to_string(),
+                    "--namespace",
+                    &ns,
+                    "--reuse-values",
+                    "--set-string",
+                    &set,
+                ])
+                .await
+            });
+            let ((ms, flip), (bare_ms, bare_flip)) = if swap_first {
+                let swapped = swap.await?;
+                (swapped, bare.await?)
+            } else {
+                let bared = bare.await?;
+                (swap.await?, bared)
+            };
             s.bgslot_swap_ms.push(ms);
             s.flip_ms.push(flip);
-            // A bare helm upgrade of the same change, back again.
-            let set = format!("productionSlot={production}");
-            let (ms, flip) = self
-                .timed_flip(&ns, production, async {
-                    self.helm_ok(&[
-                        "upgrade",
-                        RELEASE,
-                        &self.chart.display().to_string(),
-                        "--namespace",
-                        &ns,
-                        "--reuse-values",
-                        "--set-string",
-                        &set,
-                    ])
-                    .await
-                })
-                .await?;
-            s.bare_upgrade_ms.push(ms);
-            s.bare_upgrade_flip_ms.push(flip);
+            s.bare_upgrade_ms.push(bare_ms);
+            s.bare_upgrade_flip_ms.push(bare_flip);
             // The two selectors patched by hand, on the other release.
             let patched_to = if round % 2 == 1 { "green" } else { "blue" };
             let (ms, flip) = self
