@@ -1,16 +1,17 @@
 //! bgslot reads a release from helm's own storage, on the real control plane with Helm 3 and
-//! Helm 4: `status` runs no helm process and a swap runs one (its write); a release Helm 3 wrote
-//! is read and swapped by bgslot with Helm 4; where the records are not in the Kubernetes API
-//! (helm's SQL driver) or may not be listed, bgslot goes through helm and says so once at `-v`.
+//! Helm 4: `status`, `history`, `recover` and a refusal run no helm process and a swap runs one
+//! (its write); a release Helm 3 wrote is read and swapped by bgslot with Helm 4; where the
+//! records are not in the Kubernetes API (helm's SQL driver) or may not be listed, bgslot goes
+//! through helm and says so once at `-v`.
 
 use crate::common;
 
-use common::cli::{Env, Run};
+use common::cli::Env;
 use common::postgres::Postgres;
 use serde_json::json;
 
 with_both_helms!(
-    status_runs_no_helm_and_a_swap_one,
+    reads_and_refusals_run_no_helm_and_a_swap_one,
     the_sql_driver_works_through_helm,
     without_the_right_to_list_secrets,
 );
@@ -44,7 +45,7 @@ async fn a_release_helm_3_wrote_is_read_and_swapped_with_helm_4() {
         .bgslot(&["-v", "swap", "web", "--expect-tag", "v2"])
         .await
         .must_succeed();
-    assert_eq!(helm_commands(&swap), ["upgrade"]);
+    assert_eq!(swap.helm_commands(), ["upgrade"]);
     env.await_endpoints("web", "green", 2).await;
     env.bgslot(&["clean", "web", "--min-age", "0s"])
         .await
@@ -73,16 +74,7 @@ async fn a_release_helm_3_wrote_is_read_and_swapped_with_helm_4() {
     env.done().await;
 }
 
-/// The helm commands bgslot ran (`-v` prints each as `+ HELM ARGS`), by subcommand.
-fn helm_commands(run: &Run) -> Vec<String> {
-    run.stderr
-        .lines()
-        .filter_map(|l| l.strip_prefix("+ "))
-        .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
-        .collect()
-}
-
-async fn status_runs_no_helm_and_a_swap_one(major: u32) {
+async fn reads_and_refusals_run_no_helm_and_a_swap_one(major: u32) {
     let env = Env::new(major, "direct").await;
     env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "2"])
         .await
@@ -95,7 +87,7 @@ async fn status_runs_no_helm_and_a_swap_one(major: u32) {
         .await
         .must_succeed();
     assert_eq!(
-        helm_commands(&status),
+        status.helm_commands(),
         Vec::<String>::new(),
         "status runs no helm: {}",
         status.stderr
@@ -107,13 +99,30 @@ async fn status_runs_no_helm_and_a_swap_one(major: u32) {
     );
     let history = env.bgslot(&["-v", "history", "web"]).await.must_succeed();
     assert_eq!(
-        helm_commands(&history),
+        history.helm_commands(),
         Vec::<String>::new(),
         "history runs no helm"
     );
+    let refused = env
+        .bgslot(&["-v", "swap", "web", "--expect-tag", "v9"])
+        .await
+        .must_exit(3);
+    assert_eq!(
+        refused.helm_commands(),
+        Vec::<String>::new(),
+        "a refusal runs no helm: {}",
+        refused.stderr
+    );
+    let recover = env.bgslot(&["-v", "recover", "web"]).await.must_succeed();
+    assert_eq!(
+        recover.helm_commands(),
+        Vec::<String>::new(),
+        "recover of a healthy release runs no helm: {}",
+        recover.stderr
+    );
     let swap = env.bgslot(&["-v", "swap", "web"]).await.must_succeed();
     assert_eq!(
-        helm_commands(&swap),
+        swap.helm_commands(),
         ["upgrade"],
         "a swap runs its write and nothing else: {}",
         swap.stderr
@@ -147,7 +156,7 @@ async fn the_sql_driver_works_through_helm(major: u32) {
         "said once: {}",
         status.stderr
     );
-    assert_eq!(helm_commands(&status), ["status"]);
+    assert_eq!(status.helm_commands(), ["status"]);
     assert_eq!(status.json()["revision"], 2);
     env.bgslot_env(&["swap", "web", "--expect-tag", "v2"], &sql)
         .await
@@ -199,7 +208,7 @@ async fn without_the_right_to_list_secrets(major: u32) {
         .await
         .must_succeed();
     assert_eq!(
-        helm_commands(&status),
+        status.helm_commands(),
         Vec::<String>::new(),
         "read directly: {}",
         status.stderr
@@ -217,7 +226,7 @@ async fn without_the_right_to_list_secrets(major: u32) {
         "the fallback is said: {}",
         secret_driver.stderr
     );
-    assert_eq!(helm_commands(&secret_driver), ["status"]);
+    assert_eq!(secret_driver.helm_commands(), ["status"]);
     secret_driver.must_say("forbidden");
     let json = env
         .bgslot_env(&["status", "web", "-o", "json"], &configmaps)

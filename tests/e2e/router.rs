@@ -1014,12 +1014,17 @@ async fn release_leftovers_and_recover(major: u32) {
     env.bgslot(&["swap", "web", "--expect-tag", "v7"])
         .await
         .must_succeed();
-    let nothing = json(
-        env.bgslot(&["recover", "web", "-o", "json"])
-            .await
-            .must_succeed(),
+    let nothing = env
+        .bgslot(&["-v", "recover", "web", "-o", "json"])
+        .await
+        .must_succeed();
+    assert_eq!(
+        nothing.helm_commands(),
+        Vec::<String>::new(),
+        "recover reads the router and its slots from helm's storage: {}",
+        nothing.stderr
     );
-    assert_eq!(nothing["changed"], false);
+    assert_eq!(json(nothing)["changed"], false);
     env.done().await;
 }
 

@@ -99,10 +99,11 @@ pub async fn dispatch(
     force: bool,
 ) -> Result<Option<Outcome<Report>>> {
     let (ctx, release) = (s.ctx, s.release);
-    let Some(status) = ctx.helm.status(release).await? else {
+    // Read as every command reads a release: from helm's storage, helm only as the fallback.
+    let Some(latest) = ctx.records.latest(release).await? else {
         return Ok(None);
     };
-    let user = status.config.clone().unwrap_or(Value::Null);
+    let user = latest.user_values;
     if user.pointer("/router/enabled") != Some(&Value::Bool(true)) {
         return Ok(None);
     }
@@ -125,9 +126,9 @@ pub async fn dispatch(
         (slot_release(release, Slot::Green), routes(Slot::Green)),
     ];
     let (h0, h1, h2) = tokio::try_join!(
-        ctx.helm.history(&names[0].0),
-        ctx.helm.history(&names[1].0),
-        ctx.helm.history(&names[2].0)
+        ctx.records.history(&names[0].0),
+        ctx.records.history(&names[1].0),
+        ctx.records.history(&names[2].0)
     )?;
     let now = Timestamp::now();
     let mut fixes = Vec::new();
@@ -152,10 +153,10 @@ pub async fn dispatch(
     };
     if fixes.is_empty() {
         return Ok(Some(Outcome::Done(Report {
-            header: header(status.version),
+            header: header(latest.revision.revision),
             mode: MODE,
             changed: false,
-            status: status.info.status.clone(),
+            status: latest.revision.status.clone(),
             recovered: Vec::new(),
             production_ready: None,
             production_desired: None,
@@ -163,7 +164,7 @@ pub async fn dispatch(
     }
     if s.dry_run {
         let mut plan = Plan {
-            header: header(status.version),
+            header: header(latest.revision.revision),
             ..Plan::new(Op::Recover, release, &ctx.namespace)
         };
         plan.header.next = None;

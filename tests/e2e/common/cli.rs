@@ -37,6 +37,15 @@ impl Run {
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {self:?}"))
     }
 
+    /// The helm commands bgslot ran, by subcommand (`-v` prints each as `+ HELM ARGS`).
+    pub fn helm_commands(&self) -> Vec<String> {
+        self.stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("+ "))
+            .filter_map(|l| l.split_whitespace().nth(1).map(str::to_string))
+            .collect()
+    }
+
     /// Asserts that bgslot exited 0.
     #[track_caller]
     pub fn must_succeed(self) -> Run {
