@@ -67,13 +67,6 @@ pub trait Events: Send + Sync {
     }
 }
 
-/// Drops every event (a library caller that shows nothing).
-pub struct Silent;
-
-impl Events for Silent {
-    fn event(&self, _: Event<'_>) {}
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

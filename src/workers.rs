@@ -61,12 +61,6 @@ pub enum Desired {
     Autoscaled,
 }
 
-impl Desired {
-    pub fn runs(self) -> bool {
-        self != Desired::Replicas(0)
-    }
-}
-
 impl fmt::Display for Desired {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

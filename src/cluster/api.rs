@@ -262,7 +262,7 @@ impl Cluster {
     /// The release's worker Deployments (of one slot, or of both), by name then slot.
     pub async fn workers(&self, release: &str, slot: Option<Slot>) -> Result<Vec<WorkerState>> {
         let deployments: Vec<Deployment> = self
-            .list(&workers_selector(release, slot, None), || {
+            .list(&workers_selector(release, slot), || {
                 format!("the workers of {release}")
             })
             .await?;
@@ -270,21 +270,6 @@ impl Cluster {
             deployments.iter().filter_map(WorkerState::of).collect();
         workers.sort_by(|a, b| (&a.name, a.slot).cmp(&(&b.name, b.slot)));
         Ok(workers)
-    }
-
-    /// The pods of one worker in one slot.
-    pub async fn worker_pods(
-        &self,
-        release: &str,
-        slot: Slot,
-        name: &str,
-    ) -> Result<Vec<PodState>> {
-        let pods: Vec<Pod> = self
-            .list(&workers_selector(release, Some(slot), Some(name)), || {
-                format!("the {slot} pods of the worker {name} of {release}")
-            })
-            .await?;
-        Ok(pod_states(&pods))
     }
 
     /// The release's CronJobs, by name then slot: `batch/v1`, or `batch/v1beta1` where the server

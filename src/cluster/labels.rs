@@ -44,14 +44,11 @@ pub fn slot_pods_selector(release: &str) -> String {
     format!("{INSTANCE_LABEL}={release},{SLOT_LABEL}")
 }
 
-/// The release's workers (of every slot, or of one; every worker, or one).
-pub fn workers_selector(release: &str, slot: Option<Slot>, name: Option<&str>) -> String {
+/// The release's workers (of every slot, or of one).
+pub fn workers_selector(release: &str, slot: Option<Slot>) -> String {
     let mut selector = format!("{INSTANCE_LABEL}={release},{WORKLOAD_LABEL}=worker");
     if let Some(slot) = slot {
         selector.push_str(&format!(",{SLOT_LABEL}={slot}"));
-    }
-    if let Some(name) = name {
-        selector.push_str(&format!(",{COMPONENT_LABEL}={name}"));
     }
     selector
 }

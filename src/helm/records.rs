@@ -60,12 +60,6 @@ impl Records {
         }
     }
 
-    /// Whether records are read directly (`false`: through the helm CLI, from the first read on
-    /// that found the storage unreadable).
-    pub fn direct(&self) -> bool {
-        self.storage.is_ok() && !self.fell_back.load(Ordering::Relaxed)
-    }
-
     /// The storage to read directly, unless a read already found it unreadable.
     fn storage(&self) -> Option<Storage> {
         match &self.storage {

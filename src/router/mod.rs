@@ -3,8 +3,8 @@
 //! the routing to them, keyed on `productionSlot`. This module is the release as a router command
 //! sees it: the router's record in its values (`values`), what a release renders (`manifest`), the
 //! checks before a deploy writes anything (`preflight`, pure), what the slot releases and the
-//! router's Services show (`live`, pure; `observe` reads it), and the waits on them (`wait`,
-//! `feed`).
+//! router's Services show (`live`, pure; `observe` reads it), and the waits on them and the
+//! `status --watch` feed (`wait`).
 
 pub mod live;
 pub mod manifest;

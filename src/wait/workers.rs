@@ -62,7 +62,7 @@ pub async fn workers_settled(
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let selector = workers_selector(release, Some(slot), None);
+    let selector = workers_selector(release, Some(slot));
     let config = || watcher::Config::default().labels(&selector);
     let mut changes = futures::stream::select_all([
         ticks(cluster.api::<Deployment>(), config()),
@@ -125,7 +125,7 @@ async fn read(
     slot: Slot,
     names: &[String],
 ) -> Result<Vec<WorkerPods>> {
-    let selector = workers_selector(release, Some(slot), None);
+    let selector = workers_selector(release, Some(slot));
     let (workers, pods) = tokio::try_join!(cluster.workers(release, Some(slot)), async {
         let list = cluster
             .pods()

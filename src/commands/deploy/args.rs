@@ -126,13 +126,6 @@ impl ImageArgs {
             slot_sets: self.slot_set.clone(),
         }
     }
-
-    /// The tag a swap of this version should expect, when it has one.
-    pub fn tag(&self) -> Option<&Tag> {
-        self.tag
-            .as_ref()
-            .or_else(|| self.image.as_ref().and_then(|i| i.tag.as_ref()))
-    }
 }
 
 
