@@ -260,8 +260,7 @@ fn plan(
     let capacity = seen.cluster.slot(from).desired.max(0) as u64;
     let promote = deploy_plan
         .preview
-        .filter(|n| *n < capacity)
-        .map(|n| swap::promote_write(to, n, capacity, seen.values.autoscaling));
+        .and_then(|n| swap::promotion(to, true, n, capacity, seen.values.autoscaling));
     let flip = swap::plan_flip(SwapKind::Swap, from, to, &seen.values, &seen.cluster, promote);
     for step in swap::steps(ctx, &args.target.release, &flip, &seen.all_values) {
         out = out.step(step);

@@ -5,7 +5,8 @@
 //! the control that shows the watch can see it); a slot staged small is brought to production's
 //! capacity before the flip, and production never routes to fewer ready pods than it had (seen by
 //! an Endpoints watch and by traffic through the node's proxy, with a hand-made flip as the
-//! control); workers that do not start fail the swap (exit 1) and `release` moves back.
+//! control), and a preview as large as production still ends at the swap (its HPA rendered);
+//! workers that do not start fail the swap (exit 1) and `release` moves back.
 
 use crate::common;
 
@@ -15,6 +16,7 @@ use std::sync::{Arc, Mutex};
 use common::cli::Env;
 use common::dataplane::Load;
 use futures::StreamExt;
+use k8s_openapi::api::autoscaling::v1::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{Endpoints, Pod};
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::watcher;
@@ -24,6 +26,7 @@ with_both_helms!(
     workers_and_cron_jobs_follow_production_through_every_step,
     stop_first_never_runs_two_versions_of_a_worker,
     a_slot_staged_small_is_promoted_before_the_flip,
+    a_preview_as_large_as_production_ends_at_the_swap,
     workers_that_do_not_start_fail_the_swap_and_release_moves_back,
     a_worker_left_on_another_image_refuses_the_swap,
 );
@@ -552,6 +555,69 @@ async fn a_slot_staged_small_is_promoted_before_the_flip(major: u32) {
         1,
         "a hand-made flip to the small slot leaves production one pod"
     );
+    env.done().await;
+}
+
+/// The autoscalers of the release's slots, by name.
+async fn autoscalers(env: &Env) -> Vec<String> {
+    let api: Api<HorizontalPodAutoscaler> = Api::namespaced(env.client.clone(), &env.ns);
+    let mut names: Vec<String> = api
+        .list(&ListParams::default())
+        .await
+        .expect("list HPAs")
+        .items
+        .into_iter()
+        .filter_map(|h| h.metadata.name)
+        .collect();
+    names.sort();
+    names
+}
+
+/// A preview that already has production's size is still a preview: the swap ends it, so the new
+/// production slot gets its HPA back instead of serving at the preview's fixed size.
+async fn a_preview_as_large_as_production_ends_at_the_swap(major: u32) {
+    let env = Env::new(major, "preview-full").await;
+    env.bgslot(&[
+        "deploy",
+        "web",
+        "--tag",
+        "v1",
+        "--set",
+        "autoscaling.enabled=true",
+    ])
+    .await
+    .must_succeed();
+    env.bgslot(&["deploy", "web", "--tag", "v2", "--preview-replicas", "2"])
+        .await
+        .must_succeed();
+    assert_eq!(
+        autoscalers(&env).await,
+        ["web-blue"],
+        "a preview runs without an HPA"
+    );
+    let swap = env
+        .bgslot(&["swap", "web", "-o", "json"])
+        .await
+        .must_succeed()
+        .json();
+    assert_eq!(swap["promoted"], json!({"from": 2, "to": 2}), "{swap}");
+    let status = env
+        .bgslot(&["status", "web", "-o", "json"])
+        .await
+        .must_succeed()
+        .json();
+    let green = status["slots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["slot"] == "green")
+        .unwrap();
+    assert_eq!(
+        (&green["role"], &green["preview"], &green["desired"]),
+        (&json!("production"), &json!(false), &json!(2)),
+        "{status}"
+    );
+    assert_eq!(autoscalers(&env).await, ["web-blue", "web-green"]);
     env.done().await;
 }
 

@@ -106,10 +106,14 @@ pub async fn act(ctx: &Ctx, seen: &Observation, plan: SwapPlan) -> Result<SwapRe
 async fn promote(ctx: &Ctx, seen: &Observation, p: &Promote, slot: Slot) -> Result<Promotion> {
     let release = &seen.release;
     let unchanged = || format!("production is unchanged and {slot} stays staged");
-    ctx.events.step(&format!(
-        "swap {release}: bringing {slot} from {} to {} pods (production's capacity) before the flip",
-        p.from, p.to
-    ));
+    ctx.events.step(&if p.grows() {
+        format!(
+            "swap {release}: bringing {slot} from {} to {} pods (production's capacity) before the flip",
+            p.from, p.to
+        )
+    } else {
+        format!("swap {release}: ending the preview of {slot} (its {} pods cover production's capacity) before the flip", p.to)
+    });
     ctx.write(release, &p.write)
         .await
         .with_context(|| format!("bringing the {slot} slot of {release} to {} pods; {}", p.to, unchanged()))?;

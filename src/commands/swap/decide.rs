@@ -37,7 +37,7 @@ pub struct SwapPlan {
     pub worker_capacity: Vec<(String, u64)>,
 }
 
-/// Bringing a slot staged small to production's capacity before the flip.
+/// Bringing a slot staged small to production's capacity before the flip, and ending its preview.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Promote {
     /// Its pods now, and the pods it will run.
@@ -47,6 +47,13 @@ pub struct Promote {
     /// Deployment through the scale subresource after the write.
     pub autoscaled: bool,
     pub write: Write,
+}
+
+impl Promote {
+    /// Whether the slot grows, or only its preview ends (its pods already cover the capacity).
+    pub fn grows(&self) -> bool {
+        self.to > self.from
+    }
 }
 
 /// Flips production to the other slot, if and only if that slot can take production traffic
@@ -169,7 +176,7 @@ pub fn decide(seen: &Observation, request: &SwapRequest, chart: &ChartSource) ->
     // first; one that was not (someone scaled it by hand) is refused.
     let live = observed.slot(from);
     let capacity = live.desired.max(0) as u64;
-    let promote = (target.preview && (state.desired.max(0) as u64) < capacity).then(|| promote_write(to, state.desired.max(0) as u64, capacity, values.autoscaling));
+    let promote = promotion(to, target.preview, state.desired.max(0) as u64, capacity, values.autoscaling);
     if promote.is_none() && state.available < live.desired {
         return Err(Refusal::new(
             format!(
@@ -243,9 +250,17 @@ pub fn plan_flip(
     }
 }
 
+/// The promotion of a slot staged as a preview of `staged` pods, before it serves production at
+/// `capacity`: always, when it is a preview, also when its preview already covers the capacity
+/// (or production shrank since): a slot left marked as a preview would serve production at the
+/// preview's fixed size and without its HPA. It never shrinks the slot.
+pub fn promotion(slot: Slot, preview: bool, staged: u64, capacity: u64, autoscaled: bool) -> Option<Promote> {
+    preview.then(|| promote_write(slot, staged, staged.max(capacity), autoscaled))
+}
+
 /// The write that brings `slot`, staged small at `from` pods, to `to` pods: no longer a preview
 /// (with autoscaling its HPA is rendered again), and without an HPA its replicas set.
-pub fn promote_write(slot: Slot, from: u64, to: u64, autoscaled: bool) -> Promote {
+fn promote_write(slot: Slot, from: u64, to: u64, autoscaled: bool) -> Promote {
     let mut write = Write::upgrade(Recorded::Promote { slot, replicas: to })
         .set(format!("{slot}.preview"), SetValue::Literal("false".into()));
     if !autoscaled {
@@ -383,6 +398,27 @@ mod tests {
         rolling.slots.blue.total = 2;
         rolling.slots.blue.updated = 1;
         assert!(decide(&seen(Slot::Blue, true, rolling), &request(None), &chart()).is_ok());
+    }
+
+    #[test]
+    fn a_preview_always_ends_before_the_flip_and_never_shrinks() {
+        let staged = |green_pods: i32| {
+            let mut s = seen(Slot::Blue, true, observed(3, green_pods));
+            s.values.slots.green.preview = true;
+            decide(&s, &request(None), &chart()).unwrap().promote.unwrap()
+        };
+        // Staged small: brought to production's 3 pods.
+        let small = staged(1);
+        assert_eq!((small.from, small.to, small.grows()), (1, 3, true));
+        assert_eq!(sets(&small.write), ["green.preview=false", "green.replicaCount=3"]);
+        // A preview as large as production (or larger) still ends, at its own size.
+        for pods in [3, 4] {
+            let full = staged(pods);
+            assert_eq!((full.from, full.to, full.grows()), (pods as u64, pods as u64, false));
+            assert_eq!(sets(&full.write), ["green.preview=false".to_string(), format!("green.replicaCount={pods}")]);
+        }
+        // Not a preview: no promotion.
+        assert!(decide(&seen(Slot::Blue, true, observed(3, 3)), &request(None), &chart()).unwrap().promote.is_none());
     }
 
     #[test]

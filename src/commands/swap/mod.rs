@@ -11,7 +11,7 @@ pub mod decide;
 pub mod report;
 
 pub use act::act;
-pub use decide::{decide, flip_write, plan_flip, promote_write, Promote, SwapPlan};
+pub use decide::{decide, flip_write, plan_flip, promotion, Promote, SwapPlan};
 pub use report::SwapReport;
 
 use super::preview::{self, Plan, PlannedStep};
@@ -126,7 +126,11 @@ pub fn steps(ctx: &Ctx, release: &ReleaseName, plan: &SwapPlan, all_values: &ser
     if let Some(p) = &plan.promote {
         let scale = p.autoscaled.then(|| format!("scale the {to} Deployment to {} replicas (its HPA owns replicas)", p.to));
         steps.push(
-            PlannedStep::action(format!("promote: bring {to} from {} to {} pods (production's capacity)", p.from, p.to))
+            PlannedStep::action(if p.grows() {
+                format!("promote: bring {to} from {} to {} pods (production's capacity)", p.from, p.to)
+            } else {
+                format!("promote: end the preview of {to} (its {} pods cover production's capacity)", p.to)
+            })
                 .write(shown(&p.write), preview::changes(&p.write, all_values, &[], None))
                 .then(scale.into_iter().chain([
                     format!("wait until the {to} Deployment is fully available and the stage Service lists its {} pods; else stop, production unchanged", p.to),

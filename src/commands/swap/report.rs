@@ -97,8 +97,12 @@ impl fmt::Display for SwapReport {
             "{release}: production now routes to {} ({}; service {} has {} ready endpoints)",
             self.to, self.image, self.service, self.ready_endpoints
         )?;
-        if let Some(p) = &self.promoted {
-            writeln!(f, "  {} was brought from {} to {} pods before the flip", self.to, p.from, p.to)?;
+        match &self.promoted {
+            Some(p) if p.to > p.from => {
+                writeln!(f, "  {} was brought from {} to {} pods before the flip", self.to, p.from, p.to)?
+            }
+            Some(p) => writeln!(f, "  {}'s preview ended at its {} pods before the flip", self.to, p.to)?,
+            None => {}
         }
         for w in &self.workers {
             let gap = w
