@@ -18,7 +18,8 @@ pub enum ExitStatus {
     Failed,
     /// 2: the command line makes no sense.
     Usage,
-    /// 3: a safety check refused; nothing was changed.
+    /// 3: a safety check refused; nothing was changed (a check that refuses after the command
+    /// already wrote is a failure, [`AfterWrites`]).
     Refused,
     /// 4: another bgslot holds the release lock (or took it over while this one ran).
     Locked,
@@ -49,7 +50,9 @@ impl ExitStatus {
     /// The outcome an error stands for: a refusal or a held lock anywhere in its chain wins over
     /// whatever happened around it; then a usage error; else a plain failure.
     pub fn of(err: &anyhow::Error) -> ExitStatus {
-        if carries::<Refusal>(err) {
+        if carries::<AfterWrites>(err) {
+            ExitStatus::Failed
+        } else if carries::<Refusal>(err) {
             ExitStatus::Refused
         } else if carries::<LockHeld>(err) || carries::<LockLost>(err) {
             ExitStatus::Locked
@@ -150,6 +153,35 @@ impl fmt::Display for LockLost {
 
 impl std::error::Error for LockLost {}
 
+/// A safety check refused after the command had already written (`release`: its deploy wrote,
+/// then the swap refused): not "nothing was changed" but a failure that says what was done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AfterWrites {
+    /// The writes the command had made, in order.
+    pub done: Vec<String>,
+}
+
+impl fmt::Display for AfterWrites {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "stopped after writing; already done: {}",
+            self.done.join(", then ")
+        )
+    }
+}
+
+impl std::error::Error for AfterWrites {}
+
+/// `err` as it ends a command that made the writes `done`: a refusal after a write is no longer
+/// "nothing was changed" (exit 3) but a failure naming what was done; anything else as it is.
+pub fn after_writes(err: anyhow::Error, done: Vec<String>) -> anyhow::Error {
+    if done.is_empty() || !carries::<Refusal>(&err) || carries::<LockLost>(&err) {
+        return err;
+    }
+    err.context(AfterWrites { done })
+}
+
 /// The command line asks for something that makes no sense (exit 2).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
@@ -210,6 +242,31 @@ mod tests {
         assert_eq!(ExitStatus::of(&err), ExitStatus::Failed);
         let err = anyhow::Error::new(UsageError("bad".into()));
         assert_eq!(ExitStatus::of(&err).code(), 2);
+    }
+
+    #[test]
+    fn a_refusal_after_a_write_is_a_failure_that_names_the_writes() {
+        let refused =
+            || anyhow::Error::new(Refusal::new("production is not fully available", "wait"));
+        let untouched = after_writes(refused(), Vec::new());
+        assert_eq!(ExitStatus::of(&untouched), ExitStatus::Refused);
+        let done = vec!["`bgslot deploy: v2 staged in green` (helm upgrade of web)".to_string()];
+        let err = after_writes(refused(), done.clone());
+        assert_eq!(ExitStatus::of(&err), ExitStatus::Failed);
+        assert_eq!(hint(&err).as_deref(), Some("wait"));
+        assert!(
+            err.to_string()
+                .contains("already done: `bgslot deploy: v2 staged in green`"),
+            "{err}"
+        );
+        // A plain failure, or a lost lock (which says what was done itself), stays as it is.
+        assert_eq!(
+            ExitStatus::of(&after_writes(anyhow::anyhow!("helm failed"), done.clone())),
+            ExitStatus::Failed
+        );
+        assert!(after_writes(anyhow::anyhow!("helm failed"), done)
+            .downcast_ref::<AfterWrites>()
+            .is_none());
     }
 
     #[test]

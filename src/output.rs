@@ -210,17 +210,25 @@ impl ErrorReport {
         let (lead, rest) = match lead_at {
             Some(i) => {
                 let op = err.downcast_ref::<Operation>();
-                let verb = if status == ExitStatus::Locked {
-                    "cannot"
-                } else {
-                    "refused to"
-                };
-                let lead = match op {
-                    Some(op) => format!(
-                        "{verb} {} {} in namespace {}: {}",
+                let lead = match (op, status) {
+                    // A refusal after a write: the command stopped part way.
+                    (Some(op), ExitStatus::Failed) => format!(
+                        "{} {} in namespace {} stopped: {}",
                         op.op, op.release, op.namespace, chain[i]
                     ),
-                    None => chain[i].clone(),
+                    (Some(op), _) => format!(
+                        "{} {} {} in namespace {}: {}",
+                        if status == ExitStatus::Locked {
+                            "cannot"
+                        } else {
+                            "refused to"
+                        },
+                        op.op,
+                        op.release,
+                        op.namespace,
+                        chain[i]
+                    ),
+                    (None, _) => chain[i].clone(),
                 };
                 let rest = chain
                     .iter()
@@ -326,6 +334,25 @@ mod tests {
         assert_eq!(
             report.to_string(),
             "error: refused to swap web in namespace shop: nothing is staged\n  hint: deploy first\n  nothing was changed\n"
+        );
+    }
+
+    #[test]
+    fn a_refusal_after_a_write_says_the_command_stopped_and_what_it_did() {
+        let err = error::after_writes(
+            Refusal::new("production (green) is not fully available", "wait for it").into(),
+            vec!["`bgslot swap: production blue -> green` (helm upgrade of web)".into()],
+        )
+        .context(Operation {
+            op: Op::Release,
+            release: "web".into(),
+            namespace: "shop".into(),
+        });
+        let report = ErrorReport::new(&err);
+        assert_eq!((report.exit_code, report.kind), (1, "failed"));
+        assert_eq!(
+            report.to_string(),
+            "error: release web in namespace shop stopped: production (green) is not fully available\n  caused by: stopped after writing; already done: `bgslot swap: production blue -> green` (helm upgrade of web)\n  hint: wait for it\n"
         );
     }
 

@@ -12,7 +12,7 @@ use anyhow::{Context, Result};
 use serde::Serialize;
 
 use crate::context::{Ctx, Settings};
-use crate::error::Operation;
+use crate::error::{self, Operation};
 use crate::events::Events;
 use crate::names::ReleaseName;
 use crate::observe::Observation;
@@ -247,7 +247,9 @@ where
             dry_run: mutation.dry_run,
             creates_namespace,
         };
-        let result = body(&session).await;
+        let result = body(&session)
+            .await
+            .map_err(|err| error::after_writes(err, ctx.written()));
         ctx.unlock().await;
         stopped_by_signal(&ctx, mutation.op, mutation.release, result).await
     }
