@@ -51,10 +51,10 @@ pub async fn dispatch(
     // deploy left (bgslot's description), or someone else's?
     let leftover = if unrecorded(rs.record(old), rs.live(old)) {
         s.ctx
-            .helm
-            .release(&rs.live(old).release)
+            .records
+            .latest(&rs.live(old).release)
             .await?
-            .map(|r| r.info.description)
+            .map(|latest| latest.revision.description)
     } else {
         None
     };
