@@ -721,6 +721,15 @@ async fn every_preflight_refusal_changes_nothing(major: u32) {
     env.bgslot(&args.iter().map(String::as_str).collect::<Vec<_>>())
         .await
         .must_succeed();
+    // A bundled chart's flag on a router deploy is a usage error, and changes nothing.
+    let before = env.fingerprint("web").await;
+    let mut preview = deploy(&base, &["--preview-replicas", "1"]);
+    preview[5] = "v9".into();
+    env.bgslot(&preview.iter().map(String::as_str).collect::<Vec<_>>())
+        .await
+        .must_exit(2)
+        .must_say("--preview-replicas is the bundled chart's");
+    assert_eq!(env.fingerprint("web").await, before);
     env.done().await;
 }
 

@@ -71,6 +71,12 @@ pub async fn dispatch(
         )
         .into());
     }
+    if image.preview_replicas.is_some() {
+        return Err(UsageError(
+            "--preview-replicas is the bundled chart's: a router's slot runs your chart at production's size (or --replicas with --replicas-key); drop it to stage at full size".into(),
+        )
+        .into());
+    }
     check_router_values(app)?;
     let seen = seen.cloned();
     run(s, seen, router, image, force).await.map(Some)
