@@ -75,11 +75,6 @@ pub fn migrations_selector(release: &str, slot: Option<Slot>) -> String {
     }
 }
 
-/// helm's own records of a release (Secrets or ConfigMaps, by driver).
-pub fn helm_records_selector(release: &str) -> String {
-    format!("owner=helm,name={release}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -334,7 +334,6 @@ pub fn changes(
     cluster: &Cluster,
     release: &str,
 ) -> impl futures::Stream<Item = ()> + Send + 'static {
-    use k8s_openapi::api::core::v1::Secret;
     let slots = format!(
         "owner=helm,name in ({},{})",
         super::slot_release(release, Slot::Blue),
@@ -344,10 +343,7 @@ pub fn changes(
         crate::wait::release_changes(cluster, release).boxed(),
         ticks(cluster.deployments(), watcher::Config::default()),
         ticks(cluster.pods(), watcher::Config::default()),
-        ticks(
-            cluster.api::<Secret>(),
-            watcher::Config::default().labels(&slots),
-        ),
+        crate::wait::feed::record_changes(cluster, &slots),
     ])
 }
 

@@ -1,6 +1,7 @@
 //! What a person at a terminal sees, on the real control plane with Helm 3 and Helm 4: a live
 //! progress bar per slot (under a real pseudo-terminal, made by util-linux `script`), plain lines
-//! in a log, and `status --watch` following a swap until interrupted.
+//! in a log, and `status --watch` following a swap until interrupted, and redrawing at a new helm
+//! revision that changes no object, where `HELM_DRIVER=configmap` keeps the records.
 
 use crate::common;
 
@@ -9,7 +10,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 with_both_helms!(
     waiting_shows_a_bar_on_a_terminal_and_lines_in_a_log,
-    status_watch_follows_a_swap
+    status_watch_follows_a_swap,
+    status_watch_sees_a_new_revision_in_configmap_records
 );
 
 /// Runs bgslot with `args` under a pseudo-terminal, after the words of `wrapper` (another
@@ -156,5 +158,69 @@ async fn status_watch_follows_a_swap(major: u32) {
         shown.stdout.contains("service web       -> green"),
         "{shown:?}"
     );
+    env.done().await;
+}
+
+/// A helm upgrade that changes no object writes only a record (with Helm 3; Helm 4's server-side
+/// apply also touches the objects' managed fields): the watch redraws at it from the records
+/// where helm keeps them (ConfigMaps here). Watching Secrets instead, the Helm 3 run waits in vain.
+async fn status_watch_sees_a_new_revision_in_configmap_records(major: u32) {
+    let env = Env::new(major, "watchcm").await;
+    let configmaps = [("HELM_DRIVER", "configmap")];
+    env.bgslot_env(
+        &["deploy", "web", "--tag", "v1", "--replicas", "1"],
+        &configmaps,
+    )
+    .await
+    .must_succeed();
+    let mut watch = env.command(&["status", "web", "--watch", "-o", "json"]);
+    let mut watch = watch
+        .env("HELM_DRIVER", "configmap")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut frames = BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = next_frame(&mut frames).await;
+    assert_eq!(first["revision"].as_u64(), Some(1), "{first}");
+    // Every watch behind the feed has listed what it watches (their first ticks are over), so
+    // a frame from here on is drawn for a change.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+
+    let out = env
+        .helm
+        .command()
+        .env("HELM_DRIVER", "configmap")
+        .args([
+            "upgrade",
+            "web",
+            common::chart_dir().to_str().unwrap(),
+            "-n",
+            &env.ns,
+            "--reuse-values",
+            "--description",
+            "nothing changes",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut frame = next_frame(&mut frames).await;
+    while frame["revision"].as_u64() == Some(1) || frame["helm_status"] != "deployed" {
+        frame = next_frame(&mut frames).await;
+    }
+    assert_eq!(
+        (frame["revision"].as_u64(), frame["description"].as_str()),
+        (Some(2), Some("nothing changes"))
+    );
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(watch.id().unwrap() as i32, libc::SIGINT) };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), watch.wait())
+        .await
+        .expect("the watch ends at the signal")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
     env.done().await;
 }
