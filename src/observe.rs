@@ -98,16 +98,7 @@ impl Observation {
         let mut values = ReleaseValues::from_json(release, &all_values)?;
         values.fill_running_images(|slot| cluster.slot(slot).image.clone());
         let history = if need == History::Full || !revision.is_settled() {
-            let mut history = ctx
-                .records
-                .history(release)
-                .await?
-                .unwrap_or_else(|| vec![revision.clone()]);
-            // Keep the latest as read above, should the history end before it.
-            if history.last().map(|r| r.revision) != Some(revision.revision) {
-                history.push(revision);
-            }
-            history
+            full_history(ctx, release, revision).await?
         } else {
             vec![revision]
         };
@@ -121,6 +112,16 @@ impl Observation {
             all_values,
             cluster,
         })))
+    }
+
+    /// Reads the whole history where only the latest revision was read ([`History::Latest`]),
+    /// and nothing else again.
+    pub async fn read_full_history(&mut self, ctx: &Ctx) -> Result<()> {
+        if self.history.len() <= 1 {
+            let latest = self.latest().clone();
+            self.history = full_history(ctx, &self.release, latest).await?;
+        }
+        Ok(())
     }
 
     /// Reads a release that must exist.
@@ -150,6 +151,20 @@ fn unmanaged(release: &ReleaseName, cluster: &Observed) -> Option<Refusal> {
         format!("{release} has no helm release, but its objects exist, managed by {by}"),
         "bgslot changes releases through helm; change productionSlot or the slot's values where that tool takes them (the Application's helm values, in Git)",
     ))
+}
+
+/// The history of `release` ending with `latest` as already read (kept, should the history end
+/// before it).
+async fn full_history(ctx: &Ctx, release: &ReleaseName, latest: Revision) -> Result<Vec<Revision>> {
+    let mut history = ctx
+        .records
+        .history(release)
+        .await?
+        .unwrap_or_else(|| vec![latest.clone()]);
+    if history.last().map(|r| r.revision) != Some(latest.revision) {
+        history.push(latest);
+    }
+    Ok(history)
 }
 
 pub fn not_found(release: &ReleaseName, namespace: &str) -> anyhow::Error {

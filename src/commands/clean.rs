@@ -73,11 +73,11 @@ pub struct CleanRequest {
 /// Reads the release; the drain delay runs from the last swap, so when the latest revision is not
 /// that swap the history is read too.
 pub async fn observe(ctx: &Ctx, release: &ReleaseName) -> Result<Observation> {
-    let seen = Observation::existing(ctx, release, History::Latest).await?;
-    if rules::moved_production(seen.latest()) || seen.history.len() > 1 {
-        return Ok(seen);
+    let mut seen = Observation::existing(ctx, release, History::Latest).await?;
+    if !rules::moved_production(seen.latest()) {
+        seen.read_full_history(ctx).await?;
     }
-    Observation::existing(ctx, release, History::Full).await
+    Ok(seen)
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
