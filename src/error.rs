@@ -173,6 +173,11 @@ impl fmt::Display for AfterWrites {
 
 impl std::error::Error for AfterWrites {}
 
+/// Whether the release lock was lost somewhere in `err`: no further write may be tried.
+pub fn lost_lock(err: &anyhow::Error) -> bool {
+    carries::<LockLost>(err)
+}
+
 /// `err` as it ends a command that made the writes `done`: a refusal after a write is no longer
 /// "nothing was changed" (exit 3) but a failure naming what was done; anything else as it is.
 pub fn after_writes(err: anyhow::Error, done: Vec<String>) -> anyhow::Error {

@@ -17,6 +17,7 @@ use super::swap::{self, SwapKind, SwapReport, SwapRequest};
 use super::{mutate, Mutating, Header, Invocation, Outcome, Session};
 use crate::context::Ctx;
 use crate::duration::parse_duration;
+use crate::error;
 use crate::observe::{History, Observation};
 use crate::wait;
 use crate::vocab::{Op, Role, Slot};
@@ -114,13 +115,19 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport, version: String) 
         Ok(swapped) => swapped,
         // The flip was written but what follows it (the workers) did not settle: move everything
         // back, as a failed verification does. A swap that failed before its flip changed nothing.
+        // A lost lock stops every write, the swap-back's too: it says what was done itself.
+        Err(err) if error::lost_lock(&err) => return Err(err),
         Err(err) => {
-            let now = Observation::existing(ctx, release, History::Latest).await?;
+            let now = Observation::existing(ctx, release, History::Latest)
+                .await
+                .with_context(|| format!("the swap to {to} did not complete ({err:#}), and the release could not be read again"))?;
             if now.values.production != to {
                 return Err(err);
             }
             ctx.events.step(&format!("the swap to {to} did not complete: {err:#}; swapping back"));
-            let back = swap_back(ctx, args).await?;
+            let back = swap_back(ctx, args)
+                .await
+                .with_context(|| format!("the swap to {to} did not complete: {err:#}"))?;
             return Err(err.context(format!(
                 "the swap did not complete; production was swapped back to {}",
                 back.to
@@ -130,7 +137,9 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport, version: String) 
     if let Some(cmd) = verify {
         if let Err(err) = run_verify(ctx, cmd, &Target::of_swap(&swapped), &version).await {
             ctx.events.step(&format!("verification against production failed: {err:#}; swapping back"));
-            let back = swap_back(ctx, args).await?;
+            let back = swap_back(ctx, args)
+                .await
+                .with_context(|| format!("verification against production failed: {err:#}"))?;
             return Err(err.context(format!(
                 "verification against production failed; production was swapped back to {}",
                 back.to

@@ -133,7 +133,8 @@ async fn run(s: &Session<'_>, deployed: deploy::Report, cycle: &Cycle<'_>) -> Re
                 swap::act(s, &rs, flip).await
             }
             .await
-            .context("swapping back after the failed verification ALSO failed: check `bgslot status` now")?;
+            .context("swapping back after the failed verification ALSO failed: check `bgslot status` now")
+            .with_context(|| format!("verification against production failed: {err:#}"))?;
             return Err(err.context(format!(
                 "verification against production failed; production was swapped back to {}",
                 back.to
