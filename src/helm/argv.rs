@@ -299,7 +299,10 @@ pub fn status_argv(release: &str, target: &Target) -> Vec<OsString> {
     argv
 }
 
-/// `helm history REL -o json --max 50`.
+/// How many revisions a history read returns, as `helm history --max 50`.
+pub const HISTORY_MAX: usize = 50;
+
+/// `helm history REL -o json --max HISTORY_MAX`.
 pub fn history_argv(release: &str, target: &Target) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec![
         "history".into(),
@@ -307,7 +310,7 @@ pub fn history_argv(release: &str, target: &Target) -> Vec<OsString> {
         "--output".into(),
         "json".into(),
     ];
-    argv.extend(["--max".into(), "50".into()]);
+    argv.extend(["--max".into(), HISTORY_MAX.to_string().into()]);
     argv.extend(target.args());
     argv
 }

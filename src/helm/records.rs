@@ -9,6 +9,7 @@ use anyhow::Result;
 use kube::Client;
 use serde_json::Value;
 
+use super::argv;
 use super::json::Revision;
 use super::runner::HelmRunner;
 use super::storage::{ReadError, Storage, Unreadable};
@@ -37,9 +38,6 @@ pub struct Records {
     events: Arc<dyn Events>,
     fell_back: Arc<AtomicBool>,
 }
-
-/// How many revisions `history` reads, as `helm history --max 50`.
-pub const HISTORY_MAX: usize = 50;
 
 impl Records {
     /// Reads through the driver `HELM_DRIVER` names (helm passes its environment to plugins, so
@@ -118,12 +116,12 @@ impl Records {
         }))
     }
 
-    /// The history of `release`, oldest first (at most the newest [`HISTORY_MAX`]); `None` when
+    /// The history of `release`, oldest first (at most the newest [`argv::HISTORY_MAX`]); `None` when
     /// there is no such release.
     pub async fn history(&self, release: &str) -> Result<Option<Vec<Revision>>> {
         if let Some(storage) = self.storage() {
             match storage
-                .history(&self.client, &self.namespace, release, HISTORY_MAX)
+                .history(&self.client, &self.namespace, release, argv::HISTORY_MAX)
                 .await
             {
                 Ok(history) => return Ok(Some(history).filter(|h| !h.is_empty())),
