@@ -2,6 +2,7 @@
 //! Kubernetes API (`storage`) where helm keeps them there, else with the helm CLI (`helm status`,
 //! `helm history`), saying once at `-v` why. Read only: helm remains the only writer.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -12,7 +13,7 @@ use serde_json::Value;
 use super::argv;
 use super::json::Revision;
 use super::runner::HelmRunner;
-use super::storage::{ReadError, Storage, Unreadable};
+use super::storage::{HelmRecord, ReadError, Storage, Unreadable};
 use crate::events::{Event, Events};
 
 /// The latest revision of a release and what a command needs of it.
@@ -114,6 +115,28 @@ impl Records {
                 .unwrap_or_else(|| Value::Object(Default::default())),
             defaults: None,
         }))
+    }
+
+    /// The latest revision of each of `releases` that exists, from its records' labels alone (no
+    /// payload); through `helm history`, one per release, where the records cannot be read.
+    pub async fn latest_labels(&self, releases: &[&str]) -> Result<BTreeMap<String, HelmRecord>> {
+        if let Some(storage) = self.storage() {
+            match storage
+                .latest_labels(&self.client, &self.namespace, releases)
+                .await
+            {
+                Ok(found) => return Ok(found),
+                Err(err) => self.fall_back(err)?,
+            }
+        }
+        let mut found = BTreeMap::new();
+        for release in releases {
+            let history = self.helm.history(release).await?.unwrap_or_default();
+            if let Some(record) = HelmRecord::of_history(&history) {
+                found.insert(release.to_string(), record);
+            }
+        }
+        Ok(found)
     }
 
     /// The history of `release`, oldest first (at most the newest [`argv::HISTORY_MAX`]); `None` when

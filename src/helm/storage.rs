@@ -20,6 +20,7 @@
 //! instead; a failing API stays an error ([`ReadError::Api`]): helm would talk to the same API
 //! server and fail the same way, only slower.
 
+use std::collections::BTreeMap;
 use std::io::Read;
 
 use base64::Engine;
@@ -442,6 +443,56 @@ fn newest_by_label(listed: &[Listed]) -> Result<Option<Record>, Unreadable> {
     Ok((Some(record.version) == top.version).then_some(record))
 }
 
+/// A release's latest revision, as helm's storage objects label it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HelmRecord {
+    pub revision: u64,
+    /// `deployed`, `failed`, `pending-upgrade`, `uninstalled`, ...
+    pub status: String,
+}
+
+impl HelmRecord {
+    /// Installed and settled: its objects exist as its manifest says.
+    pub fn is_deployed(&self) -> bool {
+        self.status == "deployed"
+    }
+
+    /// The latest revision of a history read through helm.
+    pub fn of_history(history: &[Revision]) -> Option<HelmRecord> {
+        history.last().map(|r| HelmRecord {
+            revision: r.revision,
+            status: r.status.clone(),
+        })
+    }
+}
+
+/// The latest revision of each release, from the labels (`name`, `version`, `status`) of helm's
+/// storage objects.
+pub fn latest_by_labels<'a>(
+    labels: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
+) -> BTreeMap<String, HelmRecord> {
+    let mut latest: BTreeMap<String, HelmRecord> = BTreeMap::new();
+    for l in labels {
+        let (Some(name), Some(revision), Some(status)) = (
+            l.get("name"),
+            l.get("version").and_then(|v| v.parse::<u64>().ok()),
+            l.get("status"),
+        ) else {
+            continue;
+        };
+        if latest.get(name).is_none_or(|r| r.revision < revision) {
+            latest.insert(
+                name.clone(),
+                HelmRecord {
+                    revision,
+                    status: status.clone(),
+                },
+            );
+        }
+    }
+    latest
+}
+
 fn version_label(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<u64> {
     meta.labels.as_ref()?.get("version")?.parse().ok()
 }
@@ -478,21 +529,7 @@ impl Storage {
         selector: &str,
     ) -> Result<Vec<Listed>, ReadError> {
         let params = ListParams::default().labels(selector);
-        let resource = self.driver.resource();
-        let failed = |source: kube::Error| match source {
-            kube::Error::Api(status) if status.code == 403 || status.reason == "Forbidden" => {
-                ReadError::Unreadable(Unreadable::Forbidden {
-                    resource,
-                    namespace: namespace.to_string(),
-                    message: status.message,
-                })
-            }
-            source => ReadError::Api {
-                resource,
-                namespace: namespace.to_string(),
-                source,
-            },
-        };
+        let failed = |source| self.list_failed(namespace, source);
         Ok(match self.driver {
             Driver::Secrets => Api::<Secret>::namespaced(client.clone(), namespace)
                 .list(&params)
@@ -522,6 +559,65 @@ impl Storage {
                 })
                 .collect(),
         })
+    }
+
+    /// A failed list of the records: a fallback when RBAC forbids it, else an error.
+    fn list_failed(&self, namespace: &str, source: kube::Error) -> ReadError {
+        let resource = self.driver.resource();
+        match source {
+            kube::Error::Api(status) if status.code == 403 || status.reason == "Forbidden" => {
+                ReadError::Unreadable(Unreadable::Forbidden {
+                    resource,
+                    namespace: namespace.to_string(),
+                    message: status.message,
+                })
+            }
+            source => ReadError::Api {
+                resource,
+                namespace: namespace.to_string(),
+                source,
+            },
+        }
+    }
+
+    /// The latest revision of each of `releases` from its records' labels alone: ONE list of
+    /// metadata, no payload (a record can be near 1 MiB). A release without records is absent.
+    pub async fn latest_labels(
+        &self,
+        client: &Client,
+        namespace: &str,
+        releases: &[&str],
+    ) -> Result<BTreeMap<String, HelmRecord>, ReadError> {
+        let names: Vec<&str> = releases
+            .iter()
+            .copied()
+            .filter(|r| is_label_value(r))
+            .collect();
+        if names.is_empty() {
+            return Ok(BTreeMap::new());
+        }
+        let params =
+            ListParams::default().labels(&format!("owner=helm,name in ({})", names.join(",")));
+        let failed = |source| self.list_failed(namespace, source);
+        let labels: Vec<BTreeMap<String, String>> = match self.driver {
+            Driver::Secrets => Api::<Secret>::namespaced(client.clone(), namespace)
+                .list_metadata(&params)
+                .await
+                .map_err(failed)?
+                .items
+                .into_iter()
+                .map(|o| o.metadata.labels.unwrap_or_default())
+                .collect(),
+            Driver::ConfigMaps => Api::<ConfigMap>::namespaced(client.clone(), namespace)
+                .list_metadata(&params)
+                .await
+                .map_err(failed)?
+                .items
+                .into_iter()
+                .map(|o| o.metadata.labels.unwrap_or_default())
+                .collect(),
+        };
+        Ok(latest_by_labels(&labels))
     }
 
     /// Every record of `release`, decoded, oldest first; empty when there is no such release.
@@ -648,6 +744,34 @@ mod tests {
             "manifest": "---\n",
             "apply_method": "ssa"
         })
+    }
+
+    #[test]
+    fn the_latest_revision_of_each_release_comes_from_helms_labels() {
+        let l = |name: &str, v: &str, status: &str| {
+            BTreeMap::from([
+                ("name".to_string(), name.to_string()),
+                ("owner".into(), "helm".into()),
+                ("version".into(), v.into()),
+                ("status".into(), status.into()),
+            ])
+        };
+        let labels = [
+            l("web-green", "1", "superseded"),
+            l("web-green", "2", "deployed"),
+            l("web-blue", "1", "uninstalled"),
+            BTreeMap::from([("name".to_string(), "broken".to_string())]),
+        ];
+        let records = latest_by_labels(&labels);
+        assert_eq!(
+            records["web-green"],
+            HelmRecord {
+                revision: 2,
+                status: "deployed".into()
+            }
+        );
+        assert_eq!(records["web-blue"].status, "uninstalled");
+        assert!(!records.contains_key("broken"));
     }
 
     #[test]

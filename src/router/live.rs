@@ -24,56 +24,8 @@ pub const ROUTES_TO_ANNOTATION: &str = "bgslot/routes-to";
 /// The selector of a router Service whose slot runs nothing.
 pub const EMPTY_SELECTOR: (&str, &str) = ("bgslot/slot", "none");
 
-/// A release's latest revision, as helm's storage objects label it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HelmRecord {
-    pub revision: u64,
-    /// `deployed`, `failed`, `pending-upgrade`, `uninstalled`, ...
-    pub status: String,
-}
-
-impl HelmRecord {
-    /// Installed and settled: its objects exist as its manifest says.
-    pub fn is_deployed(&self) -> bool {
-        self.status == "deployed"
-    }
-}
-
-/// The latest revision of each release, from the labels (`name`, `version`, `status`) of helm's
-/// storage objects.
-pub fn helm_records<'a>(
-    labels: impl IntoIterator<Item = &'a BTreeMap<String, String>>,
-) -> BTreeMap<String, HelmRecord> {
-    let mut latest: BTreeMap<String, HelmRecord> = BTreeMap::new();
-    for l in labels {
-        let (Some(name), Some(revision), Some(status)) = (
-            l.get("name"),
-            l.get("version").and_then(|v| v.parse::<u64>().ok()),
-            l.get("status"),
-        ) else {
-            continue;
-        };
-        if latest.get(name).is_none_or(|r| r.revision < revision) {
-            latest.insert(
-                name.clone(),
-                HelmRecord {
-                    revision,
-                    status: status.clone(),
-                },
-            );
-        }
-    }
-    latest
-}
-
-/// The latest revision from `helm history` (when helm keeps its records elsewhere than in
-/// Secrets or ConfigMaps).
-pub fn helm_record_of(history: &[Revision]) -> Option<HelmRecord> {
-    history.last().map(|r| HelmRecord {
-        revision: r.revision,
-        status: r.status.clone(),
-    })
-}
+/// A release's latest revision, as helm's storage labels it (read in `helm::storage`).
+pub use crate::helm::storage::HelmRecord;
 
 /// One Deployment of a slot release.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -597,34 +549,6 @@ pub(crate) mod tests {
             not_ready: 0,
             selector_owner: None,
         }
-    }
-
-    #[test]
-    fn the_latest_revision_of_each_release_comes_from_helms_labels() {
-        let l = |name: &str, v: &str, status: &str| {
-            BTreeMap::from([
-                ("name".to_string(), name.to_string()),
-                ("owner".into(), "helm".into()),
-                ("version".into(), v.into()),
-                ("status".into(), status.into()),
-            ])
-        };
-        let labels = [
-            l("web-green", "1", "superseded"),
-            l("web-green", "2", "deployed"),
-            l("web-blue", "1", "uninstalled"),
-            BTreeMap::from([("name".to_string(), "broken".to_string())]),
-        ];
-        let records = helm_records(&labels);
-        assert_eq!(
-            records["web-green"],
-            HelmRecord {
-                revision: 2,
-                status: "deployed".into()
-            }
-        );
-        assert_eq!(records["web-blue"].status, "uninstalled");
-        assert!(!records.contains_key("broken"));
     }
 
     #[test]

@@ -8,11 +8,11 @@ use std::collections::BTreeMap;
 
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Pod, Secret, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 
-use super::live::{self, HelmRecord, RoutedService, SlotLive};
+use super::live::{self, RoutedService, SlotLive};
 use super::slot_release;
 use super::values::{RouterValues, SlotRecord};
 use crate::cluster::labels::{release_selector, services_selector};
@@ -42,7 +42,7 @@ impl RouterSeen {
         let releases = [names.blue.as_str(), names.green.as_str()];
         let (of_services, of_pods) = (services_selector(&release), selectors(&router));
         let (records, deployments, services, endpoints, pods) = tokio::try_join!(
-            helm_records(ctx, &releases),
+            ctx.records.latest_labels(&releases),
             list::<Deployment>(cluster, None, "Deployments"),
             list::<Service>(cluster, Some(&of_services), "the router's Services"),
             router_endpoints(cluster, &release),
@@ -129,52 +129,6 @@ where
         .await
         .with_context(|| format!("listing {what} in namespace {}", cluster.namespace))?
         .items)
-}
-
-/// The latest revision of each of `releases`, from the labels of helm's storage objects: Secrets
-/// (helm's default), ConfigMaps with `HELM_DRIVER=configmap`, else `helm history` (helm reads
-/// the same variable).
-pub async fn helm_records(ctx: &Ctx, releases: &[&str]) -> Result<BTreeMap<String, HelmRecord>> {
-    let driver = std::env::var("HELM_DRIVER").unwrap_or_default();
-    let selector = format!("owner=helm,name in ({})", releases.join(","));
-    let params = ListParams::default().labels(&selector);
-    let labels: Vec<BTreeMap<String, String>> = match driver.as_str() {
-        "" | "secret" | "secrets" => ctx
-            .cluster
-            .api::<Secret>()
-            .list_metadata(&params)
-            .await
-            .context("listing helm's release records (Secrets)")?
-            .items
-            .into_iter()
-            .map(|s| s.metadata.labels.unwrap_or_default())
-            .collect(),
-        "configmap" | "configmaps" => ctx
-            .cluster
-            .api::<ConfigMap>()
-            .list_metadata(&params)
-            .await
-            .context("listing helm's release records (ConfigMaps)")?
-            .items
-            .into_iter()
-            .map(|s| s.metadata.labels.unwrap_or_default())
-            .collect(),
-        _ => {
-            let mut out = BTreeMap::new();
-            for release in releases {
-                if let Some(record) = ctx
-                    .helm
-                    .history(release)
-                    .await?
-                    .and_then(|h| live::helm_record_of(&h))
-                {
-                    out.insert(release.to_string(), record);
-                }
-            }
-            return Ok(out);
-        }
-    };
-    Ok(live::helm_records(&labels))
 }
 
 /// The endpoints of the router's Services (they carry the Services' labels).

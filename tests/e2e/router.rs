@@ -269,11 +269,18 @@ async fn a_helm_create_chart_goes_through_the_whole_cycle(major: u32) {
         (staged["desired"].as_i64(), staged["next"].as_str()),
         (Some(2), Some("bgslot swap web --expect-tag v2"))
     );
-    let status = json(
-        env.bgslot(&["status", "web", "-o", "json"])
-            .await
-            .must_succeed(),
+    // The router and its slot releases are read from helm's storage: no helm process.
+    let status = env
+        .bgslot(&["-v", "status", "web", "-o", "json"])
+        .await
+        .must_succeed();
+    assert_eq!(
+        status.helm_commands(),
+        Vec::<String>::new(),
+        "{}",
+        status.stderr
     );
+    let status = json(status);
     assert_eq!(status["mode"], "router");
     let green = &status["slots"][1];
     for (key, want) in [
@@ -297,11 +304,12 @@ async fn a_helm_create_chart_goes_through_the_whole_cycle(major: u32) {
 
     // A swap writes the router only: no slot release changes, no pod restarts.
     let before = world(&env).await;
-    let swapped = json(
-        env.bgslot(&["swap", "web", "--expect-tag", "v2", "-o", "json"])
-            .await
-            .must_succeed(),
-    );
+    let swapped = env
+        .bgslot(&["-v", "swap", "web", "--expect-tag", "v2", "-o", "json"])
+        .await
+        .must_succeed();
+    assert_eq!(swapped.helm_commands(), ["upgrade"], "{}", swapped.stderr);
+    let swapped = json(swapped);
     assert_eq!(
         (swapped["to"].as_str(), swapped["ready_endpoints"].as_u64()),
         (Some("green"), Some(2))
