@@ -626,6 +626,7 @@ fn shop() -> Observation {
     let worker = |slot: Slot, n: i32| WorkerState {
         name: "consumer".into(),
         slot,
+        requires: Vec::new(),
         state: SlotState {
             deployment: Some(format!("shop-{slot}-consumer")),
             ..ready(n)

@@ -205,9 +205,11 @@ impl Workloads {
         effects
     }
 
-    /// Refuses a swap to `to` whose workers cannot run: each must exist in the staged slot and
-    /// run the image its web pods run (a worker Deployment the chart did not render, or one left
-    /// on another version, would fail or consume with the wrong code once production moves).
+    /// Refuses a swap to `to` whose workers cannot run: each must exist in the staged slot, run
+    /// the image its web pods run and find the ConfigMaps and Secrets it requires (a worker
+    /// Deployment the chart did not render, one left on another version, or one whose own
+    /// extraEnv names config that is not there would fail or consume with the wrong code once
+    /// production moves; staged at 0 pods, none of it shows before).
     pub fn check_can_run(
         &self,
         release: &str,
@@ -231,6 +233,22 @@ impl Workloads {
                         web.image.as_deref().unwrap_or("no image")
                     ),
                     format!("redeploy the slot so both run the same version: `bgslot deploy {release} --tag TAG --replace`"),
+                ));
+            }
+            let missing: Vec<String> = state
+                .requires
+                .iter()
+                .filter(|r| observed.absent_config.contains(r))
+                .map(ToString::to_string)
+                .collect();
+            if !missing.is_empty() {
+                return Err(Refusal::new(
+                    format!(
+                        "the {to} slot's worker {} needs {}, which does not exist in the namespace: its pods would not start once production moves",
+                        w.name,
+                        missing.join(" and ")
+                    ),
+                    format!("create it, or fix the worker's extraEnv and redeploy: `bgslot deploy {release} --tag TAG --replace`"),
                 ));
             }
         }
@@ -264,6 +282,38 @@ mod tests {
             "green": {"workers": {"consumer": {"stageReplicas": 1, "replicas": null}}},
             "heldWorkers": [],
         })
+    }
+
+    #[test]
+    fn a_staged_worker_that_cannot_run_is_refused() {
+        use crate::cluster::{ConfigRef, Observed, SlotState, WorkerState};
+        let w = Workloads::from_values(&json!({"workers": {"consumer": {"replicas": 2}}}));
+        let state = |image: &str| SlotState {
+            deployment: Some("web-green".into()),
+            image: Some(image.into()),
+            ..SlotState::default()
+        };
+        let mut observed = Observed::default();
+        observed.slots.green = state("web:v2");
+        let refuse = |o: &Observed| w.check_can_run("web", o, Slot::Green).unwrap_err().reason;
+        assert!(
+            refuse(&observed).contains("the green slot has no Deployment for the worker consumer")
+        );
+        let queues = ConfigRef::ConfigMap("queues".into());
+        observed.workers = vec![WorkerState {
+            name: "consumer".into(),
+            slot: Slot::Green,
+            state: state("web:v1"),
+            requires: vec![queues.clone()],
+        }];
+        assert!(refuse(&observed).contains("would run web:v1, not what its web pods run (web:v2)"));
+        observed.workers[0].state = state("web:v2");
+        assert!(w.check_can_run("web", &observed, Slot::Green).is_ok());
+        observed.absent_config = vec![queues];
+        assert_eq!(
+            refuse(&observed),
+            "the green slot's worker consumer needs ConfigMap queues, which does not exist in the namespace: its pods would not start once production moves"
+        );
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Endpoints, Namespace, Pod, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kube::Client;
@@ -24,7 +24,7 @@ use super::state::{
     endpoints_of, endpoints_of_slices, pod_slots, pod_states, MigrationState, PodState,
     ServiceEndpoints, Services, SlotState,
 };
-use super::workloads::{CronJobState, WorkerState};
+use super::workloads::{ConfigRef, CronJobState, WorkerState};
 use crate::events::Events;
 use crate::vocab::{PerSlot, Slot};
 
@@ -213,7 +213,42 @@ impl Cluster {
             migrations,
             gitops: services.gitops,
             chart: services.chart,
+            absent_config: Vec::new(),
         })
+    }
+
+    /// Which of `refs` do not exist in the namespace (one metadata GET each, at once). One that
+    /// may not be read (RBAC) counts as present: bgslot cannot say, and the pods will.
+    pub async fn absent(&self, refs: &[ConfigRef]) -> Result<Vec<ConfigRef>> {
+        let exists = |r: &ConfigRef| {
+            let r = r.clone();
+            async move {
+                let found = match &r {
+                    ConfigRef::ConfigMap(name) => self
+                        .api::<ConfigMap>()
+                        .get_metadata_opt(name)
+                        .await
+                        .map(|o| o.is_some()),
+                    ConfigRef::Secret(name) => self
+                        .api::<Secret>()
+                        .get_metadata_opt(name)
+                        .await
+                        .map(|o| o.is_some()),
+                };
+                match found {
+                    Ok(found) => Ok((r, found)),
+                    Err(kube::Error::Api(status)) if status.code == 403 => Ok((r, true)),
+                    Err(err) => Err(err)
+                        .with_context(|| format!("reading {r} in namespace {}", self.namespace)),
+                }
+            }
+        };
+        let seen = futures::future::try_join_all(refs.iter().map(exists)).await?;
+        Ok(seen
+            .into_iter()
+            .filter(|(_, found)| !found)
+            .map(|(r, _)| r)
+            .collect())
     }
 
     /// The release's Services, their live selectors and ready endpoints: one Service list, one

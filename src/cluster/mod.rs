@@ -15,4 +15,4 @@ pub use observed::Observed;
 pub use state::{
     ExtraService, MigrationPhase, MigrationState, PodState, ServiceState, Services, SlotState,
 };
-pub use workloads::{CronJobState, WorkerState};
+pub use workloads::{ConfigRef, CronJobState, WorkerState};

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use super::gitops::GitOpsMarks;
 use super::state::{ExtraService, MigrationState, ServiceState, SlotState};
-use super::workloads::{CronJobState, WorkerState};
+use super::workloads::{ConfigRef, CronJobState, WorkerState};
 use crate::vocab::{PerSlot, Role, Slot};
 
 /// What the cluster shows for one release.
@@ -27,6 +27,9 @@ pub struct Observed {
     /// `NAME-VERSION` from the `helm.sh/chart` label of the release's Services: the chart the
     /// latest revision rendered.
     pub chart: Option<String>,
+    /// What the staged slot's workers require ([`WorkerState::requires`]) and does not exist;
+    /// read by `swap` only ([`crate::cluster::Cluster::absent`]), empty elsewhere.
+    pub absent_config: Vec<ConfigRef>,
 }
 
 impl Observed {

@@ -2,7 +2,10 @@
 //! (how many pods it runs and how many are ready) and each CronJob (suspended or not, when it last
 //! ran). Plain values built from API objects by pure functions; `api` reads them.
 
+use std::fmt;
+
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
@@ -18,6 +21,82 @@ pub struct WorkerState {
     pub slot: Slot,
     #[serde(flatten)]
     pub state: SlotState,
+    /// The ConfigMaps and Secrets its pods cannot start without.
+    #[serde(skip)]
+    pub requires: Vec<ConfigRef>,
+}
+
+/// A ConfigMap or Secret a pod template names without `optional: true`: the kubelet does not
+/// start the pod until it exists.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConfigRef {
+    ConfigMap(String),
+    Secret(String),
+}
+
+impl fmt::Display for ConfigRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigRef::ConfigMap(name) => write!(f, "ConfigMap {name}"),
+            ConfigRef::Secret(name) => write!(f, "Secret {name}"),
+        }
+    }
+}
+
+impl ConfigRef {
+    /// What `spec` requires: env values, envFrom and volumes of every container and init
+    /// container, sorted, each once.
+    pub fn required_by(spec: &PodSpec) -> Vec<ConfigRef> {
+        let required = |optional: Option<bool>| optional != Some(true);
+        let mut refs = Vec::new();
+        let containers = spec
+            .containers
+            .iter()
+            .chain(spec.init_containers.iter().flatten());
+        for c in containers {
+            for source in c.env.iter().flatten().filter_map(|e| e.value_from.as_ref()) {
+                if let Some(k) = source
+                    .config_map_key_ref
+                    .as_ref()
+                    .filter(|k| required(k.optional))
+                {
+                    refs.push(ConfigRef::ConfigMap(k.name.clone()));
+                }
+                if let Some(k) = source
+                    .secret_key_ref
+                    .as_ref()
+                    .filter(|k| required(k.optional))
+                {
+                    refs.push(ConfigRef::Secret(k.name.clone()));
+                }
+            }
+            for from in c.env_from.iter().flatten() {
+                if let Some(r) = from
+                    .config_map_ref
+                    .as_ref()
+                    .filter(|r| required(r.optional))
+                {
+                    refs.push(ConfigRef::ConfigMap(r.name.clone()));
+                }
+                if let Some(r) = from.secret_ref.as_ref().filter(|r| required(r.optional)) {
+                    refs.push(ConfigRef::Secret(r.name.clone()));
+                }
+            }
+        }
+        for v in spec.volumes.iter().flatten() {
+            if let Some(c) = v.config_map.as_ref().filter(|c| required(c.optional)) {
+                refs.push(ConfigRef::ConfigMap(c.name.clone()));
+            }
+            if let Some(s) = v.secret.as_ref().filter(|s| required(s.optional)) {
+                if let Some(name) = &s.secret_name {
+                    refs.push(ConfigRef::Secret(name.clone()));
+                }
+            }
+        }
+        refs.sort();
+        refs.dedup();
+        refs
+    }
 }
 
 impl WorkerState {
@@ -28,6 +107,12 @@ impl WorkerState {
             name: labels.get(COMPONENT_LABEL)?.clone(),
             slot: labels.get(SLOT_LABEL)?.parse().ok()?,
             state: SlotState::from_deployment(d),
+            requires: d
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.spec.as_ref())
+                .map(ConfigRef::required_by)
+                .unwrap_or_default(),
         })
     }
 
@@ -119,5 +204,38 @@ mod tests {
         );
         assert!(cron.last_schedule.is_some());
         assert_eq!(CronJobState::of(&json!({"metadata": {"name": "x"}})), None);
+    }
+
+    #[test]
+    fn what_a_pod_cannot_start_without() {
+        let spec: PodSpec = serde_json::from_value(json!({
+            "containers": [{"name": "worker", "image": "web:v2",
+                "env": [
+                    {"name": "A", "valueFrom": {"configMapKeyRef": {"name": "queues", "key": "url"}}},
+                    {"name": "B", "valueFrom": {"secretKeyRef": {"name": "maybe", "key": "x", "optional": true}}},
+                    {"name": "C", "value": "plain"}
+                ],
+                "envFrom": [{"secretRef": {"name": "web-green-secret-env"}}, {"configMapRef": {"name": "queues"}}]}],
+            "initContainers": [{"name": "wait", "image": "busybox",
+                "env": [{"name": "D", "valueFrom": {"secretKeyRef": {"name": "db", "key": "password"}}}]}],
+            "volumes": [
+                {"name": "c", "configMap": {"name": "web-green-files"}},
+                {"name": "o", "configMap": {"name": "extra", "optional": true}},
+                {"name": "t", "emptyDir": {}}
+            ]
+        }))
+        .unwrap();
+        assert_eq!(
+            ConfigRef::required_by(&spec)
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>(),
+            [
+                "ConfigMap queues",
+                "ConfigMap web-green-files",
+                "Secret db",
+                "Secret web-green-secret-env"
+            ]
+        );
     }
 }

@@ -162,6 +162,7 @@ mod tests {
         WorkerState {
             name: "consumer".into(),
             slot: Slot::Blue,
+            requires: Vec::new(),
             state: SlotState {
                 deployment: Some("web-blue-consumer".into()),
                 desired,

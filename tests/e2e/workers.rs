@@ -28,7 +28,7 @@ with_both_helms!(
     a_slot_staged_small_is_promoted_before_the_flip,
     a_preview_as_large_as_production_ends_at_the_swap,
     workers_that_do_not_start_fail_the_swap_and_release_moves_back,
-    a_worker_left_on_another_image_refuses_the_swap,
+    a_worker_that_cannot_run_refuses_the_swap,
 );
 
 /// An app with a queue consumer (2 in production, none in stage) that takes 2 s to finish the
@@ -688,7 +688,10 @@ async fn workers_that_do_not_start_fail_the_swap_and_release_moves_back(major: u
     env.done().await;
 }
 
-async fn a_worker_left_on_another_image_refuses_the_swap(major: u32) {
+/// A staged worker runs no pods, so nothing shows it cannot run until production moves: swap
+/// refuses one whose own extraEnv names a ConfigMap that does not exist, and, once that exists,
+/// one left on another image.
+async fn a_worker_that_cannot_run_refuses_the_swap(major: u32) {
     let env = Env::new(major, "workers-image").await;
     let dir = tempfile::tempdir().unwrap();
     let file = values(dir.path(), "overlap");
@@ -704,10 +707,36 @@ async fn a_worker_left_on_another_image_refuses_the_swap(major: u32) {
     ])
     .await
     .must_succeed();
-    env.bgslot(&["deploy", "web", "--tag", "v2"])
+    // The staged consumer's own extraEnv names a ConfigMap nobody created.
+    env.bgslot(&[
+        "deploy",
+        "web",
+        "--tag",
+        "v2",
+        "--slot-set",
+        "workers.consumer.extraEnv[0].name=QUEUE_URL",
+        "--slot-set",
+        "workers.consumer.extraEnv[0].valueFrom.configMapKeyRef.name=queues",
+        "--slot-set",
+        "workers.consumer.extraEnv[0].valueFrom.configMapKeyRef.key=url",
+    ])
+    .await
+    .must_succeed();
+    let before = env.fingerprint("web").await;
+    env.bgslot(&["swap", "web"]).await.must_exit(3).must_say(
+        "the green slot's worker consumer needs ConfigMap queues, which does not exist in the namespace",
+    );
+    assert_eq!(env.fingerprint("web").await, before);
+    let queues: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
+        json!({"metadata": {"name": "queues"}, "data": {"url": "amqp://mq/orders"}}),
+    )
+    .unwrap();
+    Api::namespaced(env.client.clone(), &env.ns)
+        .create(&Default::default(), &queues)
         .await
-        .must_succeed();
-    // Someone points the staged consumer at another image by hand.
+        .unwrap();
+
+    // With the ConfigMap there, someone points the staged consumer at another image by hand.
     let patch = json!({"spec": {"template": {"spec": {"containers": [{"name": "consumer", "image": "nginx:v1"}]}}}});
     env.deployments()
         .patch(

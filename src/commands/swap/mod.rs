@@ -17,6 +17,7 @@ pub use report::SwapReport;
 use super::preview::{self, Plan, PlannedStep};
 use super::router::{self, Mode};
 use super::{mutate, Mutating, Invocation, Outcome, Session};
+use crate::cluster::ConfigRef;
 use crate::context::Ctx;
 use crate::names::{ReleaseName, Tag};
 use crate::observe::{History, Observation};
@@ -100,12 +101,26 @@ pub async fn execute(run: &Invocation<'_>, target: &Mutating, request: &SwapRequ
 
 /// Reads the release; a rollback also reads the history, to know what the other slot holds (the
 /// previous production, or a version staged since) and which revision `helm rollback` restores.
+/// When the slot that would go live has workers, also which ConfigMaps and Secrets they need
+/// are missing: their pods (none while staged) would not start.
 pub async fn observe(ctx: &Ctx, release: &ReleaseName, kind: SwapKind) -> Result<Observation> {
     let need = match kind {
         SwapKind::Swap => History::Latest,
         SwapKind::Rollback => History::Full,
     };
-    Observation::existing(ctx, release, need).await
+    let mut seen = Observation::existing(ctx, release, need).await?;
+    let to = seen.values.stage();
+    let mut required: Vec<ConfigRef> = seen
+        .cluster
+        .workers_of(to)
+        .flat_map(|w| w.requires.iter().cloned())
+        .collect();
+    required.sort();
+    required.dedup();
+    if !required.is_empty() {
+        seen.cluster.absent_config = ctx.cluster.absent(&required).await?;
+    }
+    Ok(seen)
 }
 
 /// What `--dry-run` shows: the promotion of a slot staged small, the flip, and the start of
