@@ -751,5 +751,15 @@ async fn a_worker_that_cannot_run_refuses_the_swap(major: u32) {
         "the green slot's worker consumer would run nginx:v1, not what its web pods run (nginx:v2)",
     );
     assert_eq!(env.fingerprint("web").await, before);
+
+    // Redeployed with --force (Helm 4: the hand-edited image belongs to another field manager
+    // until taken back), the slot can run and goes live.
+    env.bgslot(&["deploy", "web", "--tag", "v3", "--replace", "--force"])
+        .await
+        .must_succeed();
+    env.bgslot(&["swap", "web", "--expect-tag", "v3"])
+        .await
+        .must_succeed()
+        .must_say("worker consumer: green 2/2 ready");
     env.done().await;
 }

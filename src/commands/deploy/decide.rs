@@ -114,7 +114,7 @@ pub fn decide(
     let values = &seen.values;
     rules::check_gitops(release, &seen.cluster, req.force)?;
     rules::check_helm_state(release, &seen.history)?;
-    let drifted = rules::check_drift(release, values, &seen.cluster, req.force)?;
+    rules::check_drift(release, values, &seen.cluster, req.force)?;
     let idle = values.stage();
     let staged = values.slot(idle);
     if staged.enabled && !req.replace {
@@ -165,7 +165,9 @@ pub fn decide(
         version: tag.clone(),
     });
     write.reset_then_reuse = true;
-    write.force_conflicts = req.force && !drifted.is_empty();
+    // An explicit --force takes back, with Helm 4, every field a hand edit owns in what the slot
+    // write applies (a worker's image, too), not only the Service drift named above.
+    write.force_conflicts = req.force;
     let (write, own) = slot_sets(write, idle, &Version::Image(image.clone()), replicas, preview.is_some());
     let previous = seen
         .user_values

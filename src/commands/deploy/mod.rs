@@ -32,7 +32,8 @@ pub struct Args {
     #[command(flatten)]
     pub image: ImageArgs,
     /// Deploy even when the Services' live selectors disagree with the release values (the
-    /// write puts them back as the values say), or when a GitOps controller owns the release
+    /// write puts them back as the values say; with Helm 4 it takes back every field a hand
+    /// edit owns), or when a GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
 }
