@@ -204,6 +204,23 @@ pub fn latest_by_labels<'a>(
     latest
 }
 
+/// The labels of the objects `params` picks: one list of their metadata.
+async fn labels_of<K>(
+    api: Api<K>,
+    params: &ListParams,
+) -> Result<Vec<BTreeMap<String, String>>, kube::Error>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    Ok(api
+        .list_metadata(params)
+        .await?
+        .items
+        .into_iter()
+        .map(|o| o.metadata.labels.unwrap_or_default())
+        .collect())
+}
+
 fn version_label(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Option<u64> {
     meta.labels.as_ref()?.get("version")?.parse().ok()
 }
@@ -309,25 +326,23 @@ impl Storage {
         }
         let params =
             ListParams::default().labels(&format!("owner=helm,name in ({})", names.join(",")));
-        let failed = |source| self.list_failed(namespace, source);
-        let labels: Vec<BTreeMap<String, String>> = match self.driver {
-            Driver::Secrets => Api::<Secret>::namespaced(client.clone(), namespace)
-                .list_metadata(&params)
+        let listed = match self.driver {
+            Driver::Secrets => {
+                labels_of(
+                    Api::<Secret>::namespaced(client.clone(), namespace),
+                    &params,
+                )
                 .await
-                .map_err(failed)?
-                .items
-                .into_iter()
-                .map(|o| o.metadata.labels.unwrap_or_default())
-                .collect(),
-            Driver::ConfigMaps => Api::<ConfigMap>::namespaced(client.clone(), namespace)
-                .list_metadata(&params)
+            }
+            Driver::ConfigMaps => {
+                labels_of(
+                    Api::<ConfigMap>::namespaced(client.clone(), namespace),
+                    &params,
+                )
                 .await
-                .map_err(failed)?
-                .items
-                .into_iter()
-                .map(|o| o.metadata.labels.unwrap_or_default())
-                .collect(),
+            }
         };
+        let labels = listed.map_err(|source| self.list_failed(namespace, source))?;
         Ok(latest_by_labels(&labels))
     }
 

@@ -79,6 +79,17 @@ async fn waiting_shows_a_bar_on_a_terminal_and_lines_in_a_log(major: u32) {
     env.done().await;
 }
 
+/// Ctrl-C ends a watch, with exit 0.
+async fn interrupted_ends_well(watch: &mut tokio::process::Child) {
+    // SAFETY: signalling our own child process.
+    unsafe { libc::kill(watch.id().unwrap() as i32, libc::SIGINT) };
+    let status = tokio::time::timeout(std::time::Duration::from_secs(10), watch.wait())
+        .await
+        .expect("the watch ends at the signal")
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
 /// The next document `status --watch -o json` printed.
 async fn next_frame(
     frames: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
@@ -132,13 +143,7 @@ async fn status_watch_follows_a_swap(major: u32) {
         (Some("green"), Some("bgslot swap blue->green"))
     );
 
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(watch.id().unwrap() as i32, libc::SIGINT) };
-    let status = tokio::time::timeout(std::time::Duration::from_secs(10), watch.wait())
-        .await
-        .expect("the watch ends at the signal")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    interrupted_ends_well(&mut watch).await;
 
     // On a terminal the table is drawn in place (home, clear), until Ctrl-C.
     let shown = on_terminal(
@@ -215,12 +220,6 @@ async fn status_watch_sees_a_new_revision_in_configmap_records(major: u32) {
         (frame["revision"].as_u64(), frame["description"].as_str()),
         (Some(2), Some("nothing changes"))
     );
-    // SAFETY: signalling our own child process.
-    unsafe { libc::kill(watch.id().unwrap() as i32, libc::SIGINT) };
-    let status = tokio::time::timeout(std::time::Duration::from_secs(10), watch.wait())
-        .await
-        .expect("the watch ends at the signal")
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
+    interrupted_ends_well(&mut watch).await;
     env.done().await;
 }
