@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use crate::cluster::{Observed, ServiceState, SlotState};
+use crate::cluster::{Observed, RoutedService, SlotState};
 use crate::helm::{Revision, Write};
 use crate::values::{ReleaseValues, SlotValues};
-use crate::vocab::{PerSlot, Slot};
+use crate::vocab::{PerSlot, Role, Slot};
 
 pub fn values(production: Slot, green_enabled: bool) -> ReleaseValues {
     let slot = |enabled, tag: &str| SlotValues {
@@ -46,12 +46,17 @@ pub fn ready(n: i32) -> SlotState {
     }
 }
 
-pub fn service(name: &str, slot: Slot, n: usize) -> ServiceState {
-    ServiceState {
+/// The main Service with `role`, routing to `slot` with `n` ready pods there.
+pub fn service(name: &str, role: Role, slot: Slot, n: usize) -> RoutedService {
+    let mut ready_by_slot = PerSlot::default();
+    ready_by_slot[slot] = n;
+    RoutedService {
         name: name.into(),
-        selects: Some(slot),
-        selector_slot: Some(slot.to_string()),
-        ready_by_slot: BTreeMap::from([(slot.to_string(), n)]),
+        key: "main".into(),
+        role,
+        routes_to: Some(slot),
+        selector: BTreeMap::from([("bgslot/slot".to_string(), slot.to_string())]),
+        ready_by_slot,
         ready: n,
         not_ready: 0,
         selector_owner: None,
@@ -69,8 +74,10 @@ pub fn observed(blue: i32, green: i32) -> Observed {
                 SlotState::default()
             },
         },
-        production_service: Some(service("web", Slot::Blue, blue as usize)),
-        stage_service: Some(service("web-stage", Slot::Green, green.max(0) as usize)),
+        services: vec![
+            service("web", Role::Production, Slot::Blue, blue as usize),
+            service("web-stage", Role::Stage, Slot::Green, green.max(0) as usize),
+        ],
         chart: Some("bgslot-0.1.0".into()),
         ..Observed::default()
     }
@@ -117,4 +124,41 @@ pub fn sets(write: &Write) -> Vec<String> {
         .iter()
         .map(|(k, v)| format!("{k}={}", v.flag().1))
         .collect()
+}
+
+/// A Deployment `name` with `ready` of `desired` pods ready and available, every pod updated.
+pub fn deployment(name: &str, ready: i32, desired: i32) -> crate::cluster::DeploymentLive {
+    crate::cluster::DeploymentLive {
+        name: name.into(),
+        state: SlotState {
+            deployment: Some(name.into()),
+            desired,
+            ready,
+            available: ready,
+            updated: desired,
+            total: desired,
+            observed: true,
+            image: Some("web:v2".into()),
+            created: None,
+        },
+        pod_labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+        images: vec![("app".into(), "web:v2".into())],
+    }
+}
+
+/// A running pod `name`, ready or not (and why).
+pub fn pod(
+    name: &str,
+    ready: bool,
+    reason: Option<&str>,
+    restarts: i32,
+) -> crate::cluster::PodState {
+    crate::cluster::PodState {
+        name: name.into(),
+        ready,
+        terminating: false,
+        phase: "Running".into(),
+        reason: reason.map(str::to_string),
+        restarts,
+    }
 }

@@ -25,8 +25,9 @@ pub mod lock;
 // Floor 2: the release.
 pub mod context;
 pub mod observe;
-pub mod router;
+pub mod planned;
 pub mod rules;
+pub mod slots;
 pub mod values;
 pub mod wait;
 pub mod workers;

@@ -238,9 +238,51 @@ pub fn shell_words<S: AsRef<str>>(words: &[S]) -> String {
         .join(" ")
 }
 
+/// An image reference as a chart rendered it, split leniently: `repository[:tag][@digest]`,
+/// nothing checked (what a cluster runs is not bgslot's to refuse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageParts {
+    pub repository: String,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+pub fn image_parts(image: &str) -> ImageParts {
+    let (name, digest) = match image.split_once('@') {
+        Some((name, digest)) => (name, Some(digest.to_string())),
+        None => (image, None),
+    };
+    let slash = name.rfind('/').map(|i| i + 1).unwrap_or(0);
+    match name[slash..].rfind(':') {
+        Some(i) => ImageParts {
+            repository: name[..slash + i].to_string(),
+            tag: Some(name[slash + i + 1..].to_string()),
+            digest,
+        },
+        None => ImageParts {
+            repository: name.to_string(),
+            tag: None,
+            digest,
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rendered_image_splits_leniently() {
+        assert_eq!(
+            image_parts("localhost:5000/acme/web:v2@sha256:x"),
+            ImageParts {
+                repository: "localhost:5000/acme/web".into(),
+                tag: Some("v2".into()),
+                digest: Some("sha256:x".into())
+            }
+        );
+        assert_eq!(image_parts("nginx").tag, None);
+    }
 
     const DIGEST: &str = "sha256:0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 

@@ -26,7 +26,8 @@ use crate::helm::Revision;
 use crate::observe::Observation;
 use crate::output::ErrorReport;
 use crate::record::Recorded;
-use crate::vocab::{Op, PerSlot, Slot};
+use crate::slots::bundled;
+use crate::vocab::{Mode, Op, PerSlot, Role, Slot};
 use crate::workers::{Handover, Worker, Workloads};
 
 const README: &str = include_str!("../README.md");
@@ -101,16 +102,19 @@ fn release(
             true => SlotState::default(),
             false => ready(pods),
         }),
-        production_service: Some(service(name, production, pods as usize)),
-        stage_service: Some(service(
-            &format!("{name}-stage"),
-            stage,
-            if stage_tag.is_some() {
-                pods as usize
-            } else {
-                0
-            },
-        )),
+        services: vec![
+            service(name, Role::Production, production, pods as usize),
+            service(
+                &format!("{name}-stage"),
+                Role::Stage,
+                stage,
+                if stage_tag.is_some() {
+                    pods as usize
+                } else {
+                    0
+                },
+            ),
+        ],
         ..Observed::default()
     };
     let mut seen = observation(values, cluster, history);
@@ -142,6 +146,7 @@ fn moved(
             to,
             &format!("bgslot clean {release}   (or: bgslot rollback {release})"),
         ),
+        mode: Mode::Bundled,
         from,
         to,
         image: format!("ghcr.io/acme/{release}:{}", tags.1),
@@ -152,6 +157,8 @@ fn moved(
         promoted: None,
         workers: vec![],
         cron_jobs: vec![],
+        slot_release: None,
+        previous_release: None,
     }
 }
 
@@ -196,7 +203,7 @@ fn status() {
     seen.cluster.slots.green.created = Some(at("2026-12-06T18:17:15Z"));
     quoted_run(
         "status web",
-        &StatusReport::new(&seen, None, "v4.1.4".into(), now),
+        &StatusReport::new(&bundled::seen(seen), None, "v4.1.4".into(), now),
     );
 }
 
@@ -218,7 +225,12 @@ fn swap_and_its_refusal() {
         "2026-12-06T18:17:15Z",
     )];
     let seen = release("web", Slot::Green, "v7", Some("v6"), 3, history);
-    let refusal = swap::decide(&seen, &request(SwapKind::Swap, Some("v9")), &chart).unwrap_err();
+    let refusal = swap::decide(
+        &bundled::seen(seen),
+        &request(SwapKind::Swap, Some("v9")),
+        &chart,
+    )
+    .unwrap_err();
     quoted(&format!(
         "$ bgslot swap web --expect-tag v9\n{}",
         ErrorReport::new(&failed(Op::Swap, "web", refusal))
@@ -285,7 +297,12 @@ fn rollback_and_after_clean() {
     ];
     let cleaned = release("web", Slot::Green, "v7", None, 3, history);
     let chart = ChartSource::resolve(None).unwrap();
-    let refusal = swap::decide(&cleaned, &request(SwapKind::Rollback, None), &chart).unwrap_err();
+    let refusal = swap::decide(
+        &bundled::seen(cleaned),
+        &request(SwapKind::Rollback, None),
+        &chart,
+    )
+    .unwrap_err();
     quoted(&format!(
         "$ bgslot rollback web          # after clean\n{}",
         ErrorReport::new(&failed(Op::Rollback, "web", refusal))
@@ -321,8 +338,13 @@ fn clean_waits_for_the_drain_delay_then_cleans() {
         force: false,
         over_gitops: false,
     };
-    let refusal =
-        clean::decide(&swapped, at("2026-12-06T18:17:16.9Z"), &request, &chart).unwrap_err();
+    let refusal = clean::decide(
+        &bundled::seen(swapped),
+        at("2026-12-06T18:17:16.9Z"),
+        &request,
+        &chart,
+    )
+    .unwrap_err();
     quoted(&format!(
         "$ bgslot clean web\n{}",
         ErrorReport::new(&failed(Op::Clean, "web", refusal))
@@ -335,11 +357,13 @@ fn clean_waits_for_the_drain_delay_then_cleans() {
             Slot::Green,
             "bgslot deploy web --tag NEW_TAG",
         ),
+        mode: Mode::Bundled,
         slot: Slot::Blue,
         changed: true,
         image: "ghcr.io/acme/web:v6".into(),
         stopped_pods: 3,
         stop_ms: 5_012,
+        slot_release: None,
     };
     quoted(&format!("{cleaned}"));
 }
@@ -368,17 +392,30 @@ fn a_failed_revision_is_refused_then_recovered() {
     ];
     let failed_deploy = release("web", Slot::Blue, "v10-slow-start", None, 3, history);
     let chart = ChartSource::resolve(None).unwrap();
-    let refusal = swap::decide(&failed_deploy, &request(SwapKind::Swap, None), &chart).unwrap_err();
+    let refusal = swap::decide(
+        &bundled::seen(failed_deploy),
+        &request(SwapKind::Swap, None),
+        &chart,
+    )
+    .unwrap_err();
     quoted(&format!(
         "$ bgslot swap web\n{}",
         ErrorReport::new(&failed(Op::Swap, "web", refusal))
     ));
     let recovered = RecoverReport {
         header: header(Op::Recover, "web", 14, Slot::Blue, "bgslot status web"),
+        mode: Mode::Bundled,
         changed: true,
         status: "deployed".into(),
         from_revision: Some(13),
         to_revision: Some(12),
+        recovered: vec![crate::commands::recover::Recovered {
+            release: "web".into(),
+            status: "failed".into(),
+            from_revision: 13,
+            action: "rollback",
+            to_revision: Some(12),
+        }],
         production_ready: Some(3),
         production_desired: Some(3),
     };
@@ -447,11 +484,13 @@ fn release_with_verification_and_clean() {
             Slot::Green,
             "bgslot deploy web --tag NEW_TAG",
         ),
+        mode: Mode::Bundled,
         slot: Slot::Blue,
         changed: true,
         image: "ghcr.io/acme/web:v10-slow-start".into(),
         stopped_pods: 3,
         stop_ms: 5_000,
+        slot_release: None,
     };
     let deployed = crate::commands::deploy::report::DeployReport {
         header: header(
@@ -461,8 +500,9 @@ fn release_with_verification_and_clean() {
             Slot::Blue,
             "bgslot swap web --expect-tag v12",
         ),
+        mode: Mode::Bundled,
         slot: Slot::Green,
-        role: crate::vocab::Role::Stage,
+        role: Role::Stage,
         image: "ghcr.io/acme/web:v12".into(),
         ready: 3,
         desired: 3,
@@ -470,14 +510,20 @@ fn release_with_verification_and_clean() {
         url: "http://web-stage.shop.svc.cluster.local:80/".into(),
         preview: false,
         workers: vec![],
+        slot_release: None,
+        slot_revision: None,
+        chart: None,
+        accepted: vec![],
+        version: "v12".into(),
     };
     let report = ReleaseReport {
         header: Header {
             operation: Op::Release,
             ..cleaned.header.clone()
         },
+        mode: Mode::Bundled,
         image: swapped.image.clone(),
-        verified: vec![crate::vocab::Role::Stage, crate::vocab::Role::Production],
+        verified: vec![Role::Stage, Role::Production],
         steps: vec![
             Step::Deploy(deployed),
             Step::Swap(swapped),
@@ -579,6 +625,7 @@ fn history() {
     let report = HistoryReport {
         release: "web".into(),
         namespace: "shop".into(),
+        mode: Mode::Bundled,
         revision: 11,
         revisions,
     };
@@ -650,7 +697,12 @@ fn workers_follow_production() {
     let mut seen = shop();
     seen.cluster.slots.blue.created = Some(at("2026-12-06T18:19:00.5Z"));
     seen.cluster.slots.green.created = Some(at("2026-12-06T18:19:01.5Z"));
-    let status = StatusReport::new(&seen, None, "v4.1.4".into(), at("2026-12-06T18:19:02.9Z"));
+    let status = StatusReport::new(
+        &bundled::seen(seen),
+        None,
+        "v4.1.4".into(),
+        at("2026-12-06T18:19:02.9Z"),
+    );
     quoted_run("status shop", &status);
     let count = |slot: Slot, ready: i32, desired: i32| WorkerCount {
         slot,

@@ -1,18 +1,17 @@
-//! Rules several commands share: helm's own failure states, GitOps owners, drift between the
-//! values and the Services, what the helm history says about production, and the next step to
-//! suggest. Everything here is pure, so each rule is unit-tested without a cluster; a command's
-//! own decision lives in its module under `commands/`.
+//! Rules several commands share, whatever kind of slot a release has: helm's own failure states,
+//! GitOps owners, drift, and what the helm history says about production. Everything here is
+//! pure, so each rule is unit-tested without a cluster; a command's own decision lives in its
+//! module under `commands/`, a kind's description of its slots under `slots/`.
 
 use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 
-use crate::cluster::{GitOpsMarks, Observed, ServiceState};
+use crate::cluster::{GitOpsMarks, Observed};
 use crate::error::Refusal;
 use crate::helm::Revision;
 use crate::record::Recorded;
-use crate::values::ReleaseValues;
-use crate::vocab::{Role, Slot};
+use crate::vocab::Slot;
 
 /// Refuses to act on a release whose latest helm revision is not settled.
 pub fn check_helm_state(release: &str, history: &[Revision]) -> Result<(), Refusal> {
@@ -92,45 +91,6 @@ pub fn last_good(history: &[Revision]) -> Option<&Revision> {
     history.iter().rev().find(|r| r.is_settled())
 }
 
-/// Which services disagree with the values: human-readable lines, empty when consistent.
-pub fn drift(release: &str, values: &ReleaseValues, observed: &Observed) -> Vec<String> {
-    let mut lines = Vec::new();
-    let mut check = |svc: Option<&ServiceState>, role: Role, want: Slot| match svc {
-        None => lines.push(format!("the {role} Service of {release} does not exist")),
-        Some(svc) if svc.selects != Some(want) => lines.push(format!(
-            "Service {} ({role}) selects {} but the values say {want}",
-            svc.name,
-            svc.selector_slot.as_deref().unwrap_or("no slot")
-        )),
-        Some(_) => {}
-    };
-    for role in Role::ALL {
-        check(observed.service(role), role, values.slot_of(role));
-    }
-    for extra in &observed.extra_services {
-        check(Some(&extra.state), extra.role, values.slot_of(extra.role));
-    }
-    lines
-}
-
-/// Services that select the slot the values say, but whose slot selector a manager other than
-/// helm owns (a hand edit undone by hand): one sentence each. A Service that selects another slot
-/// is drift, reported by [`drift`].
-pub fn foreign_selector_owners(values: &ReleaseValues, observed: &Observed) -> Vec<String> {
-    observed
-        .services()
-        .filter(|(role, svc)| svc.selects == Some(values.slot_of(*role)))
-        .filter_map(|(_, svc)| {
-            svc.selector_owner.as_ref().map(|owner| {
-                format!(
-                    "the slot selector of Service {} was last written by {owner}, not helm",
-                    svc.name
-                )
-            })
-        })
-        .collect()
-}
-
 /// What to do instead of changing a release a GitOps controller owns (its Git source wins).
 pub fn gitops_instead(release: &str, marks: &GitOpsMarks) -> (String, String) {
     match marks {
@@ -166,28 +126,18 @@ pub fn check_gitops(release: &str, observed: &Observed, force: bool) -> Result<(
     }
 }
 
-/// Refuses a write over drift unless forced: a write would put the Services back as the values
-/// say (Helm 3 merges them back silently; Helm 4 conflicts with the hand-edit's field manager),
-/// moving traffic someone moved by hand.
-pub fn check_drift(
-    release: &str,
-    values: &ReleaseValues,
-    observed: &Observed,
-    force: bool,
-) -> Result<Vec<String>, Refusal> {
-    let drifted = drift(release, values, observed);
-    if !drifted.is_empty() && !force {
+/// Refuses a write over drift unless forced: a write would put the Services back as bgslot wrote
+/// them (Helm 3 merges them back silently; Helm 4 conflicts with the hand edit's field manager),
+/// moving traffic someone moved by hand. `drifted` opens the reason ("the Services do not match
+/// the release values").
+pub fn check_drift(drifted: &str, drift: &[String], force: bool) -> Result<(), Refusal> {
+    if !drift.is_empty() && !force {
         return Err(Refusal::new(
-            format!(
-                "the Services do not match the release values: {}",
-                drifted.join("; ")
-            ),
-            "someone changed them outside helm; inspect with `bgslot status`, then re-apply the values \
-             with `helm upgrade --reuse-values`, or pass --force to let this write put them back as the values say"
-                .to_string(),
+            format!("{drifted}: {}", drift.join("; ")),
+            "someone changed them outside helm; inspect with `bgslot status`, then pass --force to let this write put them back as bgslot wrote them",
         ));
     }
-    Ok(drifted)
+    Ok(())
 }
 
 /// Whether a revision moved production from one slot to the other (or may have: `helm
@@ -224,31 +174,6 @@ pub fn revision_with_production_on(history: &[Revision], slot: Slot) -> Option<&
     history[..left].iter().rev().find(|r| r.is_settled())
 }
 
-/// The command a person most likely wants next.
-pub fn next_step(
-    release: &str,
-    values: &ReleaseValues,
-    observed: &Observed,
-    latest: &Revision,
-) -> String {
-    let stage = values.stage();
-    let staged = values.slot(stage);
-    if !staged.enabled {
-        return format!("bgslot deploy {release} --tag NEW_TAG");
-    }
-    let moved = latest
-        .recorded()
-        .is_some_and(|r| r.moves_production() || r.completes_a_move());
-    if moved {
-        return format!("bgslot clean {release}   (or: bgslot rollback {release})");
-    }
-    if observed.slot(stage).fully_available() {
-        format!("bgslot swap {release} --expect-tag {}", staged.tag)
-    } else {
-        format!("bgslot status {release}   ({stage} is not ready yet; or: bgslot deploy {release} --tag TAG --replace)")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -276,22 +201,23 @@ mod tests {
 
     #[test]
     fn drift_is_refused_unless_forced() {
-        let v = values(Slot::Blue, true);
-        let mut obs = observed(3, 3);
-        assert_eq!(check_drift("web", &v, &obs, false), Ok(vec![]));
-        obs.production_service = Some(service("web", Slot::Green, 3));
-        let err = check_drift("web", &v, &obs, false).unwrap_err();
-        assert!(
-            err.reason
-                .contains("Service web (production) selects green but the values say blue"),
-            "{err:?}"
+        assert_eq!(
+            check_drift("the Services do not match the release values", &[], false),
+            Ok(())
+        );
+        let drift = ["Service web (production) selects green but the values say blue".to_string()];
+        let err = check_drift(
+            "the Services do not match the release values",
+            &drift,
+            false,
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.reason,
+            "the Services do not match the release values: Service web (production) selects green but the values say blue"
         );
         assert!(err.hint.contains("--force"), "{}", err.hint);
-        assert_eq!(check_drift("web", &v, &obs, true).unwrap().len(), 1);
-        obs.stage_service = None;
-        assert!(
-            drift("web", &v, &obs).contains(&"the stage Service of web does not exist".to_string())
-        );
+        assert_eq!(check_drift("x", &drift, true), Ok(()));
     }
 
     #[test]
@@ -324,31 +250,6 @@ mod tests {
         assert!(
             err.reason.contains("Argo CD (Application shop-web)"),
             "{err:?}"
-        );
-    }
-
-    #[test]
-    fn next_steps() {
-        let latest = rev(2, "deployed", "bgslot deploy green v2", "t");
-        assert_eq!(
-            next_step("web", &values(Slot::Blue, false), &observed(3, 0), &latest),
-            "bgslot deploy web --tag NEW_TAG"
-        );
-        assert_eq!(
-            next_step("web", &values(Slot::Blue, true), &observed(3, 3), &latest),
-            "bgslot swap web --expect-tag v2"
-        );
-        let swapped = rev(3, "deployed", "bgslot swap blue->green", "t");
-        assert!(
-            next_step("web", &values(Slot::Green, true), &observed(3, 3), &swapped)
-                .starts_with("bgslot clean web")
-        );
-        let mut starting = observed(3, 3);
-        starting.slots.green.ready = 1;
-        starting.slots.green.available = 1;
-        assert!(
-            next_step("web", &values(Slot::Blue, true), &starting, &latest)
-                .contains("green is not ready yet")
         );
     }
 

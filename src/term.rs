@@ -47,13 +47,21 @@ pub fn stdout_is_terminal() -> bool {
 }
 
 /// Lays rows out in aligned columns, as `kubectl get` does.
-pub fn table<const N: usize>(rows: &[[String; N]], indent: &str) -> String {
-    let widths: Vec<usize> = (0..N)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+pub fn table<R: AsRef<[String]>>(rows: &[R], indent: &str) -> String {
+    let columns = rows.iter().map(|r| r.as_ref().len()).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .filter_map(|r| r.as_ref().get(i))
+                .map(|c| c.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
     let mut out = String::new();
     for row in rows {
         let line: Vec<String> = row
+            .as_ref()
             .iter()
             .enumerate()
             .map(|(i, c)| format!("{c:<w$}", w = widths[i]))

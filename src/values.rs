@@ -195,8 +195,8 @@ impl ReleaseValues {
     }
 
     /// Where the Service with `role` can be reached: its ingress host when set, else the
-    /// in-cluster DNS name of `service`.
-    pub fn url(&self, role: Role, service: &str, namespace: &str) -> String {
+    /// in-cluster DNS name of `service` and its port (`port`, else the chart's `service.port`).
+    pub fn url(&self, role: Role, service: &str, namespace: &str, port: Option<u16>) -> String {
         let host = match role {
             Role::Production => &self.ingress_host,
             Role::Stage => &self.ingress_stage_host,
@@ -208,7 +208,7 @@ impl ReleaseValues {
             ),
             None => format!(
                 "http://{service}.{namespace}.svc.cluster.local:{}/",
-                self.service_port
+                port.map(u64::from).unwrap_or(self.service_port)
             ),
         }
     }

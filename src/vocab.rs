@@ -1,6 +1,6 @@
-//! The words bgslot prints and parses, in one place: the two slots, the role a Service plays,
-//! a pair indexed by slot, and the operations bgslot performs. Every layer speaks them; this
-//! module imports nothing of the crate.
+//! The words bgslot prints and parses, in one place: the two slots and what kind they are, the
+//! role a Service plays, a pair indexed by slot, and the operations bgslot performs. Every layer
+//! speaks them; this module imports nothing of the crate.
 
 use std::fmt;
 use std::str::FromStr;
@@ -53,6 +53,30 @@ impl FromStr for Slot {
             "green" => Ok(Slot::Green),
             other => Err(format!("'{other}' is not a slot: use blue or green")),
         }
+    }
+}
+
+/// What a release's slots are: blocks of bgslot's own chart in the release itself, or releases
+/// of the team's own chart that the release routes to. Every report names it as `mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    Bundled,
+    Router,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Bundled => "bundled",
+            Mode::Router => "router",
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

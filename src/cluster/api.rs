@@ -15,18 +15,31 @@ use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::{Api, ListParams};
 use kube::Client;
 
+use super::gitops::GitOpsMarks;
 use super::labels::{
-    cron_jobs_selector, migrations_selector, release_selector, services_selector,
-    slot_pods_selector, slot_selector, workers_selector,
+    cron_jobs_selector, migrations_selector, release_selector, services_selector, slot_pods,
+    slot_selector, workers_selector, CHART_LABEL,
 };
 use super::observed::Observed;
-use super::state::{
-    endpoints_of, endpoints_of_slices, pod_slots, pod_states, MigrationState, PodState,
-    ServiceEndpoints, Services, SlotState,
+use super::services::{
+    endpoints_of, endpoints_of_slices, pod_slots, routed_services, PodSlots, RoutedService,
+    ServiceEndpoints,
 };
+use super::state::{pod_states, MigrationState, PodState, SlotState};
 use super::workloads::{ConfigRef, CronJobState, WorkerState};
 use crate::events::Events;
 use crate::vocab::{PerSlot, Slot};
+
+/// A release's Services as one read finds them.
+#[derive(Debug, Clone, Default)]
+pub struct ReleaseServices {
+    /// The main pair first, then the extra ones.
+    pub services: Vec<RoutedService>,
+    /// `NAME-VERSION` from their `helm.sh/chart` label: the chart the latest revision rendered.
+    pub chart: Option<String>,
+    /// What a GitOps controller's marks on them say, if any.
+    pub gitops: Option<GitOpsMarks>,
+}
 
 /// Reads (and, where helm cannot, writes) the cluster for one namespace.
 #[derive(Clone)]
@@ -195,10 +208,11 @@ impl Cluster {
 
     /// Everything bgslot looks at for `release`: both slots and all Services, read at once.
     pub async fn observe(&self, release: &str) -> Result<Observed> {
+        let pods = slot_pods(release);
         let (blue, green, services, migrations, workers, cron_jobs) = tokio::try_join!(
             self.slot(release, Slot::Blue),
             self.slot(release, Slot::Green),
-            self.services(release),
+            self.services(release, &pods),
             self.migrations(release),
             self.workers(release, None),
             self.cron_jobs(release),
@@ -207,9 +221,7 @@ impl Cluster {
             slots: PerSlot { blue, green },
             workers,
             cron_jobs,
-            production_service: services.production,
-            stage_service: services.stage,
-            extra_services: services.extra,
+            services: services.services,
             migrations,
             gitops: services.gitops,
             chart: services.chart,
@@ -251,21 +263,56 @@ impl Cluster {
             .collect())
     }
 
-    /// The release's Services, their live selectors and ready endpoints: one Service list, one
-    /// pod list and one endpoints list for all of them.
-    pub async fn services(&self, release: &str) -> Result<Services> {
-        let (services, pods) = (services_selector(release), slot_pods_selector(release));
-        let (list, pods, endpoints) = tokio::try_join!(
-            self.list::<Service>(&services, || format!("the Services of {release}")),
-            self.list::<Pod>(&pods, || format!("the pods of {release}")),
+    /// The release's Services that play a role, where each routes (`pods`: how each slot's pods
+    /// are found), and what their labels say of the release: one Service list, one endpoints
+    /// list, and one pod list per slot, at once.
+    pub async fn services(&self, release: &str, pods: &PodSlots) -> Result<ReleaseServices> {
+        let selector = services_selector(release);
+        let (list, endpoints, pods) = tokio::try_join!(
+            self.list::<Service>(&selector, || format!("the Services of {release}")),
             self.endpoints(release),
+            self.pod_slots(pods),
         )?;
-        Ok(Services::of(&list, &pod_slots(&pods), &endpoints))
+        Ok(ReleaseServices {
+            chart: list
+                .iter()
+                .find_map(|s| s.metadata.labels.as_ref()?.get(CHART_LABEL).cloned()),
+            gitops: list.iter().find_map(GitOpsMarks::of),
+            services: routed_services(&list, &endpoints, &pods),
+        })
+    }
+
+    /// Pod name -> slot, for the pods each slot's selector selects (their metadata only).
+    pub async fn pod_slots(&self, selectors: &PodSlots) -> Result<BTreeMap<String, Slot>> {
+        let names = |slot: Slot| async move {
+            let selector = &selectors[slot];
+            if selector.is_empty() {
+                return Ok(Vec::new());
+            }
+            let pods = self
+                .api::<Pod>()
+                .list_metadata(&ListParams::default().labels(selector))
+                .await
+                .with_context(|| {
+                    format!(
+                        "listing the {slot} pods ({selector}) in namespace {}",
+                        self.namespace
+                    )
+                })?;
+            Ok::<_, anyhow::Error>(
+                pods.items
+                    .into_iter()
+                    .filter_map(|p| p.metadata.name)
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let (blue, green) = tokio::try_join!(names(Slot::Blue), names(Slot::Green))?;
+        Ok(pod_slots(PerSlot { blue, green }))
     }
 
     /// The endpoints of each of the release's Services (they carry the Service's labels):
     /// EndpointSlices where the server serves `discovery.k8s.io/v1`, else Endpoints.
-    async fn endpoints(&self, release: &str) -> Result<BTreeMap<String, ServiceEndpoints>> {
+    pub async fn endpoints(&self, release: &str) -> Result<BTreeMap<String, ServiceEndpoints>> {
         let of_release = ListParams::default().labels(&release_selector(release));
         if self.slices_served.get() != Some(&false) {
             match self.api::<EndpointSlice>().list(&of_release).await {

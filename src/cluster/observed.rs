@@ -4,7 +4,8 @@
 use std::collections::BTreeMap;
 
 use super::gitops::GitOpsMarks;
-use super::state::{ExtraService, MigrationState, ServiceState, SlotState};
+use super::services::{main_service, RoutedService};
+use super::state::{MigrationState, SlotState};
 use super::workloads::{ConfigRef, CronJobState, WorkerState};
 use crate::vocab::{PerSlot, Role, Slot};
 
@@ -12,10 +13,8 @@ use crate::vocab::{PerSlot, Role, Slot};
 #[derive(Debug, Clone, Default)]
 pub struct Observed {
     pub slots: PerSlot<SlotState>,
-    pub production_service: Option<ServiceState>,
-    pub stage_service: Option<ServiceState>,
-    /// The variants of the chart's `extraServices`.
-    pub extra_services: Vec<ExtraService>,
+    /// The Services that play a role: the main pair, then the variants of `extraServices`.
+    pub services: Vec<RoutedService>,
     /// Each slot's migration Job.
     pub migrations: BTreeMap<Slot, MigrationState>,
     /// Each worker's Deployment in each slot, by name then slot.
@@ -37,11 +36,9 @@ impl Observed {
         &self.slots[slot]
     }
 
-    pub fn service(&self, role: Role) -> Option<&ServiceState> {
-        match role {
-            Role::Production => self.production_service.as_ref(),
-            Role::Stage => self.stage_service.as_ref(),
-        }
+    /// The main Service with `role`.
+    pub fn service(&self, role: Role) -> Option<&RoutedService> {
+        main_service(&self.services, role)
     }
 
     pub fn migration(&self, slot: Slot) -> Option<&MigrationState> {
@@ -65,18 +62,8 @@ impl Observed {
         self.cron_jobs.iter().filter(move |c| c.slot == slot)
     }
 
-    /// Every Service with its role (the main pair, then the extra ones).
-    pub fn services(&self) -> impl Iterator<Item = (Role, &ServiceState)> {
-        Role::ALL
-            .into_iter()
-            .filter_map(|role| self.service(role).map(|s| (role, s)))
-            .chain(self.extra_services.iter().map(|e| (e.role, &e.state)))
-    }
-
     /// Whether anything of the release exists (a Service or a slot's Deployment).
     pub fn anything(&self) -> bool {
-        self.production_service.is_some()
-            || self.stage_service.is_some()
-            || Slot::ALL.iter().any(|&s| self.slot(s).deployment.is_some())
+        !self.services.is_empty() || Slot::ALL.iter().any(|&s| self.slot(s).deployment.is_some())
     }
 }

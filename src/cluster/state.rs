@@ -1,19 +1,16 @@
 //! What the cluster shows for a release, as plain values built from API objects by pure
-//! functions: each slot's Deployment and pods, where each Service routes, each slot's migration.
-//! `api` reads the objects; everything here is unit-tested without a cluster.
+//! functions: each slot's Deployments and pods, and each slot's migration (where the Services
+//! route is `services`). `api` reads the objects; everything here is unit-tested without a
+//! cluster.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::{Endpoints, Pod, Service};
-use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::api::core::v1::Pod;
 
-use super::gitops::GitOpsMarks;
-use super::labels::{
-    CHART_LABEL, MAIN_SERVICE, ROLE_LABEL, SERVICE_LABEL, SERVICE_NAME_LABEL, SLOT_LABEL,
-};
-use crate::vocab::{Role, Slot};
+use super::labels::SLOT_LABEL;
+use crate::vocab::Slot;
 
 /// Why one pod is not serving, in a real kubelet's words.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -130,15 +127,20 @@ impl SlotState {
             .unwrap_or_default()
     }
 
-    /// Rolled out completely: every desired pod is of the newest spec and available, and no old
-    /// pod is still counted. A Deployment scaled to zero is never "fully available".
-    pub fn fully_available(&self) -> bool {
+    /// Rolled out completely: the controller saw the latest spec, every desired pod is of it and
+    /// available, and no old pod is still counted. One scaled to zero is, with none.
+    pub fn rolled_out(&self) -> bool {
         self.deployment.is_some()
             && self.observed
-            && self.desired > 0
             && self.updated == self.desired
             && self.available == self.desired
             && self.total == self.desired
+    }
+
+    /// Rolled out with at least one pod: it can take traffic. A Deployment scaled to zero is
+    /// never "fully available".
+    pub fn fully_available(&self) -> bool {
+        self.desired > 0 && self.rolled_out()
     }
 
     /// What besides the ready count a progress report says: pods not yet updated, old pods still
@@ -158,243 +160,79 @@ impl SlotState {
     }
 }
 
-/// Where a Service sends traffic now.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
-pub struct ServiceState {
-    pub name: String,
-    /// The slot in the live selector (`None` when it selects no slot or an unknown one).
-    pub selects: Option<Slot>,
-    pub selector_slot: Option<String>,
-    /// Ready endpoints, by the slot of the pod behind each.
-    pub ready_by_slot: BTreeMap<String, usize>,
-    pub ready: usize,
-    pub not_ready: usize,
-    /// A field manager other than helm that owns the selector's slot (someone edited it by hand).
-    /// Helm 4 applies server-side and cannot change a field another manager owns.
-    pub selector_owner: Option<String>,
-}
-
-impl ServiceState {
-    pub fn ready_in(&self, slot: Slot) -> usize {
-        self.ready_by_slot.get(slot.as_str()).copied().unwrap_or(0)
-    }
-
-    /// How the Service routes, for a message.
-    pub fn describe(&self) -> String {
-        format!(
-            "Service {} selects {} with {} ready endpoints ({})",
-            self.name,
-            self.selector_slot.as_deref().unwrap_or("no slot"),
-            self.ready,
-            self.ready_by_slot
-                .iter()
-                .map(|(slot, n)| format!("{n} in {slot}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        )
-    }
-}
-
-/// One variant of a Service from the chart's `extraServices`.
+/// One Deployment as seen: its rollout, the labels of its pods, and its containers' images.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ExtraService {
-    pub key: String,
-    pub role: Role,
-    pub state: ServiceState,
+pub struct DeploymentLive {
+    pub name: String,
+    pub state: SlotState,
+    pub pod_labels: BTreeMap<String, String>,
+    /// (container, image), app containers in order.
+    pub images: Vec<(String, String)>,
 }
 
-/// The endpoints of one Service: ready ones as the pod behind each (when known), and a count of
-/// the others.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ServiceEndpoints {
-    pub ready: Vec<Option<String>>,
-    pub not_ready: usize,
-}
-
-/// Endpoints by Service name, from EndpointSlices (they carry their Service's name as a label).
-pub fn endpoints_of_slices(slices: &[EndpointSlice]) -> BTreeMap<String, ServiceEndpoints> {
-    let mut by_service: BTreeMap<String, ServiceEndpoints> = BTreeMap::new();
-    for slice in slices {
-        let Some(service) = slice
-            .metadata
-            .labels
-            .as_ref()
-            .and_then(|l| l.get(SERVICE_NAME_LABEL))
-        else {
-            continue;
-        };
-        let entry = by_service.entry(service.clone()).or_default();
-        for ep in &slice.endpoints {
-            let c = ep.conditions.clone().unwrap_or_default();
-            // A nil `ready` means ready; terminating endpoints never count.
-            if c.ready.unwrap_or(true) && !c.terminating.unwrap_or(false) {
-                entry
-                    .ready
-                    .push(ep.target_ref.as_ref().and_then(|r| r.name.clone()));
-            } else {
-                entry.not_ready += 1;
-            }
-        }
-    }
-    by_service
-}
-
-/// Endpoints by Service name, from Endpoints objects (named after their Service).
-pub fn endpoints_of(list: &[Endpoints]) -> BTreeMap<String, ServiceEndpoints> {
-    let mut by_service: BTreeMap<String, ServiceEndpoints> = BTreeMap::new();
-    for ep in list {
-        let entry = by_service
-            .entry(ep.metadata.name.clone().unwrap_or_default())
-            .or_default();
-        for subset in ep.subsets.iter().flatten() {
-            for addr in subset.addresses.iter().flatten() {
-                entry
-                    .ready
-                    .push(addr.target_ref.as_ref().and_then(|r| r.name.clone()));
-            }
-            entry.not_ready += subset
-                .not_ready_addresses
-                .as_ref()
-                .map(Vec::len)
-                .unwrap_or(0);
-        }
-    }
-    by_service
-}
-
-/// Pod name -> slot label.
-pub fn pod_slots(pods: &[Pod]) -> BTreeMap<String, String> {
-    pods.iter()
-        .filter_map(|p| {
-            let slot = p.metadata.labels.as_ref()?.get(SLOT_LABEL)?.clone();
-            Some((p.metadata.name.clone()?, slot))
-        })
-        .collect()
-}
-
-impl ServiceState {
-    /// Where `svc` routes, given which slot each pod is in and the Services' endpoints.
-    pub fn of(
-        svc: &Service,
-        pods: &BTreeMap<String, String>,
-        endpoints: &BTreeMap<String, ServiceEndpoints>,
-    ) -> ServiceState {
-        let name = svc.metadata.name.clone().unwrap_or_default();
-        let selector_slot = svc
-            .spec
-            .as_ref()
-            .and_then(|s| s.selector.as_ref())
-            .and_then(|s| s.get(SLOT_LABEL))
-            .cloned();
-        let empty = ServiceEndpoints::default();
-        let eps = endpoints.get(&name).unwrap_or(&empty);
-        let mut ready_by_slot = BTreeMap::new();
-        for pod in &eps.ready {
-            let slot = pod
-                .as_ref()
-                .and_then(|p| pods.get(p))
-                .cloned()
-                .unwrap_or_else(|| "unknown".into());
-            *ready_by_slot.entry(slot).or_insert(0) += 1;
-        }
-        ServiceState {
-            selects: selector_slot.as_deref().and_then(Slot::parse),
-            selector_slot,
-            name,
-            ready: eps.ready.len(),
-            not_ready: eps.not_ready,
-            ready_by_slot,
-            selector_owner: selector_owner(svc),
-        }
-    }
-}
-
-/// The first field manager other than helm that owns `spec.selector[bgslot/slot]`.
-fn selector_owner(svc: &Service) -> Option<String> {
-    let slot_key = format!("f:{SLOT_LABEL}");
-    svc.metadata
-        .managed_fields
-        .iter()
-        .flatten()
-        .find_map(|entry| {
-            let manager = entry.manager.as_deref().unwrap_or("unknown");
-            let owns = entry
-                .fields_v1
-                .as_ref()
-                .and_then(|f| f.0.pointer("/f:spec/f:selector"))
-                .and_then(|selector| selector.get(&slot_key))
-                .is_some();
-            (owns && manager != "helm").then(|| manager.to_string())
-        })
-}
-
-/// The release's Services as read together.
-#[derive(Debug, Clone, Default)]
-pub struct Services {
-    pub production: Option<ServiceState>,
-    pub stage: Option<ServiceState>,
-    /// The production and stage variants of the chart's `extraServices`.
-    pub extra: Vec<ExtraService>,
-    pub chart: Option<String>,
-    /// What the GitOps marks on the Services say, if any.
-    pub gitops: Option<GitOpsMarks>,
-}
-
-impl Services {
-    /// Sorts the release's Services by the role and pair their labels give them.
-    pub fn of(
-        list: &[Service],
-        pods: &BTreeMap<String, String>,
-        endpoints: &BTreeMap<String, ServiceEndpoints>,
-    ) -> Services {
-        let mut found = Services {
-            chart: list
-                .iter()
-                .find_map(|s| s.metadata.labels.as_ref()?.get(CHART_LABEL).cloned()),
-            gitops: list.iter().find_map(GitOpsMarks::of),
-            ..Services::default()
-        };
-        for svc in list {
-            let labels = svc.metadata.labels.clone().unwrap_or_default();
-            let Some(role) = labels.get(ROLE_LABEL).and_then(|r| r.parse::<Role>().ok()) else {
-                continue;
-            };
-            let state = ServiceState::of(svc, pods, endpoints);
-            // Charts before extraServices label only the main pair, and without `bgslot/service`.
-            match labels.get(SERVICE_LABEL).map(String::as_str) {
-                None | Some(MAIN_SERVICE) => match role {
-                    Role::Production => found.production = Some(state),
-                    Role::Stage => found.stage = Some(state),
-                },
-                Some(key) => found.extra.push(ExtraService {
-                    key: key.to_string(),
-                    role,
-                    state,
-                }),
-            }
-        }
-        found
-            .extra
-            .sort_by(|a, b| (&a.key, a.role).cmp(&(&b.key, b.role)));
-        found
-    }
-
-    /// The main Service with `role`.
-    pub fn main(&self, role: Role) -> Option<&ServiceState> {
-        match role {
-            Role::Production => self.production.as_ref(),
-            Role::Stage => self.stage.as_ref(),
+impl DeploymentLive {
+    pub fn of(d: &Deployment) -> DeploymentLive {
+        let template = d.spec.as_ref().map(|s| &s.template);
+        DeploymentLive {
+            name: d.metadata.name.clone().unwrap_or_default(),
+            state: SlotState::from_deployment(d),
+            pod_labels: template
+                .and_then(|t| t.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default(),
+            images: template
+                .and_then(|t| t.spec.as_ref())
+                .map(|s| {
+                    s.containers
+                        .iter()
+                        .map(|c| (c.name.clone(), c.image.clone().unwrap_or_default()))
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
-    /// Every Service that should route to production: the main one and each extra one.
-    pub fn production(&self) -> impl Iterator<Item = &ServiceState> {
-        self.production.iter().chain(
-            self.extra
-                .iter()
-                .filter(|e| e.role == Role::Production)
-                .map(|e| &e.state),
+    /// Rolled out completely ([`SlotState::rolled_out`]); one scaled to zero is, with none.
+    pub fn complete(&self) -> bool {
+        self.state.rolled_out()
+    }
+
+    /// The image `container` runs (the first container's, when it has none of that name).
+    pub fn image_of(&self, container: &str) -> Option<&str> {
+        self.images
+            .iter()
+            .find(|(name, _)| name == container)
+            .or(self.images.first())
+            .map(|(_, image)| image.as_str())
+    }
+
+    /// `web-green 2/3 ready, 2 available, 3 updated`, for a message.
+    pub fn progress(&self) -> String {
+        let s = &self.state;
+        format!(
+            "{} {}/{} ready, {} available, {} updated",
+            self.name, s.ready, s.desired, s.available, s.updated
         )
+    }
+}
+
+/// Ready, available and desired pods, summed over Deployments.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Totals {
+    pub ready: i32,
+    pub available: i32,
+    pub desired: i32,
+}
+
+impl Totals {
+    pub fn of<'a>(deployments: impl IntoIterator<Item = &'a DeploymentLive>) -> Totals {
+        deployments
+            .into_iter()
+            .fold(Totals::default(), |t, d| Totals {
+                ready: t.ready + d.state.ready,
+                available: t.available + d.state.available,
+                desired: t.desired + d.state.desired,
+            })
     }
 }
 
@@ -545,51 +383,5 @@ mod tests {
             PodState::of(&running).reason.as_deref(),
             Some("readiness probe failing")
         );
-    }
-
-    #[test]
-    fn services_are_sorted_by_role_and_count_endpoints_by_slot() {
-        let svc = |name: &str, role: &str, key: Option<&str>, slot: &str| -> Service {
-            let mut labels = json!({"bgslot/role": role, "helm.sh/chart": "bgslot-0.2.0"});
-            if let Some(key) = key {
-                labels["bgslot/service"] = json!(key);
-            }
-            serde_json::from_value(json!({
-                "metadata": {"name": name, "labels": labels,
-                    "managedFields": [{"manager": "kubectl-patch", "operation": "Update",
-                        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:selector": {"f:bgslot/slot": {}}}}}]},
-                "spec": {"selector": {"bgslot/slot": slot}}
-            }))
-            .unwrap()
-        };
-        let list = [
-            svc("web", "production", None, "blue"),
-            svc("web-stage", "stage", Some("main"), "green"),
-            svc("web-admin", "production", Some("admin"), "blue"),
-            svc("other", "", None, "blue"),
-        ];
-        let endpoints: Endpoints = serde_json::from_value(json!({
-            "metadata": {"name": "web"},
-            "subsets": [{"addresses": [{"ip": "10.244.0.1", "targetRef": {"name": "web-blue-1"}}, {"ip": "10.244.0.2"}],
-                         "notReadyAddresses": [{"ip": "10.244.0.3"}]}]
-        }))
-        .unwrap();
-        let pods = BTreeMap::from([("web-blue-1".to_string(), "blue".to_string())]);
-        let services = Services::of(&list, &pods, &endpoints_of(&[endpoints]));
-        let production = services.production.as_ref().unwrap();
-        assert_eq!(
-            (production.selects, production.ready, production.not_ready),
-            (Some(Slot::Blue), 2, 1)
-        );
-        assert_eq!(production.ready_in(Slot::Blue), 1);
-        assert_eq!(production.selector_owner.as_deref(), Some("kubectl-patch"));
-        assert_eq!(
-            production.describe(),
-            "Service web selects blue with 2 ready endpoints (1 in blue, 1 in unknown)"
-        );
-        assert_eq!(services.stage.as_ref().unwrap().selects, Some(Slot::Green));
-        assert_eq!(services.extra.len(), 1);
-        assert_eq!(services.production().count(), 2);
-        assert_eq!(services.chart.as_deref(), Some("bgslot-0.2.0"));
     }
 }

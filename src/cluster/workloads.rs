@@ -119,12 +119,7 @@ impl WorkerState {
     /// Runs what it should and nothing else: every desired pod new and available (none for a
     /// worker scaled to zero), and no pod of an older spec or above the count.
     pub fn settled(&self) -> bool {
-        let s = &self.state;
-        s.deployment.is_some()
-            && s.observed
-            && s.updated == s.desired
-            && s.available == s.desired
-            && s.total == s.desired
+        self.state.rolled_out()
     }
 
     /// Whether it consumes: it has pods that are ready.

@@ -1,27 +1,28 @@
-//! `bgslot clean RELEASE`: disables the slot that is not production, once production has run
-//! alone for the drain delay and is healthy enough to be the only copy.
+//! `bgslot clean RELEASE`: empties the slot that is not production, once production has run
+//! alone for the drain delay and is healthy enough to be the only copy. The rules are the same
+//! for both kinds of slot; how a slot is emptied is its kind's (a block of bgslot's chart is
+//! disabled, a router's slot release uninstalled with its history kept).
 
 use std::fmt;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
-use super::preview::{self, Plan, PlannedStep};
-use super::router::{self, Mode};
-use super::{mutate, Mutating, Header, Invocation, Outcome, Session};
+use super::preview::Plan;
+use super::{mutate, Header, Invocation, Mutating, Outcome, Session};
 use crate::chart::ChartSource;
 use crate::context::Ctx;
 use crate::duration::parse_duration;
 use crate::error::Refusal;
-use crate::helm::{Revision, SetValue, Write};
+use crate::helm::Revision;
 use crate::names::ReleaseName;
-use crate::observe::{History, Observation};
-use crate::record::Recorded;
+use crate::observe::History;
 use crate::rules;
-use crate::vocab::{Op, Slot};
-use crate::wait;
+use crate::slots::{self, Holds, Seen, SlotKind};
+use crate::vocab::{Mode, Op, Slot};
+use crate::with_kind;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -45,17 +46,7 @@ impl Args {
         };
         let mutation = self.target.mutation(Op::Clean);
         mutate(run, mutation, async |s: &Session<'_>| {
-            let seen = observe(s.ctx, s.release).await?;
-            let routing = router::clean::Request { min_age: request.min_age, force: request.force, over_gitops: request.over_gitops };
-            if let Some(routed) = router::clean::dispatch(s, &seen, routing).await? {
-                return Ok(router::routed(routed));
-            }
-            let decision = decide(&seen, Timestamp::now(), &request, &s.ctx.chart)?;
-            match (decision, s.dry_run) {
-                (None, _) => Ok(Outcome::Done(Mode::Bundled(CleanReport::unchanged(&seen)))),
-                (Some(plan), true) => Ok(Outcome::Planned(preview(s.ctx, &seen, &plan))),
-                (Some(plan), false) => act(s.ctx, &seen, plan).await.map(|r| Outcome::Done(Mode::Bundled(r))),
-            }
+            with_kind!(observe(s.ctx, s.release).await?, seen => execute(s, &seen, &request).await)
         })
         .await
     }
@@ -72,41 +63,48 @@ pub struct CleanRequest {
 
 /// Reads the release; the drain delay runs from the last swap, so when the latest revision is not
 /// that swap the history is read too.
-pub async fn observe(ctx: &Ctx, release: &ReleaseName) -> Result<Observation> {
-    let mut seen = Observation::existing(ctx, release, History::Latest).await?;
+pub async fn observe(ctx: &Ctx, release: &ReleaseName) -> Result<slots::Read> {
+    let mut seen = crate::observe::Observation::existing(ctx, release, History::Latest).await?;
     if !rules::moved_production(seen.latest()) {
         seen.read_full_history(ctx).await?;
     }
-    Ok(seen)
+    slots::found(ctx, seen).await
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CleanPlan {
-    pub slot: Slot,
-    pub write: Write,
+/// Decides, then plans or cleans.
+pub async fn execute<K: SlotKind>(
+    s: &Session<'_>,
+    seen: &Seen<K>,
+    request: &CleanRequest,
+) -> Result<Outcome<CleanReport>> {
+    match (decide(seen, Timestamp::now(), request, &s.ctx.chart)?, s.dry_run) {
+        (None, _) => Ok(Outcome::Done(CleanReport::unchanged(seen))),
+        (Some(plan), true) => Ok(Outcome::Planned(preview(s.ctx, seen, &plan))),
+        (Some(plan), false) => act(s.ctx, seen, plan).await.map(Outcome::Done),
+    }
 }
 
-/// Disables the old slot once production has run alone for the drain delay; `None` when it is
-/// already disabled.
-pub fn decide(
-    seen: &Observation,
+/// Empties the old slot once production has run alone for the drain delay; `None` when it holds
+/// nothing to clean.
+pub fn decide<K: SlotKind>(
+    seen: &Seen<K>,
     now: Timestamp,
     request: &CleanRequest,
     chart: &ChartSource,
-) -> Result<Option<CleanPlan>, Refusal> {
-    let release = seen.release.to_string();
+) -> Result<Option<K::Retiring>, Refusal> {
+    let release = seen.name().to_string();
     let release = release.as_str();
-    let values = &seen.values;
-    rules::check_gitops(release, &seen.cluster, request.over_gitops)?;
-    rules::check_helm_state(release, &seen.history)?;
-    let old = values.stage();
-    if !values.slot(old).enabled {
+    rules::check_gitops(release, &seen.release.cluster, request.over_gitops)?;
+    rules::check_helm_state(release, seen.history())?;
+    let old = seen.stage();
+    let Some(plan) = K::plan_retire(chart, seen, old)? else {
         return Ok(None);
-    }
-    if !request.force {
+    };
+    // What an unfinished deploy left was never production's: no delay, no copy to keep.
+    if seen.slot(old).holds == Holds::Version && !request.force {
         // Without a recorded swap, the latest revision is the conservative start of the delay.
-        let since = rules::last_move(&seen.history)
-            .or(seen.history.last())
+        let since = rules::last_move(seen.history())
+            .or(seen.history().last())
             .and_then(Revision::updated_at);
         if let Some(since) = since {
             let age = now.duration_since(since).unsigned_abs();
@@ -122,56 +120,38 @@ pub fn decide(
                 ));
             }
         }
-        let live = seen.cluster.slot(values.production);
-        if !live.fully_available() {
+        let production = seen.slot(seen.production());
+        if !production.available {
+            let t = production.totals;
             return Err(Refusal::new(
                 format!(
-                    "production ({}) is not fully available ({}/{} ready); the {old} slot may be the only healthy copy",
-                    values.production, live.ready, live.desired
+                    "production ({}{}) is not fully available ({}/{} ready); the {old} slot may be the only healthy copy",
+                    production.slot,
+                    production.release.as_ref().map(|r| format!(", release {r}")).unwrap_or_default(),
+                    t.ready,
+                    t.desired
                 ),
                 format!("check `bgslot status {release}`; `bgslot rollback {release}` returns to {old}; --force cleans anyway"),
             ));
         }
     }
-    let mut write = disable_write(old);
-    write.reset_then_reuse = chart.differs_from(&seen.latest().chart);
-    Ok(Some(CleanPlan { slot: old, write }))
+    Ok(Some(plan))
 }
 
-/// The one value a clean changes.
-pub fn disable_write(slot: Slot) -> Write {
-    Write::upgrade(Recorded::Clean { slot }).set(format!("{slot}.enabled"), SetValue::Literal("false".into()))
+pub fn preview<K: SlotKind>(ctx: &Ctx, seen: &Seen<K>, plan: &K::Retiring) -> Plan {
+    let mut out = Plan::of(Op::Clean, &seen.release);
+    out.steps = K::preview_retire(ctx, seen, plan);
+    out
 }
 
-pub fn preview(ctx: &Ctx, seen: &Observation, plan: &CleanPlan) -> Plan {
-    Plan::of(Op::Clean, seen).step(clean_step(ctx, &seen.release, plan, &seen.all_values))
-}
-
-/// The planned clean, also shown by `release --dry-run`.
-pub fn clean_step(ctx: &Ctx, release: &ReleaseName, plan: &CleanPlan, all_values: &serde_json::Value) -> PlannedStep {
-    PlannedStep::action(format!("clean: disable {}", plan.slot)).write(
-        ctx.helm.command_line(release, &ctx.chart.shown(), &plan.write),
-        preview::changes(&plan.write, all_values, &[], None),
-    )
-}
-
-pub async fn act(ctx: &Ctx, seen: &Observation, plan: CleanPlan) -> Result<CleanReport> {
-    let release = &seen.release;
-    let slot = plan.slot;
-    ctx.events.step(&format!("clean {release}: disabling {slot}"));
-    ctx.write(release, &plan.write)
-        .await
-        .with_context(|| format!("disabling the {slot} slot of {release} in namespace {}", ctx.namespace))?;
-    // Done means the old version answers no one: its pods drain (preStop, then SIGTERM) before
-    // they go, and keep-alive clients stay on them until then.
-    let began = std::time::Instant::now();
-    let stopped_pods = wait::slot_stopped(&ctx.cluster, release, slot, ctx.timeout(), ctx.events.as_ref()).await?;
+pub async fn act<K: SlotKind>(ctx: &Ctx, seen: &Seen<K>, plan: K::Retiring) -> Result<CleanReport> {
+    let retired = K::retire(ctx, seen, plan).await?;
     let unchanged = CleanReport::unchanged(seen);
     Ok(CleanReport {
-        header: unchanged.header.clone().revision(seen.latest().revision + 1),
+        header: unchanged.header.clone().revision(retired.revision),
         changed: true,
-        stopped_pods,
-        stop_ms: began.elapsed().as_millis() as u64,
+        stopped_pods: retired.stopped_pods,
+        stop_ms: retired.stop_ms,
         ..unchanged
     })
 }
@@ -180,27 +160,33 @@ pub async fn act(ctx: &Ctx, seen: &Observation, plan: CleanPlan) -> Result<Clean
 pub struct CleanReport {
     #[serde(flatten)]
     pub header: Header,
-    /// The slot that is (now) disabled.
+    pub mode: Mode,
+    /// The slot that is (now) empty.
     pub slot: Slot,
     pub changed: bool,
-    /// What the slot ran before it was disabled.
+    /// What the slot ran before it was emptied.
     pub image: String,
-    /// How many of the slot's pods were still running or draining when it was disabled.
+    /// How many of the slot's pods were still running or draining when it was emptied.
     pub stopped_pods: usize,
     /// How long they took to stop, in milliseconds.
     pub stop_ms: u64,
+    /// Its release, uninstalled with its history kept (a router's slot; `null` for bgslot's
+    /// chart).
+    pub slot_release: Option<String>,
 }
 
 impl CleanReport {
-    fn unchanged(seen: &Observation) -> CleanReport {
-        let slot = seen.values.stage();
+    fn unchanged<K: SlotKind>(seen: &Seen<K>) -> CleanReport {
+        let slot = seen.stage();
         CleanReport {
-            header: Header::of(Op::Clean, seen).next(format!("bgslot deploy {} --tag NEW_TAG", seen.release)),
+            header: Header::of(Op::Clean, &seen.release).next(format!("bgslot deploy {} --tag NEW_TAG", seen.name())),
+            mode: K::MODE,
             slot,
             changed: false,
-            image: seen.values.slot(slot).image(),
+            image: seen.slot(slot).image.clone(),
             stopped_pods: 0,
             stop_ms: 0,
+            slot_release: seen.slot(slot).release.clone(),
         }
     }
 }
@@ -208,16 +194,22 @@ impl CleanReport {
 impl fmt::Display for CleanReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let release = &self.header.release;
-        if !self.changed {
-            return writeln!(f, "{release}: nothing to clean: the {} slot is already disabled", self.slot);
+        let production = self.slot.other();
+        match (&self.slot_release, self.changed) {
+            (None, false) => return writeln!(f, "{release}: nothing to clean: the {} slot is already disabled", self.slot),
+            (Some(_), false) => return writeln!(f, "{release}: nothing to clean: the {} slot runs no release", self.slot),
+            (None, true) => writeln!(
+                f,
+                "{release}: disabled {} (was {}); production {production} is untouched",
+                self.slot, self.image,
+            )?,
+            (Some(slot_release), true) => writeln!(
+                f,
+                "{release}: uninstalled {slot_release} (the {} slot, was {}; its history is kept); production {production} is untouched",
+                self.slot,
+                if self.image.is_empty() { "not recorded" } else { &self.image },
+            )?,
         }
-        writeln!(
-            f,
-            "{release}: disabled {} (was {}); production {} is untouched",
-            self.slot,
-            self.image,
-            self.slot.other()
-        )?;
         if self.stopped_pods > 0 {
             writeln!(
                 f,
@@ -233,7 +225,14 @@ impl fmt::Display for CleanReport {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vocab::Role;
     use crate::fixtures::*;
+    use crate::observe::Observation;
+    use crate::slots::{bundled, router, Bundled};
+
+    fn decide_bundled(s: &Observation, now: Timestamp, r: &CleanRequest, c: &ChartSource) -> Result<Option<crate::slots::bundled::Retiring>, Refusal> {
+        decide::<Bundled>(&bundled::seen(s.clone()), now, r, c)
+    }
 
     fn at(s: &str) -> Timestamp {
         s.parse().unwrap()
@@ -246,8 +245,7 @@ mod tests {
 
     fn live_green() -> crate::cluster::Observed {
         crate::cluster::Observed {
-            production_service: Some(service("web", Slot::Green, 3)),
-            stage_service: Some(service("web-stage", Slot::Blue, 3)),
+            services: vec![service("web", Role::Production, Slot::Green, 3), service("web-stage", Role::Stage, Slot::Blue, 3)],
             ..observed(3, 3)
         }
     }
@@ -264,14 +262,14 @@ mod tests {
     fn clean_waits_for_the_drain_delay() {
         let chart = ChartSource::resolve(None).unwrap();
         let s = seen(live_green(), true);
-        let err = decide(&s, at("2026-01-01T00:00:10Z"), &request(false), &chart).unwrap_err();
+        let err = decide_bundled(&s, at("2026-01-01T00:00:10Z"), &request(false), &chart).unwrap_err();
         assert!(err.reason.contains("last swap was 10s ago"), "{err:?}");
         assert!(err.hint.contains("20s"), "{}", err.hint);
-        let plan = decide(&s, at("2026-01-01T00:00:31Z"), &request(false), &chart)
+        let plan = decide_bundled(&s, at("2026-01-01T00:00:31Z"), &request(false), &chart)
             .unwrap()
             .unwrap();
         assert_eq!(sets(&plan.write), ["blue.enabled=false"]);
-        assert!(decide(&s, at("2026-01-01T00:00:10Z"), &request(true), &chart)
+        assert!(decide_bundled(&s, at("2026-01-01T00:00:10Z"), &request(true), &chart)
             .unwrap()
             .is_some());
     }
@@ -282,7 +280,7 @@ mod tests {
         let mut sick = live_green();
         sick.slots.green.available = 1;
         sick.slots.green.ready = 1;
-        let err = decide(&seen(sick, true), at("2026-01-01T00:01:00Z"), &request(false), &chart)
+        let err = decide_bundled(&seen(sick, true), at("2026-01-01T00:01:00Z"), &request(false), &chart)
             .unwrap_err();
         assert!(err.reason.contains("only healthy copy"), "{err:?}");
     }
@@ -292,7 +290,7 @@ mod tests {
         let chart = ChartSource::resolve(None).unwrap();
         let mut s = seen(live_green(), true);
         s.values.slots.blue.enabled = false;
-        assert_eq!(decide(&s, at("2026-01-01T00:01:00Z"), &request(false), &chart).unwrap(), None);
+        assert_eq!(decide_bundled(&s, at("2026-01-01T00:01:00Z"), &request(false), &chart).unwrap(), None);
     }
 
     #[test]
@@ -300,7 +298,32 @@ mod tests {
         let chart = ChartSource::resolve(None).unwrap();
         let mut s = seen(live_green(), true);
         s.history.push(rev(4, "failed", "Upgrade failed", "2026-01-01T00:00:05Z"));
-        let err = decide(&s, at("2026-01-01T00:01:00Z"), &request(true), &chart).unwrap_err();
+        let err = decide_bundled(&s, at("2026-01-01T00:01:00Z"), &request(true), &chart).unwrap_err();
         assert!(err.reason.contains("state failed"), "{err:?}");
+    }
+
+    #[test]
+    fn a_router_uninstalls_the_old_slot_after_the_drain_delay_while_production_is_healthy() {
+        let chart = ChartSource::resolve(None).unwrap();
+        let history = ["bgslot deploy green v2", "bgslot swap green->blue"];
+        let seen = router::fixtures::seen(Slot::Blue, true, &history);
+        let err = decide(&seen, at("2026-01-01T00:00:10Z"), &request(false), &chart).unwrap_err();
+        assert!(err.reason.contains("last swap was 10s ago"), "{err:?}");
+        let plan = decide(&seen, at("2026-01-01T00:00:31Z"), &request(false), &chart).unwrap().unwrap();
+        assert_eq!(plan.release, "web-green");
+        assert!(decide(&seen, at("2026-01-01T00:00:10Z"), &request(true), &chart).unwrap().is_some());
+        let mut sick = router::fixtures::seen(Slot::Blue, true, &history);
+        sick.kind.live.blue.deployments[0].state.available = 1;
+        sick.kind.live.blue.deployments[0].state.ready = 1;
+        let err = decide(&router::fixtures::again(sick), at("2026-01-01T00:01:00Z"), &request(false), &chart).unwrap_err();
+        assert!(
+            err.reason.contains("production (blue, release web-blue) is not fully available (1/3 ready)"),
+            "{err:?}"
+        );
+        // What a deploy that did not finish left goes at once: it never served anyone.
+        let mut left = router::fixtures::seen(Slot::Blue, false, &history);
+        left.kind.leftovers.green = Some("bgslot deploy green v3".into());
+        let plan = decide(&left, at("2026-01-01T00:00:01Z"), &request(false), &chart).unwrap().unwrap();
+        assert_eq!((plan.release.as_str(), plan.write), ("web-green", None));
     }
 }

@@ -13,7 +13,8 @@ use crate::names::ReleaseName;
 use crate::observe::not_found;
 use crate::record::Recorded;
 use crate::term::table;
-use crate::vocab::{Op, Slot};
+use crate::slots;
+use crate::vocab::{Mode, Op, Slot};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -29,14 +30,16 @@ impl Args {
 }
 
 async fn history(ctx: &Ctx, release: &ReleaseName) -> Result<HistoryReport> {
-    let revisions = ctx
-        .records
-        .history(release)
-        .await?
-        .ok_or_else(|| not_found(release, &ctx.namespace))?;
+    // The latest record's user values say what kind the release is (bgslot writes a router's).
+    let (revisions, latest) = tokio::try_join!(ctx.records.history(release), ctx.records.latest(release))?;
+    let revisions = revisions.ok_or_else(|| not_found(release, &ctx.namespace))?;
+    let mode = latest
+        .map(|l| slots::mode_of_user_values(&l.user_values))
+        .unwrap_or(Mode::Bundled);
     Ok(HistoryReport {
         release: release.to_string(),
         namespace: ctx.namespace.clone(),
+        mode,
         revision: revisions.last().map(|r| r.revision).unwrap_or(0),
         revisions: revisions.into_iter().map(HistoryEntry::from).collect(),
     })
@@ -46,6 +49,7 @@ async fn history(ctx: &Ctx, release: &ReleaseName) -> Result<HistoryReport> {
 pub struct HistoryReport {
     pub release: String,
     pub namespace: String,
+    pub mode: Mode,
     /// The latest revision.
     pub revision: u64,
     pub revisions: Vec<HistoryEntry>,

@@ -20,7 +20,6 @@ use crate::signals;
 use crate::vocab::{Op, Slot};
 
 pub mod preview;
-pub mod router;
 pub mod standing;
 
 macro_rules! commands {

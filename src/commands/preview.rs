@@ -5,14 +5,11 @@
 use std::fmt;
 
 use serde::Serialize;
-use serde_json::Value;
 
 use super::Header;
-use crate::helm::{is_secret_key, SetValue, Write};
-use crate::names::shell_words;
 use crate::observe::Observation;
+pub use crate::planned::{changes, Change, Effect, PlannedStep};
 use crate::vocab::Op;
-pub use crate::workers::Effect;
 
 /// What `--dry-run` prints: the helm commands a run would make, the values each changes, and
 /// what it would wait for. Nothing was changed.
@@ -23,27 +20,6 @@ pub struct Plan {
     pub header: Header,
     pub dry_run: bool,
     pub steps: Vec<PlannedStep>,
-}
-
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct PlannedStep {
-    /// What the step does, in words.
-    pub action: String,
-    /// The helm command line, secrets redacted (empty for a step that runs no helm).
-    pub helm: Vec<String>,
-    pub changes: Vec<Change>,
-    /// What the write changes in the cluster besides values: workers' replicas, CronJobs' suspend.
-    pub effects: Vec<Effect>,
-    /// What the run would wait for or check after the command.
-    pub then: Vec<String>,
-}
-
-/// One value a write changes.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Change {
-    pub key: String,
-    pub old: Value,
-    pub new: Value,
 }
 
 impl Plan {
@@ -71,36 +47,6 @@ impl Plan {
     }
 }
 
-impl PlannedStep {
-    /// A step that runs no helm (an API write, a verification), until `write` says otherwise.
-    pub fn action(action: impl Into<String>) -> PlannedStep {
-        PlannedStep {
-            action: action.into(),
-            helm: Vec::new(),
-            changes: Vec::new(),
-            effects: Vec::new(),
-            then: Vec::new(),
-        }
-    }
-
-    /// The helm command the step runs and the values it changes.
-    pub fn write(mut self, helm: Vec<String>, changes: Vec<Change>) -> PlannedStep {
-        self.helm = helm;
-        self.changes = changes;
-        self
-    }
-
-    pub fn effects(mut self, effects: Vec<Effect>) -> PlannedStep {
-        self.effects = effects;
-        self
-    }
-
-    pub fn then(mut self, then: impl IntoIterator<Item = String>) -> PlannedStep {
-        self.then.extend(then);
-        self
-    }
-}
-
 impl fmt::Display for Plan {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = &self.header;
@@ -114,108 +60,9 @@ impl fmt::Display for Plan {
             h.operation, h.release, h.namespace
         )?;
         for step in &self.steps {
-            writeln!(f, "\n  {}", step.action)?;
-            if !step.helm.is_empty() {
-                writeln!(f, "    {}", shell_words(&step.helm))?;
-            }
-            for change in &step.changes {
-                writeln!(
-                    f,
-                    "    {}: {} -> {}",
-                    change.key,
-                    show_value(&change.old),
-                    show_value(&change.new)
-                )?;
-            }
-            for effect in &step.effects {
-                writeln!(
-                    f,
-                    "    {} {}: {} -> {}",
-                    effect.object, effect.field, effect.old, effect.new
-                )?;
-            }
-            for then in &step.then {
-                writeln!(f, "    then: {then}")?;
-            }
+            write!(f, "{step}")?;
         }
         Ok(())
-    }
-}
-
-fn show_value(value: &Value) -> String {
-    match value {
-        Value::Null => "(unset)".into(),
-        Value::String(s) if s.is_empty() => "\"\"".into(),
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
-    }
-}
-
-/// The values `write` changes, old (from the computed values) -> new; secret values hidden. A key
-/// the write removes shows what takes its place: the chart's default, when `defaults` are known.
-pub fn changes(
-    write: &Write,
-    all_values: &Value,
-    files: &[(String, Value)],
-    defaults: Option<&Value>,
-) -> Vec<Change> {
-    let mut changes: Vec<Change> = Vec::new();
-    let mut add = |key: String, new: Value| {
-        let old = lookup(all_values, &key).cloned().unwrap_or(Value::Null);
-        let new = match (new, defaults) {
-            (Value::Null, Some(defaults)) => lookup(defaults, &key).cloned().unwrap_or(Value::Null),
-            (new, _) => new,
-        };
-        if old == new {
-            return;
-        }
-        let hide = |v: Value| {
-            if is_secret_key(&key) && !v.is_null() {
-                Value::String("***".into())
-            } else {
-                v
-            }
-        };
-        let (old, new) = (hide(old), hide(new));
-        changes.retain(|c| c.key != key);
-        changes.push(Change { key, old, new });
-    };
-    // In helm's order: values files (the user's, then bgslot's), then --set, then bgslot's keys.
-    for values in files.iter().map(|(_, v)| v).chain(&write.generated) {
-        for (key, value) in leaves(values, String::new()) {
-            add(key, value);
-        }
-    }
-    for set in &write.user_sets {
-        add(
-            set.key.clone(),
-            SetValue::Literal(set.value.clone()).as_value(),
-        );
-    }
-    for (key, value) in &write.sets {
-        add(key.clone(), value.as_value());
-    }
-    changes
-}
-
-fn lookup<'a>(values: &'a Value, dotted: &str) -> Option<&'a Value> {
-    dotted.split('.').try_fold(values, |v, key| v.get(key))
-}
-
-fn leaves(value: &Value, prefix: String) -> Vec<(String, Value)> {
-    match value {
-        Value::Object(map) if !map.is_empty() => map
-            .iter()
-            .flat_map(|(k, v)| {
-                let key = if prefix.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{prefix}.{k}")
-                };
-                leaves(v, key)
-            })
-            .collect(),
-        other => vec![(prefix, other.clone())],
     }
 }
 
@@ -223,39 +70,9 @@ fn leaves(value: &Value, prefix: String) -> Vec<(String, Value)> {
 mod tests {
     use super::*;
     use crate::fixtures::*;
-    use crate::record::Recorded;
+    use crate::planned::Effect;
     use crate::vocab::Slot;
     use serde_json::json;
-
-    #[test]
-    fn changes_show_old_and_new_and_hide_secrets() {
-        let all = json!({"productionSlot": "blue", "green": {"enabled": false}, "db": {"password": "hunter2"}});
-        let mut write = Write::upgrade(Recorded::Swap {
-            from: Slot::Blue,
-            to: Slot::Green,
-        })
-        .set("productionSlot", SetValue::Str("green".into()))
-        .set("green.enabled", SetValue::Literal("true".into()))
-        .set("green.replicaCount", SetValue::Literal("3".into()));
-        write.user_sets = vec!["db.password=s3cret".parse().unwrap()];
-        let files = vec![(
-            "f.yaml".to_string(),
-            json!({"green": {"env": {"A": "1"}}, "productionSlot": "blue"}),
-        )];
-        let got = changes(&write, &all, &files, None);
-        let shown: Vec<(String, Value, Value)> =
-            got.into_iter().map(|c| (c.key, c.old, c.new)).collect();
-        assert_eq!(
-            shown,
-            [
-                ("green.env.A".to_string(), Value::Null, json!("1")),
-                ("db.password".to_string(), json!("***"), json!("***")),
-                ("productionSlot".to_string(), json!("blue"), json!("green")),
-                ("green.enabled".to_string(), json!(false), json!(true)),
-                ("green.replicaCount".to_string(), Value::Null, json!(3)),
-            ]
-        );
-    }
 
     #[test]
     fn a_plan_reads_as_commands_and_changes() {

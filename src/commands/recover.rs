@@ -1,5 +1,7 @@
 //! `bgslot recover RELEASE`: returns a release stuck in a pending or failed helm state to its last
-//! deployed revision, unless a helm may still be working on it.
+//! deployed revision, unless a helm may still be working on it. For a router, the same for each
+//! of its slot releases; one that never deployed and that nothing routes to (a first install
+//! killed or failed) is uninstalled instead, keeping its history.
 
 use std::fmt;
 use std::time::Duration;
@@ -9,16 +11,17 @@ use k8s_openapi::jiff::Timestamp;
 use serde::Serialize;
 
 use super::preview::{Plan, PlannedStep};
-use super::router::{self, Mode};
-use super::{mutate, Mutating, Header, Invocation, Outcome, Session};
+use super::{mutate, Header, Invocation, Mutating, Outcome, Session};
+use crate::cluster::labels::slot_pods;
 use crate::context::Ctx;
 use crate::duration::parse_duration;
 use crate::error::Refusal;
 use crate::helm::Revision;
-use crate::names::ReleaseName;
-use crate::observe::{not_found, History, Observation};
+use crate::observe::{not_found, History};
 use crate::rules;
-use crate::vocab::Op;
+use crate::slots::{self, SlotKind};
+use crate::vocab::{Mode, Op, Slot};
+use crate::{with_kind, with_mode};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,105 +42,249 @@ impl Args {
     }
 }
 
-async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<Mode<RecoverReport, router::recover::Report>>> {
-    if let Some(routed) = router::recover::dispatch(s, args.min_age, args.force).await? {
-        return Ok(router::routed(routed));
-    }
+/// The description of a slot release uninstalled by recover.
+const UNINSTALLED: &str = "bgslot recover: never deployed";
+
+async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>> {
     let (ctx, release) = (s.ctx, s.release);
-    // The history decides (the values of a stuck revision are what is in doubt); the Services
-    // say whether a GitOps controller owns the release.
-    let (history, services) = tokio::join!(ctx.records.history(release), ctx.cluster.services(release));
-    let history = history?
-        .filter(|h| !h.is_empty())
-        .ok_or_else(|| not_found(release, &ctx.namespace))?;
+    // Read as every command reads a release, from helm's storage; but decided on the history
+    // alone (the values of a stuck revision are what is in doubt), whose kind its user values
+    // say (bgslot writes `router.enabled` there). The Services say whether a GitOps controller
+    // owns it.
+    let pods = slot_pods(release);
+    let (latest, services) = tokio::join!(
+        ctx.records.latest(release),
+        ctx.cluster.services(release, &pods)
+    );
+    let latest = latest?.ok_or_else(|| not_found(release, &ctx.namespace))?;
     if let Some(marks) = services?.gitops.filter(|_| !args.force) {
         let (reason, hint) = rules::gitops_instead(release, &marks);
         return Err(Refusal::new(reason, hint).into());
     }
-    let latest = history.last().expect("not empty").clone();
-    let plan = decide(release, &history, Timestamp::now(), args.min_age, args.force)?;
-    let Some(plan) = plan else {
-        return Ok(Outcome::Done(Mode::Bundled(RecoverReport::unchanged(ctx, release, &latest))));
+    let user = &latest.user_values;
+    let mode = slots::mode_of_user_values(user);
+    let parts = with_mode!(mode, Kind => Kind::releases(release, user));
+    let histories =
+        futures::future::try_join_all(parts.iter().map(|(name, _)| ctx.records.history(name)))
+            .await?;
+    let now = Timestamp::now();
+    let mut fixes = Vec::new();
+    for (i, ((name, routed), history)) in parts.iter().zip(histories).enumerate() {
+        let Some(history) = history.filter(|h| !h.is_empty()) else {
+            continue;
+        };
+        let part = if i == 0 { Part::Itself } else { Part::Slot { routed: *routed } };
+        fixes.extend(decide(release, name, part, &history, now, args.min_age, args.force)?);
+    }
+    let production = user
+        .get("productionSlot")
+        .and_then(serde_json::Value::as_str)
+        .and_then(Slot::parse);
+    let header = |revision: u64| {
+        let h = Header::new(Op::Recover, release, &ctx.namespace).revision(revision);
+        match production {
+            Some(p) => h.production(p),
+            None => h,
+        }
+        .next(format!("bgslot status {release}"))
     };
+    if fixes.is_empty() {
+        return Ok(Outcome::Done(RecoverReport {
+            header: header(latest.revision.revision),
+            mode,
+            changed: false,
+            status: latest.revision.status.clone(),
+            from_revision: None,
+            to_revision: None,
+            recovered: Vec::new(),
+            production_ready: None,
+            production_desired: None,
+        }));
+    }
     if s.dry_run {
-        let out = Plan {
-            header: Header::new(Op::Recover, release, &ctx.namespace).revision(latest.revision),
+        let mut plan = Plan {
+            header: header(latest.revision.revision),
             ..Plan::new(Op::Recover, release, &ctx.namespace)
         };
-        return Ok(Outcome::Planned(out.step(
-            PlannedStep::action(format!(
-                "roll back from revision {} ({}) to revision {}",
-                plan.from.revision, plan.from.status, plan.to.revision
-            ))
-            .write(ctx.helm.rollback_command_line(release, plan.to.revision), Vec::new()),
-        )));
+        plan.header.next = None;
+        plan.steps = fixes.iter().map(|fix| planned(ctx, fix)).collect();
+        return Ok(Outcome::Planned(plan));
     }
-    act(ctx, release, plan).await.map(|r| Outcome::Done(Mode::Bundled(r)))
+    let recovered = act(ctx, &fixes).await?;
+    let read = slots::existing(ctx, release, History::Latest).await?;
+    let (after, totals) = with_kind!(&read, seen => (&seen.release, seen.slot(seen.production()).totals));
+    let own = recovered.iter().find(|r| *r.release == **release);
+    Ok(Outcome::Done(RecoverReport {
+        header: Header::of(Op::Recover, after).next(format!("bgslot status {release}")),
+        mode,
+        changed: true,
+        status: after.latest().status.clone(),
+        from_revision: own.map(|r| r.from_revision),
+        to_revision: own.and_then(|r| r.to_revision),
+        recovered,
+        production_ready: Some(totals.ready),
+        production_desired: Some(totals.desired),
+    }))
 }
 
-/// What `recover` does: roll back from `from` to the last good revision `to`.
+/// What a release is to the one `recover` was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    /// The release itself.
+    Itself,
+    /// One of a router's slot releases; `routed`: the router routes to it.
+    Slot { routed: bool },
+}
+
+/// What brings one stuck release back.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RecoverPlan {
-    pub from: Revision,
-    pub to: Revision,
+pub enum Fix {
+    /// `helm rollback RELEASE REVISION` to its last deployed revision.
+    Rollback {
+        release: String,
+        from: Revision,
+        to: Revision,
+    },
+    /// `helm uninstall RELEASE --keep-history`: it never deployed, and nothing routes to it.
+    Uninstall { release: String, from: Revision },
 }
 
-/// Plans the return of a stuck release to its last deployed revision; `None` when nothing is
-/// stuck. A young pending revision may belong to a helm that is still running, so it is left
-/// alone unless forced.
+impl Fix {
+    fn release(&self) -> &str {
+        match self {
+            Fix::Rollback { release, .. } | Fix::Uninstall { release, .. } => release,
+        }
+    }
+
+    fn from(&self) -> &Revision {
+        match self {
+            Fix::Rollback { from, .. } | Fix::Uninstall { from, .. } => from,
+        }
+    }
+}
+
+/// The fix of `release`, a part of what `recover {asked}` recovers; `None` when it is not stuck. A
+/// young pending revision may belong to a helm that is still running, so it is left alone unless
+/// forced.
 pub fn decide(
+    asked: &str,
     release: &str,
+    part: Part,
     history: &[Revision],
     now: Timestamp,
     min_age: Duration,
     force: bool,
-) -> Result<Option<RecoverPlan>, Refusal> {
+) -> Result<Option<Fix>, Refusal> {
     let Some(latest) = rules::stuck_revision(
         release,
         history,
         now,
         min_age,
         force,
-        &format!("bgslot recover {release}"),
+        &format!("bgslot recover {asked}"),
     )?
     else {
         return Ok(None);
     };
-    let Some(good) = rules::last_good(history) else {
-        return Err(Refusal::new(
+    match (rules::last_good(history), part) {
+        (Some(good), _) => Ok(Some(Fix::Rollback {
+            release: release.to_string(),
+            from: latest,
+            to: good.clone(),
+        })),
+        (None, Part::Slot { routed: false }) => Ok(Some(Fix::Uninstall {
+            release: release.to_string(),
+            from: latest,
+        })),
+        (None, Part::Slot { routed: true }) => Err(Refusal::new(
+            format!(
+                "release {release} was never deployed (revision {} is {}), yet the router routes to it",
+                latest.revision, latest.status
+            ),
+            format!("check `bgslot status {asked}`; deploy the slot again with `bgslot deploy {asked} --tag TAG --replace`"),
+        )),
+        (None, Part::Itself) => Err(Refusal::new(
             format!(
                 "release {release} was never deployed (revision {} is {}); there is no revision to return to",
                 latest.revision, latest.status
             ),
             format!("remove it with `helm uninstall {release}` and deploy again"),
-        ));
-    };
-    Ok(Some(RecoverPlan {
-        from: latest,
-        to: good.clone(),
-    }))
+        )),
+    }
 }
 
-async fn act(ctx: &Ctx, release: &ReleaseName, plan: RecoverPlan) -> Result<RecoverReport> {
-    let (from, good) = (&plan.from, &plan.to);
-    ctx.events.step(&format!(
-        "recover {release}: revision {} is {}; rolling back to revision {}",
-        from.revision, from.status, good.revision
-    ));
-    ctx.rollback(release, good.revision)
-        .await
-        .with_context(|| format!("rolling {release} back to revision {}", good.revision))?;
-    let after = Observation::existing(ctx, release, History::Latest).await?;
-    let live = after.cluster.slot(after.values.production);
-    Ok(RecoverReport {
-        header: Header::of(Op::Recover, &after).next(format!("bgslot status {release}")),
-        changed: true,
-        status: after.latest().status.clone(),
-        from_revision: Some(from.revision),
-        to_revision: Some(good.revision),
-        production_ready: Some(live.ready),
-        production_desired: Some(live.desired),
-    })
+/// What the dry run shows of a fix.
+fn planned(ctx: &Ctx, fix: &Fix) -> PlannedStep {
+    match fix {
+        Fix::Rollback { release, from, to } => PlannedStep::action(format!(
+            "roll {release} back from revision {} ({}) to revision {}",
+            from.revision, from.status, to.revision
+        ))
+        .write(ctx.helm.rollback_command_line(release, to.revision), Vec::new()),
+        Fix::Uninstall { release, from } => PlannedStep::action(format!(
+            "uninstall {release} (revision {} is {}, it never deployed and nothing routes to it)",
+            from.revision, from.status
+        ))
+        .write(
+            ctx.helm.uninstall_command_line(release, UNINSTALLED, ctx.timeout()),
+            Vec::new(),
+        ),
+    }
+}
+
+/// Makes each fix, in order.
+async fn act(ctx: &Ctx, fixes: &[Fix]) -> Result<Vec<Recovered>> {
+    let mut recovered = Vec::new();
+    for fix in fixes {
+        let from = fix.from();
+        match fix {
+            Fix::Rollback { release, to, .. } => {
+                ctx.events.step(&format!(
+                    "recover {release}: revision {} is {}; rolling back to revision {}",
+                    from.revision, from.status, to.revision
+                ));
+                ctx.rollback(release, to.revision)
+                    .await
+                    .with_context(|| format!("rolling {release} back to revision {}", to.revision))?;
+            }
+            Fix::Uninstall { release, .. } => {
+                ctx.events.step(&format!(
+                    "recover {release}: revision {} is {} and it never deployed; uninstalling it",
+                    from.revision, from.status
+                ));
+                ctx.uninstall(release, UNINSTALLED)
+                    .await
+                    .with_context(|| format!("uninstalling {release}"))?;
+            }
+        }
+        recovered.push(Recovered {
+            release: fix.release().to_string(),
+            status: from.status.clone(),
+            from_revision: from.revision,
+            action: match fix {
+                Fix::Rollback { .. } => "rollback",
+                Fix::Uninstall { .. } => "uninstall",
+            },
+            to_revision: match fix {
+                Fix::Rollback { to, .. } => Some(to.revision),
+                Fix::Uninstall { .. } => None,
+            },
+        });
+    }
+    Ok(recovered)
+}
+
+/// One release recover brought back.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct Recovered {
+    pub release: String,
+    /// Its state before.
+    pub status: String,
+    pub from_revision: u64,
+    /// `rollback` or `uninstall`.
+    pub action: &'static str,
+    /// The revision a rollback restored (`null` for an uninstall).
+    pub to_revision: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -145,46 +292,63 @@ pub struct RecoverReport {
     /// The latest revision now; the slots are `null` when nothing was recovered.
     #[serde(flatten)]
     pub header: Header,
+    pub mode: Mode,
     pub changed: bool,
-    /// The status of the latest revision now.
+    /// The status of the release's latest revision now.
     pub status: String,
+    /// The release's own revision that was stuck, and the one that restored it.
     pub from_revision: Option<u64>,
     pub to_revision: Option<u64>,
+    /// Every release brought back (a router's slot releases too).
+    pub recovered: Vec<Recovered>,
     pub production_ready: Option<i32>,
     pub production_desired: Option<i32>,
-}
-
-impl RecoverReport {
-    fn unchanged(ctx: &Ctx, release: &ReleaseName, latest: &Revision) -> RecoverReport {
-        RecoverReport {
-            header: Header::new(Op::Recover, release, &ctx.namespace)
-                .revision(latest.revision)
-                .next(format!("bgslot status {release}")),
-            changed: false,
-            status: latest.status.clone(),
-            from_revision: None,
-            to_revision: None,
-            production_ready: None,
-            production_desired: None,
-        }
-    }
 }
 
 impl fmt::Display for RecoverReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let h = &self.header;
         let revision = h.revision.unwrap_or_default();
-        let (Some(to), Some(production)) = (self.to_revision, h.production_slot) else {
-            return writeln!(f, "{}: nothing to recover: revision {revision} is {}", h.release, self.status);
+        if !self.changed {
+            return match self.mode {
+                Mode::Bundled => writeln!(f, "{}: nothing to recover: revision {revision} is {}", h.release, self.status),
+                Mode::Router => writeln!(
+                    f,
+                    "{}: nothing to recover: the router (revision {revision} {}) and its slot releases are settled",
+                    h.release, self.status
+                ),
+            };
+        }
+        let production = match (h.production_slot, self.production_ready, self.production_desired) {
+            (Some(p), Some(ready), Some(desired)) => Some(format!("production {p} {ready}/{desired} ready")),
+            _ => None,
         };
-        writeln!(
-            f,
-            "{}: recovered: revision {revision} ({}) restores revision {to}; production {production} {}/{} ready",
-            h.release,
-            self.status,
-            self.production_ready.unwrap_or(0),
-            self.production_desired.unwrap_or(0)
-        )?;
+        match (self.mode, self.to_revision, &production) {
+            (Mode::Bundled, Some(to), Some(production)) => writeln!(
+                f,
+                "{}: recovered: revision {revision} ({}) restores revision {to}; {production}",
+                h.release, self.status
+            )?,
+            _ => {
+                for r in &self.recovered {
+                    match r.to_revision {
+                        Some(to) => writeln!(
+                            f,
+                            "{}: recovered {}: revision {} ({}) rolled back to revision {to}",
+                            h.release, r.release, r.from_revision, r.status
+                        )?,
+                        None => writeln!(
+                            f,
+                            "{}: recovered {}: revision {} ({}) never deployed; uninstalled, history kept",
+                            h.release, r.release, r.from_revision, r.status
+                        )?,
+                    }
+                }
+                if let Some(production) = production {
+                    writeln!(f, "  {production}")?;
+                }
+            }
+        }
         writeln!(f, "\nnext: {}", h.next_step())
     }
 }
@@ -198,6 +362,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn own(history: &[Revision], now: &str, force: bool) -> Result<Option<Fix>, Refusal> {
+        decide("web", "web", Part::Itself, history, at(now), Duration::from_secs(60), force)
+    }
+
     #[test]
     fn recover_returns_to_the_last_good_revision_once_helm_is_surely_gone() {
         let history = [
@@ -205,24 +373,14 @@ mod tests {
             rev(2, "deployed", "", "2026-01-01T00:01:00Z"),
             rev(3, "pending-upgrade", "", "2026-01-01T00:02:00Z"),
         ];
-        let min = Duration::from_secs(60);
-        let err = decide("web", &history, at("2026-01-01T00:02:10Z"), min, false).unwrap_err();
-        assert!(
-            err.reason.contains("only 10s ago") && err.hint.contains("--force"),
-            "{err:?}"
-        );
-        let plan = decide("web", &history, at("2026-01-01T00:02:10Z"), min, true)
-            .unwrap()
-            .unwrap();
-        assert_eq!((plan.from.revision, plan.to.revision), (3, 2));
-        let plan = decide("web", &history, at("2026-01-01T00:05:00Z"), min, false)
-            .unwrap()
-            .unwrap();
-        assert_eq!(plan.to.revision, 2);
-        assert_eq!(
-            decide("web", &history[..2], at("2026-01-01T00:05:00Z"), min, false).unwrap(),
-            None
-        );
+        let err = own(&history, "2026-01-01T00:02:10Z", false).unwrap_err();
+        assert!(err.reason.contains("only 10s ago") && err.hint.contains("--force"), "{err:?}");
+        let Some(Fix::Rollback { from, to, .. }) = own(&history, "2026-01-01T00:02:10Z", true).unwrap() else {
+            panic!("a forced recover rolls back");
+        };
+        assert_eq!((from.revision, to.revision), (3, 2));
+        assert!(matches!(own(&history, "2026-01-01T00:05:00Z", false), Ok(Some(Fix::Rollback { .. }))));
+        assert_eq!(own(&history[..2], "2026-01-01T00:05:00Z", false), Ok(None));
     }
 
     #[test]
@@ -231,17 +389,39 @@ mod tests {
             rev(1, "deployed", "", "2026-01-01T00:00:00Z"),
             rev(2, "failed", "", "2026-01-01T00:02:00Z"),
         ];
-        let min = Duration::from_secs(60);
-        assert!(decide("web", &failed, at("2026-01-01T00:02:01Z"), min, false)
-            .unwrap()
-            .is_some());
+        assert!(own(&failed, "2026-01-01T00:02:01Z", false).unwrap().is_some());
     }
 
     #[test]
     fn a_release_never_deployed_has_nothing_to_return_to() {
         let never = [rev(1, "failed", "", "2026-01-01T00:00:00Z")];
-        let err = decide("web", &never, at("2026-01-01T00:05:00Z"), Duration::from_secs(60), false)
-            .unwrap_err();
+        let err = own(&never, "2026-01-01T00:05:00Z", false).unwrap_err();
         assert!(err.hint.contains("helm uninstall web"), "{err:?}");
+    }
+
+    #[test]
+    fn a_slot_release_goes_back_to_its_last_deployed_revision_or_away() {
+        let min = Duration::from_secs(60);
+        let slot = |routed| Part::Slot { routed };
+        let stuck = [
+            rev(1, "superseded", "", "2026-01-01T00:00:00Z"),
+            rev(2, "deployed", "", "2026-01-01T00:01:00Z"),
+            rev(3, "pending-upgrade", "bgslot deploy green v3", "2026-01-01T00:02:00Z"),
+        ];
+        let err = decide("web", "web-green", slot(true), &stuck, at("2026-01-01T00:02:10Z"), min, false).unwrap_err();
+        assert!(err.reason.contains("only 10s ago"), "{err:?}");
+        // The override is a recover of the router, which recovers its slot releases.
+        assert!(err.hint.contains("`bgslot recover web --force`"), "{err:?}");
+        match decide("web", "web-green", slot(true), &stuck, at("2026-01-01T00:05:00Z"), min, false).unwrap() {
+            Some(Fix::Rollback { to, .. }) => assert_eq!(to.revision, 2),
+            other => panic!("{other:?}"),
+        }
+        let killed_install = [rev(1, "pending-install", "bgslot deploy green v2", "2026-01-01T00:00:00Z")];
+        assert!(matches!(
+            decide("web", "web-green", slot(false), &killed_install, at("2026-01-01T00:05:00Z"), min, false),
+            Ok(Some(Fix::Uninstall { .. }))
+        ));
+        let err = decide("web", "web-green", slot(true), &killed_install, at("2026-01-01T00:05:00Z"), min, false).unwrap_err();
+        assert!(err.reason.contains("never deployed"), "{err:?}");
     }
 }

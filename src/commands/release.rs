@@ -1,6 +1,7 @@
 //! `bgslot release RELEASE --tag T`: the whole cycle for a CI pipeline, under one lock: deploy,
 //! verify against stage, swap, verify against production (swapping back when that fails), and
-//! optionally clean after the drain delay.
+//! optionally clean after the drain delay. One cycle for both kinds of slot: it runs the deploy,
+//! swap and clean every command runs.
 
 use std::fmt;
 use std::os::fd::AsFd;
@@ -9,18 +10,18 @@ use std::time::Duration;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 
-use super::clean::{self, CleanPlan, CleanReport, CleanRequest};
+use super::clean::{self, CleanReport, CleanRequest};
 use super::deploy::{self, DeployReport, ImageArgs};
 use super::preview::{Plan, PlannedStep};
-use super::router::{self, Mode};
 use super::swap::{self, SwapKind, SwapReport, SwapRequest};
-use super::{mutate, Mutating, Header, Invocation, Outcome, Session};
+use super::{mutate, Header, Invocation, Mutating, Outcome, Session};
 use crate::context::Ctx;
 use crate::duration::parse_duration;
 use crate::error;
-use crate::observe::{History, Observation};
+use crate::slots::{DeployRequest, Seen, SlotKind};
+use crate::vocab::{Mode, Op, Role, Slot};
 use crate::wait;
-use crate::vocab::{Op, Role, Slot};
+use crate::{with_kind, with_target};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -68,29 +69,35 @@ impl fmt::Display for VerifyCommand {
 impl Args {
     pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
         let mutation = self.target.mutation(Op::Release).creating_namespace(self.image.create_namespace);
+        let request = self.image.request(self.force);
         mutate(run, mutation, async |s: &Session<'_>| {
-            let (ctx, release) = (s.ctx, s.release);
-            let seen = Observation::read(ctx, release, History::Latest).await?;
-            let routing = router::release::Cycle { verify: self.verify_cmd.as_ref().map(|v| v.0.as_slice()), clean: self.clean, min_age: self.min_age, force: self.force };
-            if let Some(routed) = router::release::dispatch(s, seen.as_ref(), &self.image, &routing).await? {
-                return Ok(router::routed(routed));
-            }
-            let deploy_plan = deploy::decide(release, seen.as_ref(), &self.image.request(self.force))?;
-            if s.dry_run {
-                let deploy_preview = deploy::preview(s, seen.as_ref(), &deploy_plan)?;
-                return Ok(Outcome::Planned(plan(ctx, self, seen.as_ref(), &deploy_plan, deploy_preview)));
-            }
-            let version = deploy_plan.tag.clone();
-            let deployed = deploy::act(ctx, release, seen.as_ref(), deploy_plan).await?;
-            cycle(ctx, self, deployed, version).await.map(|r| Outcome::Done(Mode::Bundled(r)))
+            with_target!(deploy::target(s, &request).await?, seen => release(s, self, seen.as_ref(), &request).await)
         })
         .await
     }
 }
 
+/// The deploy, then (or, with `--dry-run`, the plan of) everything after it.
+async fn release<K: SlotKind>(
+    s: &Session<'_>,
+    args: &Args,
+    seen: Option<&Seen<K>>,
+    request: &DeployRequest,
+) -> Result<Outcome<ReleaseReport>> {
+    let basis = deploy::decide(s.release, &s.ctx.namespace, seen, request)?;
+    let staging = K::plan_stage(s.ctx, seen, &basis).await?;
+    if s.dry_run {
+        let deployed = deploy::preview(s, seen, &staging)?;
+        return Ok(Outcome::Planned(plan(s.ctx, args, seen, &staging, deployed)));
+    }
+    let deployed = deploy::act(s.ctx, seen, &staging).await?;
+    cycle(s.ctx, args, deployed).await.map(Outcome::Done)
+}
+
 /// Everything after the deploy: verify, swap, verify, clean.
-async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport, version: String) -> Result<ReleaseReport> {
+async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport) -> Result<ReleaseReport> {
     let release = &args.target.release;
+    let version = deployed.version.clone();
     let verify = args.verify_cmd.as_ref();
     if deployed.header.operation == Op::Install {
         if let Some(cmd) = verify {
@@ -108,17 +115,19 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport, version: String) 
         expect_tag: Some(version.clone()),
         force: args.force,
     };
-    let seen = swap::observe(ctx, release, SwapKind::Swap).await?;
-    let plan = swap::decide(&seen, &request, &ctx.chart)?;
-    let to = plan.to;
-    let swapped = match swap::act(ctx, &seen, plan).await {
+    let read = swap::observe(ctx, release, SwapKind::Swap).await?;
+    let (to, swapped) = with_kind!(read, seen => {
+        let plan = swap::decide(&seen, &request, &ctx.chart)?;
+        (plan.to, swap::act(ctx, &seen, plan).await)
+    });
+    let swapped = match swapped {
         Ok(swapped) => swapped,
         // The flip was written but what follows it (the workers) did not settle: move everything
         // back, as a failed verification does. A swap that failed before its flip changed nothing.
         // A lost lock stops every write, the swap-back's too: it says what was done itself.
         Err(err) if error::lost_lock(&err) => return Err(err),
         Err(err) => {
-            let now = Observation::existing(ctx, release, History::Latest)
+            let now = crate::observe::Observation::existing(ctx, release, crate::observe::History::Latest)
                 .await
                 .with_context(|| format!("the swap to {to} did not complete ({err:#}), and the release could not be read again"))?;
             if now.values.production != to {
@@ -148,17 +157,19 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport, version: String) 
     }
     let cleaned = if args.clean {
         wait::drain_delay(args.min_age, ctx.events.as_ref()).await?;
-        let seen = clean::observe(ctx, release).await?;
         // The drain delay is never skipped here: --force only lifts the ownership check.
         let request = CleanRequest {
             min_age: args.min_age,
             force: false,
             over_gitops: args.force,
         };
-        match clean::decide(&seen, k8s_openapi::jiff::Timestamp::now(), &request, &ctx.chart)? {
-            Some(plan) => Some(clean::act(ctx, &seen, plan).await?),
-            None => None,
-        }
+        let now = k8s_openapi::jiff::Timestamp::now();
+        with_kind!(clean::observe(ctx, release).await?, seen => {
+            match clean::decide(&seen, now, &request, &ctx.chart)? {
+                Some(plan) => Some(clean::act(ctx, &seen, plan).await?),
+                None => None,
+            }
+        })
     } else {
         None
     };
@@ -174,9 +185,11 @@ async fn swap_back(ctx: &Ctx, args: &Args) -> Result<SwapReport> {
         force: args.force,
     };
     async {
-        let seen = swap::observe(ctx, &args.target.release, SwapKind::Rollback).await?;
-        let plan = swap::decide(&seen, &back, &ctx.chart)?;
-        swap::act(ctx, &seen, plan).await
+        let read = swap::observe(ctx, &args.target.release, SwapKind::Rollback).await?;
+        with_kind!(read, seen => {
+            let plan = swap::decide(&seen, &back, &ctx.chart)?;
+            swap::act(ctx, &seen, plan).await
+        })
     }
     .await
     .context("swapping back ALSO failed: check `bgslot status` now")
@@ -241,14 +254,14 @@ async fn run_verify(ctx: &Ctx, cmd: &VerifyCommand, target: &Target, version: &s
 }
 
 /// The dry run: the deploy as planned, then the flip and clean a run would make after it.
-fn plan(
+fn plan<K: SlotKind>(
     ctx: &Ctx,
     args: &Args,
-    seen: Option<&Observation>,
-    deploy_plan: &deploy::DeployPlan,
-    deploy_preview: Plan,
+    seen: Option<&Seen<K>>,
+    staging: &crate::slots::Staging<K::Plan>,
+    deployed: Plan,
 ) -> Plan {
-    let mut out = deploy_preview;
+    let mut out = deployed;
     out.header.operation = Op::Release;
     let verify = |target: &str| {
         PlannedStep::action(format!(
@@ -265,26 +278,25 @@ fn plan(
     if args.verify_cmd.is_some() {
         out = out.step(verify("stage"));
     }
-    let (from, to) = (seen.values.production, deploy_plan.slot);
-    let capacity = seen.cluster.slot(from).desired.max(0) as u64;
-    let promote = deploy_plan
+    let values = &seen.release.values;
+    let (from, to) = (seen.production(), staging.slot);
+    let capacity = seen.slot(from).totals.desired.max(0) as u64;
+    let promote = staging
         .preview
-        .and_then(|n| swap::promotion(to, true, n, capacity, seen.values.autoscaling));
-    let flip = swap::plan_flip(SwapKind::Swap, from, to, &seen.values, &seen.cluster, promote);
-    for step in swap::steps(ctx, &args.target.release, &flip, &seen.all_values) {
-        out = out.step(step);
-    }
+        .and_then(|n| swap::promotion(to, true, n, capacity, values.autoscaling));
+    let flip = swap::plan_flip(SwapKind::Swap, from, to, values, &seen.release.cluster, promote);
+    out.steps.extend(swap::steps(ctx, seen, &flip));
     if args.verify_cmd.is_some() {
         out = out.step(verify("production (on failure: swap back)"));
     }
     if args.clean {
-        let clean = CleanPlan {
-            slot: from,
-            write: clean::disable_write(from),
-        };
-        let mut step = clean::clean_step(ctx, &args.target.release, &clean, &seen.all_values);
-        step.action = format!("after the drain delay ({}s), {}", args.min_age.as_secs(), step.action);
-        out = out.step(step);
+        if let Ok(Some(retiring)) = K::plan_retire(&ctx.chart, seen, from) {
+            let mut steps = K::preview_retire(ctx, seen, &retiring);
+            if let Some(first) = steps.first_mut() {
+                first.action = format!("after the drain delay ({}s), {}", args.min_age.as_secs(), first.action);
+            }
+            out.steps.extend(steps);
+        }
     }
     out
 }
@@ -293,6 +305,7 @@ fn plan(
 pub struct ReleaseReport {
     #[serde(flatten)]
     pub header: Header,
+    pub mode: Mode,
     /// What production runs now.
     pub image: String,
     /// Where `--verify-cmd` passed: `stage`, `production`.
@@ -332,12 +345,14 @@ impl ReleaseReport {
             ..last.clone()
         };
         let image = swapped.as_ref().map(|s| s.image.clone()).unwrap_or_else(|| deployed.image.clone());
+        let mode = deployed.mode;
         let steps = std::iter::once(Step::Deploy(deployed))
             .chain(swapped.map(Step::Swap))
             .chain(cleaned.map(Step::Clean))
             .collect();
         ReleaseReport {
             header,
+            mode,
             image,
             verified,
             steps,
@@ -366,10 +381,14 @@ impl fmt::Display for ReleaseReport {
             return Ok(());
         };
         let release = &self.header.release;
+        let of = |r: &Option<String>| r.as_ref().map(|r| format!(" (release {r})")).unwrap_or_default();
         writeln!(
             f,
-            "{release}: released {} in {}; production routes to it ({} ready endpoints)",
-            swapped.image, swapped.to, swapped.ready_endpoints
+            "{release}: released {} in {}{}; production routes to it ({} ready endpoints)",
+            swapped.image,
+            swapped.to,
+            of(&swapped.slot_release),
+            swapped.ready_endpoints
         )?;
         if !self.verified.is_empty() {
             let verified: Vec<&str> = self.verified.iter().map(|r| r.as_str()).collect();
@@ -380,11 +399,13 @@ impl fmt::Display for ReleaseReport {
             _ => None,
         });
         match cleaned {
+            Some(c) if c.slot_release.is_some() => writeln!(f, "  {}{} is uninstalled", c.slot, of(&c.slot_release))?,
             Some(c) => writeln!(f, "  {} is disabled", c.slot)?,
             None => writeln!(
                 f,
-                "  {} still runs the previous version: `bgslot rollback {release}` returns to it",
-                swapped.from
+                "  {} still runs the previous version{}: `bgslot rollback {release}` returns to it",
+                swapped.from,
+                of(&swapped.previous_release)
             )?,
         }
         writeln!(f, "\nnext: {}", self.header.next_step())

@@ -1,6 +1,7 @@
-//! bgslot's own waiting, instead of `helm --wait`: by what is waited on, a slot's rollout and its
-//! pods stopping (`rollout`), what the Services route to (`services`), a slot's migration Job
-//! (`migration`), a slot's workers (`workers`), and the change feed `status --watch` redraws on (`feed`).
+//! bgslot's own waiting, instead of `helm --wait`, one of each for both kinds of slot: by what is
+//! waited on, a slot's rollout and its pods stopping (`rollout`), what the Services route to
+//! (`services`), a slot's migration Job (`migration`), a slot's workers (`workers`), and the change
+//! feeds `status --watch` redraws on (`feed`).
 //!
 //! Every wait is driven by watches (kube-runtime's watcher with backoff), so a change is noticed
 //! when it happens rather than at the next poll, and a restarting API server delays the wait
@@ -15,7 +16,7 @@ pub mod workers;
 
 pub use feed::release_changes;
 pub use migration::migration_done;
-pub use rollout::{slot_available, slot_stopped};
+pub use rollout::{pods_gone, slot_rolled_out, Deployments, RolledOut, SlotRollout};
 pub use services::{endpoints_ready, production_serves};
 pub use workers::workers_settled;
 
@@ -101,7 +102,10 @@ fn names(pods: &[PodState]) -> String {
 
 /// One tick per change of the objects `api` lists with `config`; watch errors (a restarting API
 /// server) are retried with backoff.
-fn ticks<K>(api: kube::Api<K>, config: watcher::Config) -> futures::stream::BoxStream<'static, ()>
+pub fn ticks<K>(
+    api: kube::Api<K>,
+    config: watcher::Config,
+) -> futures::stream::BoxStream<'static, ()>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
     K::DynamicType: Default,
@@ -115,17 +119,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn pod(name: &str, ready: bool, reason: Option<&str>, restarts: i32) -> PodState {
-        PodState {
-            name: name.into(),
-            ready,
-            terminating: false,
-            phase: "Running".into(),
-            reason: reason.map(str::to_string),
-            restarts,
-        }
-    }
+    use crate::fixtures::pod;
 
     #[test]
     fn reasons_are_named_once_and_starting_pods_say_nothing() {

@@ -1,5 +1,6 @@
-//! Waiting on what the release's Services route to: after a swap, until production routes only to
-//! the new slot; after a deploy, until the slot's Service lists every pod as a ready endpoint.
+//! Waiting on what the release's Services route to, whatever kind its slots are: after a swap,
+//! until production routes only to the new slot; after a deploy, until the slot's Service lists
+//! every pod as a ready endpoint. Which pod is whose is told by each slot's pod selector.
 
 use std::time::Duration;
 
@@ -11,29 +12,32 @@ use kube::runtime::watcher;
 
 use super::ticks;
 use crate::cluster::labels::release_selector;
-use crate::cluster::{Cluster, Services};
+use crate::cluster::services::{main_service, production_services};
+use crate::cluster::{Cluster, PodSlots, RoutedService};
 use crate::signals;
 use crate::vocab::{Role, Slot};
 
 /// Waits until `check` accepts what the release's Services show. It reads the Services once, then
-/// again at every change of what decides it (the Services, their endpoints, the release's pods),
+/// again at every change of what decides it (the Services, their endpoints, the slots' pods),
 /// as watch events report them: no polling interval stands between a change and noticing it. On
 /// timeout the error says what was seen last.
-async fn watch_services<T>(
+pub async fn services<T>(
     cluster: &Cluster,
     release: &str,
+    pods: &PodSlots,
     timeout: Duration,
     what: &str,
-    check: impl Fn(&Services) -> Result<T, String>,
+    check: impl Fn(&[RoutedService]) -> Result<T, String>,
 ) -> Result<T> {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     let mut signals = signals::subscribe();
-    let mut seen = match check(&cluster.services(release).await?) {
+    let read = || async { Ok::<_, anyhow::Error>(cluster.services(release, pods).await?.services) };
+    let mut seen = match check(&read().await?) {
         Ok(done) => return Ok(done),
         Err(seen) => seen,
     };
-    let mut changes = std::pin::pin!(changes_of(cluster, release));
+    let mut changes = std::pin::pin!(changes_of(cluster, release, pods));
     loop {
         tokio::select! {
             change = changes.next() => {
@@ -42,7 +46,7 @@ async fn watch_services<T>(
                 }
                 // A burst of events (an Endpoints update per pod) needs one read, not one each.
                 while let Some(Some(_)) = changes.next().now_or_never() {}
-                match check(&cluster.services(release).await?) {
+                match check(&read().await?) {
                     Ok(done) => return Ok(done),
                     Err(now) => seen = now,
                 }
@@ -54,10 +58,11 @@ async fn watch_services<T>(
 }
 
 /// A stream that yields whenever the release's Services, their endpoints (which carry the
-/// Services' labels) or the release's pods change.
-pub(super) fn changes_of(
+/// Services' labels) or the slots' pods change.
+pub fn changes_of(
     cluster: &Cluster,
     release: &str,
+    pods: &PodSlots,
 ) -> impl futures::Stream<Item = ()> + Send + 'static {
     let selector = release_selector(release);
     let of_release = || watcher::Config::default().labels(&selector);
@@ -65,18 +70,31 @@ pub(super) fn changes_of(
         Some(true) => ticks(cluster.api::<EndpointSlice>(), of_release()),
         _ => ticks(cluster.api::<Endpoints>(), of_release()),
     };
-    futures::stream::select_all([
-        ticks(cluster.api::<Service>(), of_release()),
-        ticks(cluster.api::<Pod>(), of_release()),
-        endpoints,
-    ])
+    let pods = Slot::ALL
+        .into_iter()
+        .filter(|&slot| !pods[slot].is_empty())
+        .map(|slot| {
+            ticks(
+                cluster.api::<Pod>(),
+                watcher::Config::default().labels(&pods[slot]),
+            )
+        });
+    futures::stream::select_all(
+        [ticks(cluster.api::<Service>(), of_release()), endpoints]
+            .into_iter()
+            .chain(pods),
+    )
 }
 
 /// Whether production has moved to `slot`: every production Service (the main one and each extra
-/// one) selects it and routes only to its pods, the main one to at least one ready pod. `Ok` with
-/// how many the main one routes to, or what stands in the way.
-pub fn production_moved(services: &Services, release: &str, slot: Slot) -> Result<usize, String> {
-    let Some(main) = &services.production else {
+/// one) routes to it and only to its pods, the main one to at least one ready pod. `Ok` with how
+/// many the main one routes to, or what stands in the way.
+pub fn production_moved(
+    services: &[RoutedService],
+    release: &str,
+    slot: Slot,
+) -> Result<usize, String> {
+    let Some(main) = main_service(services, Role::Production) else {
         return Err(format!(
             "the production Service of {release} does not exist"
         ));
@@ -84,9 +102,8 @@ pub fn production_moved(services: &Services, release: &str, slot: Slot) -> Resul
     if main.ready_in(slot) == 0 {
         return Err(main.describe());
     }
-    match services
-        .production()
-        .find(|s| s.selects != Some(slot) || s.ready != s.ready_in(slot))
+    match production_services(services)
+        .find(|s| s.routes_to != Some(slot) || s.ready != s.ready_in(slot))
     {
         Some(behind) => Err(behind.describe()),
         None => Ok(main.ready),
@@ -98,48 +115,51 @@ pub fn production_moved(services: &Services, release: &str, slot: Slot) -> Resul
 pub async fn production_serves(
     cluster: &Cluster,
     release: &str,
+    pods: &PodSlots,
     slot: Slot,
     timeout: Duration,
 ) -> Result<usize> {
     let what = format!("production of {release} did not move to {slot}");
-    watch_services(cluster, release, timeout, &what, |services| {
-        production_moved(services, release, slot)
+    services(cluster, release, pods, timeout, &what, |now| {
+        production_moved(now, release, slot)
     })
     .await
 }
 
-/// Whether the Service with `role` lists all `desired` pods of `slot` as ready endpoints. A Service
-/// that does not select the slot (drift) is not waited on; `status` and `swap` report it.
+/// Whether the main Service with `role` lists all `desired` pods of `slot` as ready endpoints; `Ok`
+/// with its name. A Service that does not route to the slot (drift) is not waited on; `status`
+/// and `swap` report it.
 pub fn endpoints_listed(
-    services: &Services,
+    services: &[RoutedService],
     release: &str,
     role: Role,
     slot: Slot,
     desired: usize,
-) -> Result<(), String> {
-    match services.main(role) {
+) -> Result<String, String> {
+    match main_service(services, role) {
         None => Err(format!("the {role} Service of {release} does not exist")),
-        Some(svc) if svc.selects == Some(slot) && svc.ready_in(slot) < desired => {
+        Some(svc) if svc.routes_to == Some(slot) && svc.ready_in(slot) < desired => {
             Err(svc.describe())
         }
-        Some(_) => Ok(()),
+        Some(svc) => Ok(svc.name.clone()),
     }
 }
 
 /// After a deploy: waits until the Service with `role` lists all `desired` pods of `slot` as ready
-/// endpoints ([`endpoints_listed`]), so a `swap` right after finds them.
+/// endpoints ([`endpoints_listed`]), so a `swap` right after finds them; returns its name.
 pub async fn endpoints_ready(
     cluster: &Cluster,
     release: &str,
+    pods: &PodSlots,
     role: Role,
     slot: Slot,
     desired: usize,
     timeout: Duration,
-) -> Result<()> {
+) -> Result<String> {
     let what =
         format!("the {role} Service of {release} did not list the {desired} ready {slot} pods");
-    watch_services(cluster, release, timeout, &what, |services| {
-        endpoints_listed(services, release, role, slot, desired)
+    services(cluster, release, pods, timeout, &what, |now| {
+        endpoints_listed(now, release, role, slot, desired)
     })
     .await
 }
@@ -151,26 +171,23 @@ mod tests {
 
     #[test]
     fn production_has_moved_when_every_production_service_routes_only_to_the_slot() {
-        let mut services = Services {
-            production: Some(service("web", Slot::Blue, 3)),
-            stage: Some(service("web-stage", Slot::Green, 3)),
-            ..Services::default()
-        };
+        let mut services = vec![
+            service("web", Role::Production, Slot::Blue, 3),
+            service("web-stage", Role::Stage, Slot::Green, 3),
+        ];
         assert_eq!(
             production_moved(&services, "web", Slot::Green),
-            Err("Service web selects blue with 3 ready endpoints (3 in blue)".into())
+            Err("Service web routes to blue with 3 ready endpoints (3 in blue)".into())
         );
-        services.production = Some(service("web", Slot::Green, 3));
+        services[0] = service("web", Role::Production, Slot::Green, 3);
         assert_eq!(production_moved(&services, "web", Slot::Green), Ok(3));
-        services.extra.push(crate::cluster::ExtraService {
-            key: "admin".into(),
-            role: Role::Production,
-            state: service("web-admin", Slot::Blue, 1),
-        });
+        let mut admin = service("web-admin", Role::Production, Slot::Blue, 1);
+        admin.key = "admin".into();
+        services.push(admin);
         assert!(production_moved(&services, "web", Slot::Green)
             .unwrap_err()
             .contains("web-admin"));
-        services.production = None;
+        services.remove(0);
         assert!(production_moved(&services, "web", Slot::Green)
             .unwrap_err()
             .contains("does not exist"));
@@ -178,20 +195,19 @@ mod tests {
 
     #[test]
     fn a_deploy_waits_for_every_pod_behind_the_stage_service() {
-        let services = Services {
-            production: Some(service("web", Slot::Blue, 3)),
-            stage: Some(service("web-stage", Slot::Green, 2)),
-            ..Services::default()
-        };
+        let services = vec![
+            service("web", Role::Production, Slot::Blue, 3),
+            service("web-stage", Role::Stage, Slot::Green, 2),
+        ];
         assert!(endpoints_listed(&services, "web", Role::Stage, Slot::Green, 3).is_err());
         assert_eq!(
             endpoints_listed(&services, "web", Role::Stage, Slot::Green, 2),
-            Ok(())
+            Ok("web-stage".into())
         );
-        // Drift: the stage Service selects another slot; nothing to wait for here.
+        // Drift: the stage Service routes to another slot; nothing to wait for here.
         assert_eq!(
             endpoints_listed(&services, "web", Role::Stage, Slot::Blue, 3),
-            Ok(())
+            Ok("web-stage".into())
         );
     }
 }

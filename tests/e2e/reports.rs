@@ -49,6 +49,7 @@ struct Deploy {
     revision: u64,
     production_slot: String,
     stage_slot: String,
+    mode: String,
     slot: String,
     role: String,
     image: String,
@@ -59,6 +60,13 @@ struct Deploy {
     url: String,
     preview: bool,
     workers: Vec<DeployedWorker>,
+    #[serde(deserialize_with = "nullable")]
+    slot_release: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    slot_revision: Option<u64>,
+    #[serde(deserialize_with = "nullable")]
+    chart: Option<String>,
+    accepted: Vec<String>,
     next: String,
 }
 
@@ -79,6 +87,7 @@ struct Swap {
     revision: u64,
     production_slot: String,
     stage_slot: String,
+    mode: String,
     from: String,
     to: String,
     image: String,
@@ -90,6 +99,10 @@ struct Swap {
     promoted: Option<Promotion>,
     workers: Vec<WorkerMove>,
     cron_jobs: Vec<CronJobMove>,
+    #[serde(deserialize_with = "nullable")]
+    slot_release: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    previous_release: Option<String>,
     next: String,
 }
 
@@ -136,11 +149,14 @@ struct Clean {
     revision: u64,
     production_slot: String,
     stage_slot: String,
+    mode: String,
     slot: String,
     changed: bool,
     image: String,
     stopped_pods: usize,
     stop_ms: u64,
+    #[serde(deserialize_with = "nullable")]
+    slot_release: Option<String>,
     next: String,
 }
 
@@ -153,6 +169,7 @@ struct Release {
     revision: u64,
     production_slot: String,
     stage_slot: String,
+    mode: String,
     image: String,
     verified: Vec<String>,
     steps: Vec<Value>,
@@ -165,6 +182,7 @@ struct Recover {
     operation: String,
     release: String,
     namespace: String,
+    mode: String,
     changed: bool,
     revision: u64,
     status: String,
@@ -180,7 +198,19 @@ struct Recover {
     production_ready: Option<i64>,
     #[serde(deserialize_with = "nullable")]
     production_desired: Option<i64>,
+    recovered: Vec<Recovered>,
     next: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Recovered {
+    release: String,
+    status: String,
+    from_revision: u64,
+    action: String,
+    #[serde(deserialize_with = "nullable")]
+    to_revision: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -188,6 +218,7 @@ struct Recover {
 struct History {
     release: String,
     namespace: String,
+    mode: String,
     revision: u64,
     revisions: Vec<HistoryEntry>,
 }
@@ -224,9 +255,13 @@ struct Status {
     description: String,
     production_slot: String,
     stage_slot: String,
+    mode: String,
+    #[serde(deserialize_with = "nullable")]
+    app: Option<App>,
     slots: Vec<SlotStatus>,
     services: Vec<ServiceStatus>,
     drift: Vec<String>,
+    warnings: Vec<String>,
     #[serde(deserialize_with = "nullable")]
     owner: Option<Value>,
     #[serde(deserialize_with = "nullable")]
@@ -238,10 +273,36 @@ struct Status {
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
+struct App {
+    chart: String,
+    version: String,
+    tag_key: String,
+    repository_key: String,
+    digest_key: String,
+    replicas_key: String,
+    service: String,
+    accept: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct SlotStatus {
     slot: String,
     role: String,
     enabled: bool,
+    #[serde(deserialize_with = "nullable")]
+    release: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    state: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    revision: Option<u64>,
+    #[serde(deserialize_with = "nullable")]
+    status: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    chart: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    app_version: Option<String>,
+    tag: String,
     image: String,
     #[serde(deserialize_with = "nullable")]
     deployment: Option<String>,
@@ -251,11 +312,23 @@ struct SlotStatus {
     fully_available: bool,
     #[serde(deserialize_with = "nullable")]
     age_seconds: Option<i64>,
+    deployments: Vec<DeploymentStatus>,
     #[serde(deserialize_with = "nullable")]
     migration: Option<Migration>,
     preview: bool,
     workers: Vec<WorkerStatus>,
     cron_jobs: Vec<CronJobStatus>,
+    accepted: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeploymentStatus {
+    name: String,
+    ready: i64,
+    available: i64,
+    desired: i64,
+    routed: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -296,6 +369,8 @@ struct ServiceStatus {
     name: Option<String>,
     service: String,
     role: String,
+    #[serde(deserialize_with = "nullable")]
+    routes_to: Option<String>,
     #[serde(deserialize_with = "nullable")]
     selects: Option<String>,
     ready_endpoints: u64,
@@ -467,6 +542,14 @@ async fn every_command_prints_its_documented_json(major: u32) {
     );
     assert_eq!(
         (
+            installed.mode.as_str(),
+            installed.slot_release.as_deref(),
+            installed.chart.as_deref()
+        ),
+        ("bundled", None, None)
+    );
+    assert_eq!(
+        (
             installed.ready,
             installed.desired,
             installed.service.as_deref()
@@ -508,6 +591,12 @@ async fn every_command_prints_its_documented_json(major: u32) {
         .iter()
         .all(|s| s.fully_available && s.enabled && s.age_seconds.is_some()));
     assert_eq!(status.services[0].selects.as_deref(), Some("blue"));
+    assert_eq!(status.services[0].routes_to.as_deref(), Some("blue"));
+    assert!(status.mode == "bundled" && status.app.is_none() && status.warnings.is_empty());
+    assert!(status
+        .slots
+        .iter()
+        .all(|s| s.release.is_none() && s.deployments.len() == 1));
     assert!(status.problem.is_none() && status.lock.is_none() && status.drift.is_empty());
     assert!(status.owner.is_none());
     assert!(
@@ -568,6 +657,10 @@ async fn every_command_prints_its_documented_json(major: u32) {
         ("nginx:v2", "nginx:v1")
     );
     assert_eq!(swapped.ready_endpoints, 2);
+    assert_eq!(
+        (swapped.mode.as_str(), swapped.slot_release.as_deref()),
+        ("bundled", None)
+    );
     let back: Swap = json(&env, &["rollback", "web"], 0).await;
     assert_eq!(
         (back.operation.as_str(), back.to.as_str()),
@@ -647,7 +740,9 @@ async fn every_command_prints_its_documented_json(major: u32) {
 
     let recovered: Recover = json(&env, &["recover", "web"], 0).await;
     assert_eq!((recovered.changed, recovered.to_revision), (false, None));
+    assert_eq!(recovered.mode, "bundled");
     let history: History = json(&env, &["history", "web"], 0).await;
+    assert_eq!(history.mode, "bundled");
     assert_eq!(history.revision, history.revisions.last().unwrap().revision);
     let swaps = history
         .revisions
@@ -669,211 +764,8 @@ async fn every_command_prints_its_documented_json(major: u32) {
     env.done().await;
 }
 
-// Router mode: the same commands on a router release print these shapes (`mode: "router"`).
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterDeploy {
-    operation: String,
-    release: String,
-    namespace: String,
-    revision: u64,
-    production_slot: String,
-    stage_slot: String,
-    mode: String,
-    slot: String,
-    role: String,
-    image: String,
-    ready: i64,
-    desired: i64,
-    #[serde(deserialize_with = "nullable")]
-    service: Option<String>,
-    url: String,
-    slot_release: String,
-    slot_revision: u64,
-    chart: String,
-    accepted: Vec<String>,
-    next: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterSwap {
-    operation: String,
-    release: String,
-    namespace: String,
-    revision: u64,
-    production_slot: String,
-    stage_slot: String,
-    mode: String,
-    from: String,
-    to: String,
-    image: String,
-    previous_image: String,
-    service: String,
-    ready_endpoints: u64,
-    url: String,
-    slot_release: String,
-    previous_release: String,
-    next: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterClean {
-    operation: String,
-    release: String,
-    namespace: String,
-    revision: u64,
-    production_slot: String,
-    stage_slot: String,
-    mode: String,
-    slot: String,
-    changed: bool,
-    image: String,
-    stopped_pods: usize,
-    stop_ms: u64,
-    slot_release: String,
-    next: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterRelease {
-    operation: String,
-    release: String,
-    namespace: String,
-    revision: u64,
-    production_slot: String,
-    stage_slot: String,
-    mode: String,
-    image: String,
-    verified: Vec<String>,
-    steps: Vec<Value>,
-    next: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterRecover {
-    operation: String,
-    release: String,
-    namespace: String,
-    revision: u64,
-    #[serde(deserialize_with = "nullable")]
-    production_slot: Option<String>,
-    #[serde(deserialize_with = "nullable")]
-    stage_slot: Option<String>,
-    mode: String,
-    changed: bool,
-    status: String,
-    recovered: Vec<RouterRecovered>,
-    #[serde(deserialize_with = "nullable")]
-    production_ready: Option<i64>,
-    #[serde(deserialize_with = "nullable")]
-    production_desired: Option<i64>,
-    next: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterRecovered {
-    release: String,
-    status: String,
-    from_revision: u64,
-    action: String,
-    #[serde(deserialize_with = "nullable")]
-    to_revision: Option<u64>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterStatus {
-    release: String,
-    namespace: String,
-    revision: u64,
-    helm_status: String,
-    chart: String,
-    helm_version: String,
-    description: String,
-    production_slot: String,
-    stage_slot: String,
-    mode: String,
-    app: RouterApp,
-    slots: Vec<RouterSlotStatus>,
-    services: Vec<RouterServiceStatus>,
-    drift: Vec<String>,
-    warnings: Vec<String>,
-    #[serde(deserialize_with = "nullable")]
-    owner: Option<Value>,
-    #[serde(deserialize_with = "nullable")]
-    problem: Option<Problem>,
-    #[serde(deserialize_with = "nullable")]
-    lock: Option<Lock>,
-    next: String,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterApp {
-    chart: String,
-    version: String,
-    tag_key: String,
-    repository_key: String,
-    digest_key: String,
-    replicas_key: String,
-    service: String,
-    accept: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterSlotStatus {
-    slot: String,
-    role: String,
-    release: String,
-    state: String,
-    #[serde(deserialize_with = "nullable")]
-    revision: Option<u64>,
-    #[serde(deserialize_with = "nullable")]
-    status: Option<String>,
-    chart: String,
-    app_version: String,
-    tag: String,
-    image: String,
-    ready: i64,
-    available: i64,
-    desired: i64,
-    fully_available: bool,
-    #[serde(deserialize_with = "nullable")]
-    age_seconds: Option<i64>,
-    deployments: Vec<RouterDeploymentStatus>,
-    accepted: Vec<String>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterDeploymentStatus {
-    name: String,
-    ready: i64,
-    available: i64,
-    desired: i64,
-    routed: bool,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RouterServiceStatus {
-    name: String,
-    service: String,
-    role: String,
-    #[serde(deserialize_with = "nullable")]
-    routes_to: Option<String>,
-    #[serde(deserialize_with = "nullable")]
-    selects: Option<String>,
-    ready_endpoints: u64,
-    not_ready_endpoints: u64,
-}
+// Router mode: the same commands on a router release print the same shapes, with `mode:
+// "router"` and the slot releases named.
 
 with_both_helms!(every_router_command_prints_its_documented_json);
 
@@ -898,7 +790,7 @@ async fn every_router_command_prints_its_documented_json(major: u32) {
     )
     .await;
     assert_eq!((planned.revision, planned.steps.len()), (None, 2));
-    let installed: RouterDeploy = json(
+    let installed: Deploy = json(
         &env,
         &["deploy", "web", "--app-chart", chart, "--tag", "v1"],
         0,
@@ -908,17 +800,25 @@ async fn every_router_command_prints_its_documented_json(major: u32) {
         (
             installed.operation.as_str(),
             installed.mode.as_str(),
-            installed.slot_release.as_str()
+            installed.slot_release.as_deref()
         ),
-        ("install", "router", "web-blue")
+        ("install", "router", Some("web-blue"))
     );
-    let deployed: RouterDeploy = json(&env, &["deploy", "web", "--tag", "v2"], 0).await;
+    assert_eq!(
+        (
+            installed.slot_revision,
+            installed.chart.as_deref(),
+            installed.preview
+        ),
+        (Some(1), Some("myapp-0.1.0"), false)
+    );
+    let deployed: Deploy = json(&env, &["deploy", "web", "--tag", "v2"], 0).await;
     assert_eq!(
         (deployed.slot.as_str(), deployed.role.as_str()),
         ("green", "stage")
     );
     assert_eq!(deployed.service.as_deref(), Some("web-stage"));
-    let status: RouterStatus = json(&env, &["status", "web"], 0).await;
+    let status: Status = json(&env, &["status", "web"], 0).await;
     assert_eq!(
         (
             status.mode.as_str(),
@@ -930,27 +830,33 @@ async fn every_router_command_prints_its_documented_json(major: u32) {
     assert!(status
         .slots
         .iter()
-        .all(|s| s.fully_available && s.deployments.len() == 1));
-    assert_eq!(status.app.tag_key, "image.tag");
+        .all(|s| s.fully_available && s.deployments.len() == 1 && s.release.is_some()));
+    assert_eq!(
+        status.app.as_ref().map(|a| a.tag_key.as_str()),
+        Some("image.tag")
+    );
+    assert_eq!(status.slots[1].state.as_deref(), Some("deployed"));
     let _: DryRunPlan = json(&env, &["swap", "web", "--dry-run"], 0).await;
-    let swapped: RouterSwap = json(&env, &["swap", "web", "--expect-tag", "v2"], 0).await;
+    let swapped: Swap = json(&env, &["swap", "web", "--expect-tag", "v2"], 0).await;
     assert_eq!(
         (
             swapped.to.as_str(),
-            swapped.slot_release.as_str(),
-            swapped.previous_release.as_str()
+            swapped.slot_release.as_deref(),
+            swapped.previous_release.as_deref()
         ),
-        ("green", "web-green", "web-blue")
+        ("green", Some("web-green"), Some("web-blue"))
     );
-    let back: RouterSwap = json(&env, &["rollback", "web"], 0).await;
+    assert!(swapped.mode == "router" && swapped.workers.is_empty() && swapped.promoted.is_none());
+    let back: Swap = json(&env, &["rollback", "web"], 0).await;
     assert_eq!(back.operation, "rollback");
-    let _: RouterSwap = json(&env, &["swap", "web"], 0).await;
+    let _: Swap = json(&env, &["swap", "web"], 0).await;
     let _: DryRunPlan = json(&env, &["clean", "web", "--min-age", "0s", "--dry-run"], 0).await;
-    let cleaned: RouterClean = json(&env, &["clean", "web", "--min-age", "0s"], 0).await;
+    let cleaned: Clean = json(&env, &["clean", "web", "--min-age", "0s"], 0).await;
     assert_eq!((cleaned.slot.as_str(), cleaned.changed), ("blue", true));
-    let again: RouterClean = json(&env, &["clean", "web", "--min-age", "0s"], 0).await;
+    assert_eq!(cleaned.slot_release.as_deref(), Some("web-blue"));
+    let again: Clean = json(&env, &["clean", "web", "--min-age", "0s"], 0).await;
     assert!(!again.changed);
-    let released: RouterRelease = json(
+    let released: Release = json(
         &env,
         &[
             "release",
@@ -966,9 +872,9 @@ async fn every_router_command_prints_its_documented_json(major: u32) {
         0,
     )
     .await;
-    let step_deploy: RouterDeploy = serde_json::from_value(released.steps[0].clone()).unwrap();
-    let step_swap: RouterSwap = serde_json::from_value(released.steps[1].clone()).unwrap();
-    let step_clean: RouterClean = serde_json::from_value(released.steps[2].clone()).unwrap();
+    let step_deploy: Deploy = serde_json::from_value(released.steps[0].clone()).unwrap();
+    let step_swap: Swap = serde_json::from_value(released.steps[1].clone()).unwrap();
+    let step_clean: Clean = serde_json::from_value(released.steps[2].clone()).unwrap();
     assert_eq!(
         (
             step_deploy.slot.as_str(),
@@ -978,9 +884,10 @@ async fn every_router_command_prints_its_documented_json(major: u32) {
         ("blue", "blue", "green")
     );
     let _: DryRunPlan = json(&env, &["release", "web", "--tag", "v4", "--dry-run"], 0).await;
-    let recovered: RouterRecover = json(&env, &["recover", "web"], 0).await;
+    let recovered: Recover = json(&env, &["recover", "web"], 0).await;
     assert!(!recovered.changed && recovered.recovered.is_empty());
     let history: History = json(&env, &["history", "web"], 0).await;
+    assert_eq!(history.mode, "router");
     assert_eq!(
         history.revisions[0].summary,
         "bgslot install: v1 in blue (production)"

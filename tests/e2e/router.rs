@@ -935,8 +935,9 @@ async fn release_leftovers_and_recover(major: u32) {
     .must_exit(1)
     .must_say("production was swapped back to green");
 
-    // A deploy that never becomes ready leaves a release nothing routes to: status warns, swap
-    // refuses, and the next deploy replaces it without --replace.
+    // A deploy that never becomes ready stays recorded as staged, as in bgslot's own chart: the
+    // router records the slot before it waits, status shows it not ready, swap refuses, and only
+    // --replace (or clean) overwrites it.
     env.bgslot(&["clean", "web", "--force"])
         .await
         .must_succeed();
@@ -950,28 +951,33 @@ async fn release_leftovers_and_recover(major: u32) {
     ])
     .await
     .must_exit(1)
-    .must_say("nothing routes to it");
+    .must_say("The version stays staged in blue");
     let status = json(
         env.bgslot(&["status", "web", "-o", "json"])
             .await
             .must_succeed(),
     );
-    assert!(
-        status["warnings"][0].as_str().unwrap().contains(
-            "release web-blue exists in the blue slot, but the router does not route to it"
+    let blue = &status["slots"][0];
+    assert_eq!(
+        (
+            blue["state"].as_str(),
+            blue["fully_available"].as_bool(),
+            blue["tag"].as_str()
         ),
+        (Some("deployed"), Some(false), Some("v4-never-ready")),
         "{status}"
     );
+    assert_eq!(status["warnings"], serde_json::json!([]), "{status}");
+    refused(&env, &["swap", "web"], "is not fully available").await;
     refused(
         &env,
-        &["swap", "web"],
-        "is left from a deploy that did not finish",
+        &["deploy", "web", "--tag", "v5"],
+        "the idle slot blue already runs a staged version (nginx:v4-never-ready, release web-blue)",
     )
     .await;
-    env.bgslot(&["deploy", "web", "--tag", "v5"])
+    env.bgslot(&["deploy", "web", "--tag", "v5", "--replace"])
         .await
-        .must_succeed()
-        .must_say("nothing routes to it, so it is replaced");
+        .must_succeed();
 
     // A --replace whose chart hook fails leaves the staged release failed: swap refuses, recover
     // rolls it back, and a redeploy stages again.

@@ -1,10 +1,13 @@
-//! The flags that say what a deploy stages and how (shared with `release`), each value parsed and
-//! checked on the command line so a malformed one is a usage error naming the flag.
+//! The flags that say what a deploy stages and how (shared with `release`), a router's among them,
+//! each value parsed and checked on the command line so a malformed one is a usage error naming
+//! the flag.
 
 use std::path::PathBuf;
 
-use super::decide::{DeployRequest, Version};
+
 use crate::names::{ImageRef, SetArg, Tag};
+use crate::slots::router::{AppChanges, Risk};
+use crate::slots::{DeployRequest, Version};
 
 /// The new version and how to stage it; shared with `release`.
 #[derive(Debug, Clone, clap::Args)]
@@ -59,7 +62,7 @@ pub struct ImageArgs {
     pub create_namespace: bool,
 
     #[command(flatten)]
-    pub app: crate::commands::router::AppArgs,
+    pub app: AppArgs,
 }
 
 fn parse_replicas(text: &str) -> Result<u32, String> {
@@ -124,14 +127,150 @@ impl ImageArgs {
             user_sets: self.set.clone(),
             slot_values: self.slot_values.iter().map(|f| f.values.clone()).collect(),
             slot_sets: self.slot_set.clone(),
+            app: self.app.changes(),
         }
     }
 }
 
 
+/// The flags of `deploy` (and `release`) that only router mode reads. They are recorded in the
+/// router at its first deploy; later ones repeat a flag only to change it.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AppArgs {
+    /// Router mode: the chart each slot is a release of (a path, REPO/NAME or oci://...). The
+    /// first deploy of a release with it makes the release a router; later deploys use it anyway
+    #[arg(
+        long,
+        value_name = "PATH|REF",
+        help_heading = "Your own chart (router mode)"
+    )]
+    pub app_chart: Option<String>,
+    /// The version of --app-chart to install (a repository or OCI chart)
+    #[arg(
+        long,
+        value_name = "VERSION",
+        help_heading = "Your own chart (router mode)"
+    )]
+    pub app_chart_version: Option<String>,
+    /// The value the chart reads its image tag from [default: image.tag]
+    #[arg(long, value_name = "KEY", value_parser = value_key, help_heading = "Your own chart (router mode)")]
+    pub tag_key: Option<String>,
+    /// The value the chart reads its image repository from, set by --image ('' for none)
+    #[arg(long, value_name = "KEY", value_parser = optional_value_key, help_heading = "Your own chart (router mode)")]
+    pub repository_key: Option<String>,
+    /// The value the chart reads an image digest from: set by --image, cleared by --tag ('' for none)
+    #[arg(long, value_name = "KEY", value_parser = optional_value_key, help_heading = "Your own chart (router mode)")]
+    pub digest_key: Option<String>,
+    /// The value the chart reads its replica count from; '' lets bgslot scale the slot's
+    /// Deployments itself [default: replicaCount]
+    #[arg(long, value_name = "KEY", value_parser = optional_value_key, help_heading = "Your own chart (router mode)")]
+    pub replicas_key: Option<String>,
+    /// The chart's Service whose selector and ports the router copies, {release} standing for the
+    /// slot release (e.g. '{release}-podinfo') [default: the one Service that selects a Deployment]
+    #[arg(
+        long,
+        value_name = "NAME",
+        help_heading = "Your own chart (router mode)"
+    )]
+    pub service: Option<String>,
+    /// Run a chart that renders what is unsafe twice side by side, by name: cluster-scoped,
+    /// stateful, jobs, daemonset, delete-hooks (repeat it; `none` accepts nothing again)
+    #[arg(long = "accept", value_name = "RISK", value_parser = accept_arg, help_heading = "Your own chart (router mode)")]
+    pub accept: Vec<Accept>,
+    /// A values file for the router release itself (bgslot's chart: ingress, service, extraServices, ...)
+    #[arg(long = "router-values", value_name = "FILE", value_parser = readable_file, help_heading = "Your own chart (router mode)")]
+    pub router_values: Vec<PathBuf>,
+    /// A value for the router release itself (e.g. ingress.host=web.example.com)
+    #[arg(
+        long = "router-set",
+        value_name = "KEY=VALUE",
+        help_heading = "Your own chart (router mode)"
+    )]
+    pub router_set: Vec<SetArg>,
+}
+
+/// One `--accept`: a risk, or `none`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Accept {
+    Risk(Risk),
+    None,
+}
+
+fn accept_arg(text: &str) -> Result<Accept, String> {
+    if text == "none" {
+        return Ok(Accept::None);
+    }
+    text.parse().map(Accept::Risk)
+}
+
+/// A value path as helm's `--set` takes it: dotted, without `=` or `,`.
+fn value_key(text: &str) -> Result<String, String> {
+    if text.is_empty()
+        || text.contains(['=', ',', ' '])
+        || text.starts_with('.')
+        || text.ends_with('.')
+    {
+        return Err(format!(
+            "'{text}' is not a value path: use dotted keys as --set takes them (e.g. image.tag)"
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn optional_value_key(text: &str) -> Result<String, String> {
+    if text.is_empty() {
+        Ok(String::new())
+    } else {
+        value_key(text)
+    }
+}
+
+impl AppArgs {
+    /// The app settings these flags change, as plain values.
+    pub fn changes(&self) -> AppChanges {
+        AppChanges {
+            chart: self.app_chart.clone(),
+            version: self.app_chart_version.clone(),
+            tag_key: self.tag_key.clone(),
+            repository_key: self.repository_key.clone(),
+            digest_key: self.digest_key.clone(),
+            replicas_key: self.replicas_key.clone(),
+            service: self.service.clone(),
+            accept: (!self.accept.is_empty()).then(|| {
+                self.accept
+                    .iter()
+                    .filter_map(|a| match a {
+                        Accept::Risk(r) => Some(*r),
+                        Accept::None => None,
+                    })
+                    .collect()
+            }),
+            router_values: self.router_values.clone(),
+            router_set: self.router_set.clone(),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn value_paths_are_checked_on_the_command_line() {
+        assert_eq!(value_key("image.tag"), Ok("image.tag".into()));
+        for bad in ["", "a=b", "a,b", ".a", "a.", "a b"] {
+            assert!(value_key(bad).is_err(), "{bad}");
+        }
+        assert_eq!(optional_value_key(""), Ok(String::new()));
+        assert_eq!(accept_arg("none"), Ok(Accept::None));
+        assert!(accept_arg("pvc").unwrap_err().contains("cluster-scoped"));
+        let none = AppArgs {
+            accept: vec![Accept::None],
+            ..AppArgs::default()
+        };
+        assert_eq!(none.changes().accept, Some(Vec::new()));
+        assert_eq!(AppArgs::default().changes(), AppChanges::default());
+    }
 
     #[test]
     fn replicas_are_never_zero() {

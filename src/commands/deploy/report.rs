@@ -1,21 +1,20 @@
-//! What a deploy reports: where the version went, how ready it is, where to reach it, what next.
+//! What a deploy reports, for either kind of slot: where the version went, how ready it is, where
+//! to reach it (and, for a router, which release the slot is now), what next.
 
 use std::fmt;
 
 use serde::Serialize;
 
-use crate::cluster::SlotState;
 use crate::commands::Header;
-use crate::observe::Observation;
-use crate::rules;
-use crate::wait::workers::WorkerPods;
-use crate::vocab::{Op, Role, Slot};
+use crate::slots::router::Risk;
+use crate::vocab::{Mode, Role, Slot};
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
 pub struct DeployReport {
     /// `operation` is `install` or `deploy`.
     #[serde(flatten)]
     pub header: Header,
+    pub mode: Mode,
     /// The slot the version went to.
     pub slot: Slot,
     pub role: Role,
@@ -28,6 +27,16 @@ pub struct DeployReport {
     pub preview: bool,
     /// The slot's workers as the deploy left them (at `stageReplicas` in a staged slot).
     pub workers: Vec<WorkerCount>,
+    /// The release of the team's chart the slot is now (a router's; `null` for bgslot's chart).
+    pub slot_release: Option<String>,
+    pub slot_revision: Option<u64>,
+    /// `NAME-VERSION` of that chart.
+    pub chart: Option<String>,
+    /// The risks its render has, accepted with `--accept`.
+    pub accepted: Vec<Risk>,
+    /// The version deployed, as a swap expects it (the tag, else the digest).
+    #[serde(skip)]
+    pub version: String,
 }
 
 /// A worker's pods in the slot.
@@ -38,43 +47,22 @@ pub struct WorkerCount {
     pub desired: i32,
 }
 
-impl DeployReport {
-    /// The report of a deploy (or install) into `slot`, from the release as it is `after` it and
-    /// the state its wait ended with.
-    pub fn new(after: &Observation, install: bool, slot: Slot, state: &SlotState, workers: &[WorkerPods]) -> DeployReport {
-        let values = &after.values;
-        let role = if install { Role::Production } else { Role::Stage };
-        let service = after.cluster.service(role).map(|s| s.name.clone());
-        let op = if install { Op::Install } else { Op::Deploy };
-        DeployReport {
-            header: Header::of(op, after).next(rules::next_step(&after.release, values, &after.cluster, after.latest())),
-            slot,
-            role,
-            image: state.image.clone().unwrap_or_else(|| values.slot(slot).image()),
-            ready: state.ready,
-            desired: state.desired,
-            url: values.url(role, service.as_deref().unwrap_or("SERVICE"), &after.namespace),
-            service,
-            preview: values.slot(slot).preview,
-            workers: workers
-                .iter()
-                .map(|w| WorkerCount {
-                    name: w.worker.name.clone(),
-                    ready: w.worker.state.ready,
-                    desired: w.worker.state.desired,
-                })
-                .collect(),
-        }
-    }
-}
-
 impl fmt::Display for DeployReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
+        write!(
             f,
             "{}: {} is ready ({}/{}) running {} as {}",
             self.header.release, self.slot, self.ready, self.desired, self.image, self.role
         )?;
+        if let Some(release) = &self.slot_release {
+            write!(
+                f,
+                " (release {release} revision {}, {})",
+                self.slot_revision.unwrap_or_default(),
+                self.chart.as_deref().unwrap_or("chart unknown")
+            )?;
+        }
+        writeln!(f)?;
         writeln!(
             f,
             "  {} service: {} -> {}",
@@ -84,6 +72,10 @@ impl fmt::Display for DeployReport {
         )?;
         if self.preview {
             writeln!(f, "  staged small: `bgslot swap {}` brings it to production's capacity first", self.header.release)?;
+        }
+        if !self.accepted.is_empty() {
+            let accepted: Vec<&str> = self.accepted.iter().map(|r| r.as_str()).collect();
+            writeln!(f, "  accepted risks: {}", accepted.join(", "))?;
         }
         for w in &self.workers {
             match w.desired {

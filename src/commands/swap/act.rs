@@ -12,12 +12,13 @@ use super::decide::{Promote, SwapPlan};
 use super::report::{CronJobMove, Promotion, SwapReport, WorkerCount, WorkerMove};
 use crate::commands::Header;
 use crate::context::Ctx;
-use crate::observe::Observation;
+use crate::values::ReleaseValues;
+use crate::slots::{Seen, SlotKind};
 use crate::vocab::{Role, Slot};
-use crate::wait::{self, workers::WorkerPods};
+use crate::wait::{self, workers::WorkerPods, SlotRollout};
 
-pub async fn act(ctx: &Ctx, seen: &Observation, plan: SwapPlan) -> Result<SwapReport> {
-    let release = &seen.release;
+pub async fn act<K: SlotKind>(ctx: &Ctx, seen: &Seen<K>, plan: SwapPlan) -> Result<SwapReport> {
+    let release = seen.name();
     let (from, to, op) = (plan.from, plan.to, plan.kind.op());
     let mut writes = 0;
     let promoted = match &plan.promote {
@@ -34,7 +35,7 @@ pub async fn act(ctx: &Ctx, seen: &Observation, plan: SwapPlan) -> Result<SwapRe
     writes += 1;
     let not_held = |name: &String| !plan.stop_first.contains(name);
     size_workers(ctx, release, to, &plan.worker_capacity, not_held).await?;
-    let endpoints = wait::production_serves(&ctx.cluster, release, to, ctx.timeout())
+    let endpoints = wait::production_serves(&ctx.cluster, release, &seen.pods, to, ctx.timeout())
         .await
         .with_context(|| format!("helm applied the {op} of {release}, but the production Service does not serve {to} yet"))?;
     let back = format!("production routes to {to}; `bgslot rollback {release}` moves everything back");
@@ -58,7 +59,8 @@ pub async fn act(ctx: &Ctx, seen: &Observation, plan: SwapPlan) -> Result<SwapRe
         let gap = stopped.elapsed().as_millis() as u64;
         gaps.extend(started.into_iter().map(|w| (w.worker.name, gap)));
     }
-    let names: Vec<String> = seen.values.workloads.workers.iter().map(|w| w.name.clone()).collect();
+    let values = &seen.release.values;
+    let names: Vec<String> = values.workloads.workers.iter().map(|w| w.name.clone()).collect();
     let (running, stopped) = tokio::try_join!(
         async {
             wait::workers_settled(&ctx.cluster, release, to, &names, ctx.timeout(), ctx.events.as_ref())
@@ -71,40 +73,41 @@ pub async fn act(ctx: &Ctx, seen: &Observation, plan: SwapPlan) -> Result<SwapRe
                 .with_context(|| format!("the workers of {from} did not all stop; {back}"))
         },
     )?;
-    let cron_jobs = if seen.values.workloads.cron_jobs.is_empty() {
+    let cron_jobs = if values.workloads.cron_jobs.is_empty() {
         Vec::new()
     } else {
         ctx.cluster.cron_jobs(release).await?
     };
     let service = seen
-        .cluster
         .service(Role::Production)
         .map(|s| s.name.clone())
-        .unwrap_or_default();
-    let mut after = seen.values.clone();
-    after.production = to;
+        .unwrap_or_else(|| release.to_string());
+    let (target, previous) = (seen.slot(to), seen.slot(from));
     Ok(SwapReport {
-        header: Header::new(op, release, &seen.namespace)
+        header: Header::new(op, release, seen.namespace())
             .revision(seen.latest().revision + writes)
             .production(to)
             .next(format!("bgslot clean {release}   (or: bgslot rollback {release})")),
+        mode: K::MODE,
         from,
         to,
-        image: after.slot(to).image(),
-        previous_image: after.slot(from).image(),
-        url: after.url(Role::Production, &service, &seen.namespace),
+        image: target.image.clone(),
+        previous_image: previous.image.clone(),
+        url: values.url(Role::Production, &service, seen.namespace(), target.port),
         service,
         ready_endpoints: endpoints,
         promoted,
-        workers: worker_moves(seen, &running, &stopped, &gaps),
+        workers: worker_moves(values, &running, &stopped, &gaps),
         cron_jobs: CronJobMove::of(&cron_jobs, to),
+        slot_release: target.release.clone(),
+        previous_release: previous.release.clone(),
     })
 }
 
 /// Brings a slot staged small to production's capacity and waits until it serves at that size
 /// behind the stage Service. A failure leaves production as it was and the slot staged.
-async fn promote(ctx: &Ctx, seen: &Observation, p: &Promote, slot: Slot) -> Result<Promotion> {
-    let release = &seen.release;
+async fn promote<K>(ctx: &Ctx, seen: &Seen<K>, p: &Promote, slot: Slot) -> Result<Promotion> {
+    let release = seen.name();
     let unchanged = || format!("production is unchanged and {slot} stays staged");
     ctx.events.step(&if p.grows() {
         format!(
@@ -123,10 +126,12 @@ async fn promote(ctx: &Ctx, seen: &Observation, p: &Promote, slot: Slot) -> Resu
         };
         ctx.scale(&name, p.to).await?;
     }
-    let state = wait::slot_available(&ctx.cluster, release, slot, ctx.timeout(), ctx.events.as_ref())
+    let rollout = SlotRollout::of_chart(release, slot);
+    let done = wait::slot_rolled_out(&ctx.cluster, release, slot, &rollout, ctx.timeout(), ctx.events.as_ref())
         .await
         .with_context(|| format!("the {slot} slot of {release} did not reach {} available pods; {}", p.to, unchanged()))?;
-    wait::endpoints_ready(&ctx.cluster, release, Role::Stage, slot, state.desired.max(0) as usize, ctx.timeout())
+    let desired = done.totals.desired.max(0) as usize;
+    wait::endpoints_ready(&ctx.cluster, release, &seen.pods, Role::Stage, slot, desired, ctx.timeout())
         .await
         .with_context(|| format!("the stage Service of {release} does not route to all {} pods of {slot}; {}", p.to, unchanged()))?;
     Ok(Promotion { from: p.from, to: p.to })
@@ -153,7 +158,7 @@ async fn size_workers(
 }
 
 fn worker_moves(
-    seen: &Observation,
+    values: &ReleaseValues,
     running: &[WorkerPods],
     stopped: &[WorkerPods],
     gaps: &BTreeMap<String, u64>,
@@ -165,7 +170,7 @@ fn worker_moves(
             desired: w.worker.state.desired,
         })
     };
-    seen.values
+    values
         .workloads
         .workers
         .iter()

@@ -9,10 +9,10 @@ use super::{SwapKind, SwapRequest};
 use crate::chart::ChartSource;
 use crate::cluster::{MigrationPhase, Observed};
 use crate::error::Refusal;
-use crate::helm::{Revision, SetValue, Write};
-use crate::observe::Observation;
+use crate::helm::{SetValue, Write};
 use crate::record::Recorded;
 use crate::rules;
+use crate::slots::{Holds, Seen, SlotKind};
 use crate::values::ReleaseValues;
 use crate::vocab::{Role, Slot};
 use crate::workers::{Desired, Effect};
@@ -58,65 +58,74 @@ impl Promote {
 
 /// Flips production to the other slot, if and only if that slot can take production traffic
 /// now: it runs, runs what was expected, is fully available behind the stage Service, and is at
-/// least as large as what production is meant to serve.
-pub fn decide(seen: &Observation, request: &SwapRequest, chart: &ChartSource) -> Result<SwapPlan, Refusal> {
-    let release = seen.release.to_string();
+/// least as large as what production is meant to serve. The same rules for both kinds of slot;
+/// what each kind saw of its slots is in their views.
+pub fn decide<K: SlotKind>(seen: &Seen<K>, request: &SwapRequest, chart: &ChartSource) -> Result<SwapPlan, Refusal> {
+    let release = seen.name().to_string();
     let release = release.as_str();
-    let values = &seen.values;
-    let observed = &seen.cluster;
+    let values = &seen.release.values;
+    let observed = &seen.release.cluster;
     rules::check_gitops(release, observed, request.force)?;
-    rules::check_helm_state(release, &seen.history)?;
-    let from = values.production;
-    let to = values.stage();
-    let target = values.slot(to);
-    let state = observed.slot(to);
-    if !target.enabled || state.deployment.is_none() {
+    rules::check_helm_state(release, seen.history())?;
+    let from = seen.production();
+    let to = from.other();
+    let target = seen.slot(to);
+    if !target.runs() {
         return Err(match request.kind {
             SwapKind::Swap => Refusal::new(
-                format!(
-                    "nothing is staged: the {to} slot is empty, so there is nothing to swap to"
-                ),
-                format!("deploy a version first: `bgslot deploy {release} --tag TAG`"),
+                format!("nothing is staged: the {to} slot is empty, so there is nothing to swap to"),
+                match (&target.release, target.unrecorded) {
+                    (Some(left), true) => format!("release {left} is left from a deploy that did not finish: deploy again (`bgslot deploy {release} --tag TAG`)"),
+                    _ => format!("deploy a version first: `bgslot deploy {release} --tag TAG`"),
+                },
+            ),
+            SwapKind::Rollback if target.holds == Holds::Nothing => Refusal::new(
+                format!("the {to} slot never ran a release, so there is nothing to roll back to"),
+                format!("production is {from}; `bgslot status {release}` shows both slots"),
             ),
             SwapKind::Rollback => Refusal::new(
                 format!(
-                    "the previous slot {to} is gone (cleaned), so there is nothing to roll back to"
+                    "the previous slot {to} is gone (cleaned{}), so there is nothing to roll back to",
+                    target.release.as_ref().map(|r| format!(": release {r} was uninstalled")).unwrap_or_default()
                 ),
-                rollback_hint(release, &seen.history, values),
+                K::way_back(seen, to),
             ),
         });
     }
     if request.kind == SwapKind::Rollback {
-        if let Some(staged) = rules::staged_since_last_move(&seen.history, to) {
+        if let Some(staged) = rules::staged_since_last_move(seen.history(), to) {
             return Err(Refusal::new(
                 format!(
                     "the {to} slot holds {} staged in revision {}, not the previous production: there is nothing to roll back to",
-                    target.image(),
+                    target.image,
                     staged.revision
                 ),
                 format!("`bgslot swap {release}` makes the staged version live; `bgslot clean {release}` removes it"),
             ));
         }
     }
+    if let Some(trouble) = &target.trouble {
+        return Err(trouble.clone());
+    }
+    if let Some(changed) = target.drift.as_ref().filter(|_| !request.force) {
+        return Err(Refusal::new(
+            changed.clone(),
+            format!("what runs there is not what bgslot deployed and checked: redeploy it (`bgslot deploy {release} --tag TAG --replace`), or pass --force to swap to it anyway"),
+        ));
+    }
     if let Some(want) = &request.expect_tag {
-        let runs = [Some(&target.tag), target.digest.as_ref()];
-        if !runs.iter().flatten().any(|have| *have == want) {
-            let runs = if target.tag.is_empty() {
-                target.image()
-            } else {
-                format!("tag {}", target.tag)
-            };
+        if !target.runs_version(want) {
             return Err(Refusal::new(
-                format!("the {to} slot runs {runs} but --expect-tag is {want}"),
+                format!("the {to} slot runs {} but --expect-tag is {want}", target.runs),
                 format!("check what is staged with `bgslot status {release}`; deploy {want} with `bgslot deploy {release} --tag {want} --replace`"),
             ));
         }
     }
-    let drifted = rules::check_drift(release, values, observed, request.force)?;
+    rules::check_drift(K::drifted(), &seen.drift, request.force)?;
     // Helm 4 applies server-side: it cannot move a selector that a hand edit left owned by
     // another field manager, even one that matches the values again.
-    let owned_elsewhere = if seen.helm_major >= 4 {
-        rules::foreign_selector_owners(values, observed)
+    let owned_elsewhere = if seen.release.helm_major >= 4 {
+        seen.foreign_owners()
     } else {
         Vec::new()
     };
@@ -129,7 +138,7 @@ pub fn decide(seen: &Observation, request: &SwapRequest, chart: &ChartSource) ->
             "check that nobody steers traffic by hand now, then pass --force: the swap takes the field back (--force-conflicts)".to_string(),
         ));
     }
-    if let Some(migration) = observed.migration(to) {
+    if let Some(migration) = &target.migration {
         if migration.phase != MigrationPhase::Succeeded {
             let how = match (&migration.phase, &migration.reason) {
                 (MigrationPhase::Failed, Some(reason)) => format!("failed: {reason}"),
@@ -148,56 +157,47 @@ pub fn decide(seen: &Observation, request: &SwapRequest, chart: &ChartSource) ->
     if let Some(workers) = (!values.workloads.workers.is_empty()).then_some(&values.workloads) {
         workers.check_can_run(release, observed, to)?;
     }
-    if !state.fully_available() {
+    if !target.available {
         return Err(Refusal::new(
-            format!(
-                "the {to} slot is not fully available ({}/{} ready, {} available, {} updated)",
-                state.ready, state.desired, state.available, state.updated
-            ),
+            format!("the {to} slot{} is not fully available{}", target.of_release(), target.unavailable),
             format!("wait for it (`bgslot status {release}`), or redeploy with `bgslot deploy {release} --tag TAG --replace`"),
         ));
     }
-    let stage_ready = observed
-        .service(Role::Stage)
-        .map(|s| s.ready_in(to))
-        .unwrap_or(0);
-    // A drifted stage Service may not select the target at all; a forced swap then relies on the
-    // Deployment's availability alone and confirms endpoints after the flip.
-    let forced_over_drift = request.force && !drifted.is_empty();
-    let take_back = request.force && (!drifted.is_empty() || !owned_elsewhere.is_empty());
+    let stage_ready = seen.service(Role::Stage).map(|s| s.ready_in(to)).unwrap_or(0);
+    // A drifted stage Service may not route to the target at all; a forced swap then relies on
+    // the slot's availability alone and confirms endpoints after the flip.
+    let forced_over_drift = request.force && !seen.drift.is_empty();
+    let take_back = request.force && (!seen.drift.is_empty() || !owned_elsewhere.is_empty());
     if stage_ready == 0 && !forced_over_drift {
         return Err(Refusal::new(
-            format!("the {to} slot has no ready endpoints behind its Service"),
-            format!("check its pods and Service with `bgslot status {release}` and `kubectl get endpoints -n NAMESPACE`"),
+            format!("the {to} slot has no ready endpoints behind the stage Service"),
+            format!("check its pods and the Service with `bgslot status {release}` and `kubectl get endpoints -n NAMESPACE`"),
         ));
     }
     // Capacity: what production is meant to serve (its desired replicas, which an HPA sets),
     // never a count a rolling update inflates for a moment. A slot staged small is brought to it
     // first; one that was not (someone scaled it by hand) is refused.
-    let live = observed.slot(from);
-    let capacity = live.desired.max(0) as u64;
-    let promote = promotion(to, target.preview, state.desired.max(0) as u64, capacity, values.autoscaling);
-    if promote.is_none() && state.available < live.desired {
+    let serving = seen.slot(from).totals.desired.max(0);
+    let promote = promotion(to, target.preview, target.totals.desired.max(0) as u64, serving as u64, values.autoscaling);
+    if promote.is_none() && target.totals.available < serving {
         return Err(Refusal::new(
             format!(
-                "the {to} slot has {} available pods but production ({from}) is meant to serve with {}",
-                state.available, live.desired
+                "the {to} slot has {} available pods but production ({from}) is meant to serve with {serving}",
+                target.totals.available
             ),
-            format!(
-                "scale it up: `bgslot deploy {release} --tag {} --replace --replicas {}`",
-                target.tag, live.desired
-            ),
+            format!("scale it up: `bgslot deploy {release} --tag {} --replace --replicas {serving}`", target.tag),
         ));
     }
+    let reset_then_reuse = chart.differs_from(&seen.latest().chart);
     let promote = promote.map(|mut p| {
-        p.write.reset_then_reuse = chart.differs_from(&seen.latest().chart);
+        p.write.reset_then_reuse = reset_then_reuse;
         p.write.force_conflicts = take_back;
         p
     });
     let mut plan = plan_flip(request.kind, from, to, values, observed, promote);
     for write in [Some(&mut plan.write), plan.start_workers.as_mut()].into_iter().flatten() {
         write.force_conflicts = take_back;
-        write.reset_then_reuse = chart.differs_from(&seen.latest().chart);
+        write.reset_then_reuse = reset_then_reuse;
     }
     Ok(plan)
 }
@@ -279,27 +279,15 @@ pub fn flip_write(kind: SwapKind, from: Slot, to: Slot) -> Write {
     Write::upgrade(kind.record(from, to)).set("productionSlot", SetValue::Str(to.as_str().into()))
 }
 
-fn rollback_hint(release: &str, history: &[Revision], values: &ReleaseValues) -> String {
-    let gone = values.stage();
-    let helm = match rules::revision_with_production_on(history, gone) {
-        Some(r) => format!(
-            "`helm rollback {release} {}` restores revision {} at once (production moves before the old pods are ready)",
-            r.revision, r.revision
-        ),
-        None => format!("`helm history {release}` then `helm rollback {release} REVISION` restores an older revision at once"),
-    };
-    format!(
-        "the safe way back is `bgslot deploy {release} --tag OLD_TAG` then `bgslot swap {release}`; {helm}; production is {} running {}",
-        values.production,
-        values.slot(values.production).image()
-    )
-}
-
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::fixtures::*;
+    use crate::observe::Observation;
+
+    fn decide_bundled(s: &Observation, r: &SwapRequest, c: &ChartSource) -> Result<SwapPlan, Refusal> {
+        decide(&crate::slots::bundled::seen(s.clone()), r, c)
+    }
 
     fn chart() -> ChartSource {
         ChartSource::resolve(None).unwrap()
@@ -320,12 +308,12 @@ mod tests {
     }
 
     fn refuse(s: &Observation, expect: Option<&str>) -> String {
-        decide(s, &request(expect), &chart()).unwrap_err().reason
+        decide_bundled(s, &request(expect), &chart()).unwrap_err().reason
     }
 
     #[test]
     fn swap_flips_only_production_slot() {
-        let plan = decide(&seen(Slot::Blue, true, observed(3, 3)), &request(Some("v2")), &chart()).unwrap();
+        let plan = decide_bundled(&seen(Slot::Blue, true, observed(3, 3)), &request(Some("v2")), &chart()).unwrap();
         assert_eq!((plan.from, plan.to), (Slot::Blue, Slot::Green));
         assert_eq!(sets(&plan.write), ["productionSlot=green"]);
         assert_eq!(plan.write.description(), "bgslot swap blue->green");
@@ -342,18 +330,18 @@ mod tests {
         partial.slots.green.ready = 2;
         assert!(refuse(&seen(Slot::Blue, true, partial), None).contains("not fully available (2/3 ready"));
         let mut no_endpoints = observed(3, 3);
-        no_endpoints.stage_service = Some(service("web-stage", Slot::Green, 0));
+        no_endpoints.services[1] = service("web-stage", Role::Stage, Slot::Green, 0);
         assert!(refuse(&seen(Slot::Blue, true, no_endpoints), None).contains("no ready endpoints"));
         let mut smaller = observed(5, 3);
         smaller.slots.blue.desired = 5;
         assert!(refuse(&seen(Slot::Blue, true, smaller), None)
             .contains("has 3 available pods but production (blue) is meant to serve with 5"));
         let mut drifted = observed(3, 3);
-        drifted.production_service = Some(service("web", Slot::Green, 3));
+        drifted.services[0] = service("web", Role::Production, Slot::Green, 3);
         assert!(refuse(&seen(Slot::Blue, true, drifted.clone()), None)
             .contains("Service web (production) selects green but the values say blue"));
         let forced = SwapRequest { force: true, ..request(None) };
-        assert!(decide(&seen(Slot::Blue, true, drifted), &forced, &chart()).unwrap().write.force_conflicts);
+        assert!(decide_bundled(&seen(Slot::Blue, true, drifted), &forced, &chart()).unwrap().write.force_conflicts);
         let mut pending = seen(Slot::Blue, true, observed(3, 3));
         pending.history.push(rev(3, "pending-upgrade", "", "t"));
         assert!(refuse(&pending, None).contains("pending-upgrade"));
@@ -362,14 +350,14 @@ mod tests {
     #[test]
     fn helm_4_cannot_move_a_selector_a_hand_edit_still_owns() {
         let mut obs = observed(3, 3);
-        obs.stage_service.as_mut().unwrap().selector_owner = Some("kubectl-patch".into());
+        obs.services[1].selector_owner = Some("kubectl-patch".into());
         let mut s = seen(Slot::Blue, true, obs);
         assert!(refuse(&s, None)
             .contains("the slot selector of Service web-stage was last written by kubectl-patch"));
         let forced = SwapRequest { force: true, ..request(None) };
-        assert!(decide(&s, &forced, &chart()).unwrap().write.force_conflicts);
+        assert!(decide_bundled(&s, &forced, &chart()).unwrap().write.force_conflicts);
         s.helm_major = 3;
-        assert!(!decide(&s, &request(None), &chart()).unwrap().write.force_conflicts);
+        assert!(!decide_bundled(&s, &request(None), &chart()).unwrap().write.force_conflicts);
     }
 
     #[test]
@@ -386,7 +374,7 @@ mod tests {
         obs.migrations.insert(Slot::Green, job(MigrationPhase::Failed, Some("BackoffLimitExceeded")));
         assert!(refuse(&seen(Slot::Blue, true, obs.clone()), None).contains("(failed: BackoffLimitExceeded)"));
         obs.migrations.insert(Slot::Green, job(MigrationPhase::Succeeded, None));
-        assert!(decide(&seen(Slot::Blue, true, obs), &request(None), &chart()).is_ok());
+        assert!(decide_bundled(&seen(Slot::Blue, true, obs), &request(None), &chart()).is_ok());
     }
 
     #[test]
@@ -397,7 +385,7 @@ mod tests {
         rolling.slots.blue.ready = 2;
         rolling.slots.blue.total = 2;
         rolling.slots.blue.updated = 1;
-        assert!(decide(&seen(Slot::Blue, true, rolling), &request(None), &chart()).is_ok());
+        assert!(decide_bundled(&seen(Slot::Blue, true, rolling), &request(None), &chart()).is_ok());
     }
 
     #[test]
@@ -405,7 +393,7 @@ mod tests {
         let staged = |green_pods: i32| {
             let mut s = seen(Slot::Blue, true, observed(3, green_pods));
             s.values.slots.green.preview = true;
-            decide(&s, &request(None), &chart()).unwrap().promote.unwrap()
+            decide_bundled(&s, &request(None), &chart()).unwrap().promote.unwrap()
         };
         // Staged small: brought to production's 3 pods.
         let small = staged(1);
@@ -418,7 +406,7 @@ mod tests {
             assert_eq!(sets(&full.write), ["green.preview=false".to_string(), format!("green.replicaCount={pods}")]);
         }
         // Not a preview: no promotion.
-        assert!(decide(&seen(Slot::Blue, true, observed(3, 3)), &request(None), &chart()).unwrap().promote.is_none());
+        assert!(decide_bundled(&seen(Slot::Blue, true, observed(3, 3)), &request(None), &chart()).unwrap().promote.is_none());
     }
 
     #[test]
@@ -426,7 +414,7 @@ mod tests {
         let digest = format!("sha256:{}", "d".repeat(64));
         let mut s = seen(Slot::Blue, true, observed(3, 3));
         s.values.slots.green.digest = Some(digest.clone());
-        assert!(decide(&s, &request(Some(&digest)), &chart()).is_ok());
+        assert!(decide_bundled(&s, &request(Some(&digest)), &chart()).is_ok());
     }
 
     #[test]
@@ -434,16 +422,15 @@ mod tests {
         let back = SwapRequest { kind: SwapKind::Rollback, ..request(None) };
         // Green was staged after blue went live: it is a new version, not a way back.
         let staged = seen(Slot::Blue, true, observed(3, 3));
-        let err = decide(&staged, &back, &chart()).unwrap_err();
+        let err = decide_bundled(&staged, &back, &chart()).unwrap_err();
         assert!(err.reason.contains("staged in revision 2, not the previous production"), "{err:?}");
         // After a swap, the other slot holds what production left: rolling back returns to it.
         let mut swapped = seen(Slot::Green, true, crate::cluster::Observed {
-            production_service: Some(service("web", Slot::Green, 3)),
-            stage_service: Some(service("web-stage", Slot::Blue, 3)),
+            services: vec![service("web", Role::Production, Slot::Green, 3), service("web-stage", Role::Stage, Slot::Blue, 3)],
             ..observed(3, 3)
         });
         swapped.history.push(rev(3, "deployed", "bgslot swap blue->green", "t"));
-        assert_eq!(decide(&swapped, &back, &chart()).unwrap().to, Slot::Blue);
+        assert_eq!(decide_bundled(&swapped, &back, &chart()).unwrap().to, Slot::Blue);
     }
 
     #[test]
@@ -458,13 +445,12 @@ mod tests {
         v.slots.blue.enabled = false;
         let obs = crate::cluster::Observed {
             slots: crate::vocab::PerSlot { blue: Default::default(), green: ready(3) },
-            production_service: Some(service("web", Slot::Green, 3)),
-            stage_service: Some(service("web-stage", Slot::Blue, 0)),
+            services: vec![service("web", Role::Production, Slot::Green, 3), service("web-stage", Role::Stage, Slot::Blue, 0)],
             ..Default::default()
         };
         let s = observation(v, obs, history);
         let back = SwapRequest { kind: SwapKind::Rollback, ..request(None) };
-        let err = decide(&s, &back, &chart()).unwrap_err();
+        let err = decide_bundled(&s, &back, &chart()).unwrap_err();
         assert!(err.reason.contains("previous slot blue is gone"), "{err:?}");
         assert!(err.hint.contains("helm rollback web 2"), "{}", err.hint);
     }
@@ -485,9 +471,108 @@ mod tests {
             ..observed(3, 0)
         };
         let back = SwapRequest { kind: SwapKind::Rollback, ..request(None) };
-        let err = decide(&observation(v, obs, history), &back, &chart()).unwrap_err();
+        let err = decide_bundled(&observation(v, obs, history), &back, &chart()).unwrap_err();
         assert!(err.reason.contains("previous slot green is gone"), "{err:?}");
         // Revision 3 has production on green; revision 2 (what was hinted before) has it on blue.
         assert!(err.hint.contains("`helm rollback web 3` restores revision 3"), "{}", err.hint);
+    }
+
+    mod router {
+        use super::*;
+        use crate::slots::router::fixtures::{again, seen};
+        use crate::slots::router::live::HelmRecord;
+        use crate::slots::router::{RecordedState, Router};
+        use crate::slots::Seen;
+
+        const DEPLOYED: &[&str] = &["bgslot install blue v1", "bgslot deploy green v2"];
+
+        fn refuse(rs: &Seen<Router>, kind: SwapKind, expect: Option<&str>) -> Refusal {
+            let request = SwapRequest { kind, expect_tag: expect.map(str::to_string), force: false };
+            decide(rs, &request, &chart()).unwrap_err()
+        }
+
+        fn forced(rs: &Seen<Router>) -> Result<SwapPlan, Refusal> {
+            decide(rs, &SwapRequest { kind: SwapKind::Swap, expect_tag: None, force: true }, &chart())
+        }
+
+        #[test]
+        fn a_swap_writes_one_key_and_leaves_the_slot_releases_alone() {
+            let plan = decide(&seen(Slot::Blue, true, DEPLOYED), &request(Some("v2")), &chart()).unwrap();
+            assert_eq!((plan.from, plan.to), (Slot::Blue, Slot::Green));
+            assert_eq!(sets(&plan.write), ["productionSlot=green"]);
+            assert!(plan.write.generated.is_none() && !plan.write.reset_then_reuse && !plan.write.force_conflicts);
+            assert_eq!(plan.write.description(), "bgslot swap blue->green");
+            assert!(plan.promote.is_none() && plan.start_workers.is_none());
+        }
+
+        #[test]
+        fn every_swap_refusal() {
+            assert!(refuse(&seen(Slot::Blue, false, DEPLOYED), SwapKind::Swap, None).reason.contains("nothing is staged"));
+            assert!(refuse(&seen(Slot::Blue, true, DEPLOYED), SwapKind::Swap, Some("v9"))
+                .reason
+                .contains("the green slot runs nginx:v2 but --expect-tag is v9"));
+            let mut partial = seen(Slot::Blue, true, DEPLOYED);
+            partial.kind.live.green.deployments[0].state.available = 2;
+            partial.kind.live.green.deployments[0].state.ready = 2;
+            assert!(refuse(&again(partial), SwapKind::Swap, None)
+                .reason
+                .contains("the green slot (release web-green) is not fully available: web-green-myapp 2/3 ready, 2 available"));
+            let mut no_endpoints = seen(Slot::Blue, true, DEPLOYED);
+            no_endpoints.services[1].ready_by_slot = crate::vocab::PerSlot::default();
+            assert!(refuse(&no_endpoints, SwapKind::Swap, None).reason.contains("no ready endpoints behind the stage Service"));
+            let mut smaller = seen(Slot::Blue, true, DEPLOYED);
+            let state = &mut smaller.kind.live.blue.deployments[0].state;
+            (state.desired, state.updated, state.total, state.ready, state.available) = (5, 5, 5, 5, 5);
+            assert!(refuse(&again(smaller), SwapKind::Swap, None)
+                .reason
+                .contains("has 3 available pods but production (blue) is meant to serve with 5"));
+            let mut failed = seen(Slot::Blue, true, DEPLOYED);
+            failed.kind.live.green.helm = Some(HelmRecord { revision: 2, status: "failed".into() });
+            assert!(refuse(&again(failed), SwapKind::Swap, None)
+                .reason
+                .contains("release web-green of the green slot is in state failed"));
+            let mut changed = seen(Slot::Blue, true, DEPLOYED);
+            changed.kind.live.green.helm = Some(HelmRecord { revision: 2, status: "deployed".into() });
+            let changed = again(changed);
+            let err = refuse(&changed, SwapKind::Swap, None);
+            assert!(err.reason.contains("it was changed outside bgslot") && err.hint.contains("--force"), "{err:?}");
+            assert!(forced(&changed).is_ok());
+            let mut drifted = seen(Slot::Blue, true, DEPLOYED);
+            drifted.services[0].selector = std::collections::BTreeMap::from([("app".to_string(), "x".to_string())]);
+            let drifted = again(drifted);
+            assert!(refuse(&drifted, SwapKind::Swap, None).reason.contains("the router's Services do not match its record"));
+            assert!(forced(&drifted).unwrap().write.force_conflicts);
+            let mut hand = seen(Slot::Blue, true, DEPLOYED);
+            hand.services[1].selector_owner = Some("kubectl-edit".into());
+            assert!(refuse(&hand, SwapKind::Swap, None).reason.contains("Helm 4 would refuse to move the Services"));
+            hand.release.helm_major = 3;
+            assert!(decide(&hand, &request(None), &chart()).is_ok());
+            let mut pending = seen(Slot::Blue, true, DEPLOYED);
+            pending.release.history.push(rev(3, "pending-upgrade", "", "t"));
+            assert!(refuse(&pending, SwapKind::Swap, None).reason.contains("pending-upgrade"));
+        }
+
+        #[test]
+        fn rollback_returns_only_to_the_previous_production_and_after_clean_says_how_back() {
+            assert!(refuse(&seen(Slot::Blue, true, DEPLOYED), SwapKind::Rollback, None)
+                .reason
+                .contains("staged in revision 2, not the previous production"));
+            let swapped = seen(Slot::Green, true, &["bgslot install blue v1", "bgslot deploy green v2", "bgslot swap blue->green"]);
+            let back = SwapRequest { kind: SwapKind::Rollback, expect_tag: None, force: false };
+            assert_eq!(decide(&swapped, &back, &chart()).unwrap().to, Slot::Blue);
+            let mut cleaned = seen(
+                Slot::Green,
+                true,
+                &["bgslot install blue v1", "bgslot deploy green v2", "bgslot swap blue->green", "bgslot clean blue"],
+            );
+            cleaned.kind.values.slots.blue.state = RecordedState::Cleaned;
+            let err = refuse(&again(cleaned), SwapKind::Rollback, None);
+            assert!(
+                err.reason.contains("the previous slot blue is gone (cleaned: release web-blue was uninstalled)"),
+                "{err:?}"
+            );
+            assert!(err.hint.contains("`bgslot deploy web --tag v1` then `bgslot swap web`"), "{}", err.hint);
+            assert!(err.hint.contains("production is green running nginx:v2"), "{}", err.hint);
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! `bgslot swap RELEASE`: routes production to the staged slot, if and only if that slot can take
-//! production traffic now, then confirms the production Service really moved and the workers
-//! followed. `rollback` is the same flip back to the previous slot. The decision is `decide`, the
-//! writes and waits `act`, the report `report`.
+//! production traffic now, then confirms the production Services really moved and the workers
+//! followed. `rollback` is the same flip back to the previous slot. One flip for both kinds of
+//! slot: a one-key write of the release (a router's slot releases are not touched). The decision
+//! is `decide`, the writes and waits `act`, the report `report`.
 
 use anyhow::Result;
 use serde::Serialize;
@@ -15,14 +16,15 @@ pub use decide::{decide, flip_write, plan_flip, promotion, Promote, SwapPlan};
 pub use report::SwapReport;
 
 use super::preview::{self, Plan, PlannedStep};
-use super::router::{self, Mode};
-use super::{mutate, Mutating, Invocation, Outcome, Session};
+use super::{mutate, Invocation, Mutating, Outcome, Session};
 use crate::cluster::ConfigRef;
 use crate::context::Ctx;
 use crate::names::{ReleaseName, Tag};
-use crate::observe::{History, Observation};
+use crate::observe::History;
 use crate::record::Recorded;
+use crate::slots::{self, Seen, SlotKind};
 use crate::vocab::{Op, Slot};
+use crate::with_kind;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -86,15 +88,14 @@ pub struct SwapRequest {
 pub async fn execute(run: &Invocation<'_>, target: &Mutating, request: &SwapRequest) -> Result<()> {
     let release = &target.release;
     mutate(run, target.mutation(request.kind.op()), async |s: &Session<'_>| {
-        let seen = observe(s.ctx, release, request.kind).await?;
-        if let Some(routed) = router::swap::dispatch(s, &seen, request.kind.op(), request.expect_tag.as_deref(), request.force).await? {
-            return Ok(router::routed(routed));
-        }
-        let plan = decide(&seen, request, &s.ctx.chart)?;
-        if s.dry_run {
-            return Ok(Outcome::Planned(preview(s.ctx, &seen, &plan)));
-        }
-        act(s.ctx, &seen, plan).await.map(|r| Outcome::Done(Mode::Bundled(r)))
+        let read = observe(s.ctx, release, request.kind).await?;
+        with_kind!(read, seen => {
+            let plan = decide(&seen, request, &s.ctx.chart)?;
+            if s.dry_run {
+                return Ok(Outcome::Planned(preview(s.ctx, &seen, &plan)));
+            }
+            act(s.ctx, &seen, plan).await.map(Outcome::Done)
+        })
     })
     .await
 }
@@ -103,38 +104,42 @@ pub async fn execute(run: &Invocation<'_>, target: &Mutating, request: &SwapRequ
 /// previous production, or a version staged since) and which revision `helm rollback` restores.
 /// When the slot that would go live has workers, also which ConfigMaps and Secrets they need
 /// are missing: their pods (none while staged) would not start.
-pub async fn observe(ctx: &Ctx, release: &ReleaseName, kind: SwapKind) -> Result<Observation> {
+pub async fn observe(ctx: &Ctx, release: &ReleaseName, kind: SwapKind) -> Result<slots::Read> {
     let need = match kind {
         SwapKind::Swap => History::Latest,
         SwapKind::Rollback => History::Full,
     };
-    let mut seen = Observation::existing(ctx, release, need).await?;
-    let to = seen.values.stage();
-    let mut required: Vec<ConfigRef> = seen
-        .cluster
-        .workers_of(to)
-        .flat_map(|w| w.requires.iter().cloned())
-        .collect();
-    required.sort();
-    required.dedup();
-    if !required.is_empty() {
-        seen.cluster.absent_config = ctx.cluster.absent(&required).await?;
-    }
-    Ok(seen)
+    let mut read = slots::existing(ctx, release, need).await?;
+    with_kind!(&mut read, seen => {
+        let to = seen.stage();
+        let mut required: Vec<ConfigRef> = seen
+            .release
+            .cluster
+            .workers_of(to)
+            .flat_map(|w| w.requires.iter().cloned())
+            .collect();
+        required.sort();
+        required.dedup();
+        if !required.is_empty() {
+            seen.release.cluster.absent_config = ctx.cluster.absent(&required).await?;
+        }
+    });
+    Ok(read)
 }
 
 /// What `--dry-run` shows: the promotion of a slot staged small, the flip, and the start of
 /// stop-first workers, each with its helm command and what it changes.
-pub fn preview(ctx: &Ctx, seen: &Observation, plan: &SwapPlan) -> Plan {
-    let mut out = Plan::of(plan.kind.op(), seen);
-    for step in steps(ctx, &seen.release, plan, &seen.all_values) {
+pub fn preview<K: SlotKind>(ctx: &Ctx, seen: &Seen<K>, plan: &SwapPlan) -> Plan {
+    let mut out = Plan::of(plan.kind.op(), &seen.release);
+    for step in steps(ctx, seen, plan) {
         out = out.step(step);
     }
     out
 }
 
 /// The planned writes of a swap, also shown by `release --dry-run`.
-pub fn steps(ctx: &Ctx, release: &ReleaseName, plan: &SwapPlan, all_values: &serde_json::Value) -> Vec<PlannedStep> {
+pub fn steps<K>(ctx: &Ctx, seen: &Seen<K>, plan: &SwapPlan) -> Vec<PlannedStep> {
+    let (release, all_values) = (seen.name(), &seen.release.all_values);
     let shown = |write| ctx.helm.command_line(release, &ctx.chart.shown(), write);
     let (from, to) = (plan.from, plan.to);
     let mut steps = Vec::new();
@@ -162,7 +167,8 @@ pub fn steps(ctx: &Ctx, release: &ReleaseName, plan: &SwapPlan, all_values: &ser
             .write(shown(&plan.write), preview::changes(&plan.write, all_values, &[], None))
             .effects(plan.effects.clone())
             .then(sizes.chain([format!(
-                "wait until the production Service selects {to} and routes only to its ready pods"
+                "wait until every production Service routes only to {to}'s ready pods{}",
+                seen.slot(to).of_release()
             )])),
     );
     if let Some(start) = &plan.start_workers {

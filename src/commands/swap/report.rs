@@ -1,5 +1,6 @@
-//! What a swap (or rollback) reports: where production routes now, what the other slot still
-//! runs, a promotion of a slot staged small, and where each worker and CronJob runs.
+//! What a swap (or rollback) reports, for either kind of slot: where production routes now, what
+//! the other slot still runs (and, for a router, which releases they are), a promotion of a slot
+//! staged small, and where each worker and CronJob runs.
 
 use std::fmt;
 
@@ -7,7 +8,7 @@ use serde::Serialize;
 
 use crate::cluster::CronJobState;
 use crate::commands::Header;
-use crate::vocab::Slot;
+use crate::vocab::{Mode, Slot};
 use crate::workers::Handover;
 
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -15,6 +16,7 @@ pub struct SwapReport {
     /// `operation` is `swap` or `rollback`.
     #[serde(flatten)]
     pub header: Header,
+    pub mode: Mode,
     pub from: Slot,
     pub to: Slot,
     /// What production runs now.
@@ -28,6 +30,10 @@ pub struct SwapReport {
     pub promoted: Option<Promotion>,
     pub workers: Vec<WorkerMove>,
     pub cron_jobs: Vec<CronJobMove>,
+    /// The release production routes to now (a router's slot; `null` for bgslot's chart).
+    pub slot_release: Option<String>,
+    /// The release it routed to before, still running until `clean`.
+    pub previous_release: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
@@ -92,10 +98,20 @@ impl CronJobMove {
 impl fmt::Display for SwapReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let release = &self.header.release;
+        let of = |release: &Option<String>| {
+            release
+                .as_ref()
+                .map(|r| format!(", release {r}"))
+                .unwrap_or_default()
+        };
         writeln!(
             f,
-            "{release}: production now routes to {} ({}; service {} has {} ready endpoints)",
-            self.to, self.image, self.service, self.ready_endpoints
+            "{release}: production now routes to {} ({}{}; service {} has {} ready endpoints)",
+            self.to,
+            self.image,
+            of(&self.slot_release),
+            self.service,
+            self.ready_endpoints
         )?;
         match &self.promoted {
             Some(p) if p.to > p.from => {
@@ -123,8 +139,13 @@ impl fmt::Display for SwapReport {
         }
         writeln!(
             f,
-            "  {} still runs {}: `bgslot rollback {release}` returns to it",
-            self.from, self.previous_image
+            "  {} still runs {}{}: `bgslot rollback {release}` returns to it",
+            self.from,
+            self.previous_image,
+            self.previous_release
+                .as_ref()
+                .map(|r| format!(" (release {r})"))
+                .unwrap_or_default()
         )?;
         writeln!(f, "\nnext: {}", self.header.next_step())
     }

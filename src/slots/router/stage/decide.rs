@@ -1,21 +1,21 @@
 //! What a router deploy decides, as a pure function of what it observed and rendered: the slot
-//! release's write (with production's values under this deploy's and the tag), the router's
-//! record of it, or a refusal.
+//! release's write (production's values under this deploy's, then the tag), the router's record
+//! of it and the router write that records it, or a refusal. The rules every deploy has (the
+//! release's helm state, GitOps owners, drift, a staged version to replace) were applied before.
 
-use super::super::AppArgs;
-use crate::commands::deploy::args::ImageArgs;
-use crate::context::Ctx;
+use serde_json::Value;
+
 use crate::error::Refusal;
 use crate::helm::{ReleaseRecord, SetValue, SlotWrite, Write};
 use crate::record::Recorded;
-use crate::router::observe::RouterSeen;
-use crate::router::preflight::{Analysis, Wanted};
-use crate::router::values::{record_values, AppSettings, RecordedState, SlotRecord};
-use crate::router::{slot_release, MAX_RELEASE_LEN};
-use crate::rules;
+use crate::slots::router::preflight::{Analysis, Wanted};
+use crate::slots::router::values::{
+    record_values, AppChanges, AppSettings, RecordedState, SlotRecord,
+};
+use crate::slots::router::{slot_release, Router, MAX_RELEASE_LEN};
+use crate::slots::stage::{Basis, DeployRequest, Version};
+use crate::slots::Seen;
 use crate::vocab::{PerSlot, Slot};
-use anyhow::Result;
-use serde_json::Value;
 
 /// What a deploy is asked, in router terms.
 pub struct Request {
@@ -23,51 +23,35 @@ pub struct Request {
     pub wanted: Wanted,
     /// The version as the history records it: the tag, else the digest.
     pub version: String,
-    pub replicas: Option<u32>,
-    pub replace: bool,
-    pub force: bool,
-    pub values_files: Vec<std::path::PathBuf>,
-    pub user_sets: Vec<crate::names::SetArg>,
 }
 
 impl Request {
-    pub fn new(image: &ImageArgs, force: bool, recorded: Option<&AppSettings>) -> Request {
-        let app = image.app.settings(recorded);
-        let wanted = match (&image.image, &image.tag) {
-            (Some(i), _) => Wanted {
+    /// `req` with the app settings its flags make of what the router recorded (or the defaults).
+    pub fn new(req: &DeployRequest, recorded: Option<&AppSettings>) -> Request {
+        let wanted = match &req.version {
+            Version::Image(i) => Wanted {
                 repository: Some(i.repository.clone()),
                 tag: i.tag.as_ref().map(ToString::to_string),
                 digest: i.digest.as_ref().map(ToString::to_string),
             },
-            (None, Some(tag)) => Wanted {
+            Version::Tag(tag) => Wanted {
                 repository: None,
                 tag: Some(tag.to_string()),
                 digest: None,
             },
-            (None, None) => unreachable!("clap requires --tag or --image"),
         };
         Request {
-            version: wanted
-                .tag
-                .clone()
-                .or_else(|| wanted.digest.clone())
-                .unwrap_or_default(),
-            app,
+            version: req.version.recorded(),
+            app: req.app.settings(recorded),
             wanted,
-            replicas: image.replicas,
-            replace: image.replace,
-            force,
-            values_files: image.values_files.clone(),
-            user_sets: image.set.clone(),
         }
     }
 }
 
 /// What the deploy found before it renders anything.
 pub struct Known<'a> {
-    pub release: &'a str,
-    pub namespace: &'a str,
-    pub router: Option<&'a RouterSeen>,
+    pub basis: &'a Basis<'a>,
+    pub router: Option<&'a Seen<Router>>,
     /// Each slot release as helm has it, when it exists.
     pub releases: &'a PerSlot<Option<ReleaseRecord>>,
     pub timeout: std::time::Duration,
@@ -87,7 +71,7 @@ pub struct SlotPlan {
 }
 
 /// Whether `record` is a release bgslot wrote into `slot` (its description says so).
-pub(super) fn bgslot_wrote(record: &ReleaseRecord, slot: Slot) -> bool {
+fn bgslot_wrote(record: &ReleaseRecord, slot: Slot) -> bool {
     matches!(
         record.info.description.parse::<Recorded>(),
         Ok(Recorded::Install { slot: s, .. } | Recorded::Deploy { slot: s, .. }) if s == slot
@@ -108,9 +92,10 @@ pub fn check_name(release: &str) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Decides where and how to write, or refuses, before anything is rendered.
+/// Decides how to write the slot release, or refuses, before anything is rendered.
 pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
-    let release = k.release;
+    let basis = k.basis;
+    let release = &**basis.release;
     check_name(release)?;
     let name = |slot: Slot| slot_release(release, slot);
     let leftover_or_refuse = |slot: Slot, may_replace: bool| -> Result<Option<String>, Refusal> {
@@ -131,14 +116,14 @@ pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
                 format!(
                     "bgslot does not adopt a release it did not make: uninstall it (`helm uninstall {} -n {}`) or deploy under another release name",
                     name(slot),
-                    k.namespace
+                    basis.namespace
                 ),
             ));
         }
         if existing.info.status != "deployed" || !may_replace {
             let remove = match k.router {
                 Some(_) => format!("`bgslot recover {release}` removes it"),
-                None => format!("no router {release} exists to recover it: `helm uninstall {} -n {}` removes it", name(slot), k.namespace),
+                None => format!("no router {release} exists to recover it: `helm uninstall {} -n {}` removes it", name(slot), basis.namespace),
             };
             return Err(Refusal::new(
                 format!(
@@ -156,54 +141,27 @@ pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
             existing.info.description
         )))
     };
-    let (slot, install, base, replicas, leftover) = match k.router {
+    let slot = basis.slot;
+    let (base, leftover) = match k.router {
         None => {
-            let leftover = leftover_or_refuse(Slot::Blue, true)?;
-            leftover_or_refuse(Slot::Green, false)?;
-            (
-                Slot::Blue,
-                true,
-                None,
-                req.replicas.map(u64::from),
-                leftover,
-            )
+            let leftover = leftover_or_refuse(slot, true)?;
+            leftover_or_refuse(slot.other(), false)?;
+            (None, leftover)
         }
-        Some(rs) => {
-            rules::check_gitops(release, &rs.seen.cluster, req.force)?;
-            rules::check_helm_state(release, &rs.seen.history)?;
-            let (services, _) = rs.drift();
-            if !services.is_empty() && !req.force {
-                return Err(Refusal::new(
-                    format!("the router's Services do not match its record: {}", services.join("; ")),
-                    "someone changed them outside helm; inspect with `bgslot status`, or pass --force to let this deploy's router write put them back as recorded",
-                ));
-            }
-            let production = rs.production();
-            let idle = production.other();
-            let staged = rs.record(idle);
-            if staged.is_deployed() && !req.replace {
-                return Err(Refusal::new(
-                    format!(
-                        "the idle slot {idle} already runs a staged version ({}, release {}); deploying would replace it",
-                        staged.image, staged.release
-                    ),
-                    format!(
-                        "swap to it (`bgslot swap {release}`), remove it (`bgslot clean {release}`), or pass --replace to overwrite it"
-                    ),
-                ));
-            }
-            let leftover = if staged.is_deployed() {
-                match rs.live(idle).helm.as_ref() {
+        Some(seen) => {
+            let production = slot.other();
+            let leftover = if seen.slot(slot).runs() {
+                match seen.slot(slot).helm.as_ref() {
                     Some(h) if h.status.starts_with("pending-") => {
                         return Err(Refusal::new(
-                            format!("release {} is in state {} (revision {}): a helm command on it has not finished, or was killed", name(idle), h.status, h.revision),
+                            format!("release {} is in state {} (revision {}): a helm command on it has not finished, or was killed", name(slot), h.status, h.revision),
                             format!("`bgslot recover {release}` returns it to its last deployed revision"),
                         ))
                     }
                     _ => None,
                 }
             } else {
-                leftover_or_refuse(idle, true)?
+                leftover_or_refuse(slot, true)?
             };
             let Some(base) = k.releases[production].as_ref() else {
                 return Err(Refusal::new(
@@ -214,14 +172,10 @@ pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
                     format!("check `bgslot status {release}`; production's values are what a new version starts from"),
                 ));
             };
-            let serving = rs.live(production).totals(rs.record(production)).desired;
-            let replicas = req
-                .replicas
-                .map(u64::from)
-                .or((serving > 0).then_some(serving as u64));
-            (idle, false, Some(base.user_values()), replicas, leftover)
+            (Some(base.user_values()), leftover)
         }
     };
+    let replicas = basis.request.replicas.map(u64::from).or(basis.serving);
     let app = &req.app;
     let mut sets: Vec<(String, SetValue)> = Vec::new();
     if let Some(tag) = &req.wanted.tag {
@@ -240,26 +194,21 @@ pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
     if let (Some(n), false) = (replicas, app.replicas_key.is_empty()) {
         sets.push((app.replicas_key.clone(), SetValue::Literal(n.to_string())));
     }
-    let record = if install {
-        Recorded::Install {
-            slot,
-            version: req.version.clone(),
-        }
+    let version = req.version.clone();
+    let record = if basis.install {
+        Recorded::Install { slot, version }
     } else {
-        Recorded::Deploy {
-            slot,
-            version: req.version.clone(),
-        }
+        Recorded::Deploy { slot, version }
     };
     Ok(SlotPlan {
         slot,
-        install,
+        install: basis.install,
         write: SlotWrite {
             chart: app.chart.clone(),
             version: Some(app.version.clone()).filter(|v| !v.is_empty()),
             base,
-            values_files: req.values_files.clone(),
-            user_sets: req.user_sets.clone(),
+            values_files: basis.request.values_files.clone(),
+            user_sets: basis.request.user_sets.clone(),
             sets,
             record,
             timeout: k.timeout,
@@ -270,44 +219,45 @@ pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
 }
 
 /// The router write that records `record` in `slot` (and, on install, creates the router with
-/// production on blue).
-pub(super) fn router_write(
-    rs: Option<&RouterSeen>,
+/// production on it). `chart_differs`: the router's chart is another version than the one it
+/// last rendered with.
+pub fn router_write(
+    router: Option<&Seen<Router>>,
     plan: &SlotPlan,
     record: &SlotRecord,
     app: &AppSettings,
-    args: &AppArgs,
-    ctx: &Ctx,
+    changes: &AppChanges,
     force: bool,
+    chart_differs: bool,
 ) -> Write {
-    let recorded = plan.write.record.clone();
-    let mut write = Write::upgrade(recorded);
-    let previous = rs
-        .and_then(|rs| {
-            rs.seen
+    let mut write = Write::upgrade(plan.write.record.clone());
+    let previous = router
+        .and_then(|seen| {
+            seen.release
                 .user_values
                 .pointer(&format!("/router/slots/{}", plan.slot))
                 .cloned()
         })
         .unwrap_or(Value::Null);
     write.generated = Some(record_values(plan.slot, record, app, &previous));
-    write.values_files = args.router_values.clone();
-    write.user_sets = args.router_set.clone();
-    match rs {
+    write.values_files = changes.router_values.clone();
+    write.user_sets = changes.router_set.clone();
+    match router {
         None => {
             write.install = true;
             write = write.set("productionSlot", SetValue::Str(plan.slot.as_str().into()));
         }
-        Some(rs) => {
-            write.reset_then_reuse = ctx.chart.differs_from(&rs.seen.latest().chart);
-            write.force_conflicts = force && !rs.drift().0.is_empty();
+        Some(seen) => {
+            write.reset_then_reuse = chart_differs;
+            write.force_conflicts = force && !seen.drift.is_empty();
         }
     }
     write
 }
 
-/// The record of the new slot, from what the preflight found and (once written) the release.
-pub(super) fn slot_record(
+/// The record of the new slot, from what the preflight found and what helm wrote (or, before
+/// the write, rendered).
+pub fn slot_record(
     release: &str,
     plan: &SlotPlan,
     a: &Analysis,
@@ -335,19 +285,14 @@ pub(super) fn slot_record(
 mod tests {
     use super::*;
     use crate::helm::json::StatusInfo;
-    use crate::router::live::tests::{live, routed, router};
-    use crate::vocab::Role;
-    use std::collections::BTreeMap;
+    use crate::names::ReleaseName;
+    use crate::slots::router::fixtures;
 
-    fn image_args(args: &[&str]) -> ImageArgs {
-        #[derive(clap::Parser)]
-        struct Cli {
-            #[command(flatten)]
-            image: ImageArgs,
+    fn request(version: &str, app: AppChanges) -> DeployRequest {
+        DeployRequest {
+            app,
+            ..DeployRequest::of(version)
         }
-        let mut argv = vec!["x"];
-        argv.extend(args);
-        <Cli as clap::Parser>::parse_from(argv).image
     }
 
     fn helm_release(name: &str, status: &str, description: &str, values: Value) -> ReleaseRecord {
@@ -366,51 +311,6 @@ mod tests {
         }
     }
 
-    fn seen(green: bool) -> RouterSeen {
-        let r = router(green);
-        let obs = crate::fixtures::observation(
-            crate::fixtures::values(Slot::Blue, green),
-            crate::fixtures::observed(3, 0),
-            vec![crate::fixtures::rev(
-                1,
-                "deployed",
-                "bgslot install blue v1",
-                "t",
-            )],
-        );
-        RouterSeen {
-            services: vec![
-                routed("web", Role::Production, Slot::Blue, &r, 3),
-                routed(
-                    "web-stage",
-                    Role::Stage,
-                    Slot::Green,
-                    &r,
-                    if green { 3 } else { 0 },
-                ),
-            ],
-            slots: PerSlot {
-                blue: live(Slot::Blue, "v1", 3),
-                green: live(Slot::Green, "v2", 3),
-            },
-            seen: obs,
-            router: r,
-        }
-    }
-
-    fn known<'a>(
-        rs: Option<&'a RouterSeen>,
-        releases: &'a PerSlot<Option<ReleaseRecord>>,
-    ) -> Known<'a> {
-        Known {
-            release: "web",
-            namespace: "shop",
-            router: rs,
-            releases,
-            timeout: std::time::Duration::from_secs(300),
-        }
-    }
-
     fn production() -> PerSlot<Option<ReleaseRecord>> {
         PerSlot {
             blue: Some(helm_release(
@@ -423,6 +323,34 @@ mod tests {
         }
     }
 
+    fn plan(
+        seen: Option<&Seen<Router>>,
+        releases: &PerSlot<Option<ReleaseRecord>>,
+        req: &DeployRequest,
+        release: &str,
+    ) -> Result<SlotPlan, Refusal> {
+        let release: ReleaseName = release.parse().unwrap();
+        let basis = Basis {
+            release: &release,
+            namespace: "shop",
+            slot: if seen.is_some() {
+                Slot::Green
+            } else {
+                Slot::Blue
+            },
+            install: seen.is_none(),
+            serving: seen.map(|_| 3),
+            request: req,
+        };
+        let known = Known {
+            basis: &basis,
+            router: seen,
+            releases,
+            timeout: std::time::Duration::from_secs(300),
+        };
+        decide(&known, &Request::new(req, seen.map(|s| &s.kind.values.app)))
+    }
+
     fn sets(plan: &SlotPlan) -> Vec<String> {
         plan.write
             .sets
@@ -433,71 +361,67 @@ mod tests {
 
     #[test]
     fn a_deploy_stages_the_tag_over_productions_values_sized_as_production() {
-        let rs = seen(false);
+        let seen = fixtures::seen(Slot::Blue, false, &["bgslot install blue v1"]);
         let releases = production();
-        let req = Request::new(&image_args(&["--tag", "v2"]), false, Some(&rs.router.app));
-        let plan = decide(&known(Some(&rs), &releases), &req).unwrap();
+        let staged = plan(
+            Some(&seen),
+            &releases,
+            &request("v2", AppChanges::default()),
+            "web",
+        )
+        .unwrap();
         assert_eq!(
-            (plan.slot, plan.install, plan.replicas),
+            (staged.slot, staged.install, staged.replicas),
             (Slot::Green, false, Some(3))
         );
         assert_eq!(
-            plan.write.base,
+            staged.write.base,
             Some(serde_json::json!({"image": {"tag": "v1"}, "env": "prod"}))
         );
-        assert_eq!(sets(&plan), ["image.tag=v2", "replicaCount=3"]);
-        assert_eq!(plan.write.description(), "bgslot deploy green v2");
-        let mut app = rs.router.app.clone();
-        app.digest_key = "image.digest".into();
-        app.repository_key = "image.repository".into();
-        app.replicas_key = String::new();
+        assert_eq!(sets(&staged), ["image.tag=v2", "replicaCount=3"]);
+        assert_eq!(staged.write.description(), "bgslot deploy green v2");
+        let keys = AppChanges {
+            digest_key: Some("image.digest".into()),
+            repository_key: Some("image.repository".into()),
+            replicas_key: Some(String::new()),
+            ..AppChanges::default()
+        };
         let digest = format!("sha256:{}", "c".repeat(64));
-        let by_image = Request::new(
-            &image_args(&[
-                "--image",
-                &format!("ghcr.io/acme/web@{digest}"),
-                "--replicas",
-                "2",
-            ]),
-            false,
-            Some(&app),
-        );
-        let plan = decide(&known(Some(&rs), &releases), &by_image).unwrap();
+        let mut by_image = request(&format!("ghcr.io/acme/web@{digest}"), keys.clone());
+        by_image.replicas = Some(2);
+        let staged = plan(Some(&seen), &releases, &by_image, "web").unwrap();
         assert_eq!(
-            sets(&plan),
+            sets(&staged),
             [
                 "image.repository=ghcr.io/acme/web".to_string(),
                 format!("image.digest={digest}")
             ]
         );
-        assert_eq!(plan.replicas, Some(2));
+        assert_eq!(staged.replicas, Some(2));
         assert_eq!(
-            plan.write.description(),
+            staged.write.description(),
             format!("bgslot deploy green {digest}")
         );
         // A tag clears a digest production pinned, when bgslot knows where it is.
-        let cleared = Request::new(&image_args(&["--tag", "v3"]), false, Some(&app));
-        assert!(
-            sets(&decide(&known(Some(&rs), &releases), &cleared).unwrap())
-                .contains(&"image.digest=".to_string())
-        );
+        let cleared = plan(Some(&seen), &releases, &request("v3", keys), "web").unwrap();
+        assert!(sets(&cleared).contains(&"image.digest=".to_string()));
     }
 
     #[test]
     fn the_first_deploy_installs_blue_and_refuses_a_release_it_did_not_make() {
-        let req = Request::new(
-            &image_args(&["--tag", "v1", "--app-chart", "./myapp"]),
-            false,
-            None,
-        );
+        let chart = AppChanges {
+            chart: Some("./myapp".into()),
+            ..AppChanges::default()
+        };
+        let req = request("v1", chart);
         let none = PerSlot::default();
-        let plan = decide(&known(None, &none), &req).unwrap();
+        let staged = plan(None, &none, &req, "web").unwrap();
         assert_eq!(
-            (plan.slot, plan.install, plan.write.base.clone()),
+            (staged.slot, staged.install, staged.write.base.clone()),
             (Slot::Blue, true, None)
         );
         assert_eq!(
-            (plan.write.chart.as_str(), plan.write.description()),
+            (staged.write.chart.as_str(), staged.write.description()),
             ("./myapp", "bgslot install blue v1".to_string())
         );
         let foreign = PerSlot {
@@ -509,7 +433,7 @@ mod tests {
             )),
             green: None,
         };
-        let err = decide(&known(None, &foreign), &req).unwrap_err();
+        let err = plan(None, &foreign, &req, "web").unwrap_err();
         assert!(err.reason.contains("release web-blue exists (deployed, revision 1), but the router web does not record it"), "{err:?}");
         assert!(
             err.hint.contains("helm uninstall web-blue -n shop"),
@@ -526,7 +450,7 @@ mod tests {
             )),
             green: None,
         };
-        assert!(decide(&known(None, &own), &req).unwrap().leftover.is_some());
+        assert!(plan(None, &own, &req, "web").unwrap().leftover.is_some());
         let pending = PerSlot {
             blue: Some(helm_release(
                 "web-blue",
@@ -536,60 +460,22 @@ mod tests {
             )),
             green: None,
         };
-        assert!(decide(&known(None, &pending), &req)
+        assert!(plan(None, &pending, &req, "web")
             .unwrap_err()
             .hint
             .contains("helm uninstall web-blue -n shop"));
         // A name too long for its slot releases.
         let long = "a".repeat(48);
-        let k = Known {
-            release: &long,
-            ..known(None, &none)
-        };
-        assert!(decide(&k, &req)
+        assert!(plan(None, &none, &req, &long)
             .unwrap_err()
             .reason
             .contains("is 48 characters long"));
     }
 
     #[test]
-    fn a_staged_version_is_replaced_only_when_asked_and_drift_only_when_forced() {
-        let rs = seen(true);
-        let mut releases = production();
-        releases.green = Some(helm_release(
-            "web-green",
-            "deployed",
-            "bgslot deploy green v2",
-            Value::Null,
-        ));
-        let req = Request::new(&image_args(&["--tag", "v3"]), false, Some(&rs.router.app));
-        let err = decide(&known(Some(&rs), &releases), &req).unwrap_err();
-        assert!(
-            err.reason.contains(
-                "the idle slot green already runs a staged version (nginx:v2, release web-green)"
-            ),
-            "{err:?}"
-        );
-        let replace = Request::new(
-            &image_args(&["--tag", "v3", "--replace"]),
-            false,
-            Some(&rs.router.app),
-        );
-        assert_eq!(
-            decide(&known(Some(&rs), &releases), &replace).unwrap().slot,
-            Slot::Green
-        );
-        let mut drifted = seen(false);
-        drifted.services[0].selector = BTreeMap::from([("app".to_string(), "x".to_string())]);
-        let err = decide(&known(Some(&drifted), &production()), &req).unwrap_err();
-        assert!(err.reason.contains("do not match its record"), "{err:?}");
-        let forced = Request::new(
-            &image_args(&["--tag", "v3"]),
-            true,
-            Some(&drifted.router.app),
-        );
-        assert!(decide(&known(Some(&drifted), &production()), &forced).is_ok());
-        // A release in the idle slot the router does not record, and bgslot did not write.
+    fn a_release_in_the_idle_slot_bgslot_did_not_write_is_refused_and_a_pending_one_recovered_first(
+    ) {
+        let req = request("v3", AppChanges::default());
         let mut foreign = production();
         foreign.green = Some(helm_release(
             "web-green",
@@ -597,9 +483,30 @@ mod tests {
             "Upgrade complete",
             Value::Null,
         ));
-        let err = decide(&known(Some(&seen(false)), &foreign), &req).unwrap_err();
+        let seen = fixtures::seen(Slot::Blue, false, &["bgslot install blue v1"]);
+        let err = plan(Some(&seen), &foreign, &req, "web").unwrap_err();
         assert!(
             err.reason.contains("but the router web does not record it"),
+            "{err:?}"
+        );
+        let mut pending = fixtures::seen(
+            Slot::Blue,
+            true,
+            &["bgslot install blue v1", "bgslot deploy green v2"],
+        );
+        pending.kind.live.green.helm = Some(crate::slots::router::live::HelmRecord {
+            revision: 2,
+            status: "pending-upgrade".into(),
+        });
+        let pending = fixtures::again(pending);
+        let err = plan(Some(&pending), &production(), &req, "web").unwrap_err();
+        assert!(err.hint.contains("`bgslot recover web`"), "{err:?}");
+        let mut gone = production();
+        gone.blue = None;
+        let err = plan(Some(&seen), &gone, &req, "web").unwrap_err();
+        assert!(
+            err.reason
+                .contains("production's release web-blue does not exist"),
             "{err:?}"
         );
     }

@@ -236,6 +236,61 @@ impl AppSettings {
     }
 }
 
+/// What a deploy's flags say of the app settings: each one given replaces what the router
+/// recorded (`None`: keep it); the router's own values (`--router-values`, `--router-set`) go
+/// with its write.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppChanges {
+    pub chart: Option<String>,
+    pub version: Option<String>,
+    pub tag_key: Option<String>,
+    pub repository_key: Option<String>,
+    pub digest_key: Option<String>,
+    pub replicas_key: Option<String>,
+    pub service: Option<String>,
+    /// The risks accepted from now on (empty: none again).
+    pub accept: Option<Vec<Risk>>,
+    pub router_values: Vec<std::path::PathBuf>,
+    pub router_set: Vec<crate::names::SetArg>,
+}
+
+impl AppChanges {
+    /// Whether any flag of a router was given.
+    pub fn any(&self) -> bool {
+        self != &AppChanges::default()
+    }
+
+    /// The settings a deploy uses: these changes over what the router recorded (or the defaults).
+    pub fn settings(&self, recorded: Option<&AppSettings>) -> AppSettings {
+        let mut app = recorded.cloned().unwrap_or_default();
+        if let Some(chart) = &self.chart {
+            if chart != &app.chart && self.version.is_none() {
+                // Another chart: a version recorded for the old one does not apply.
+                app.version = String::new();
+            }
+            app.chart = chart.clone();
+        }
+        let set = |field: &mut String, change: &Option<String>| {
+            if let Some(value) = change {
+                *field = value.clone();
+            }
+        };
+        set(&mut app.version, &self.version);
+        set(&mut app.tag_key, &self.tag_key);
+        set(&mut app.repository_key, &self.repository_key);
+        set(&mut app.digest_key, &self.digest_key);
+        set(&mut app.replicas_key, &self.replicas_key);
+        set(&mut app.service, &self.service);
+        if let Some(accept) = &self.accept {
+            let mut accept = accept.clone();
+            accept.sort();
+            accept.dedup();
+            app.accept = accept;
+        }
+        app
+    }
+}
+
 /// What bgslot recorded for one slot at its last deploy or clean.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -400,6 +455,51 @@ mod tests {
             }],
             accepted: vec![Risk::Jobs],
         }
+    }
+
+    #[test]
+    fn flags_change_what_the_router_recorded_and_nothing_else() {
+        let recorded = AppSettings {
+            chart: "bitnami/nginx".into(),
+            version: "18.1.0".into(),
+            digest_key: "image.digest".into(),
+            accept: vec![Risk::Jobs],
+            ..AppSettings::default()
+        };
+        assert_eq!(AppChanges::default().settings(Some(&recorded)), recorded);
+        let upgrade = AppChanges {
+            version: Some("18.2.0".into()),
+            accept: Some(vec![Risk::Stateful, Risk::Jobs, Risk::Stateful]),
+            ..AppChanges::default()
+        };
+        let app = upgrade.settings(Some(&recorded));
+        assert_eq!(
+            (app.chart.as_str(), app.version.as_str()),
+            ("bitnami/nginx", "18.2.0")
+        );
+        assert_eq!(app.accept, [Risk::Stateful, Risk::Jobs]);
+        let other = AppChanges {
+            chart: Some("./charts/web".into()),
+            accept: Some(Vec::new()),
+            ..AppChanges::default()
+        };
+        let app = other.settings(Some(&recorded));
+        assert_eq!(
+            (app.chart.as_str(), app.version.as_str()),
+            ("./charts/web", "")
+        );
+        assert!(app.accept.is_empty());
+        assert_eq!(app.digest_key, "image.digest");
+        let fresh = AppChanges {
+            chart: Some("./myapp".into()),
+            ..AppChanges::default()
+        }
+        .settings(None);
+        assert_eq!(
+            (fresh.tag_key.as_str(), fresh.replicas_key.as_str()),
+            ("image.tag", "replicaCount")
+        );
+        assert!(other.any() && !AppChanges::default().any());
     }
 
     #[test]

@@ -1,0 +1,135 @@
+//! The preflight of a router deploy: before anything is written, what the renders of the router
+//! and of both slot releases say about running the chart twice side by side, and what the router
+//! needs to route to the new slot (the Service to mirror: its selector and ports, and the
+//! container they reach). Pure: every refusal names the object and the fix, and is unit-tested.
+//!
+//! Its three ideas live apart: which kinds are cluster-scoped (`scopes`), what cannot run twice
+//! side by side (`twice`), and what the router copies from the slot release (`mirror`). This file
+//! holds what a deploy passes in and gets back, and the order the checks run in.
+
+use std::collections::BTreeMap;
+
+use super::manifest::Rendered;
+use super::values::{AppSettings, PortRecord, Risk};
+use crate::error::Refusal;
+
+mod mirror;
+mod scopes;
+#[cfg(test)]
+mod test_support;
+mod twice;
+
+pub use mirror::ports_of;
+pub use scopes::Scopes;
+pub use twice::risks_of;
+
+use mirror::{mirrored_service, replicas, routed_image};
+use twice::{collisions, fixed_ports, host_claims, risks};
+
+/// The renders a deploy compares.
+pub struct Renders<'a> {
+    /// The slot release the deploy writes.
+    pub slot: &'a Rendered,
+    /// The other slot: production's release as it runs, or (before the first install) the chart
+    /// rendered as the other slot's release would be.
+    pub other: &'a Rendered,
+}
+
+/// The version a deploy asks for, as it must reach the routed container's image.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    pub repository: Option<String>,
+    pub tag: Option<String>,
+    pub digest: Option<String>,
+}
+
+/// What else a deploy's checks need.
+pub struct Checks<'a> {
+    /// The router release.
+    pub release: &'a str,
+    pub namespace: &'a str,
+    pub app: &'a AppSettings,
+    pub wanted: &'a Wanted,
+    /// The replicas the slot is sized to, when known (`--replicas`, or what production runs).
+    pub replicas: Option<u64>,
+    pub scopes: &'a Scopes,
+}
+
+/// What the router records of the new slot, and what the deploy waits for and sizes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Analysis {
+    /// The mirrored Service.
+    pub service: String,
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<PortRecord>,
+    /// The Deployments the Service selects.
+    pub routed: Vec<String>,
+    /// Every Deployment of the slot release.
+    pub deployments: Vec<String>,
+    /// The routed container and its image as rendered.
+    pub container: String,
+    pub image: String,
+    /// The risks the render has, all accepted.
+    pub accepted: Vec<Risk>,
+    /// The routed Deployments bgslot sizes itself after the write (they render no replicas, as
+    /// with an HPA, or the chart has no replicas value).
+    pub scale: Vec<String>,
+}
+
+/// Runs every check of the slot's render against the other slot's; the first that fails is the
+/// refusal. The router's own render depends on what this finds: [`check_router`] compares it.
+pub fn analyze(renders: &Renders, c: &Checks) -> Result<Analysis, Refusal> {
+    collisions(&[(renders.slot, renders.other)], c)?;
+    fixed_ports(renders.slot, c)?;
+    let accepted = risks(renders.slot, c)?;
+    let mirrored = mirrored_service(renders, c)?;
+    host_claims(renders.slot, renders.other, c, "the other slot's release")?;
+    let (container, image) = routed_image(renders.slot, &mirrored, c)?;
+    let scale = replicas(renders.slot, &mirrored, c)?;
+    Ok(Analysis {
+        service: mirrored.service.name.clone(),
+        selector: mirrored.service.selector(),
+        ports: ports_of(mirrored.service),
+        routed: mirrored.routed.iter().map(|d| d.name.clone()).collect(),
+        deployments: renders.slot.deployments().map(|d| d.name.clone()).collect(),
+        container,
+        image,
+        accepted,
+        scale,
+    })
+}
+
+/// The router's render (as its write would leave it) against both slots': no shared object, and
+/// no host the router serves claimed by the slot's own Ingress or HTTPRoute.
+pub fn check_router(router: &Rendered, renders: &Renders, c: &Checks) -> Result<(), Refusal> {
+    collisions(&[(renders.slot, router), (renders.other, router)], c)?;
+    host_claims(renders.slot, router, c, "the router")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::*;
+
+    #[test]
+    fn a_helm_create_chart_passes_and_says_what_to_route_to() {
+        let a = Case::new().run().unwrap();
+        assert_eq!(a.service, "web-green-myapp");
+        assert_eq!(
+            super::super::values::label_selector(&a.selector),
+            "app.kubernetes.io/instance=web-green,app.kubernetes.io/name=myapp"
+        );
+        assert_eq!(a.ports[0].describe(), "http 80->http/TCP");
+        assert_eq!(
+            (a.routed.clone(), a.deployments.clone()),
+            (
+                vec!["web-green-myapp".to_string()],
+                vec!["web-green-myapp".to_string()]
+            )
+        );
+        assert_eq!(
+            (a.container.as_str(), a.image.as_str()),
+            ("myapp", "nginx:v2")
+        );
+        assert!(a.accepted.is_empty() && a.scale.is_empty());
+    }
+}
