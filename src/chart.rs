@@ -4,6 +4,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 
+use crate::error::UsageError;
+
 mod embedded {
     include!(concat!(env!("OUT_DIR"), "/chart_files.rs"));
 }
@@ -56,6 +58,43 @@ fn write_all(dir: &Path) -> Result<()> {
         std::fs::write(&path, bytes).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Whether a `--chart` value can only mean a local path, as helm reads it: helm takes anything
+/// that exists as local, and otherwise a reference is `REPO/NAME` (one slash), `oci://...` or a URL.
+/// So a value with a scheme is a reference; one that starts with `/`, `./`, `../` or `~`, is `.`
+/// or `..`, ends with `.tgz` or `.tar.gz`, or has two or more slashes is a path.
+pub fn names_a_path(value: &str) -> bool {
+    if value.contains("://") {
+        return false;
+    }
+    matches!(value, "." | "..")
+        || ["/", "./", "../", "~"].iter().any(|p| value.starts_with(p))
+        || [".tgz", ".tar.gz"].iter().any(|s| value.ends_with(s))
+        || value.matches('/').count() >= 2
+}
+
+const CHART_FORMS: &str = "pass a chart directory, a .tgz, REPO/NAME or oci://...";
+
+/// Checks the global `--chart` before anything connects or runs helm, given whether something
+/// exists at it (relative to the current directory, `~` not expanded, as helm reads it): what
+/// exists is a local chart, judged as before by [`ChartSource::resolve`] and helm; a value that
+/// names a path must exist; anything else is a reference helm resolves.
+pub fn check_chart_flag(value: &str, exists: bool) -> Result<(), UsageError> {
+    if value.is_empty() {
+        return Err(UsageError(format!("--chart is empty: {CHART_FORMS}")));
+    }
+    if exists || !names_a_path(value) {
+        return Ok(());
+    }
+    let tilde = if value.starts_with('~') {
+        " (~ is not expanded: write the path out)"
+    } else {
+        ""
+    };
+    Err(UsageError(format!(
+        "--chart {value}: no such directory or chart archive{tilde}: {CHART_FORMS}"
+    )))
 }
 
 /// The chart a helm write uses: the embedded one (written to a temporary directory for the
@@ -200,6 +239,57 @@ mod tests {
         let defaults = chart.defaults_of(&embedded_id()).unwrap();
         assert_eq!(defaults["productionSlot"], "blue");
         assert_eq!(chart.defaults_of("bgslot-0.0.0-other"), None);
+    }
+
+    #[test]
+    fn chart_flag_paths_and_references() {
+        let missing = |v: &str| {
+            format!("--chart {v}: no such directory or chart archive: pass a chart directory, a .tgz, REPO/NAME or oci://...")
+        };
+        for path in [
+            "/x/chart",
+            "./chart",
+            "../charts/web",
+            ".",
+            "..",
+            "chart.tgz",
+            "web-1.0.0.tar.gz",
+            "repo/web-1.0.0.tgz",
+            "charts/web/v2",
+        ] {
+            assert!(names_a_path(path), "{path}");
+            assert_eq!(
+                check_chart_flag(path, false),
+                Err(UsageError(missing(path))),
+                "{path}"
+            );
+            assert_eq!(check_chart_flag(path, true), Ok(()), "{path}");
+        }
+        assert!(names_a_path("~/c") && names_a_path("~"));
+        assert_eq!(
+            check_chart_flag("~/c", false),
+            Err(UsageError(
+                "--chart ~/c: no such directory or chart archive (~ is not expanded: write the path out): pass a chart directory, a .tgz, REPO/NAME or oci://...".into()
+            ))
+        );
+        assert_eq!(check_chart_flag("~/c", true), Ok(()));
+        // References helm resolves, not the file system: left to helm, as is whatever exists.
+        for reference in [
+            "bitnami/nginx",
+            "oci://registry.local:5000/charts/web",
+            "https://charts.example.com/web-1.0.0.tgz",
+            "web",
+        ] {
+            assert!(!names_a_path(reference), "{reference}");
+            assert_eq!(check_chart_flag(reference, false), Ok(()), "{reference}");
+            assert_eq!(check_chart_flag(reference, true), Ok(()), "{reference}");
+        }
+        assert_eq!(
+            check_chart_flag("", false),
+            Err(UsageError(
+                "--chart is empty: pass a chart directory, a .tgz, REPO/NAME or oci://...".into()
+            ))
+        );
     }
 
     #[test]

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, CommandFactory, Parser};
 
+use crate::chart::check_chart_flag;
 use crate::commands::{Command, Invocation};
 use crate::context::Settings;
 use crate::duration::parse_duration;
-use crate::error::ExitStatus;
+use crate::error::{ExitStatus, UsageError};
 use crate::output::{print_error, ErrorReport, OutputFormat, Printer};
 
 /// Boring, safe blue/green releases on Kubernetes with Helm.
@@ -83,10 +84,15 @@ impl GlobalArgs {
         self
     }
 
-    /// What the layers below are told.
-    pub fn settings(&self) -> Settings {
+    /// What the layers below are told, once the flags no parser could check alone are checked:
+    /// a `--chart` that names a local path which does not exist is a usage error here, before
+    /// any command connects or runs helm.
+    pub fn settings(&self) -> Result<Settings, UsageError> {
         let global = self.clone().without_empty_values();
-        Settings {
+        if let Some(chart) = &global.chart {
+            check_chart_flag(chart, std::path::Path::new(chart).exists())?;
+        }
+        Ok(Settings {
             namespace: global.namespace,
             kube_context: global.kube_context,
             kubeconfig: global.kubeconfig,
@@ -95,7 +101,7 @@ impl GlobalArgs {
             timeout: global.timeout,
             chart: global.chart,
             wait_for_lock: global.wait_for_lock,
-        }
+        })
     }
 }
 
@@ -104,9 +110,17 @@ impl GlobalArgs {
 pub async fn run(cli: Cli) -> ExitStatus {
     crate::signals::install();
     let format = cli.global.output;
+    let settings = match cli.global.settings() {
+        Ok(settings) => settings,
+        Err(err) => {
+            let err = anyhow::Error::new(err);
+            print_error(&ErrorReport::new(&err), format);
+            return ExitStatus::of(&err);
+        }
+    };
     let printer = Printer::new(format);
     let invocation = Invocation {
-        settings: &cli.global.settings(),
+        settings: &settings,
         ui: &printer,
         cli: Cli::command,
     };
@@ -249,8 +263,42 @@ mod tests {
     fn empty_helm_environment_means_unset() {
         let cli = Cli::try_parse_from(["bgslot", "--kube-context", "", "-n", "", "status", "web"])
             .unwrap();
-        let settings = cli.global.settings();
+        let settings = cli.global.settings().unwrap();
         assert_eq!((settings.kube_context, settings.namespace), (None, None));
+    }
+
+    #[test]
+    fn a_chart_path_that_does_not_exist_is_a_usage_error_for_every_command() {
+        for args in [
+            &["bgslot", "recover", "web", "--force"][..],
+            &["bgslot", "history", "web"],
+            &["bgslot", "status", "web"],
+            &["bgslot", "deploy", "web", "--tag", "v1"],
+            &["bgslot", "swap", "web"],
+            &["bgslot", "version"],
+        ] {
+            let mut args = args.to_vec();
+            args.extend(["--chart", "/nonexistent/chart"]);
+            let cli = Cli::try_parse_from(&args).unwrap();
+            let err = anyhow::Error::new(cli.global.settings().unwrap_err());
+            let report = ErrorReport::new(&err);
+            assert_eq!(
+                (report.error.as_str(), report.kind, report.exit_code),
+                (
+                    "--chart /nonexistent/chart: no such directory or chart archive: pass a chart directory, a .tgz, REPO/NAME or oci://...",
+                    "usage",
+                    2
+                ),
+                "{args:?}"
+            );
+        }
+        // A reference is helm's to resolve; an existing chart directory is used as it is.
+        let dir = tempfile::tempdir().unwrap();
+        crate::chart::export(dir.path()).unwrap();
+        for chart in ["bitnami/nginx", "oci://r/c", dir.path().to_str().unwrap()] {
+            let cli = Cli::try_parse_from(["bgslot", "--chart", chart, "status", "web"]).unwrap();
+            assert_eq!(cli.global.settings().unwrap().chart.as_deref(), Some(chart));
+        }
     }
 
     #[test]

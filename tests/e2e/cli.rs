@@ -488,6 +488,54 @@ async fn chart_export_is_byte_identical() {
     assert_eq!(tree(&target), exported);
 }
 
+with_both_helms!(a_chart_path_that_does_not_exist_changes_nothing);
+
+/// A `--chart` naming a local path that is not there is a usage error for every command, found
+/// before anything connects or runs helm: `recover --force` used to ignore it (and write), `status`
+/// to read on, `deploy` to hand it to helm.
+async fn a_chart_path_that_does_not_exist_changes_nothing(major: u32) {
+    let env = Env::new(major, "chartpath").await;
+    env.bgslot(&["deploy", "web", "--tag", "v1", "--replicas", "1"])
+        .await
+        .must_succeed();
+    let history_len = || env.helm_json(&["history", "web"]).as_array().unwrap().len();
+    let (before, len_before) = (env.fingerprint("web").await, history_len());
+    let says = |path: &str| {
+        format!("error: --chart {path}: no such directory or chart archive: pass a chart directory, a .tgz, REPO/NAME or oci://...")
+    };
+    env.bgslot(&["recover", "web", "--force", "--chart", "/nonexistent/chart"])
+        .await
+        .must_exit(2)
+        .must_say(&says("/nonexistent/chart"));
+    env.bgslot(&["status", "web", "--chart", "./no-such-chart"])
+        .await
+        .must_exit(2)
+        .must_say(&says("./no-such-chart"));
+    let json = env
+        .bgslot(&[
+            "deploy", "web", "--tag", "v1", "--chart", "/x/chart", "-o", "json",
+        ])
+        .await
+        .must_exit(2)
+        .json();
+    assert_eq!(
+        (
+            json["kind"].as_str(),
+            json["exit_code"].as_i64(),
+            json["error"].as_str()
+        ),
+        (
+            Some("usage"),
+            Some(2),
+            Some(says("/x/chart").trim_start_matches("error: "))
+        ),
+        "{json}"
+    );
+    assert_eq!(history_len(), len_before, "no helm write");
+    assert_eq!(env.fingerprint("web").await, before);
+    env.done().await;
+}
+
 with_both_helms!(a_new_chart_version_applies_its_defaults);
 
 async fn a_new_chart_version_applies_its_defaults(major: u32) {
