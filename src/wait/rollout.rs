@@ -113,8 +113,12 @@ impl SlotRollout {
         }
     }
 
-    /// The Deployments that keep the rollout from being done, for a message.
+    /// The Deployments that keep the rollout from being done, for a message: none for a slot
+    /// of one Deployment, whose counts say it all.
     fn behind(&self, deployments: &[DeploymentLive]) -> Vec<String> {
+        if matches!(self.deployments, Deployments::Selected(_)) && deployments.len() <= 1 {
+            return Vec::new();
+        }
         let missing = match &self.deployments {
             Deployments::Named(names) => names
                 .iter()
