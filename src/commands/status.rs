@@ -115,7 +115,8 @@ pub struct StatusReport {
     pub heading: Heading,
     pub mode: Mode,
     /// A router's chart and how bgslot sets a version in it; `null` for bgslot's own chart.
-    pub app: Option<AppStatus>,
+    #[serde(serialize_with = "snake_case_keys")]
+    pub app: Option<AppSettings>,
     pub slots: Vec<SlotStatus>,
     pub services: Vec<ServiceStatus>,
     pub drift: Vec<String>,
@@ -125,31 +126,26 @@ pub struct StatusReport {
     pub standing: Standing,
 }
 
-/// A router's app settings as reports spell keys.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct AppStatus {
-    pub chart: String,
-    pub version: String,
-    pub tag_key: String,
-    pub repository_key: String,
-    pub digest_key: String,
-    pub replicas_key: String,
-    pub service: String,
-    pub accept: Vec<Risk>,
-}
-
-impl From<&AppSettings> for AppStatus {
-    fn from(a: &AppSettings) -> AppStatus {
-        AppStatus {
-            chart: a.chart.clone(),
-            version: a.version.clone(),
-            tag_key: a.tag_key.clone(),
-            repository_key: a.repository_key.clone(),
-            digest_key: a.digest_key.clone(),
-            replicas_key: a.replicas_key.clone(),
-            service: a.service.clone(),
-            accept: a.accept.clone(),
-        }
+/// A router's app settings as reports spell keys: snake_case, where its record in the router's
+/// values keeps helm's camelCase.
+fn snake_case_keys<S: serde::Serializer>(app: &Option<AppSettings>, s: S) -> Result<S::Ok, S::Error> {
+    let value = serde_json::to_value(app).map_err(serde::ser::Error::custom)?;
+    let snake = |key: &str| {
+        key.chars().fold(String::new(), |mut out, c| {
+            if c.is_ascii_uppercase() {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+            out
+        })
+    };
+    match value {
+        serde_json::Value::Object(map) => map
+            .into_iter()
+            .map(|(k, v)| (snake(&k), v))
+            .collect::<serde_json::Map<_, _>>()
+            .serialize(s),
+        other => other.serialize(s),
     }
 }
 
@@ -350,7 +346,7 @@ impl StatusReport {
         StatusReport {
             heading: Heading::of(release, production, helm_version),
             mode: K::MODE,
-            app: K::app(seen).map(AppStatus::from),
+            app: K::app(seen).cloned(),
             slots,
             services,
             drift,

@@ -433,27 +433,9 @@ mod tests {
 
     fn record() -> SlotRecord {
         SlotRecord {
-            release: "web-green".into(),
-            state: RecordedState::Deployed,
             revision: 2,
-            chart: "myapp-0.1.0".into(),
-            app_version: "1.16.0".into(),
-            tag: "v2".into(),
-            image: "nginx:v2".into(),
-            container: "myapp".into(),
-            service: "web-green-myapp".into(),
-            selector: BTreeMap::from([
-                ("app.kubernetes.io/instance".into(), "web-green".into()),
-                ("app.kubernetes.io/name".into(), "myapp".into()),
-            ]),
-            ports: vec![PortRecord {
-                name: Some("http".into()),
-                port: 80,
-                target_port: Some(TargetPort::Name("http".into())),
-                protocol: "TCP".into(),
-                app_protocol: None,
-            }],
             accepted: vec![Risk::Jobs],
+            ..super::super::fixtures::record(Slot::Green, "v2")
         }
     }
 
