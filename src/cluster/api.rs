@@ -17,13 +17,13 @@ use kube::Client;
 
 use super::gitops::GitOpsMarks;
 use super::labels::{
-    cron_jobs_selector, migrations_selector, release_selector, services_selector, slot_pods,
-    slot_selector, workers_selector, CHART_LABEL,
+    cron_jobs_selector, migrations_selector, release_selector, services_selector,
+    slot_pods_selector, slot_selector, workers_selector, CHART_LABEL,
 };
 use super::observed::Observed;
 use super::services::{
-    endpoints_of, endpoints_of_slices, pod_slots, routed_services, PodSlots, RoutedService,
-    ServiceEndpoints,
+    endpoints_of, endpoints_of_slices, labelled_pod_slots, pod_slots, routed_services, PodSlots,
+    RoutedService, ServiceEndpoints,
 };
 use super::state::{pod_states, MigrationState, PodState, SlotState};
 use super::workloads::{ConfigRef, CronJobState, WorkerState};
@@ -208,7 +208,7 @@ impl Cluster {
 
     /// Everything bgslot looks at for `release`: both slots and all Services, read at once.
     pub async fn observe(&self, release: &str) -> Result<Observed> {
-        let pods = slot_pods(release);
+        let pods = PodSlots::Labelled(slot_pods_selector(release));
         let (blue, green, services, migrations, workers, cron_jobs) = tokio::try_join!(
             self.slot(release, Slot::Blue),
             self.slot(release, Slot::Green),
@@ -282,8 +282,29 @@ impl Cluster {
         })
     }
 
-    /// Pod name -> slot, for the pods each slot's selector selects (their metadata only).
-    pub async fn pod_slots(&self, selectors: &PodSlots) -> Result<BTreeMap<String, Slot>> {
+    /// Pod name -> slot, for the pods `how` finds (their metadata only).
+    pub async fn pod_slots(&self, how: &PodSlots) -> Result<BTreeMap<String, Slot>> {
+        let selectors = match how {
+            PodSlots::Selected(selectors) => selectors,
+            PodSlots::Labelled(selector) => {
+                let pods = self
+                    .api::<Pod>()
+                    .list_metadata(&ListParams::default().labels(selector))
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "listing the pods {selector} in namespace {}",
+                            self.namespace
+                        )
+                    })?;
+                let named: Vec<(String, &BTreeMap<String, String>)> = pods
+                    .items
+                    .iter()
+                    .filter_map(|p| Some((p.metadata.name.clone()?, p.metadata.labels.as_ref()?)))
+                    .collect();
+                return Ok(labelled_pod_slots(named));
+            }
+        };
         let names = |slot: Slot| async move {
             let selector = &selectors[slot];
             if selector.is_empty() {

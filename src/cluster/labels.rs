@@ -2,7 +2,7 @@
 //! the selectors bgslot finds them with. Objects are found by labels, not by name, so a
 //! `fullnameOverride` changes nothing here.
 
-use crate::vocab::{PerSlot, Slot};
+use crate::vocab::Slot;
 
 pub const SLOT_LABEL: &str = "bgslot/slot";
 pub const ROLE_LABEL: &str = "bgslot/role";
@@ -39,10 +39,10 @@ pub fn services_selector(release: &str) -> String {
     format!("{INSTANCE_LABEL}={release},{ROLE_LABEL}")
 }
 
-/// The release's pods of each slot (web pods, workers, migrations): where its Services' endpoints
-/// lead, by slot.
-pub fn slot_pods(release: &str) -> PerSlot<String> {
-    PerSlot::new(|slot| format!("{INSTANCE_LABEL}={release},{SLOT_LABEL}={slot}"))
+/// The release's pods that belong to a slot (web pods, workers, migrations), each labelled with
+/// it: where its Services' endpoints lead.
+pub fn slot_pods_selector(release: &str) -> String {
+    format!("{INSTANCE_LABEL}={release},{SLOT_LABEL}")
 }
 
 /// The release's workers (of every slot, or of one).

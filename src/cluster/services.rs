@@ -17,8 +17,30 @@ use crate::vocab::{PerSlot, Role, Slot};
 /// chart's, so it carries no slot of its own).
 pub const ROUTES_TO_ANNOTATION: &str = "bgslot/routes-to";
 
-/// How the pods of each slot are found: a label selector per slot (empty: the slot has none).
-pub type PodSlots = PerSlot<String>;
+/// How the pods of each slot are found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PodSlots {
+    /// Pods that carry their slot as a label (bgslot's own chart): the ones this selector
+    /// selects, each in the slot its label names. One list for both slots.
+    Labelled(String),
+    /// Each slot's pods by a selector of its own (a router's, as it recorded them; empty: the
+    /// slot has none).
+    Selected(PerSlot<String>),
+}
+
+impl PodSlots {
+    /// The label selectors to list or watch the pods with.
+    pub fn selectors(&self) -> Vec<&str> {
+        match self {
+            PodSlots::Labelled(selector) => vec![selector.as_str()],
+            PodSlots::Selected(per_slot) => Slot::ALL
+                .iter()
+                .map(|&slot| per_slot[slot].as_str())
+                .filter(|s| !s.is_empty())
+                .collect(),
+        }
+    }
+}
 
 /// Where one Service sends traffic now.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,6 +254,15 @@ fn selector_owner(svc: &Service) -> Option<String> {
         })
 }
 
+/// Pod name -> slot, from pods labelled with their slot (name, labels).
+pub fn labelled_pod_slots<'a>(
+    pods: impl IntoIterator<Item = (String, &'a BTreeMap<String, String>)>,
+) -> BTreeMap<String, Slot> {
+    pods.into_iter()
+        .filter_map(|(name, labels)| Some((name, labels.get(SLOT_LABEL)?.parse().ok()?)))
+        .collect()
+}
+
 /// Pod name -> slot, from each slot's pod names.
 pub fn pod_slots(names: PerSlot<Vec<String>>) -> BTreeMap<String, Slot> {
     Slot::ALL
@@ -328,6 +359,25 @@ mod tests {
             Some("web-stage")
         );
         assert_eq!(production_services(&services).count(), 2);
+    }
+
+    #[test]
+    fn labelled_pods_are_in_the_slot_their_label_names() {
+        let blue = BTreeMap::from([(SLOT_LABEL.to_string(), "blue".to_string())]);
+        let odd = BTreeMap::from([(SLOT_LABEL.to_string(), "purple".to_string())]);
+        let none = BTreeMap::new();
+        let slots = labelled_pod_slots([
+            ("a".to_string(), &blue),
+            ("b".to_string(), &odd),
+            ("c".to_string(), &none),
+        ]);
+        assert_eq!(slots, BTreeMap::from([("a".to_string(), Slot::Blue)]));
+        let how = PodSlots::Selected(PerSlot {
+            blue: "app=web-blue".into(),
+            green: String::new(),
+        });
+        assert_eq!(how.selectors(), ["app=web-blue"]);
+        assert_eq!(PodSlots::Labelled("x".into()).selectors(), ["x"]);
     }
 
     #[test]

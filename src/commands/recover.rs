@@ -12,7 +12,8 @@ use serde::Serialize;
 
 use super::preview::{Plan, PlannedStep};
 use super::{mutate, Header, Invocation, Mutating, Outcome, Session};
-use crate::cluster::labels::slot_pods;
+use crate::cluster::labels::slot_pods_selector;
+use crate::cluster::PodSlots;
 use crate::context::Ctx;
 use crate::duration::parse_duration;
 use crate::error::Refusal;
@@ -51,7 +52,7 @@ async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>>
     // alone (the values of a stuck revision are what is in doubt), whose kind its user values
     // say (bgslot writes `router.enabled` there). The Services say whether a GitOps controller
     // owns it.
-    let pods = slot_pods(release);
+    let pods = PodSlots::Labelled(slot_pods_selector(release));
     let (latest, services) = tokio::join!(
         ctx.records.latest(release),
         ctx.cluster.services(release, &pods)

@@ -12,8 +12,9 @@ use kube::runtime::watcher;
 
 use super::services::changes_of;
 use super::ticks;
-use crate::cluster::labels::{release_selector, slot_pods};
+use crate::cluster::labels::{release_selector, slot_pods_selector};
 use crate::cluster::Cluster;
+use crate::cluster::PodSlots;
 use crate::helm::storage::{self, Driver, Storage};
 
 pub fn release_changes(
@@ -22,7 +23,12 @@ pub fn release_changes(
 ) -> impl futures::Stream<Item = ()> + Send + 'static {
     let of_release = watcher::Config::default().labels(&release_selector(release));
     futures::stream::select_all([
-        changes_of(cluster, release, &slot_pods(release)).boxed(),
+        changes_of(
+            cluster,
+            release,
+            &PodSlots::Labelled(slot_pods_selector(release)),
+        )
+        .boxed(),
         ticks(cluster.api::<Deployment>(), of_release.clone()),
         ticks(cluster.api::<Job>(), of_release),
         record_changes(cluster, &storage::selector(release)),

@@ -70,15 +70,16 @@ pub fn changes_of(
         Some(true) => ticks(cluster.api::<EndpointSlice>(), of_release()),
         _ => ticks(cluster.api::<Endpoints>(), of_release()),
     };
-    let pods = Slot::ALL
+    let pods: Vec<_> = pods
+        .selectors()
         .into_iter()
-        .filter(|&slot| !pods[slot].is_empty())
-        .map(|slot| {
+        .map(|selector| {
             ticks(
                 cluster.api::<Pod>(),
-                watcher::Config::default().labels(&pods[slot]),
+                watcher::Config::default().labels(selector),
             )
-        });
+        })
+        .collect();
     futures::stream::select_all(
         [ticks(cluster.api::<Service>(), of_release()), endpoints]
             .into_iter()

@@ -16,9 +16,9 @@ use super::stage::{Basis, Staged, Staging};
 use super::view::{Holds, SlotView};
 use super::{Retired, Seen, SlotKind};
 use crate::chart::ChartSource;
-use crate::cluster::labels::{slot_pods, slot_running_selector};
+use crate::cluster::labels::{slot_pods_selector, slot_running_selector};
 use crate::cluster::services::missing_services;
-use crate::cluster::{Cluster, DeploymentLive, RoutedService, Totals};
+use crate::cluster::{Cluster, DeploymentLive, PodSlots, RoutedService, Totals};
 use crate::context::Ctx;
 use crate::error::Refusal;
 use crate::helm::{SetValue, Write};
@@ -175,7 +175,7 @@ pub fn seen(release: Observation) -> Seen<Bundled> {
     Seen {
         slots: PerSlot::new(|slot| view(&release, slot)),
         services: release.cluster.services.clone(),
-        pods: slot_pods(&name),
+        pods: PodSlots::Labelled(slot_pods_selector(&name)),
         drift: drift(&name, &release.values, &release.cluster.services),
         warnings: Vec::new(),
         kind: Bundled,

@@ -6,8 +6,9 @@
 use anyhow::{Context, Result};
 
 use super::Bundled;
-use crate::cluster::labels::slot_pods;
+use crate::cluster::labels::slot_pods_selector;
 use crate::cluster::MigrationPhase;
+use crate::cluster::PodSlots;
 use crate::context::Ctx;
 use crate::error::Refusal;
 use crate::helm::{SetValue, Write};
@@ -53,7 +54,7 @@ pub fn decide(seen: Option<&Observation>, basis: &Basis) -> Result<Staging<Plan>
         image: plan.image.as_ref().map(ImageRef::to_string),
         preview: plan.preview,
         rollout: SlotRollout::of_chart(release, slot),
-        pods: slot_pods(release),
+        pods: PodSlots::Labelled(slot_pods_selector(release)),
         migration: true,
         plan,
     };

@@ -64,14 +64,14 @@ pub async fn observe(ctx: &Ctx, release: Observation) -> Result<Seen<Router>> {
 
 /// How each slot's pods are found: the selector recorded for a slot that runs a release.
 pub fn pod_slots(router: &RouterValues) -> PodSlots {
-    PerSlot::new(|slot| {
+    PodSlots::Selected(PerSlot::new(|slot| {
         let record = router.slot(slot);
         if record.is_deployed() {
             label_selector(&record.selector)
         } else {
             String::new()
         }
-    })
+    }))
 }
 
 /// Every Deployment of the namespace: a slot release's are found by helm's annotation, since

@@ -140,8 +140,10 @@ pub async fn plan(
         &checks,
     )?;
     let after = values_after(ctx, release, &router_render)?;
-    let mut pods = seen.map(|s| pod_slots(&s.kind.values)).unwrap_or_default();
-    pods[slot] = label_selector(&analysis.selector);
+    let mut recorded = seen.map(|s| s.kind.values.clone()).unwrap_or_default();
+    recorded.slot_mut(slot).selector = analysis.selector.clone();
+    recorded.slot_mut(slot).state = super::values::RecordedState::Deployed;
+    let pods = pod_slots(&recorded);
     Ok(Staging {
         release: basis.release.clone(),
         slot,
