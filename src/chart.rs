@@ -81,8 +81,13 @@ const CHART_FORMS: &str = "pass a chart directory, a .tgz, REPO/NAME or oci://..
 /// exists is a local chart, judged as before by [`ChartSource::resolve`] and helm; a value that
 /// names a path must exist; anything else is a reference helm resolves.
 pub fn check_chart_flag(value: &str, exists: bool) -> Result<(), UsageError> {
+    check_chart_ref("--chart", value, exists)
+}
+
+/// [`check_chart_flag`] for any flag that names a chart (`--chart`, `--app-chart`).
+pub fn check_chart_ref(flag: &str, value: &str, exists: bool) -> Result<(), UsageError> {
     if value.is_empty() {
-        return Err(UsageError(format!("--chart is empty: {CHART_FORMS}")));
+        return Err(UsageError(format!("{flag} is empty: {CHART_FORMS}")));
     }
     if exists || !names_a_path(value) {
         return Ok(());
@@ -93,7 +98,7 @@ pub fn check_chart_flag(value: &str, exists: bool) -> Result<(), UsageError> {
         ""
     };
     Err(UsageError(format!(
-        "--chart {value}: no such directory or chart archive{tilde}: {CHART_FORMS}"
+        "{flag} {value}: no such directory or chart archive{tilde}: {CHART_FORMS}"
     )))
 }
 

@@ -674,6 +674,7 @@ fn shop() -> Observation {
         name: "consumer".into(),
         slot,
         requires: Vec::new(),
+        pods: String::new(),
         state: SlotState {
             deployment: Some(format!("shop-{slot}-consumer")),
             ..ready(n)

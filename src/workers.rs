@@ -19,7 +19,7 @@ use crate::error::Refusal;
 use crate::vocab::{PerSlot, Slot};
 
 /// How a worker moves at a swap.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Handover {
     /// The new slot's workers start while the old slot's stop: for a moment both versions consume.
@@ -305,6 +305,7 @@ mod tests {
             slot: Slot::Green,
             state: state("web:v1"),
             requires: vec![queues.clone()],
+            pods: String::new(),
         }];
         assert!(refuse(&observed).contains("would run web:v1, not what its web pods run (web:v2)"));
         observed.workers[0].state = state("web:v2");

@@ -52,8 +52,73 @@ Service keeps the same shape.
 {{- $slot = .root.Values.productionSlot }}
 {{- end }}
 {{- $s := include "bgslot.router.slot" (dict "root" .root "slot" $slot) | fromJson }}
+{{- include "bgslot.router.portList" ($s.ports | default list) }}
+{{- end }}
+
+{{/*
+The names of the further routes either slot records (a route of only one slot still gets its pair
+of Services, selecting nothing where the slot has no such route), as a JSON list.
+*/}}
+{{- define "bgslot.router.routeNames" -}}
+{{- $names := list }}
+{{- range $slot := list "blue" "green" }}
+{{- $s := include "bgslot.router.slot" (dict "root" $.root "slot" $slot) | fromJson }}
+{{- if include "bgslot.router.routable" (dict "root" $.root "slot" $slot) }}
+{{- range $r := $s.routes | default list }}
+{{- $names = append $names $r.route }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson ($names | uniq | sortAlpha) }}
+{{- end }}
+
+{{/*
+A slot's record of a further route, as JSON ({} when it has none, or runs nothing). Call with
+(dict "root" $ "slot" "blue" "route" "stream").
+*/}}
+{{- define "bgslot.router.route" -}}
+{{- $found := dict }}
+{{- if include "bgslot.router.routable" . }}
+{{- $s := include "bgslot.router.slot" . | fromJson }}
+{{- range $r := $s.routes | default list }}
+{{- if eq $r.route $.route }}
+{{- $found = $r }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toJson $found }}
+{{- end }}
+
+{{/*
+The selector and ports of a further route's Service that routes to a slot, as JSON: the slot's
+recorded ones; where the slot has no such route, a selector no pod matches and the other slot's
+ports.
+*/}}
+{{- define "bgslot.router.routeSelector" -}}
+{{- $r := include "bgslot.router.route" . | fromJson }}
+{{- if $r.selector }}
+{{- toJson $r.selector }}
+{{- else }}
+{{- toJson (dict "bgslot/slot" "none") }}
+{{- end }}
+{{- end }}
+
+{{- define "bgslot.router.routePorts" -}}
+{{- $r := include "bgslot.router.route" . | fromJson }}
+{{- if not $r.ports }}
+{{- $other := ternary "green" "blue" (eq .slot "blue") }}
+{{- $r = include "bgslot.router.route" (dict "root" .root "slot" $other "route" .route) | fromJson }}
+{{- end }}
+{{- include "bgslot.router.portList" ($r.ports | default list) }}
+{{- end }}
+
+{{/*
+Recorded ports as a Service's port list, as JSON (each with its protocol, TCP unless recorded
+otherwise).
+*/}}
+{{- define "bgslot.router.portList" -}}
 {{- $out := list }}
-{{- range $p := $s.ports | default list }}
+{{- range $p := . }}
 {{- $target := $p.targetPort | default $p.port }}
 {{- if not (kindIs "string" $target) }}
 {{- $target = $target | int }}
@@ -148,6 +213,14 @@ routes the chart renders need what they attach to.
 {{- end }}
 {{- if not ($svc | default dict).ports }}
 {{- fail (printf "extraServices.%s.ports is empty: a Service needs at least one port" $key) }}
+{{- end }}
+{{- end }}
+{{- range $route := include "bgslot.router.routeNames" (dict "root" .) | fromJsonArray }}
+{{- if hasKey ($v.extraServices | default dict) $route }}
+{{- fail (printf "extraServices.%s and the route %s would both name the Services %s-%s: rename the extraServices key, or route the Service under another name (--service NAME=ROUTE)" $route $route $.Release.Name $route) }}
+{{- end }}
+{{- if or (has $route (list "main" "stage")) (hasSuffix "-stage" $route) }}
+{{- fail (printf "route %s: the names main and stage and names ending in -stage are reserved; route the Service under another name (--service NAME=ROUTE)" $route) }}
 {{- end }}
 {{- end }}
 {{- end }}

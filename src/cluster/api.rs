@@ -86,17 +86,23 @@ impl Cluster {
         self.api()
     }
 
+    /// Whether this namespace exists.
+    pub async fn namespace_exists(&self) -> Result<bool> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let name = &self.namespace;
+        Ok(api
+            .get_opt(name)
+            .await
+            .with_context(|| format!("reading namespace {name}"))?
+            .is_some())
+    }
+
     /// Creates this namespace when it is missing (in a dry run, only says it would). Returns
     /// whether it was (or would be) created; one created meanwhile by someone else was not.
     pub async fn create_namespace_if_missing(&self, dry_run: bool) -> Result<bool> {
         let api: Api<Namespace> = Api::all(self.client.clone());
         let name = &self.namespace;
-        if api
-            .get_opt(name)
-            .await
-            .with_context(|| format!("reading namespace {name}"))?
-            .is_some()
-        {
+        if self.namespace_exists().await? {
             return Ok(false);
         }
         if dry_run {
@@ -162,7 +168,7 @@ impl Cluster {
         Ok(())
     }
 
-    async fn list<K>(&self, selector: &str, what: impl FnOnce() -> String) -> Result<Vec<K>>
+    pub(super) async fn list<K>(&self, selector: &str, what: impl FnOnce() -> String) -> Result<Vec<K>>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
             + Clone
@@ -306,26 +312,26 @@ impl Cluster {
             }
         };
         let names = |slot: Slot| async move {
-            let selector = &selectors[slot];
-            if selector.is_empty() {
-                return Ok(Vec::new());
-            }
-            let pods = self
-                .api::<Pod>()
-                .list_metadata(&ListParams::default().labels(selector))
-                .await
-                .with_context(|| {
-                    format!(
-                        "listing the {slot} pods ({selector}) in namespace {}",
-                        self.namespace
-                    )
-                })?;
-            Ok::<_, anyhow::Error>(
-                pods.items
-                    .into_iter()
-                    .filter_map(|p| p.metadata.name)
-                    .collect::<Vec<_>>(),
-            )
+            let lists = selectors[slot].iter().map(|selector| async move {
+                let pods = self
+                    .api::<Pod>()
+                    .list_metadata(&ListParams::default().labels(selector))
+                    .await
+                    .with_context(|| {
+                        format!(
+                            "listing the {slot} pods ({selector}) in namespace {}",
+                            self.namespace
+                        )
+                    })?;
+                Ok::<_, anyhow::Error>(
+                    pods.items
+                        .into_iter()
+                        .filter_map(|p| p.metadata.name)
+                        .collect::<Vec<_>>(),
+                )
+            });
+            let lists = futures::future::try_join_all(lists).await?;
+            Ok::<_, anyhow::Error>(lists.into_iter().flatten().collect::<Vec<_>>())
         };
         let (blue, green) = tokio::try_join!(names(Slot::Blue), names(Slot::Green))?;
         Ok(pod_slots(PerSlot { blue, green }))
@@ -375,44 +381,58 @@ impl Cluster {
         Ok(workers)
     }
 
-    /// The release's CronJobs, by name then slot: `batch/v1`, or `batch/v1beta1` where the server
-    /// serves no other (Kubernetes before 1.21).
+    /// The release's CronJobs, by name then slot.
     pub async fn cron_jobs(&self, release: &str) -> Result<Vec<CronJobState>> {
-        let selector = ListParams::default().labels(&cron_jobs_selector(release));
+        let docs = self
+            .cron_job_docs(&cron_jobs_selector(release), || {
+                format!("the CronJobs of {release}")
+            })
+            .await?;
+        let mut jobs: Vec<CronJobState> = docs.iter().filter_map(CronJobState::of).collect();
+        jobs.sort_by(|a, b| (&a.name, a.slot).cmp(&(&b.name, b.slot)));
+        Ok(jobs)
+    }
+
+    /// The CronJobs `selector` matches, as JSON: `batch/v1`, or `batch/v1beta1` where the server
+    /// serves no other (Kubernetes before 1.21).
+    pub(super) async fn cron_job_docs(
+        &self,
+        selector: &str,
+        what: impl Fn() -> String,
+    ) -> Result<Vec<serde_json::Value>> {
+        let params = ListParams::default().labels(selector);
         let versions: &[&'static str] = match self.cron_jobs_version.get() {
             Some(version) => std::slice::from_ref(version),
             None => &["v1", "v1beta1"],
         };
         for &version in versions {
-            let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
-                "batch", version, "CronJob",
-            ));
-            let api: Api<kube::api::DynamicObject> =
-                Api::namespaced_with(self.client.clone(), &self.namespace, &resource);
-            match api.list(&selector).await {
+            match self.cron_job_api(version).list(&params).await {
                 Ok(list) => {
                     let _ = self.cron_jobs_version.set(version);
-                    let mut jobs: Vec<CronJobState> = list
+                    return Ok(list
                         .items
                         .iter()
                         .filter_map(|o| serde_json::to_value(o).ok())
-                        .filter_map(|o| CronJobState::of(&o))
-                        .collect();
-                    jobs.sort_by(|a, b| (&a.name, a.slot).cmp(&(&b.name, b.slot)));
-                    return Ok(jobs);
+                        .collect());
                 }
                 Err(kube::Error::Api(status)) if status.code == 404 => continue,
                 Err(err) => {
                     return Err(err).with_context(|| {
-                        format!(
-                            "listing the CronJobs of {release} in namespace {}",
-                            self.namespace
-                        )
+                        format!("listing {} in namespace {}", what(), self.namespace)
                     })
                 }
             }
         }
         Ok(Vec::new())
+    }
+
+    /// The CronJob API of `version` (`v1`, or `v1beta1`), or of the one the server serves.
+    pub(super) fn cron_job_api(&self, version: &str) -> Api<kube::api::DynamicObject> {
+        let version = self.cron_jobs_version.get().copied().unwrap_or(version);
+        let resource = kube::api::ApiResource::from_gvk(&kube::api::GroupVersionKind::gvk(
+            "batch", version, "CronJob",
+        ));
+        Api::namespaced_with(self.client.clone(), &self.namespace, &resource)
     }
 
     /// Each slot's migration Job (the newest, when several exist), as the chart labels it.

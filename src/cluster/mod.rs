@@ -4,6 +4,7 @@
 //! writes helm cannot make (`api`).
 
 pub mod api;
+pub mod followers;
 pub mod gitops;
 pub mod labels;
 pub mod observed;
@@ -12,6 +13,7 @@ pub mod state;
 pub mod workloads;
 
 pub use api::Cluster;
+pub use followers::{FollowerKind, Followers, LivePod, Named};
 pub use gitops::GitOpsMarks;
 pub use observed::Observed;
 pub use services::{PodSlots, RoutedService};

@@ -23,9 +23,9 @@ pub enum PodSlots {
     /// Pods that carry their slot as a label (bgslot's own chart): the ones this selector
     /// selects, each in the slot its label names. One list for both slots.
     Labelled(String),
-    /// Each slot's pods by a selector of its own (a router's, as it recorded them; empty: the
-    /// slot has none).
-    Selected(PerSlot<String>),
+    /// Each slot's pods by selectors of its own (a router's, as it recorded them, one per route;
+    /// none: the slot has no pods).
+    Selected(PerSlot<Vec<String>>),
 }
 
 impl PodSlots {
@@ -35,8 +35,7 @@ impl PodSlots {
             PodSlots::Labelled(selector) => vec![selector.as_str()],
             PodSlots::Selected(per_slot) => Slot::ALL
                 .iter()
-                .map(|&slot| per_slot[slot].as_str())
-                .filter(|s| !s.is_empty())
+                .flat_map(|&slot| per_slot[slot].iter().map(String::as_str))
                 .collect(),
         }
     }
@@ -373,8 +372,8 @@ mod tests {
         ]);
         assert_eq!(slots, BTreeMap::from([("a".to_string(), Slot::Blue)]));
         let how = PodSlots::Selected(PerSlot {
-            blue: "app=web-blue".into(),
-            green: String::new(),
+            blue: vec!["app=web-blue".into()],
+            green: Vec::new(),
         });
         assert_eq!(how.selectors(), ["app=web-blue"]);
         assert_eq!(PodSlots::Labelled("x".into()).selectors(), ["x"]);

@@ -9,7 +9,7 @@ use k8s_openapi::api::core::v1::PodSpec;
 use k8s_openapi::jiff::Timestamp;
 use serde_json::Value;
 
-use super::labels::{COMPONENT_LABEL, SLOT_LABEL};
+use super::labels::{workers_selector, COMPONENT_LABEL, INSTANCE_LABEL, SLOT_LABEL};
 use super::state::SlotState;
 use crate::vocab::Slot;
 
@@ -24,6 +24,9 @@ pub struct WorkerState {
     /// The ConfigMaps and Secrets its pods cannot start without.
     #[serde(skip)]
     pub requires: Vec<ConfigRef>,
+    /// The label selector of its pods.
+    #[serde(skip)]
+    pub pods: String,
 }
 
 /// A ConfigMap or Secret a pod template names without `optional: true`: the kubelet does not
@@ -103,9 +106,26 @@ impl WorkerState {
     /// A worker Deployment as the chart labels it; `None` for one without a slot or a name.
     pub fn of(d: &Deployment) -> Option<WorkerState> {
         let labels = d.metadata.labels.as_ref()?;
-        Some(WorkerState {
-            name: labels.get(COMPONENT_LABEL)?.clone(),
-            slot: labels.get(SLOT_LABEL)?.parse().ok()?,
+        let name = labels.get(COMPONENT_LABEL)?.clone();
+        let slot: Slot = labels.get(SLOT_LABEL)?.parse().ok()?;
+        let pods = labels
+            .get(INSTANCE_LABEL)
+            .map(|release| {
+                format!(
+                    "{},{COMPONENT_LABEL}={name}",
+                    workers_selector(release, Some(slot))
+                )
+            })
+            .unwrap_or_default();
+        Some(WorkerState::named(d, name, slot, pods))
+    }
+
+    /// A worker Deployment known by its name in `slot` (a router's slot release), its pods
+    /// found by `pods`.
+    pub fn named(d: &Deployment, name: String, slot: Slot, pods: String) -> WorkerState {
+        WorkerState {
+            name,
+            slot,
             state: SlotState::from_deployment(d),
             requires: d
                 .spec
@@ -113,7 +133,8 @@ impl WorkerState {
                 .and_then(|s| s.template.spec.as_ref())
                 .map(ConfigRef::required_by)
                 .unwrap_or_default(),
-        })
+            pods,
+        }
     }
 
     /// Runs what it should and nothing else: every desired pod new and available (none for a
@@ -145,13 +166,18 @@ impl CronJobState {
     /// before Kubernetes 1.21) share the fields read here.
     pub fn of(cron_job: &Value) -> Option<CronJobState> {
         let labels = cron_job.pointer("/metadata/labels")?;
-        let text =
-            |v: &Value, path: &str| v.pointer(path).and_then(Value::as_str).map(str::to_string);
+        let name = text(labels, &format!("/{}", COMPONENT_LABEL.replace('/', "~1")))?;
+        let slot = text(labels, &format!("/{}", SLOT_LABEL.replace('/', "~1")))?
+            .parse()
+            .ok()?;
+        CronJobState::named(cron_job, name, slot)
+    }
+
+    /// A CronJob known by its name in `slot` (a router's slot release).
+    pub fn named(cron_job: &Value, name: String, slot: Slot) -> Option<CronJobState> {
         Some(CronJobState {
-            name: text(labels, &format!("/{}", COMPONENT_LABEL.replace('/', "~1")))?,
-            slot: text(labels, &format!("/{}", SLOT_LABEL.replace('/', "~1")))?
-                .parse()
-                .ok()?,
+            name,
+            slot,
             cron_job: text(cron_job, "/metadata/name")?,
             schedule: text(cron_job, "/spec/schedule").unwrap_or_default(),
             suspended: cron_job
@@ -161,6 +187,10 @@ impl CronJobState {
             last_schedule: text(cron_job, "/status/lastScheduleTime").and_then(|t| t.parse().ok()),
         })
     }
+}
+
+fn text(v: &Value, path: &str) -> Option<String> {
+    v.pointer(path).and_then(Value::as_str).map(str::to_string)
 }
 
 #[cfg(test)]

@@ -67,6 +67,9 @@ commands! {
     Man(man),
     /// Print bgslot's version and the embedded chart's version
     Version(version),
+    /// What helm runs as the post-renderer of a slot release staged in router mode
+    #[command(hide = true)]
+    PostRender(post_render),
 }
 
 /// A command's result: text for a person (`Display`), a JSON document for a program; both
@@ -211,9 +214,30 @@ impl<'a> Mutation<'a> {
 pub struct Session<'a> {
     pub ctx: &'a Ctx,
     pub release: &'a ReleaseName,
+    pub op: Op,
     pub dry_run: bool,
-    /// The namespace did not exist and was created (or, in a dry run, would be).
+    /// The namespace does not exist and this run creates it (or, in a dry run, would): not
+    /// before the run's checks pass ([`Session::open`]).
     pub creates_namespace: bool,
+    opened: tokio::sync::OnceCell<()>,
+}
+
+impl Session<'_> {
+    /// Before the first write of a run that creates its namespace: creates it and takes the
+    /// release lock, which lives in it. So a run refused by its checks leaves no namespace
+    /// behind. Nothing to do for any other run (the skeleton took the lock already).
+    pub async fn open(&self) -> Result<()> {
+        if !self.creates_namespace || self.dry_run {
+            return Ok(());
+        }
+        self.opened
+            .get_or_try_init(|| async {
+                self.ctx.cluster.create_namespace_if_missing(false).await?;
+                self.ctx.lock(self.release, self.op).await
+            })
+            .await?;
+        Ok(())
+    }
 }
 
 /// The skeleton of every command that changes a release: connects (checking every input before
@@ -232,19 +256,20 @@ where
         namespace: ctx.namespace.clone(),
     };
     let outcome = async {
-        let creates_namespace = mutation.create_namespace
-            && ctx
-                .cluster
-                .create_namespace_if_missing(mutation.dry_run)
-                .await?;
-        if !mutation.dry_run {
+        // A namespace to create is created, and the lock in it taken, once the body's checks
+        // passed (`Session::open`); every other run is locked before its body runs.
+        let creates_namespace =
+            mutation.create_namespace && !ctx.cluster.namespace_exists().await?;
+        if !mutation.dry_run && !creates_namespace {
             ctx.lock(mutation.release, mutation.op).await?;
         }
         let session = Session {
             ctx: &ctx,
             release: mutation.release,
+            op: mutation.op,
             dry_run: mutation.dry_run,
             creates_namespace,
+            opened: tokio::sync::OnceCell::new(),
         };
         let result = body(&session)
             .await

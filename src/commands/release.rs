@@ -71,6 +71,7 @@ impl Args {
         let mutation = self.target.mutation(Op::Release).creating_namespace(self.image.create_namespace);
         let request = self.image.request(self.force);
         mutate(run, mutation, async |s: &Session<'_>| {
+            deploy::precheck(s, &request).await?;
             with_target!(deploy::target(s, &request).await?, seen => release(s, self, seen.as_ref(), &request).await)
         })
         .await

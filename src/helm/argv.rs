@@ -195,12 +195,59 @@ pub struct SlotWrite {
     pub record: Recorded,
     /// How long helm may wait for the chart's hooks.
     pub timeout: std::time::Duration,
+    /// The slot is written as stage: what follows production is held back as it is rendered.
+    pub as_stage: Option<AsStage>,
 }
 
 impl SlotWrite {
     pub fn description(&self) -> String {
         self.record.to_string()
     }
+}
+
+/// What follows production, held back in a slot release written as stage: its workers at
+/// `replicas` (the stage's), every CronJob suspended. bgslot edits the render itself, as helm's
+/// post-renderer, so that not one worker pod nor CronJob run of the new version starts before
+/// the swap, and what helm records is what runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AsStage {
+    /// The workers' Deployments, by name.
+    pub workers: Vec<String>,
+    pub replicas: u64,
+}
+
+impl AsStage {
+    /// The arguments bgslot takes as a post-renderer (its hidden `post-render` command).
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "post-render".to_string(),
+            "--replicas".to_string(),
+            self.replicas.to_string(),
+        ];
+        for worker in &self.workers {
+            args.extend(["--worker".to_string(), worker.clone()]);
+        }
+        args
+    }
+}
+
+/// How helm reaches bgslot as a post-renderer: Helm 3 runs an executable by path, Helm 4 only a
+/// plugin, by name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PostRenderer {
+    Executable(PathBuf),
+    Plugin(String),
+}
+
+/// The name of the post-renderer plugin bgslot lays out for Helm 4.
+pub const POST_RENDER_PLUGIN: &str = "bgslot-as-stage";
+
+/// A Helm 4 plugin that runs `exe` as a post-renderer, its `plugin.yaml`.
+pub fn post_render_plugin(exe: &Path) -> String {
+    format!(
+        "apiVersion: v1\ntype: postrenderer/v1\nname: {POST_RENDER_PLUGIN}\nversion: 0.1.0\nruntime: subprocess\nruntimeConfig:\n  platformCommand:\n    - command: {}\n",
+        serde_json::to_string(&exe.to_string_lossy()).unwrap_or_default()
+    )
 }
 
 /// argv of a slot write: `helm upgrade --install` with `--reset-values`, so that nothing of the
@@ -211,6 +258,7 @@ pub fn slot_write_argv(
     target: &Target,
     write: &SlotWrite,
     base: Option<&Path>,
+    post: Option<&PostRenderer>,
 ) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec![
         "upgrade".into(),
@@ -233,6 +281,16 @@ pub fn slot_write_argv(
         argv.extend(["--set".into(), set.to_string().into()]);
     }
     argv.extend(set_args(&write.sets));
+    if let (Some(as_stage), Some(post)) = (&write.as_stage, post) {
+        argv.push("--post-renderer".into());
+        argv.push(match post {
+            PostRenderer::Executable(path) => path.into(),
+            PostRenderer::Plugin(name) => name.into(),
+        });
+        for arg in as_stage.args() {
+            argv.extend(["--post-renderer-args".into(), arg.into()]);
+        }
+    }
     argv.extend([
         "--description".into(),
         write.description().into(),
@@ -244,14 +302,15 @@ pub fn slot_write_argv(
     argv
 }
 
-/// The dry run of a slot write (`--dry-run=server`, printing the release as JSON).
+/// The dry run of a slot write (`--dry-run=server`, printing the release as JSON), as the chart
+/// renders it: without the post-renderer, so the preflight sees what the chart asks for.
 pub fn slot_render_argv(
     release: &str,
     target: &Target,
     write: &SlotWrite,
     base: Option<&Path>,
 ) -> Vec<OsString> {
-    let mut argv = slot_write_argv(release, target, write, base);
+    let mut argv = slot_write_argv(release, target, write, base, None);
     argv.push("--dry-run=server".into());
     argv
 }
@@ -555,6 +614,7 @@ mod tests {
             ],
             record: deploy(Slot::Green),
             timeout: std::time::Duration::from_secs(300),
+            as_stage: None,
         }
     }
 
@@ -566,6 +626,7 @@ mod tests {
             &target(),
             &slot_write(),
             Some(base),
+            Some(&PostRenderer::Plugin(POST_RENDER_PLUGIN.into())),
         ));
         assert_eq!(
             argv,
@@ -607,6 +668,42 @@ mod tests {
         assert_eq!(argv[at + 1], "1.4.2");
         assert_eq!(argv.last().unwrap(), "--dry-run=server");
         assert!(!argv.iter().any(|a| a == "--take-ownership"));
+    }
+
+    #[test]
+    fn a_slot_written_as_stage_goes_through_bgslot_as_its_post_renderer() {
+        let write = SlotWrite {
+            as_stage: Some(AsStage {
+                workers: vec!["web-green-sidekiq".into()],
+                replicas: 0,
+            }),
+            ..slot_write()
+        };
+        let helm3 = PostRenderer::Executable("/usr/local/bin/bgslot".into());
+        let argv = strings(slot_write_argv("web-green", &target(), &write, None, Some(&helm3)));
+        let at = argv.iter().position(|a| a == "--post-renderer").unwrap();
+        assert_eq!(
+            argv[at..at + 10],
+            [
+                "--post-renderer",
+                "/usr/local/bin/bgslot",
+                "--post-renderer-args",
+                "post-render",
+                "--post-renderer-args",
+                "--replicas",
+                "--post-renderer-args",
+                "0",
+                "--post-renderer-args",
+                "--worker",
+            ]
+        );
+        assert_eq!(argv[at + 11], "web-green-sidekiq");
+        // The dry run renders as the chart asks: the preflight reads the workers' replicas.
+        let dry = strings(slot_render_argv("web-green", &target(), &write, None));
+        assert!(!dry.iter().any(|a| a == "--post-renderer"));
+        let plugin = post_render_plugin(Path::new("/opt/bgslot"));
+        assert!(plugin.contains("type: postrenderer/v1\nname: bgslot-as-stage\n"), "{plugin}");
+        assert!(plugin.ends_with("- command: \"/opt/bgslot\"\n"), "{plugin}");
     }
 
     #[test]

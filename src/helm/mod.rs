@@ -13,7 +13,7 @@ pub mod runner;
 pub mod storage;
 pub mod version;
 
-pub use argv::{is_secret_key, SetValue, SlotWrite, Target, Write};
+pub use argv::{is_secret_key, AsStage, SetValue, SlotWrite, Target, Write};
 pub use error::{HelmError, HelmErrorKind};
 pub use json::{ReleaseRecord, Revision, Status};
 pub use records::{Latest, Records};

@@ -193,15 +193,52 @@ impl HelmRunner {
     }
 
     /// Runs `write` of the slot release `release`; returns the release as helm recorded it.
+    /// A slot written as stage goes through bgslot itself as helm's post-renderer: this very
+    /// executable for Helm 3, a plugin laid out for this write (ahead of the user's plugins) for
+    /// Helm 4.
     pub async fn write_slot(&self, release: &str, write: &SlotWrite) -> Result<ReleaseRecord> {
         let base = write.base.as_ref().map(values_file).transpose()?;
+        let mut env = Vec::new();
+        let mut _plugins = None;
+        let post = match &write.as_stage {
+            None => None,
+            Some(_) => {
+                let exe = std::env::current_exe()
+                    .context("finding bgslot's own executable, helm's post-renderer")?;
+                if self.version.major >= 4 {
+                    let dir = tempfile::Builder::new()
+                        .prefix("bgslot-plugins-")
+                        .tempdir()
+                        .context("creating a temporary helm plugin directory")?;
+                    let plugin = dir.path().join(argv::POST_RENDER_PLUGIN);
+                    std::fs::create_dir(&plugin)
+                        .and_then(|_| {
+                            std::fs::write(
+                                plugin.join("plugin.yaml"),
+                                argv::post_render_plugin(&exe),
+                            )
+                        })
+                        .context("writing bgslot's post-renderer plugin")?;
+                    let mut dirs = vec![dir.path().to_path_buf()];
+                    dirs.extend(self.plugin_dirs().await?);
+                    let joined = std::env::join_paths(dirs)
+                        .context("joining helm's plugin directories")?;
+                    env.push(("HELM_PLUGINS".into(), joined));
+                    _plugins = Some(dir);
+                    Some(argv::PostRenderer::Plugin(argv::POST_RENDER_PLUGIN.into()))
+                } else {
+                    Some(argv::PostRenderer::Executable(exe))
+                }
+            }
+        };
         let argv = argv::slot_write_argv(
             release,
             &self.target,
             write,
             base.as_ref().map(|f| f.path()),
+            post.as_ref(),
         );
-        let out = self.run(argv).await?;
+        let out = self.run_with(argv, &env).await?;
         serde_json::from_str(&out)
             .with_context(|| format!("reading what helm wrote of {release} (helm -o json)"))
     }
@@ -245,7 +282,33 @@ impl HelmRunner {
             .base
             .as_ref()
             .map(|_| Path::new("<production's values>"));
-        self.printable(&argv::slot_write_argv(release, &self.target, write, base))
+        let post = if self.version.major >= 4 {
+            argv::PostRenderer::Plugin(argv::POST_RENDER_PLUGIN.into())
+        } else {
+            argv::PostRenderer::Executable("bgslot".into())
+        };
+        self.printable(&argv::slot_write_argv(
+            release,
+            &self.target,
+            write,
+            base,
+            Some(&post),
+        ))
+    }
+
+    /// The user's helm plugin directories ($HELM_PLUGINS, else where helm keeps them).
+    async fn plugin_dirs(&self) -> Result<Vec<PathBuf>> {
+        let dirs = match std::env::var_os("HELM_PLUGINS") {
+            Some(dirs) => dirs,
+            None => self
+                .run(vec!["env".into(), "HELM_PLUGINS".into()])
+                .await?
+                .trim()
+                .into(),
+        };
+        Ok(std::env::split_paths(&dirs)
+            .filter(|d| !d.as_os_str().is_empty())
+            .collect())
     }
 
     /// The command line of `helm uninstall REL --keep-history`.
@@ -273,12 +336,21 @@ impl HelmRunner {
     /// Runs helm with argv and returns its stdout; forwards SIGINT/SIGTERM received by bgslot to
     /// it and waits for it to exit.
     async fn run(&self, argv: Vec<OsString>) -> Result<String> {
+        self.run_with(argv, &[]).await
+    }
+
+    /// [`run`](Self::run) with these variables added to helm's environment.
+    async fn run_with(&self, argv: Vec<OsString>, env: &[(OsString, OsString)]) -> Result<String> {
         let printable = self.printable(&argv);
         if self.verbose {
             self.events
                 .event(Event::Command(&format!("+ {}", shell_words(&printable))));
         }
-        let handle = duct::cmd(&self.path, &argv)
+        let mut cmd = duct::cmd(&self.path, &argv);
+        for (key, value) in env {
+            cmd = cmd.env(key, value);
+        }
+        let handle = cmd
             .stdin_null()
             .stdout_capture()
             .stderr_capture()

@@ -163,6 +163,7 @@ mod tests {
             name: "consumer".into(),
             slot: Slot::Blue,
             requires: Vec::new(),
+            pods: String::new(),
             state: SlotState {
                 deployment: Some("web-blue-consumer".into()),
                 desired,

@@ -6,7 +6,9 @@ use std::path::PathBuf;
 
 
 use crate::names::{ImageRef, SetArg, Tag};
+use crate::slots::router::app::ServiceArg;
 use crate::slots::router::{AppChanges, Risk};
+use crate::workers::Handover;
 use crate::slots::{DeployRequest, Version};
 
 /// The new version and how to stage it; shared with `release`.
@@ -139,13 +141,10 @@ impl ImageArgs {
 pub struct AppArgs {
     /// Router mode: the chart each slot is a release of (a path, REPO/NAME or oci://...). The
     /// first deploy of a release with it makes the release a router; later deploys use it anyway
-    #[arg(
-        long,
-        value_name = "PATH|REF",
-        help_heading = "Your own chart (router mode)"
-    )]
+    #[arg(long, value_name = "PATH|REF", value_parser = app_chart_arg, help_heading = "Your own chart (router mode)")]
     pub app_chart: Option<String>,
-    /// The version of --app-chart to install (a repository or OCI chart)
+    /// The version of --app-chart to install (a repository or OCI chart) [default: the version the
+    /// first deploy resolved, recorded in the router]
     #[arg(
         long,
         value_name = "VERSION",
@@ -165,14 +164,25 @@ pub struct AppArgs {
     /// Deployments itself [default: replicaCount]
     #[arg(long, value_name = "KEY", value_parser = optional_value_key, help_heading = "Your own chart (router mode)")]
     pub replicas_key: Option<String>,
-    /// The chart's Service whose selector and ports the router copies, {release} standing for the
-    /// slot release (e.g. '{release}-podinfo') [default: the one Service that selects a Deployment]
-    #[arg(
-        long,
-        value_name = "NAME",
-        help_heading = "Your own chart (router mode)"
-    )]
-    pub service: Option<String>,
+    /// A Service of the chart to route, {release} standing for the slot release (e.g.
+    /// '{release}-web'); repeat it for each public Service: the first is the main route (RELEASE,
+    /// RELEASE-stage), each further one a pair of its own (RELEASE-ROUTE, RELEASE-ROUTE-stage),
+    /// ROUTE from its name or given as NAME=ROUTE [default: the one Service that selects a
+    /// Deployment]
+    #[arg(long, value_name = "NAME[=ROUTE]", value_parser = service_arg, help_heading = "Your own chart (router mode)")]
+    pub service: Vec<ServiceArg>,
+    /// A Deployment of the chart that pulls work (a queue consumer), {release} as for --service;
+    /// repeat it. It runs in production only: in the stage slot at --worker-stage-replicas, and a
+    /// swap moves it with the Services
+    #[arg(long, value_name = "NAME", help_heading = "Your own chart (router mode)")]
+    pub worker: Vec<String>,
+    /// The pods each worker runs in the stage slot [default: 0]
+    #[arg(long, value_name = "N", help_heading = "Your own chart (router mode)")]
+    pub worker_stage_replicas: Option<u64>,
+    /// How workers change hands at a swap: overlap (the new start, then the old stop) or
+    /// stop-first (the old stop, then the new start: never two versions at once) [default: overlap]
+    #[arg(long, value_name = "HOW", value_parser = handover_arg, help_heading = "Your own chart (router mode)")]
+    pub handover: Option<Handover>,
     /// Run a chart that renders what is unsafe twice side by side, by name: cluster-scoped,
     /// stateful, jobs, daemonset, delete-hooks (repeat it; `none` accepts nothing again)
     #[arg(long = "accept", value_name = "RISK", value_parser = accept_arg, help_heading = "Your own chart (router mode)")]
@@ -187,6 +197,55 @@ pub struct AppArgs {
         help_heading = "Your own chart (router mode)"
     )]
     pub router_set: Vec<SetArg>,
+    /// Start the slot release from the chart's defaults and this deploy's -f/--set alone, not from
+    /// production's values (what a CI job that passes its full values file every time wants)
+    #[arg(long, help_heading = "Your own chart (router mode)")]
+    pub reset_values: bool,
+}
+
+/// An `--app-chart` as it is recorded: a local chart (a directory or an archive that exists) by its
+/// absolute path, so that a deploy from another directory finds it; a path that does not exist
+/// is an error here; a reference (`repo/name`, `oci://...`) as given.
+fn app_chart_arg(text: &str) -> Result<String, String> {
+    let path = std::path::Path::new(text);
+    crate::chart::check_chart_ref("--app-chart", text, path.exists()).map_err(|e| e.0)?;
+    if !path.exists() {
+        return Ok(text.to_string());
+    }
+    std::fs::canonicalize(path)
+        .map(|p| p.display().to_string())
+        .map_err(|e| format!("{text} cannot be read: {e}"))
+}
+
+/// One `--service NAME[=ROUTE]`.
+fn service_arg(text: &str) -> Result<ServiceArg, String> {
+    let (service, route) = match text.split_once('=') {
+        Some((service, route)) => (service, Some(route)),
+        None => (text, None),
+    };
+    if service.is_empty() {
+        return Err(format!("'{text}' names no Service: use NAME or NAME=ROUTE"));
+    }
+    if let Some(route) = route {
+        let label = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-';
+        if route.is_empty() || !route.chars().all(label) || route.starts_with('-') || route.ends_with('-') {
+            return Err(format!(
+                "route '{route}' must be a DNS label (lower-case letters, digits and '-'): it names the router's Services RELEASE-{route}"
+            ));
+        }
+    }
+    Ok(ServiceArg {
+        service: service.to_string(),
+        route: route.map(str::to_string),
+    })
+}
+
+fn handover_arg(text: &str) -> Result<Handover, String> {
+    match text {
+        "overlap" => Ok(Handover::Overlap),
+        "stop-first" => Ok(Handover::StopFirst),
+        other => Err(format!("'{other}' is not a handover: use overlap or stop-first")),
+    }
 }
 
 /// One `--accept`: a risk, or `none`.
@@ -235,7 +294,10 @@ impl AppArgs {
             repository_key: self.repository_key.clone(),
             digest_key: self.digest_key.clone(),
             replicas_key: self.replicas_key.clone(),
-            service: self.service.clone(),
+            services: (!self.service.is_empty()).then(|| self.service.clone()),
+            workers: (!self.worker.is_empty()).then(|| self.worker.clone()),
+            worker_stage_replicas: self.worker_stage_replicas,
+            handover: self.handover,
             accept: (!self.accept.is_empty()).then(|| {
                 self.accept
                     .iter()
@@ -247,6 +309,7 @@ impl AppArgs {
             }),
             router_values: self.router_values.clone(),
             router_set: self.router_set.clone(),
+            reset_values: self.reset_values,
         }
     }
 }

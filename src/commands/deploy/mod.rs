@@ -54,7 +54,24 @@ impl Args {
 /// Reads the release, decides the kind of its slots (a router when it records one, or when
 /// `--app-chart` makes a new release one) and deploys.
 pub async fn deploy(s: &Session<'_>, request: &DeployRequest) -> Result<Outcome<DeployReport>> {
+    precheck(s, request).await?;
     with_target!(target(s, request).await?, seen => execute(s, seen.as_ref(), request).await)
+}
+
+/// A run that creates its namespace checks everything it can first (the deploy's rules, its
+/// kind's renders and preflight) and writes nothing, the namespace included, unless they pass;
+/// then it creates the namespace, takes the lock, and is decided again from what is there now.
+pub async fn precheck(s: &Session<'_>, request: &DeployRequest) -> Result<()> {
+    if !s.creates_namespace || s.dry_run {
+        return Ok(());
+    }
+    with_target!(target(s, request).await?, seen => plan_only(s, seen.as_ref(), request).await)?;
+    s.open().await
+}
+
+async fn plan_only<K: SlotKind>(s: &Session<'_>, seen: Option<&Seen<K>>, request: &DeployRequest) -> Result<()> {
+    let basis = decide(s.release, &s.ctx.namespace, seen, request)?;
+    K::plan_stage(s.ctx, seen, &basis).await.map(|_| ())
 }
 
 /// The release a deploy writes to, its flags checked against its kind.

@@ -13,12 +13,26 @@ use crate::vocab::Slot;
 /// The selector of a router Service whose slot runs nothing.
 pub const EMPTY_SELECTOR: (&str, &str) = ("bgslot/slot", "none");
 
-/// The selector a router Service that routes to the slot `record` describes should have.
-pub fn expected_selector(record: &SlotRecord) -> BTreeMap<String, String> {
-    if record.is_deployed() {
-        record.selector.clone()
-    } else {
-        BTreeMap::from([(EMPTY_SELECTOR.0.to_string(), EMPTY_SELECTOR.1.to_string())])
+fn empty() -> BTreeMap<String, String> {
+    BTreeMap::from([(EMPTY_SELECTOR.0.to_string(), EMPTY_SELECTOR.1.to_string())])
+}
+
+/// The selector a router Service that routes to the slot `record` describes should have: the
+/// Service `key` (`main`, an `extraServices` key, or a further route's name) of `router`.
+pub fn expected_selector(router: &RouterValues, record: &SlotRecord, key: &str) -> BTreeMap<String, String> {
+    if !record.is_deployed() {
+        return empty();
+    }
+    let is_route = Slot::ALL
+        .into_iter()
+        .any(|slot| router.slot(slot).routes.iter().any(|r| r.route == key));
+    if !is_route {
+        // The main pair and every extraServices pair select the main route's pods.
+        return record.selector.clone();
+    }
+    match record.route(key) {
+        Some((selector, _)) => selector.clone(),
+        None => empty(),
     }
 }
 
@@ -28,12 +42,11 @@ pub fn selects(router: &RouterValues, svc: &RoutedService) -> Option<String> {
     Slot::ALL
         .into_iter()
         .find(|&slot| {
-            router.slot(slot).is_deployed() && svc.selector == expected_selector(router.slot(slot))
+            let record = router.slot(slot);
+            record.is_deployed() && svc.selector == expected_selector(router, record, &svc.key)
         })
         .map(|slot| slot.to_string())
-        .or_else(|| {
-            (svc.selector == expected_selector(&SlotRecord::default())).then(|| "none".to_string())
-        })
+        .or_else(|| (svc.selector == empty()).then(|| "none".to_string()))
 }
 
 fn shown(selector: &BTreeMap<String, String>) -> String {
@@ -54,7 +67,7 @@ pub fn service_drift(
     let mut lines = missing_services(release, services);
     for svc in services {
         let slot = svc.role.slot(production);
-        let want = expected_selector(router.slot(slot));
+        let want = expected_selector(router, router.slot(slot), &svc.key);
         if svc.selector != want {
             lines.push(format!(
                 "Service {} ({}) selects {} but the router records {} for {slot}",

@@ -17,6 +17,7 @@ pub fn record(slot: Slot, tag: &str) -> SlotRecord {
         state: RecordedState::Deployed,
         revision: 1,
         chart: "myapp-0.1.0".into(),
+        chart_version: "0.1.0".into(),
         app_version: "1.16.0".into(),
         tag: tag.into(),
         image: format!("nginx:{tag}"),
@@ -34,6 +35,7 @@ pub fn record(slot: Slot, tag: &str) -> SlotRecord {
             app_protocol: None,
         }],
         accepted: Vec::new(),
+        ..SlotRecord::default()
     }
 }
 
@@ -100,7 +102,7 @@ pub fn routed(
         key: "main".into(),
         role,
         routes_to: Some(slot),
-        selector: expected_selector(router.slot(slot)),
+        selector: expected_selector(router, router.slot(slot), "main"),
         ready_by_slot: by,
         ready,
         not_ready: 0,

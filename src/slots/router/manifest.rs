@@ -157,6 +157,20 @@ impl Rendered {
         self.objects.iter().filter(move |o| o.kind == kind)
     }
 
+    /// What a release owns by name: its objects, and its hooks but test hooks (`helm test`
+    /// runs them on demand) and those named by the API server (`generateName`), which two
+    /// releases cannot share.
+    pub fn named(&self) -> impl Iterator<Item = &Object> {
+        let test = |h: &&Hook| h.events.iter().any(|e| e.starts_with("test"));
+        self.objects.iter().chain(
+            self.hooks
+                .iter()
+                .filter(move |h| !test(h))
+                .map(|h| &h.object),
+        )
+        .filter(|o| !o.name.is_empty())
+    }
+
     /// Every object, hooks included.
     pub fn all(&self) -> impl Iterator<Item = &Object> {
         self.objects

@@ -13,6 +13,8 @@ use anyhow::{Context, Result};
 use futures::stream::BoxStream;
 use serde_json::Value;
 
+pub mod app;
+pub mod as_stage;
 pub mod drift;
 #[cfg(test)]
 pub mod fixtures;
@@ -25,7 +27,8 @@ pub mod values;
 pub mod view;
 
 pub use live::SlotLive;
-pub use values::{AppChanges, AppSettings, RecordedState, Risk, RouterValues, SlotRecord};
+pub use app::{AppChanges, AppSettings, Risk};
+pub use values::{RecordedState, RouterValues, SlotRecord};
 
 use super::stage::{Basis, Staged, Staging};
 use super::view::Holds;
@@ -128,8 +131,8 @@ impl SlotKind for Router {
         let record = seen.kind.values.slot(gone);
         let production = seen.production();
         format!(
-            "the way back is `bgslot deploy {release} --tag {}` then `bgslot swap {release}` ({gone} ran {} of chart {}); production is {production} running {}",
-            if record.tag.is_empty() { "OLD_TAG" } else { &record.tag },
+            "the way back is `{}` then `bgslot swap {release}` ({gone} ran {} of chart {}); production is {production} running {}",
+            redeploy(release, record, &seen.kind.values.app),
             record.image,
             record.chart,
             seen.slot(production).image
@@ -262,6 +265,27 @@ impl SlotKind for Router {
     }
 }
 
+/// The deploy that brings back what `record` ran: by its tag, or by its image when it was pinned
+/// by digest alone, with the chart version it ran when that is not the one the router deploys now
+/// (a chart from a repository or a registry).
+fn redeploy(release: &str, record: &SlotRecord, app: &AppSettings) -> String {
+    let version = if record.tag.starts_with("sha256:") {
+        format!("--image {}", record.image)
+    } else if record.tag.is_empty() {
+        "--tag OLD_TAG".to_string()
+    } else {
+        format!("--tag {}", record.tag)
+    };
+    let pinned = !app.is_local();
+    let chart = if pinned && !record.chart_version.is_empty() && record.chart_version != app.version
+    {
+        format!(" --app-chart-version {}", record.chart_version)
+    } else {
+        String::new()
+    };
+    format!("bgslot deploy {release} {version}{chart}")
+}
+
 /// A router as a command sees it: each slot as its record and its release say, and the router's
 /// Services against the record.
 pub fn seen(
@@ -358,6 +382,29 @@ mod tests {
             err.reason
                 .contains("neither the router web nor bgslot made it"),
             "{err:?}"
+        );
+    }
+
+    #[test]
+    fn the_way_back_names_the_version_and_the_chart_version_it_ran() {
+        let app = AppSettings {
+            chart: "bitnami/nginx".into(),
+            version: "18.2.0".into(),
+            ..AppSettings::default()
+        };
+        let mut record = fixtures::record(Slot::Blue, "v1");
+        record.chart_version = "18.1.0".into();
+        assert_eq!(
+            redeploy("web", &record, &app),
+            "bgslot deploy web --tag v1 --app-chart-version 18.1.0"
+        );
+        let digest = format!("sha256:{}", "d".repeat(64));
+        record.tag = digest.clone();
+        record.image = format!("ghcr.io/acme/web@{digest}");
+        record.chart_version = "18.2.0".into();
+        assert_eq!(
+            redeploy("web", &record, &app),
+            format!("bgslot deploy web --image ghcr.io/acme/web@{digest}")
         );
     }
 

@@ -67,9 +67,9 @@ pub fn pod_slots(router: &RouterValues) -> PodSlots {
     PodSlots::Selected(PerSlot::new(|slot| {
         let record = router.slot(slot);
         if record.is_deployed() {
-            label_selector(&record.selector)
+            record.selectors().map(label_selector).collect()
         } else {
-            String::new()
+            Vec::new()
         }
     }))
 }

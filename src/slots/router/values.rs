@@ -6,86 +6,14 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{json, Value};
 
+pub use super::app::{AppChanges, AppSettings, Risk, RouteSetting};
 use crate::error::Refusal;
 use crate::values::removed_keys;
 use crate::vocab::{PerSlot, Slot};
-
-/// A risk of running a chart twice side by side, which deploy refuses unless it is accepted by
-/// name (`--accept NAME`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Risk {
-    /// Cluster-scoped objects (a ClusterRole, a CRD, a Namespace...): both slots render one.
-    ClusterScoped,
-    /// StatefulSets and PersistentVolumeClaims: state each slot would keep apart, or share.
-    Stateful,
-    /// CronJobs and Jobs that are not hooks: each slot would run them.
-    Jobs,
-    /// DaemonSets: one pod per node per slot.
-    Daemonset,
-    /// pre-delete and post-delete hooks: they run when `clean` uninstalls the old slot.
-    DeleteHooks,
-}
-
-impl Risk {
-    pub const ALL: [Risk; 5] = [
-        Risk::ClusterScoped,
-        Risk::Stateful,
-        Risk::Jobs,
-        Risk::Daemonset,
-        Risk::DeleteHooks,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Risk::ClusterScoped => "cluster-scoped",
-            Risk::Stateful => "stateful",
-            Risk::Jobs => "jobs",
-            Risk::Daemonset => "daemonset",
-            Risk::DeleteHooks => "delete-hooks",
-        }
-    }
-}
-
-impl fmt::Display for Risk {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for Risk {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Risk, String> {
-        Risk::ALL
-            .into_iter()
-            .find(|r| r.as_str() == text)
-            .ok_or_else(|| {
-                format!(
-                    "'{text}' is not a risk bgslot knows: use one of {}",
-                    Risk::ALL.map(Risk::as_str).join(", ")
-                )
-            })
-    }
-}
-
-impl Serialize for Risk {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(self.as_str())
-    }
-}
-
-impl<'de> Deserialize<'de> for Risk {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Risk, D::Error> {
-        String::deserialize(d)?
-            .parse()
-            .map_err(serde::de::Error::custom)
-    }
-}
 
 /// What a slot holds, as the router records it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -187,110 +115,6 @@ impl PortRecord {
     }
 }
 
-/// The chart the slots are releases of and how bgslot sets a version in it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", default)]
-pub struct AppSettings {
-    /// As given to `--app-chart`: a path, `repo/name` or `oci://...`.
-    pub chart: String,
-    /// `--app-chart-version`; empty for a path (or the repository's latest).
-    pub version: String,
-    pub tag_key: String,
-    pub repository_key: String,
-    pub digest_key: String,
-    /// Where the chart takes its replica count; empty: bgslot scales the Deployments itself.
-    pub replicas_key: String,
-    /// The Service to mirror, `{release}` standing for the slot release; empty: found.
-    pub service: String,
-    pub accept: Vec<Risk>,
-}
-
-impl Default for AppSettings {
-    fn default() -> AppSettings {
-        AppSettings {
-            chart: String::new(),
-            version: String::new(),
-            tag_key: "image.tag".into(),
-            repository_key: String::new(),
-            digest_key: String::new(),
-            replicas_key: "replicaCount".into(),
-            service: String::new(),
-            accept: Vec::new(),
-        }
-    }
-}
-
-impl AppSettings {
-    /// The mirrored Service's name in the slot release `release`, when one is set.
-    pub fn service_in(&self, release: &str) -> Option<String> {
-        (!self.service.is_empty()).then(|| self.service.replace("{release}", release))
-    }
-
-    /// The chart as a person reads it: `./web` or `bitnami/nginx 18.1.0`.
-    pub fn chart_ref(&self) -> String {
-        if self.version.is_empty() {
-            self.chart.clone()
-        } else {
-            format!("{} {}", self.chart, self.version)
-        }
-    }
-}
-
-/// What a deploy's flags say of the app settings: each one given replaces what the router
-/// recorded (`None`: keep it); the router's own values (`--router-values`, `--router-set`) go
-/// with its write.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AppChanges {
-    pub chart: Option<String>,
-    pub version: Option<String>,
-    pub tag_key: Option<String>,
-    pub repository_key: Option<String>,
-    pub digest_key: Option<String>,
-    pub replicas_key: Option<String>,
-    pub service: Option<String>,
-    /// The risks accepted from now on (empty: none again).
-    pub accept: Option<Vec<Risk>>,
-    pub router_values: Vec<std::path::PathBuf>,
-    pub router_set: Vec<crate::names::SetArg>,
-}
-
-impl AppChanges {
-    /// Whether any flag of a router was given.
-    pub fn any(&self) -> bool {
-        self != &AppChanges::default()
-    }
-
-    /// The settings a deploy uses: these changes over what the router recorded (or the defaults).
-    pub fn settings(&self, recorded: Option<&AppSettings>) -> AppSettings {
-        let mut app = recorded.cloned().unwrap_or_default();
-        if let Some(chart) = &self.chart {
-            if chart != &app.chart && self.version.is_none() {
-                // Another chart: a version recorded for the old one does not apply.
-                app.version = String::new();
-            }
-            app.chart = chart.clone();
-        }
-        let set = |field: &mut String, change: &Option<String>| {
-            if let Some(value) = change {
-                *field = value.clone();
-            }
-        };
-        set(&mut app.version, &self.version);
-        set(&mut app.tag_key, &self.tag_key);
-        set(&mut app.repository_key, &self.repository_key);
-        set(&mut app.digest_key, &self.digest_key);
-        set(&mut app.replicas_key, &self.replicas_key);
-        set(&mut app.service, &self.service);
-        if let Some(accept) = &self.accept {
-            let mut accept = accept.clone();
-            accept.sort();
-            accept.dedup();
-            app.accept = accept;
-        }
-        app
-    }
-}
-
 /// What bgslot recorded for one slot at its last deploy or clean.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", default)]
@@ -300,8 +124,9 @@ pub struct SlotRecord {
     pub state: RecordedState,
     /// The slot release's revision bgslot wrote.
     pub revision: u64,
-    /// `NAME-VERSION` of the chart it runs, as `helm history` names it.
+    /// `NAME-VERSION` of the chart it runs, as `helm history` names it, and that version alone.
     pub chart: String,
+    pub chart_version: String,
     pub app_version: String,
     /// The version asked for: a tag, or a digest when the image is pinned by digest alone.
     pub tag: String,
@@ -313,11 +138,64 @@ pub struct SlotRecord {
     pub service: String,
     pub selector: BTreeMap<String, String>,
     pub ports: Vec<PortRecord>,
+    /// Its further routes: each a Service of it routed as a pair of its own.
+    pub routes: Vec<RouteRecord>,
+    /// Its workers, which run in production only.
+    pub workers: Vec<WorkerRecord>,
+    /// Its CronJobs, suspended unless it is production.
+    pub cron_jobs: Vec<CronJobRecord>,
     /// The risks its render had, accepted.
     pub accepted: Vec<Risk>,
 }
 
+/// A further route of a slot: the Service it copies, and that Service's selector and ports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct RouteRecord {
+    pub route: String,
+    pub service: String,
+    pub selector: BTreeMap<String, String>,
+    pub ports: Vec<PortRecord>,
+}
+
+/// A worker of a slot: its name across slots (its Deployment's, less the slot release's), its
+/// Deployment, and the replicas it runs while its slot is production: what the chart renders,
+/// until a swap sizes it to what production ran then.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct WorkerRecord {
+    pub name: String,
+    pub deployment: String,
+    pub replicas: u64,
+    /// An HPA of the slot release sizes it while its slot is production.
+    pub autoscaled: bool,
+}
+
+/// A CronJob of a slot: its name across slots, and the CronJob.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct CronJobRecord {
+    pub name: String,
+    pub cron_job: String,
+}
+
 impl SlotRecord {
+    /// Every selector its Services have (the main route's first): where its pods are.
+    pub fn selectors(&self) -> impl Iterator<Item = &BTreeMap<String, String>> {
+        std::iter::once(&self.selector).chain(self.routes.iter().map(|r| &r.selector))
+    }
+
+    /// The route `key` of it: `main`, or a further route's name.
+    pub fn route(&self, key: &str) -> Option<(&BTreeMap<String, String>, &[PortRecord])> {
+        if key == "main" {
+            return Some((&self.selector, &self.ports));
+        }
+        self.routes
+            .iter()
+            .find(|r| r.route == key)
+            .map(|r| (&r.selector, r.ports.as_slice()))
+    }
+
     /// The slot runs a release the router routes to.
     pub fn is_deployed(&self) -> bool {
         self.state == RecordedState::Deployed && !self.selector.is_empty()
@@ -440,51 +318,6 @@ mod tests {
     }
 
     #[test]
-    fn flags_change_what_the_router_recorded_and_nothing_else() {
-        let recorded = AppSettings {
-            chart: "bitnami/nginx".into(),
-            version: "18.1.0".into(),
-            digest_key: "image.digest".into(),
-            accept: vec![Risk::Jobs],
-            ..AppSettings::default()
-        };
-        assert_eq!(AppChanges::default().settings(Some(&recorded)), recorded);
-        let upgrade = AppChanges {
-            version: Some("18.2.0".into()),
-            accept: Some(vec![Risk::Stateful, Risk::Jobs, Risk::Stateful]),
-            ..AppChanges::default()
-        };
-        let app = upgrade.settings(Some(&recorded));
-        assert_eq!(
-            (app.chart.as_str(), app.version.as_str()),
-            ("bitnami/nginx", "18.2.0")
-        );
-        assert_eq!(app.accept, [Risk::Stateful, Risk::Jobs]);
-        let other = AppChanges {
-            chart: Some("./charts/web".into()),
-            accept: Some(Vec::new()),
-            ..AppChanges::default()
-        };
-        let app = other.settings(Some(&recorded));
-        assert_eq!(
-            (app.chart.as_str(), app.version.as_str()),
-            ("./charts/web", "")
-        );
-        assert!(app.accept.is_empty());
-        assert_eq!(app.digest_key, "image.digest");
-        let fresh = AppChanges {
-            chart: Some("./myapp".into()),
-            ..AppChanges::default()
-        }
-        .settings(None);
-        assert_eq!(
-            (fresh.tag_key.as_str(), fresh.replicas_key.as_str()),
-            ("image.tag", "replicaCount")
-        );
-        assert!(other.any() && !AppChanges::default().any());
-    }
-
-    #[test]
     fn a_router_reads_back_what_bgslot_writes() {
         let app = AppSettings {
             chart: "./myapp".into(),
@@ -535,18 +368,6 @@ mod tests {
         let bad = json!({"router": {"enabled": true, "slots": {"blue": {"state": "gone"}}}});
         let err = RouterValues::of("web", &bad).unwrap_err();
         assert!(err.reason.contains("'gone' is not a slot state"), "{err:?}");
-    }
-
-    #[test]
-    fn risks_parse_by_name_and_say_which_exist() {
-        for risk in Risk::ALL {
-            assert_eq!(risk.as_str().parse::<Risk>(), Ok(risk));
-        }
-        let err = "pvc".parse::<Risk>().unwrap_err();
-        assert!(
-            err.contains("cluster-scoped, stateful, jobs, daemonset, delete-hooks"),
-            "{err}"
-        );
     }
 
     #[test]

@@ -10,21 +10,29 @@
 use std::collections::BTreeMap;
 
 use super::manifest::Rendered;
-use super::values::{AppSettings, PortRecord, Risk};
+use super::values::{
+    AppSettings, CronJobRecord, PortRecord, Risk, RouteRecord, SlotRecord, WorkerRecord,
+};
+pub use crate::cluster::LivePod;
 use crate::error::Refusal;
 
+mod follow;
+mod hooks;
 mod mirror;
 mod scopes;
 #[cfg(test)]
 mod test_support;
 mod twice;
 
+pub use hooks::{HookRun, Hooks};
 pub use mirror::ports_of;
 pub use scopes::Scopes;
 pub use twice::risks_of;
 
-use mirror::{mirrored_service, replicas, routed_image};
-use twice::{collisions, fixed_ports, host_claims, risks};
+use follow::follows;
+use hooks::{hooks, skipped_migrations};
+use mirror::{mirrored_services, replicas, routed_image};
+use twice::{collisions, fixed_ports, foreign_namespaces, host_claims, risks};
 
 /// The renders a deploy compares.
 pub struct Renders<'a> {
@@ -53,7 +61,17 @@ pub struct Checks<'a> {
     /// The replicas the slot is sized to, when known (`--replicas`, or what production runs).
     pub replicas: Option<u64>,
     pub scopes: &'a Scopes,
+    /// What the router records of production, whose routes the new slot must not reach.
+    pub recorded: Option<&'a SlotRecord>,
+    /// The write installs the slot release (its slot holds none, or `clean` uninstalled it).
+    pub install: bool,
+    /// No slot of the app was ever deployed: this deploy is the app's first install.
+    pub first: bool,
+    /// The pods running in the namespace, which a route's selector must not reach unless they
+    /// are the slot release's own.
+    pub live_pods: &'a [LivePod],
 }
+
 
 /// What the router records of the new slot, and what the deploy waits for and sizes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,28 +92,54 @@ pub struct Analysis {
     /// The routed Deployments bgslot sizes itself after the write (they render no replicas, as
     /// with an HPA, or the chart has no replicas value).
     pub scale: Vec<String>,
+    /// The further routes, each a Service of the slot routed as a pair of its own.
+    pub routes: Vec<RouteRecord>,
+    /// The workers and CronJobs, which follow production.
+    pub workers: Vec<WorkerRecord>,
+    pub cron_jobs: Vec<CronJobRecord>,
+    /// The hooks the write runs, and those it does not.
+    pub hooks: Hooks,
 }
 
 /// Runs every check of the slot's render against the other slot's; the first that fails is the
 /// refusal. The router's own render depends on what this finds: [`check_router`] compares it.
 pub fn analyze(renders: &Renders, c: &Checks) -> Result<Analysis, Refusal> {
     collisions(&[(renders.slot, renders.other)], c)?;
+    foreign_namespaces(renders.slot, c)?;
     fixed_ports(renders.slot, c)?;
-    let accepted = risks(renders.slot, c)?;
-    let mirrored = mirrored_service(renders, c)?;
+    let mut accepted = risks(renders.slot, c)?;
+    let mirrored = mirrored_services(renders, c)?;
+    let follows = follows(renders.slot, &mirrored, c)?;
     host_claims(renders.slot, renders.other, c, "the other slot's release")?;
-    let (container, image) = routed_image(renders.slot, &mirrored, c)?;
-    let scale = replicas(renders.slot, &mirrored, c)?;
+    let (container, image) = routed_image(renders.slot, &mirrored, &follows.deployments, c)?;
+    let main = &mirrored[0];
+    let scale = replicas(renders.slot, main, c)?;
+    let hooks = hooks(renders.slot, c.install);
+    accepted.extend(skipped_migrations(renders.slot, &hooks, c)?);
+    accepted.sort();
+    accepted.dedup();
     Ok(Analysis {
-        service: mirrored.service.name.clone(),
-        selector: mirrored.service.selector(),
-        ports: ports_of(mirrored.service),
-        routed: mirrored.routed.iter().map(|d| d.name.clone()).collect(),
+        service: main.service.name.clone(),
+        selector: main.service.selector(),
+        ports: ports_of(main.service),
+        routed: main.routed.iter().map(|d| d.name.clone()).collect(),
         deployments: renders.slot.deployments().map(|d| d.name.clone()).collect(),
         container,
         image,
         accepted,
         scale,
+        routes: mirrored[1..]
+            .iter()
+            .map(|m| RouteRecord {
+                route: m.route.clone(),
+                service: m.service.name.clone(),
+                selector: m.service.selector(),
+                ports: ports_of(m.service),
+            })
+            .collect(),
+        workers: follows.workers,
+        cron_jobs: follows.cron_jobs,
+        hooks,
     })
 }
 

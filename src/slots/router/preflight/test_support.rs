@@ -1,10 +1,10 @@
 //! What the preflight's unit tests share: a slot release as `helm create` renders it, the router's
 //! render, and a `Case` that runs the whole preflight over them with one thing changed.
 
-use super::{analyze, check_router, Analysis, Checks, Renders, Scopes, Wanted};
+use super::{analyze, check_router, Analysis, Checks, LivePod, Renders, Scopes, Wanted};
 use crate::error::Refusal;
 use crate::slots::router::manifest::{parse, Rendered};
-use crate::slots::router::values::AppSettings;
+use crate::slots::router::values::{AppSettings, SlotRecord};
 
 const NS: &str = "shop";
 
@@ -59,6 +59,8 @@ pub(super) fn router() -> Rendered {
 }
 
 pub(super) struct Case {
+    /// The slot release's manifest, which `slot` changes step by step.
+    manifest: String,
     pub(super) slot: Rendered,
     pub(super) other: Rendered,
     pub(super) router: Rendered,
@@ -66,11 +68,16 @@ pub(super) struct Case {
     pub(super) wanted: Wanted,
     pub(super) replicas: Option<u64>,
     pub(super) scopes: Scopes,
+    pub(super) recorded: Option<SlotRecord>,
+    pub(super) install: bool,
+    pub(super) first: bool,
+    pub(super) live_pods: Vec<LivePod>,
 }
 
 impl Case {
     pub(super) fn new() -> Case {
         Case {
+            manifest: helm_create("web-green"),
             slot: rendered("web-green", &helm_create("web-green")),
             other: rendered(
                 "web-blue",
@@ -84,11 +91,19 @@ impl Case {
             },
             replicas: None,
             scopes: Scopes::builtin(),
+            recorded: None,
+            install: false,
+            first: false,
+            live_pods: Vec::new(),
         }
     }
 
+    /// The slot release with its manifest changed by `f` (changes add up; hooks stay).
     pub(super) fn slot(mut self, f: impl Fn(String) -> String) -> Case {
-        self.slot = rendered("web-green", &f(helm_create("web-green")));
+        self.manifest = f(std::mem::take(&mut self.manifest));
+        let hooks = std::mem::take(&mut self.slot.hooks);
+        self.slot = rendered("web-green", &self.manifest);
+        self.slot.hooks = hooks;
         self
     }
 
@@ -104,6 +119,10 @@ impl Case {
             wanted: &self.wanted,
             replicas: self.replicas,
             scopes: &self.scopes,
+            recorded: self.recorded.as_ref(),
+            install: self.install,
+            first: self.first,
+            live_pods: &self.live_pods,
         };
         let analysis = analyze(&renders, &checks)?;
         check_router(&self.router, &renders, &checks)?;

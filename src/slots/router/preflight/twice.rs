@@ -28,7 +28,7 @@ fn key(o: &Object, namespace: &str, scopes: &Scopes) -> ObjectKey {
 pub(super) fn collisions(pairs: &[(&Rendered, &Rendered)], c: &Checks) -> Result<(), Refusal> {
     let index = |rendered: &Rendered| -> BTreeMap<ObjectKey, String> {
         rendered
-            .all()
+            .named()
             .map(|o| (key(o, c.namespace, c.scopes), o.describe(c.namespace)))
             .collect()
     };
@@ -55,9 +55,75 @@ pub(super) fn collisions(pairs: &[(&Rendered, &Rendered)], c: &Checks) -> Result
     Ok(())
 }
 
-/// A fixed node port or host port cannot be held by both slots at once.
+/// A slot release lives in its own namespace: bgslot waits on it, routes to it and cleans it
+/// there, so an object rendered into another one (a `namespaceOverride`) would be left behind,
+/// shared by both slots or never seen.
+pub(super) fn foreign_namespaces(slot: &Rendered, c: &Checks) -> Result<(), Refusal> {
+    let foreign: Vec<String> = slot
+        .all()
+        .filter(|o| !c.scopes.is_cluster_scoped(o))
+        .filter(|o| o.namespace.as_deref().is_some_and(|ns| ns != c.namespace))
+        .map(|o| o.describe(c.namespace))
+        .collect();
+    if foreign.is_empty() {
+        return Ok(());
+    }
+    Err(Refusal::new(
+        format!(
+            "{} renders into another namespace than {}: {}",
+            slot.release,
+            c.namespace,
+            foreign.join(", ")
+        ),
+        "leave namespaceOverride (or the chart's own namespace value) unset for the slots: each slot release keeps its objects in the router's namespace",
+    ))
+}
+
+/// A fixed node port, host port, load balancer IP or external IP cannot be held by both slots at
+/// once, nor can two slots' pods share the node's network.
 pub(super) fn fixed_ports(slot: &Rendered, c: &Checks) -> Result<(), Refusal> {
     for o in slot.all() {
+        let spec = &o.doc["spec"];
+        if o.kind == "Service" && spec["loadBalancerIP"].as_str().is_some_and(|ip| !ip.is_empty()) {
+            return Err(Refusal::new(
+                format!(
+                    "{} in {} asks for loadBalancerIP {}: both slots cannot hold one address",
+                    o.describe(c.namespace),
+                    slot.release,
+                    spec["loadBalancerIP"].as_str().unwrap_or_default()
+                ),
+                "leave loadBalancerIP unset for the slots; give the router's Service the address instead (--router-set service.type=LoadBalancer and its annotations)",
+            ));
+        }
+        if o.kind == "Service" && spec["externalIPs"].as_array().is_some_and(|ips| !ips.is_empty()) {
+            return Err(Refusal::new(
+                format!(
+                    "{} in {} claims externalIPs {}: both slots would take traffic for them",
+                    o.describe(c.namespace),
+                    slot.release,
+                    spec["externalIPs"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                "leave externalIPs unset for the slots; traffic reaches the slots through the router's Services",
+            ));
+        }
+        if let Some(pod) = o.pod_template() {
+            if pod["spec"]["hostNetwork"] == Value::Bool(true) {
+                return Err(Refusal::new(
+                    format!(
+                        "{} in {} runs its pods with hostNetwork: both slots' pods would bind the node's ports",
+                        o.describe(c.namespace),
+                        slot.release
+                    ),
+                    "turn hostNetwork off for the slots; traffic reaches the slots through the router's Services",
+                ));
+            }
+        }
         if o.kind == "Service" {
             if let Some(p) = o.doc["spec"]["ports"]
                 .as_array()
@@ -112,7 +178,9 @@ pub fn risks_of(
         } else {
             match o.kind.as_str() {
                 "StatefulSet" | "PersistentVolumeClaim" => Some(Risk::Stateful),
-                "CronJob" | "Job" => Some(Risk::Jobs),
+                // A CronJob follows production (suspended in the stage slot); a Job runs in each.
+                "Job" => Some(Risk::Jobs),
+                "Service" if o.doc["spec"]["type"] == "LoadBalancer" => Some(Risk::LoadBalancer),
                 "DaemonSet" => Some(Risk::Daemonset),
                 _ => None,
             }
@@ -160,6 +228,8 @@ fn why(risk: Risk) -> &'static str {
         Risk::Jobs => "each slot runs them: twice the scheduled work",
         Risk::Daemonset => "a pod per node per slot",
         Risk::DeleteHooks => "they run when clean uninstalls the old slot",
+        Risk::LoadBalancer => "each slot gets its own public address: the stage slot is exposed as production is",
+        Risk::SkippedHooks => "the install of a slot release does not run them",
     }
 }
 
@@ -335,6 +405,52 @@ mod tests {
     }
 
     #[test]
+    fn another_namespace_a_fixed_address_host_network_and_a_load_balancer_are_refused() {
+        let err = Case::new()
+            .slot(|m| m.replace("metadata: {name: web-green-myapp}\nspec:\n  type: ClusterIP", "metadata: {name: web-green-myapp, namespace: infra}\nspec:\n  type: ClusterIP"))
+            .refusal();
+        assert!(err.reason.contains("Service infra/web-green-myapp"), "{err:?}");
+        assert!(err.hint.contains("namespaceOverride"), "{}", err.hint);
+        let err = Case::new()
+            .slot(|m| m.replace("type: ClusterIP", "type: ClusterIP\n  loadBalancerIP: 10.0.0.7"))
+            .refusal();
+        assert!(err.reason.contains("asks for loadBalancerIP 10.0.0.7"), "{err:?}");
+        let err = Case::new()
+            .slot(|m| m.replace("type: ClusterIP", "type: ClusterIP\n  externalIPs: [192.0.2.1]"))
+            .refusal();
+        assert!(err.reason.contains("externalIPs 192.0.2.1"), "{err:?}");
+        let err = Case::new()
+            .slot(|m| m.replace("serviceAccountName: web-green-myapp", "serviceAccountName: web-green-myapp\n      hostNetwork: true"))
+            .refusal();
+        assert!(err.reason.contains("runs its pods with hostNetwork"), "{err:?}");
+        let mut lb = Case::new().slot(|m| m.replace("type: ClusterIP", "type: LoadBalancer"));
+        let err = lb.refusal();
+        assert!(err.reason.contains("load-balancer (each slot gets its own public address"), "{err:?}");
+        assert!(err.hint.contains("--accept load-balancer"), "{}", err.hint);
+        lb.app.accept = vec![Risk::LoadBalancer];
+        assert_eq!(lb.run().unwrap().accepted, [Risk::LoadBalancer]);
+    }
+
+    #[test]
+    fn test_hooks_and_generated_names_are_not_collisions() {
+        let mut case = Case::new();
+        for (events, name) in [("test", "web-blue-myapp-test-connection"), ("pre-install", "")] {
+            let doc = if name.is_empty() {
+                "apiVersion: batch/v1\nkind: Job\nmetadata: {generateName: web-}\nspec: {template: {spec: {containers: [{name: x}]}}}".to_string()
+            } else {
+                format!("apiVersion: v1\nkind: Pod\nmetadata: {{name: {name}}}\nspec: {{containers: [{{name: x}}]}}")
+            };
+            let hook = crate::slots::router::manifest::Hook {
+                events: vec![events.into()],
+                object: parse(&doc).unwrap().remove(0),
+            };
+            case.slot.hooks.push(hook.clone());
+            case.other.hooks.push(hook);
+        }
+        assert!(case.run().is_ok(), "{:?}", case.run().err());
+    }
+
+    #[test]
     fn an_ingress_of_the_chart_may_not_claim_a_host_the_router_or_the_other_slot_serves() {
         let ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web-green-myapp}\nspec: {rules: [{host: chart-example.local}]}";
         let router_ingress = "apiVersion: networking.k8s.io/v1\nkind: Ingress\nmetadata: {name: web}\nspec: {rules: [{host: stage.example.com}, {host: chart-example.local}]}";
@@ -379,7 +495,7 @@ mod tests {
         let all = concat!(
             "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata: {name: web-green-reader}\n---\n",
             "apiVersion: apps/v1\nkind: StatefulSet\nmetadata: {name: db}\nspec: {template: {metadata: {labels: {app: db}}, spec: {containers: [{name: db}]}}}\n---\n",
-            "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: report}\nspec: {jobTemplate: {spec: {template: {spec: {containers: [{name: r}]}}}}}\n---\n",
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {name: report}\nspec: {template: {spec: {containers: [{name: r}]}}}\n---\n",
             "apiVersion: apps/v1\nkind: DaemonSet\nmetadata: {name: agent}\nspec: {template: {spec: {containers: [{name: a}]}}}\n",
         );
         let mut case = Case::new().slot(add(all));
@@ -394,7 +510,7 @@ mod tests {
             "web-green renders what is unsafe to run twice side by side: ",
             "cluster-scoped (each slot release renders its own, and must not share one): ClusterRole web-green-reader",
             "stateful (each slot gets its own state, or both write the same volume): StatefulSet shop/db",
-            "jobs (each slot runs them: twice the scheduled work): CronJob shop/report",
+            "jobs (each slot runs them: twice the scheduled work): Job shop/report",
             "daemonset (a pod per node per slot): DaemonSet shop/agent",
             "delete-hooks (they run when clean uninstalls the old slot): Job shop/cleanup (pre-delete)",
         ] {
@@ -413,7 +529,19 @@ mod tests {
             "{err:?}"
         );
         case.app.accept.push(Risk::DeleteHooks);
-        assert_eq!(case.run().unwrap().accepted, Risk::ALL.to_vec());
+        assert_eq!(
+            case.run().unwrap().accepted,
+            [
+                Risk::ClusterScoped,
+                Risk::Stateful,
+                Risk::Jobs,
+                Risk::Daemonset,
+                Risk::DeleteHooks
+            ]
+        );
+        // A CronJob is not a risk: it follows production (suspended in the stage slot).
+        let cron = "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: web-green-report}\nspec: {schedule: '0 3 * * *', jobTemplate: {spec: {template: {spec: {containers: [{name: r}]}}}}}";
+        assert_eq!(Case::new().slot(add(cron)).run().unwrap().cron_jobs[0].name, "report");
         // A plain Job counts; a hook Job that runs at install or upgrade does not.
         let case = Case::new().slot(add("apiVersion: batch/v1\nkind: Job\nmetadata: {name: once}\nspec: {template: {spec: {containers: [{name: x}]}}}"));
         assert!(case.refusal().reason.contains("jobs ("));

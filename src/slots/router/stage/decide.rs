@@ -172,7 +172,9 @@ pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
                     format!("check `bgslot status {release}`; production's values are what a new version starts from"),
                 ));
             };
-            (Some(base.user_values()), leftover)
+            // Production's values carry forward, unless this deploy starts from the chart's.
+            let base = (!basis.request.app.reset_values).then(|| base.user_values());
+            (base, leftover)
         }
     };
     let replicas = basis.request.replicas.map(u64::from).or(basis.serving);
@@ -207,11 +209,19 @@ pub fn decide(k: &Known, req: &Request) -> Result<SlotPlan, Refusal> {
             chart: app.chart.clone(),
             version: Some(app.version.clone()).filter(|v| !v.is_empty()),
             base,
-            values_files: basis.request.values_files.clone(),
+            // Absolute, as a person reads them in `helm history` and a dry run, wherever bgslot ran.
+            values_files: basis
+                .request
+                .values_files
+                .iter()
+                .map(|f| std::fs::canonicalize(f).unwrap_or_else(|_| f.clone()))
+                .collect(),
             user_sets: basis.request.user_sets.clone(),
             sets,
             record,
             timeout: k.timeout,
+            // Known once the render shows the workers and CronJobs (`stage::plan`).
+            as_stage: None,
         },
         replicas,
         leftover,
@@ -270,6 +280,7 @@ pub fn slot_record(
         state: RecordedState::Deployed,
         revision: written.version,
         chart: written.chart_id().unwrap_or_default(),
+        chart_version: meta.map(|m| m.version.clone()).unwrap_or_default(),
         app_version: meta.map(|m| m.app_version.clone()).unwrap_or_default(),
         tag: version.to_string(),
         image: a.image.clone(),
@@ -277,6 +288,9 @@ pub fn slot_record(
         service: a.service.clone(),
         selector: a.selector.clone(),
         ports: a.ports.clone(),
+        routes: a.routes.clone(),
+        workers: a.workers.clone(),
+        cron_jobs: a.cron_jobs.clone(),
         accepted: a.accepted.clone(),
     }
 }
@@ -405,6 +419,18 @@ mod tests {
         // A tag clears a digest production pinned, when bgslot knows where it is.
         let cleared = plan(Some(&seen), &releases, &request("v3", keys), "web").unwrap();
         assert!(sets(&cleared).contains(&"image.digest=".to_string()));
+        // --reset-values: the chart's defaults and this deploy's values alone.
+        let fresh = AppChanges {
+            reset_values: true,
+            ..AppChanges::default()
+        };
+        assert_eq!(
+            plan(Some(&seen), &releases, &request("v3", fresh), "web")
+                .unwrap()
+                .write
+                .base,
+            None
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use super::values::{label_selector, AppChanges, AppSettings};
 use super::{slot_release, Router};
 use crate::context::Ctx;
 use crate::error::Refusal;
-use crate::helm::{HelmError, HelmErrorKind, ReleaseRecord, Write};
+use crate::helm::{AsStage, HelmError, HelmErrorKind, ReleaseRecord, Write};
 use crate::planned::{self, Change, PlannedStep};
 use crate::record::Recorded;
 use crate::slots::stage::{Basis, Staged, Staging};
@@ -92,7 +92,13 @@ pub async fn plan(
             }
         }
     };
-    let scopes = scopes(ctx, &[&slot_render, &other_render]).await;
+    let renders_read = [&slot_render, &other_render];
+    let (scopes, live_pods) = tokio::join!(scopes(ctx, &renders_read), ctx.cluster.live_pods());
+    let live_pods = live_pods?;
+    let production = seen.map(|s| s.kind.values.slot(other_slot));
+    let installs = releases[slot]
+        .as_ref()
+        .is_none_or(|r| r.info.status == "uninstalled");
     let checks = Checks {
         release,
         namespace: basis.namespace,
@@ -100,12 +106,24 @@ pub async fn plan(
         wanted: &req.wanted,
         replicas: plan.replicas,
         scopes: &scopes,
+        recorded: production.filter(|r| r.is_deployed()),
+        install: installs,
+        first: seen.is_none(),
+        live_pods: &live_pods,
     };
     let renders = Renders {
         slot: &slot_render,
         other: &other_render,
     };
     let analysis = preflight::analyze(&renders, &checks)?;
+    let mut plan = plan;
+    // A slot written as stage holds back its workers and CronJobs as helm applies it.
+    if !plan.install && (!analysis.workers.is_empty() || !analysis.cron_jobs.is_empty()) {
+        plan.write.as_stage = Some(AsStage {
+            workers: analysis.workers.iter().map(|w| w.deployment.clone()).collect(),
+            replicas: req.app.worker_stage_replicas,
+        });
+    }
     let record = slot_record(release, &plan, &analysis, &rendered, &req.version);
     let force = basis.request.force;
     let chart_differs = seen.is_some_and(|s| ctx.chart.differs_from(&s.latest().chart));
@@ -168,6 +186,19 @@ pub async fn plan(
             force,
         },
     })
+}
+
+/// The app settings to record once a slot release is written: a chart from a repository or a
+/// registry that was deployed without a version is pinned to the version helm resolved, so later
+/// deploys take a new one only when asked (`--app-chart-version`). A local chart has none.
+pub fn settled_app(app: &AppSettings, written: &ReleaseRecord) -> AppSettings {
+    let mut app = app.clone();
+    if app.version.is_empty() && !app.is_local() {
+        if let Some(chart) = &written.chart {
+            app.version = chart.metadata.version.clone();
+        }
+    }
+    app
 }
 
 /// The router's computed values after its write (for its URLs), from its rendered user values.
@@ -306,12 +337,13 @@ pub async fn stage(
         )
     };
     let record = slot_record(release, plan, a, &written, &staging.version);
+    let app = settled_app(&p.app, &written);
     let chart_differs = seen.is_some_and(|s| ctx.chart.differs_from(&s.latest().chart));
     let write = router_write(
         seen,
         plan,
         &record,
-        &p.app,
+        &app,
         &p.changes,
         p.force,
         chart_differs,
