@@ -244,6 +244,19 @@ impl Ctx {
         Ok(())
     }
 
+    /// Suspends a CronJob, or lets it run again.
+    pub async fn suspend(&self, cron_job: &str, suspend: bool) -> Result<()> {
+        let what = if suspend {
+            format!("suspending CronJob {cron_job}")
+        } else {
+            format!("resuming CronJob {cron_job}")
+        };
+        self.before_write(&what).await?;
+        self.cluster.suspend_cron_job(cron_job, suspend).await?;
+        self.wrote(what);
+        Ok(())
+    }
+
     /// Deletes a Job and waits until it is gone.
     pub async fn delete_job(&self, job: &str) -> Result<()> {
         let what = format!("deleting Job {job}");

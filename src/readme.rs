@@ -514,6 +514,7 @@ fn release_with_verification_and_clean() {
         slot_revision: None,
         chart: None,
         accepted: vec![],
+        hooks: None,
         version: "v12".into(),
     };
     let report = ReleaseReport {

@@ -210,13 +210,15 @@ impl Workloads {
     /// Deployment the chart did not render, one left on another version, or one whose own
     /// extraEnv names config that is not there would fail or consume with the wrong code once
     /// production moves; staged at 0 pods, none of it shows before).
+    /// `web`: the image the slot's web pods run, which each worker must run too (`None`: not
+    /// compared, as for a router's workers, whose chart runs what it runs).
     pub fn check_can_run(
         &self,
         release: &str,
         observed: &Observed,
         to: Slot,
+        web: Option<Option<&str>>,
     ) -> Result<(), Refusal> {
-        let web = observed.slot(to);
         for w in &self.workers {
             let Some(state) = observed.worker(&w.name, to) else {
                 return Err(Refusal::new(
@@ -224,13 +226,13 @@ impl Workloads {
                     format!("deploy the version again so the chart renders it: `bgslot deploy {release} --tag TAG --replace`"),
                 ));
             };
-            if state.state.image != web.image {
+            if let Some(web) = web.filter(|web| state.state.image.as_deref() != *web) {
                 return Err(Refusal::new(
                     format!(
                         "the {to} slot's worker {} would run {}, not what its web pods run ({})",
                         w.name,
                         state.state.image.as_deref().unwrap_or("no image"),
-                        web.image.as_deref().unwrap_or("no image")
+                        web.unwrap_or("no image")
                     ),
                     format!("redeploy the slot so both run the same version: `bgslot deploy {release} --tag TAG --replace`"),
                 ));
@@ -295,7 +297,10 @@ mod tests {
         };
         let mut observed = Observed::default();
         observed.slots.green = state("web:v2");
-        let refuse = |o: &Observed| w.check_can_run("web", o, Slot::Green).unwrap_err().reason;
+        let refuse = |o: &Observed| {
+            let web = Some(o.slot(Slot::Green).image.as_deref());
+            w.check_can_run("web", o, Slot::Green, web).unwrap_err().reason
+        };
         assert!(
             refuse(&observed).contains("the green slot has no Deployment for the worker consumer")
         );
@@ -309,7 +314,11 @@ mod tests {
         }];
         assert!(refuse(&observed).contains("would run web:v1, not what its web pods run (web:v2)"));
         observed.workers[0].state = state("web:v2");
-        assert!(w.check_can_run("web", &observed, Slot::Green).is_ok());
+        assert!(w.check_can_run("web", &observed, Slot::Green, Some(Some("web:v2"))).is_ok());
+        // A router's worker runs what its chart renders: only its presence and config count.
+        observed.workers[0].state = state("sidekiq:v7");
+        assert!(w.check_can_run("web", &observed, Slot::Green, None).is_ok());
+        observed.workers[0].state = state("web:v2");
         observed.absent_config = vec![queues];
         assert_eq!(
             refuse(&observed),

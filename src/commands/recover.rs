@@ -20,6 +20,7 @@ use crate::error::Refusal;
 use crate::helm::Revision;
 use crate::observe::{not_found, History};
 use crate::rules;
+use crate::slots::follow::Settle;
 use crate::slots::{self, SlotKind};
 use crate::vocab::{Mode, Op, Slot};
 use crate::{with_kind, with_mode};
@@ -89,7 +90,17 @@ async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>>
         }
         .next(format!("bgslot status {release}"))
     };
-    if fixes.is_empty() {
+    // Workers and CronJobs bgslot moves through the API (a router's): a swap interrupted after
+    // its write leaves them where the record does not say. Read as the router stands now; settled
+    // after the helm fixes, which may change what it records.
+    let unsettled = match mode {
+        Mode::Router => {
+            let read = slots::existing(ctx, release, History::Latest).await?;
+            with_kind!(&read, seen => slots::follow::unsettled(seen))
+        }
+        Mode::Bundled => Vec::new(),
+    };
+    if fixes.is_empty() && unsettled.is_empty() {
         return Ok(Outcome::Done(RecoverReport {
             header: header(latest.revision.revision),
             mode,
@@ -98,6 +109,7 @@ async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>>
             from_revision: None,
             to_revision: None,
             recovered: Vec::new(),
+            settled: Vec::new(),
             production_ready: None,
             production_desired: None,
         }));
@@ -109,10 +121,22 @@ async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>>
         };
         plan.header.next = None;
         plan.steps = fixes.iter().map(|fix| planned(ctx, fix)).collect();
+        plan.steps.extend(unsettled.iter().map(|settle| PlannedStep::action(format!("settle: {}", settle.action()))));
         return Ok(Outcome::Planned(plan));
     }
     let recovered = act(ctx, &fixes).await?;
-    let read = slots::existing(ctx, release, History::Latest).await?;
+    let mut read = slots::existing(ctx, release, History::Latest).await?;
+    let settled = with_kind!(&read, seen => slots::follow::unsettled(seen));
+    for settle in &settled {
+        ctx.events.step(&format!("recover {release}: {}", settle.action()));
+        match settle {
+            Settle::Scale { deployment, to, .. } => ctx.scale(deployment, *to).await?,
+            Settle::Suspend { cron_job, suspend, .. } => ctx.suspend(cron_job, *suspend).await?,
+        }
+    }
+    if !settled.is_empty() {
+        read = slots::existing(ctx, release, History::Latest).await?;
+    }
     let (after, totals) = with_kind!(&read, seen => (&seen.release, seen.slot(seen.production()).totals));
     let own = recovered.iter().find(|r| *r.release == **release);
     Ok(Outcome::Done(RecoverReport {
@@ -123,6 +147,7 @@ async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>>
         from_revision: own.map(|r| r.from_revision),
         to_revision: own.and_then(|r| r.to_revision),
         recovered,
+        settled,
         production_ready: Some(totals.ready),
         production_desired: Some(totals.desired),
     }))
@@ -302,6 +327,9 @@ pub struct RecoverReport {
     pub to_revision: Option<u64>,
     /// Every release brought back (a router's slot releases too).
     pub recovered: Vec<Recovered>,
+    /// Each worker or CronJob of a router moved where its record says (a swap that did not
+    /// finish moving them).
+    pub settled: Vec<Settle>,
     pub production_ready: Option<i32>,
     pub production_desired: Option<i32>,
 }
@@ -344,6 +372,9 @@ impl fmt::Display for RecoverReport {
                             h.release, r.release, r.from_revision, r.status
                         )?,
                     }
+                }
+                for settle in &self.settled {
+                    writeln!(f, "{}: settled: {}", h.release, settle.action())?;
                 }
                 if let Some(production) = production {
                     writeln!(f, "  {production}")?;

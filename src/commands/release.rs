@@ -285,7 +285,7 @@ fn plan<K: SlotKind>(
     let promote = staging
         .preview
         .and_then(|n| swap::promotion(to, true, n, capacity, values.autoscaling));
-    let flip = swap::plan_flip(SwapKind::Swap, from, to, values, &seen.release.cluster, promote);
+    let flip = swap::plan_flip(SwapKind::Swap, from, to, values, &seen.release.cluster, &seen.followers, promote);
     out.steps.extend(swap::steps(ctx, seen, &flip));
     if args.verify_cmd.is_some() {
         out = out.step(verify("production (on failure: swap back)"));

@@ -18,6 +18,8 @@ pub enum HelmErrorKind {
     /// values schema, the chart's kubeVersion, a template or YAML that does not parse, a kind the
     /// cluster does not serve.
     RenderFailed,
+    /// The chart names dependencies that are not under its `charts/` directory.
+    MissingDependencies,
     /// Anything else; stderr says what.
     Other,
 }
@@ -34,6 +36,8 @@ impl HelmErrorKind {
             || (stderr.contains("Apply failed with") && stderr.contains("conflict"))
         {
             HelmErrorKind::OwnershipConflict
+        } else if stderr.contains("missing in charts/ directory") {
+            HelmErrorKind::MissingDependencies
         } else if [
             "execution error at (",
             "values don't meet the specifications of the schema",
@@ -209,6 +213,10 @@ mod tests {
         assert_eq!(
             HelmErrorKind::of("Error: repo bad not found"),
             HelmErrorKind::Other
+        );
+        assert_eq!(
+            HelmErrorKind::of("Error: an error occurred while checking for chart dependencies. You may need to run `helm dependency build` to fetch missing dependencies: found in Chart.yaml, but missing in charts/ directory: common"),
+            HelmErrorKind::MissingDependencies
         );
     }
 

@@ -18,6 +18,7 @@ use futures::stream::BoxStream;
 use serde_json::Value;
 
 pub mod bundled;
+pub mod follow;
 pub mod router;
 pub mod stage;
 pub mod view;
@@ -29,10 +30,10 @@ pub use view::{Holds, SlotView};
 
 use crate::chart::ChartSource;
 use crate::cluster::services::main_service;
-use crate::cluster::{Cluster, PodSlots, RoutedService};
+use crate::cluster::{Cluster, Followers, PodSlots, RoutedService};
 use crate::context::Ctx;
 use crate::error::Refusal;
-use crate::helm::Revision;
+use crate::helm::{Revision, SetValue};
 use crate::names::ReleaseName;
 use crate::observe::{History, Observation};
 use crate::planned::PlannedStep;
@@ -50,6 +51,8 @@ pub struct Seen<K> {
     pub services: Vec<RoutedService>,
     /// How each slot's pods are found (where an endpoint leads).
     pub pods: PodSlots,
+    /// Where its workers and CronJobs are, and so how a swap moves them.
+    pub followers: Followers,
     /// How the Services differ from what bgslot wrote, one sentence each.
     pub drift: Vec<String>,
     /// Accepted risks, and releases nothing routes to: worth a warning, not a refusal.
@@ -189,6 +192,13 @@ pub trait SlotKind: Sized + Send + Sync + 'static {
 
     /// How to bring back what `slot` ran once it is gone: the hint of a refused rollback.
     fn way_back(seen: &Seen<Self>, slot: Slot) -> String;
+
+    /// What the flip of production to `to` records besides `productionSlot`: a router records
+    /// the size each worker of `to` takes (`sizes`), so a move the swap did not finish can be
+    /// settled (`recover`).
+    fn record_move(_seen: &Seen<Self>, _to: Slot, _sizes: &[(String, u64)]) -> Vec<(String, SetValue)> {
+        Vec::new()
+    }
 
     /// The releases that make up `release` (its own first), each with whether the release
     /// routes to it: what `recover` looks at. `user` is its user-supplied values.

@@ -7,8 +7,9 @@ use std::path::PathBuf;
 
 use serde_json::Value;
 
+use super::router::preflight::Hooks;
 use super::router::values::{AppChanges, Risk};
-use crate::cluster::PodSlots;
+use crate::cluster::{Followers, PodSlots};
 use crate::names::{ImageRef, ReleaseName, SetArg, Tag};
 use crate::values::ReleaseValues;
 use crate::vocab::Slot;
@@ -131,6 +132,10 @@ pub struct Staged {
     pub accepted: Vec<Risk>,
     /// The port its Service is reached at, when not the chart's `service.port`.
     pub port: Option<u16>,
+    /// Where its workers are, to wait for them.
+    pub followers: Followers,
+    /// The hooks the write of a router's slot release ran, and those it did not.
+    pub hooks: Option<Hooks>,
 }
 
 #[cfg(test)]

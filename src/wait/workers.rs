@@ -12,9 +12,9 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher;
 
 use super::{explain_pods, reasons, ticks};
-use crate::cluster::labels::{workers_selector, COMPONENT_LABEL};
+use crate::cluster::labels::workers_selector;
 use crate::cluster::state::pod_states;
-use crate::cluster::{Cluster, PodState, WorkerState};
+use crate::cluster::{Cluster, Followers, PodState, WorkerState};
 use crate::events::{Event, Events, Rollout};
 use crate::signals;
 use crate::vocab::Slot;
@@ -54,6 +54,7 @@ impl WorkerPods {
 pub async fn workers_settled(
     cluster: &Cluster,
     release: &str,
+    followers: &Followers,
     slot: Slot,
     names: &[String],
     timeout: Duration,
@@ -62,7 +63,11 @@ pub async fn workers_settled(
     if names.is_empty() {
         return Ok(Vec::new());
     }
-    let selector = workers_selector(release, Some(slot));
+    // A router's workers carry its chart's labels, not bgslot's: watch the namespace.
+    let selector = match followers {
+        Followers::Labelled => workers_selector(release, Some(slot)),
+        Followers::Named(_) => String::new(),
+    };
     let config = || watcher::Config::default().labels(&selector);
     let mut changes = futures::stream::select_all([
         ticks(cluster.api::<Deployment>(), config()),
@@ -73,7 +78,7 @@ pub async fn workers_settled(
     let mut signals = signals::subscribe();
     let mut shown: BTreeMap<String, Rollout> = BTreeMap::new();
     loop {
-        let seen = read(cluster, release, slot, names).await?;
+        let seen = read(cluster, release, followers, slot, names).await?;
         for w in &seen {
             let rollout = w.rollout();
             if shown.get(&w.worker.name) != Some(&rollout) {
@@ -122,35 +127,24 @@ pub async fn workers_settled(
 async fn read(
     cluster: &Cluster,
     release: &str,
+    followers: &Followers,
     slot: Slot,
     names: &[String],
 ) -> Result<Vec<WorkerPods>> {
-    let selector = workers_selector(release, Some(slot));
-    let (workers, pods) = tokio::try_join!(cluster.workers(release, Some(slot)), async {
-        let list = cluster
-            .pods()
-            .list(&kube::api::ListParams::default().labels(&selector))
-            .await
-            .map_err(anyhow::Error::from)?;
-        Ok::<_, anyhow::Error>(list.items)
-    })?;
-    Ok(workers
-        .into_iter()
-        .filter(|w| names.contains(&w.name))
-        .map(|worker| {
-            let mine = pods.iter().filter(|p| {
-                p.metadata
-                    .labels
-                    .as_ref()
-                    .and_then(|l| l.get(COMPONENT_LABEL))
-                    == Some(&worker.name)
-            });
-            WorkerPods {
-                pods: pod_states(mine),
-                worker,
-            }
-        })
-        .collect())
+    let workers = cluster.workers_in(release, followers, Some(slot)).await?;
+    let mut out = Vec::new();
+    for worker in workers.into_iter().filter(|w| names.contains(&w.name)) {
+        let pods = if worker.pods.is_empty() {
+            Vec::new()
+        } else {
+            cluster.pods_of(&worker.pods).await?
+        };
+        out.push(WorkerPods {
+            pods: pod_states(&pods),
+            worker,
+        });
+    }
+    Ok(out)
 }
 
 #[cfg(test)]

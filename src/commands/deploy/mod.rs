@@ -206,7 +206,7 @@ pub async fn act<K: SlotKind>(ctx: &Ctx, seen: Option<&Seen<K>>, staging: &Stagi
     // The slot's workers: at stageReplicas (0 by default: nothing to wait for once they are
     // stopped) in a staged slot, at their replicas in a new release's production slot.
     let names: Vec<String> = staged.values.workloads.workers.iter().map(|w| w.name.clone()).collect();
-    let workers = wait::workers_settled(cluster, release, slot, &names, left, events)
+    let workers = wait::workers_settled(cluster, release, &staged.followers, slot, &names, left, events)
         .await
         .with_context(|| {
             if staging.install {
@@ -251,6 +251,7 @@ pub async fn act<K: SlotKind>(ctx: &Ctx, seen: Option<&Seen<K>>, staging: &Stagi
         slot_release: staged.slot_release.map(|(name, _)| name),
         chart: staged.chart,
         accepted: staged.accepted,
+        hooks: staged.hooks,
         version: staging.version.clone(),
     })
 }

@@ -6,6 +6,7 @@ use std::fmt;
 use serde::Serialize;
 
 use crate::commands::Header;
+use crate::slots::router::preflight::Hooks;
 use crate::slots::router::Risk;
 use crate::vocab::{Mode, Role, Slot};
 
@@ -34,6 +35,9 @@ pub struct DeployReport {
     pub chart: Option<String>,
     /// The risks its render has, accepted with `--accept`.
     pub accepted: Vec<Risk>,
+    /// The hooks the write of the slot release ran (`path`: it installed or upgraded it), and
+    /// those of the chart it did not run (a router's; `null` for bgslot's chart).
+    pub hooks: Option<Hooks>,
     /// The version deployed, as a swap expects it (the tag, else the digest).
     #[serde(skip)]
     pub version: String,
@@ -76,6 +80,9 @@ impl fmt::Display for DeployReport {
         if !self.accepted.is_empty() {
             let accepted: Vec<&str> = self.accepted.iter().map(|r| r.as_str()).collect();
             writeln!(f, "  accepted risks: {}", accepted.join(", "))?;
+        }
+        if let Some(hooks) = &self.hooks {
+            writeln!(f, "  hooks: {}", hooks.describe())?;
         }
         for w in &self.workers {
             match w.desired {

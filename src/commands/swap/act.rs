@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use super::decide::{Promote, SwapPlan};
 use super::report::{CronJobMove, Promotion, SwapReport, WorkerCount, WorkerMove};
 use crate::commands::Header;
+use crate::cluster::Followers;
 use crate::context::Ctx;
 use crate::values::ReleaseValues;
 use crate::slots::{Seen, SlotKind};
@@ -33,17 +34,25 @@ pub async fn act<K: SlotKind>(ctx: &Ctx, seen: &Seen<K>, plan: SwapPlan) -> Resu
         .await
         .with_context(|| format!("{} of {release} in namespace {}", plan.write.description(), ctx.namespace))?;
     writes += 1;
+    let by_write = seen.followers == Followers::Labelled;
     let not_held = |name: &String| !plan.stop_first.contains(name);
-    size_workers(ctx, release, to, &plan.worker_capacity, not_held).await?;
+    if by_write {
+        size_workers(ctx, release, to, &plan.worker_capacity, not_held).await?;
+    }
     let endpoints = wait::production_serves(&ctx.cluster, release, &seen.pods, to, ctx.timeout())
         .await
         .with_context(|| format!("helm applied the {op} of {release}, but the production Service does not serve {to} yet"))?;
     let back = format!("production routes to {to}; `bgslot rollback {release}` moves everything back");
+    let unsettled = format!("production routes to {to}; `bgslot recover {release}` finishes moving the workers and CronJobs, `bgslot rollback {release}` moves everything back");
     let mut gaps = BTreeMap::new();
-    if let Some(start) = &plan.start_workers {
+    if !by_write {
+        gaps = move_followers(ctx, seen, &plan)
+            .await
+            .with_context(|| unsettled.clone())?;
+    } else if let Some(start) = &plan.start_workers {
         let names = plan.stop_first.join(", ");
         ctx.events.step(&format!("{op} {release}: stop-first: waiting for the {from} pods of {names} to stop"));
-        wait::workers_settled(&ctx.cluster, release, from, &plan.stop_first, ctx.timeout(), ctx.events.as_ref())
+        wait::workers_settled(&ctx.cluster, release, &seen.followers, from, &plan.stop_first, ctx.timeout(), ctx.events.as_ref())
             .await
             .with_context(|| format!("the {from} pods of the stop-first workers ({names}) did not stop; {back}"))?;
         let stopped = Instant::now();
@@ -53,7 +62,7 @@ pub async fn act<K: SlotKind>(ctx: &Ctx, seen: &Seen<K>, plan: SwapPlan) -> Resu
             .with_context(|| format!("starting the stop-first workers ({names}) in {to}; {back}"))?;
         writes += 1;
         size_workers(ctx, release, to, &plan.worker_capacity, |name| !not_held(name)).await?;
-        let started = wait::workers_settled(&ctx.cluster, release, to, &plan.stop_first, ctx.timeout(), ctx.events.as_ref())
+        let started = wait::workers_settled(&ctx.cluster, release, &seen.followers, to, &plan.stop_first, ctx.timeout(), ctx.events.as_ref())
             .await
             .with_context(|| format!("the stop-first workers ({names}) did not start in {to}; {back}"))?;
         let gap = stopped.elapsed().as_millis() as u64;
@@ -63,12 +72,12 @@ pub async fn act<K: SlotKind>(ctx: &Ctx, seen: &Seen<K>, plan: SwapPlan) -> Resu
     let names: Vec<String> = values.workloads.workers.iter().map(|w| w.name.clone()).collect();
     let (running, stopped) = tokio::try_join!(
         async {
-            wait::workers_settled(&ctx.cluster, release, to, &names, ctx.timeout(), ctx.events.as_ref())
+            wait::workers_settled(&ctx.cluster, release, &seen.followers, to, &names, ctx.timeout(), ctx.events.as_ref())
                 .await
                 .with_context(|| format!("the workers of {to} did not all become available; {back}"))
         },
         async {
-            wait::workers_settled(&ctx.cluster, release, from, &names, ctx.timeout(), ctx.events.as_ref())
+            wait::workers_settled(&ctx.cluster, release, &seen.followers, from, &names, ctx.timeout(), ctx.events.as_ref())
                 .await
                 .with_context(|| format!("the workers of {from} did not all stop; {back}"))
         },
@@ -76,7 +85,7 @@ pub async fn act<K: SlotKind>(ctx: &Ctx, seen: &Seen<K>, plan: SwapPlan) -> Resu
     let cron_jobs = if values.workloads.cron_jobs.is_empty() {
         Vec::new()
     } else {
-        ctx.cluster.cron_jobs(release).await?
+        ctx.cluster.cron_jobs_in(release, &seen.followers).await?
     };
     let service = seen
         .service(Role::Production)
@@ -135,6 +144,62 @@ async fn promote<K>(ctx: &Ctx, seen: &Seen<K>, p: &Promote, slot: Slot) -> Resul
         .await
         .with_context(|| format!("the stage Service of {release} does not route to all {} pods of {slot}; {}", p.to, unchanged()))?;
     Ok(Promotion { from: p.from, to: p.to })
+}
+
+/// Moves workers and CronJobs that bgslot moves through the API (a router's) once production
+/// routes to `to`: the old production's CronJobs are suspended before the new one's run (never
+/// both); an `overlap` worker starts in `to` at the size it runs in `from` as it stops there; a
+/// `stop-first` one stops in `from` (its pods gone) before it starts in `to`. Returns the gap of
+/// each stop-first worker, in milliseconds.
+async fn move_followers<K>(ctx: &Ctx, seen: &Seen<K>, plan: &SwapPlan) -> Result<BTreeMap<String, u64>> {
+    let (release, from, to, op) = (seen.name(), plan.from, plan.to, plan.kind.op());
+    let (workloads, observed) = (&seen.release.values.workloads, &seen.release.cluster);
+    for c in observed.cron_jobs_of(from).filter(|c| !c.suspended) {
+        ctx.events.step(&format!("{op} {release}: suspending CronJob {} ({from})", c.cron_job));
+        ctx.suspend(&c.cron_job, true).await?;
+    }
+    for c in observed.cron_jobs_of(to).filter(|c| c.suspended) {
+        ctx.events.step(&format!("{op} {release}: resuming CronJob {} ({to})", c.cron_job));
+        ctx.suspend(&c.cron_job, false).await?;
+    }
+    let deployment = |name: &str, slot: Slot| observed.worker(name, slot).and_then(|w| w.state.deployment.clone());
+    let size = |name: &str| plan.worker_capacity.iter().find(|(n, _)| n == name).map_or(0, |(_, n)| *n);
+    let scale = async |name: &str, slot: Slot, n: u64| -> Result<()> {
+        if let Some(d) = deployment(name, slot) {
+            ctx.events.step(&format!("{op} {release}: scaling the worker {name} in {slot} to {n} replicas"));
+            ctx.scale(&d, n).await?;
+        }
+        Ok(())
+    };
+    for w in workloads.workers.iter().filter(|w| !plan.stop_first.contains(&w.name)) {
+        scale(&w.name, to, size(&w.name)).await?;
+        scale(&w.name, from, w.stage_replicas[from]).await?;
+    }
+    let mut gaps = BTreeMap::new();
+    if plan.stop_first.is_empty() {
+        return Ok(gaps);
+    }
+    let names = plan.stop_first.join(", ");
+    for name in &plan.stop_first {
+        scale(name, from, 0).await?;
+    }
+    ctx.events.step(&format!("{op} {release}: stop-first: waiting for the {from} pods of {names} to stop"));
+    wait::workers_settled(&ctx.cluster, release, &seen.followers, from, &plan.stop_first, ctx.timeout(), ctx.events.as_ref())
+        .await
+        .with_context(|| format!("the {from} pods of the stop-first workers ({names}) did not stop"))?;
+    let stopped = Instant::now();
+    for name in &plan.stop_first {
+        scale(name, to, size(name)).await?;
+    }
+    let started = wait::workers_settled(&ctx.cluster, release, &seen.followers, to, &plan.stop_first, ctx.timeout(), ctx.events.as_ref())
+        .await
+        .with_context(|| format!("the stop-first workers ({names}) did not start in {to}"))?;
+    let gap = stopped.elapsed().as_millis() as u64;
+    gaps.extend(started.into_iter().map(|w| (w.worker.name, gap)));
+    for w in workloads.workers.iter().filter(|w| plan.stop_first.contains(&w.name) && w.stage_replicas[from] > 0) {
+        scale(&w.name, from, w.stage_replicas[from]).await?;
+    }
+    Ok(gaps)
 }
 
 /// Scales each worker in `slot` whose HPA takes over to what it ran in the old production slot

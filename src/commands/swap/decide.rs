@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 
 use super::{SwapKind, SwapRequest};
 use crate::chart::ChartSource;
-use crate::cluster::{MigrationPhase, Observed};
+use crate::cluster::{Followers, MigrationPhase, Observed};
 use crate::error::Refusal;
 use crate::helm::{SetValue, Write};
 use crate::record::Recorded;
@@ -155,7 +155,12 @@ pub fn decide<K: SlotKind>(seen: &Seen<K>, request: &SwapRequest, chart: &ChartS
         }
     }
     if let Some(workers) = (!values.workloads.workers.is_empty()).then_some(&values.workloads) {
-        workers.check_can_run(release, observed, to)?;
+        // A router's workers are their chart's, checked against the version at deploy.
+        let web = match seen.followers {
+            Followers::Labelled => Some(observed.slot(to).image.as_deref()),
+            Followers::Named(_) => None,
+        };
+        workers.check_can_run(release, observed, to, web)?;
     }
     if !target.available {
         return Err(Refusal::new(
@@ -194,7 +199,9 @@ pub fn decide<K: SlotKind>(seen: &Seen<K>, request: &SwapRequest, chart: &ChartS
         p.write.force_conflicts = take_back;
         p
     });
-    let mut plan = plan_flip(request.kind, from, to, values, observed, promote);
+    let mut plan = plan_flip(request.kind, from, to, values, observed, &seen.followers, promote);
+    let recorded = K::record_move(seen, to, &plan.worker_capacity);
+    plan.write.sets.extend(recorded);
     for write in [Some(&mut plan.write), plan.start_workers.as_mut()].into_iter().flatten() {
         write.force_conflicts = take_back;
         write.reset_then_reuse = reset_then_reuse;
@@ -205,44 +212,66 @@ pub fn decide<K: SlotKind>(seen: &Seen<K>, request: &SwapRequest, chart: &ChartS
 /// The writes that move production from `from` to `to` with these values (also what
 /// `release --dry-run` shows before its deploy has staged anything): the flip, holding the
 /// stop-first workers, and the write that starts them; which workers' HPAs take over, sized as
-/// they run in `from` now.
+/// they run in `from` now. Workers bgslot moves through the API (a router's) are not held by a
+/// write: each is sized to what it runs in `from` now, and `act` moves them after the flip.
 pub fn plan_flip(
     kind: SwapKind,
     from: Slot,
     to: Slot,
     values: &ReleaseValues,
     observed: &Observed,
+    followers: &Followers,
     promote: Option<Promote>,
 ) -> SwapPlan {
     let workloads = &values.workloads;
     let stop_first: Vec<String> = workloads.stop_first().iter().map(|w| w.name.clone()).collect();
-    let held: BTreeSet<String> = stop_first.iter().cloned().collect();
+    let by_write = *followers == Followers::Labelled;
+    let held: BTreeSet<String> = if by_write { stop_first.iter().cloned().collect() } else { BTreeSet::new() };
     let mut write = flip_write(kind, from, to);
-    if !workloads.workers.is_empty() {
+    if by_write && !workloads.workers.is_empty() {
         write = write.set("heldWorkers", SetValue::Json(serde_json::json!(stop_first)));
     }
-    let start_workers = (!stop_first.is_empty()).then(|| {
+    let start_workers = (by_write && !stop_first.is_empty()).then(|| {
         Write::upgrade(Recorded::StartWorkers {
             slot: to,
             workers: stop_first.clone(),
         })
         .set("heldWorkers", SetValue::Json(serde_json::json!([])))
     });
-    let worker_capacity = workloads
-        .workers
-        .iter()
-        .filter(|w| w.desired(to, to, &BTreeSet::new()) == Desired::Autoscaled)
-        .filter_map(|w| {
-            let now = observed.worker(&w.name, from)?.state.desired;
-            (now > 0).then(|| (w.name.clone(), now as u64))
-        })
-        .collect();
+    let worker_capacity: Vec<(String, u64)> = if by_write {
+        workloads
+            .workers
+            .iter()
+            .filter(|w| w.desired(to, to, &BTreeSet::new()) == Desired::Autoscaled)
+            .filter_map(|w| {
+                let now = observed.worker(&w.name, from)?.state.desired;
+                (now > 0).then(|| (w.name.clone(), now as u64))
+            })
+            .collect()
+    } else {
+        workloads
+            .workers
+            .iter()
+            .map(|w| {
+                let now = observed.worker(&w.name, from).map(|live| live.state.desired.max(0) as u64);
+                (w.name.clone(), now.unwrap_or(w.replicas[to]))
+            })
+            .collect()
+    };
+    let mut effects = workloads.flip_effects(from, to, &held);
+    if !by_write {
+        for e in &mut effects {
+            if let Some((_, n)) = worker_capacity.iter().find(|(name, _)| e.object == format!("worker {name} ({to})")) {
+                e.new = n.to_string();
+            }
+        }
+    }
     SwapPlan {
         kind,
         from,
         to,
         promote,
-        effects: workloads.flip_effects(from, to, &held),
+        effects,
         write,
         stop_first,
         start_workers,

@@ -17,7 +17,7 @@ pub use report::SwapReport;
 
 use super::preview::{self, Plan, PlannedStep};
 use super::{mutate, Invocation, Mutating, Outcome, Session};
-use crate::cluster::ConfigRef;
+use crate::cluster::{ConfigRef, Followers};
 use crate::context::Ctx;
 use crate::names::{ReleaseName, Tag};
 use crate::observe::History;
@@ -137,6 +137,26 @@ pub fn preview<K: SlotKind>(ctx: &Ctx, seen: &Seen<K>, plan: &SwapPlan) -> Plan 
     out
 }
 
+/// What a swap then moves through the API (a router's workers and CronJobs), in order.
+fn api_moves<K>(seen: &Seen<K>, plan: &SwapPlan) -> Vec<String> {
+    let (from, to) = (plan.from, plan.to);
+    let workloads = &seen.release.values.workloads;
+    let size = |name: &str| plan.worker_capacity.iter().find(|(n, _)| n == name).map_or(0, |(_, n)| *n);
+    let mut moves = Vec::new();
+    if !workloads.cron_jobs.is_empty() {
+        moves.push(format!("suspend the CronJobs of {from} ({}), then resume those of {to}", workloads.cron_jobs.join(", ")));
+    }
+    for w in &workloads.workers {
+        let stage = w.stage_replicas[from];
+        moves.push(if plan.stop_first.contains(&w.name) {
+            format!("stop-first: scale the worker {} in {from} to 0; once its pods are gone, in {to} to {} (what it ran in {from}), then {from} to {stage}", w.name, size(&w.name))
+        } else {
+            format!("scale the worker {} in {to} to {} replicas (what it runs in {from}) and in {from} to {stage}", w.name, size(&w.name))
+        });
+    }
+    moves
+}
+
 /// The planned writes of a swap, also shown by `release --dry-run`.
 pub fn steps<K>(ctx: &Ctx, seen: &Seen<K>, plan: &SwapPlan) -> Vec<PlannedStep> {
     let (release, all_values) = (seen.name(), &seen.release.all_values);
@@ -157,19 +177,19 @@ pub fn steps<K>(ctx: &Ctx, seen: &Seen<K>, plan: &SwapPlan) -> Vec<PlannedStep> 
                 ])),
         );
     }
+    let by_api = seen.followers != Followers::Labelled;
     let sizes = plan
         .worker_capacity
         .iter()
-        .filter(|(name, _)| !plan.stop_first.contains(name))
+        .filter(|(name, _)| !by_api && !plan.stop_first.contains(name))
         .map(|(name, n)| format!("scale the worker {name} in {to} to {n} replicas (what it runs in {from}; its HPA owns replicas)"));
+    let serves = format!("wait until every production Service routes only to {to}'s ready pods{}", seen.slot(to).of_release());
+    let moves = by_api.then(|| api_moves(seen, plan)).unwrap_or_default();
     steps.push(
         PlannedStep::action(format!("{}: production {from} -> {to}", plan.kind.op()))
             .write(shown(&plan.write), preview::changes(&plan.write, all_values, &[], None))
             .effects(plan.effects.clone())
-            .then(sizes.chain([format!(
-                "wait until every production Service routes only to {to}'s ready pods{}",
-                seen.slot(to).of_release()
-            )])),
+            .then(sizes.chain([serves]).chain(moves)),
     );
     if let Some(start) = &plan.start_workers {
         let names = plan.stop_first.join(", ");

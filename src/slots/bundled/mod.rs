@@ -18,7 +18,7 @@ use super::{Retired, Seen, SlotKind};
 use crate::chart::ChartSource;
 use crate::cluster::labels::{slot_pods_selector, slot_running_selector};
 use crate::cluster::services::missing_services;
-use crate::cluster::{Cluster, DeploymentLive, PodSlots, RoutedService, Totals};
+use crate::cluster::{Cluster, DeploymentLive, Followers, PodSlots, RoutedService, Totals};
 use crate::context::Ctx;
 use crate::error::Refusal;
 use crate::helm::{SetValue, Write};
@@ -176,6 +176,7 @@ pub fn seen(release: Observation) -> Seen<Bundled> {
         slots: PerSlot::new(|slot| view(&release, slot)),
         services: release.cluster.services.clone(),
         pods: PodSlots::Labelled(slot_pods_selector(&name)),
+        followers: Followers::Labelled,
         drift: drift(&name, &release.values, &release.cluster.services),
         warnings: Vec::new(),
         kind: Bundled,

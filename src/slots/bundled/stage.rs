@@ -277,6 +277,8 @@ pub async fn stage(
         chart: None,
         accepted: Vec::new(),
         port: None,
+        followers: crate::cluster::Followers::Labelled,
+        hooks: None,
     })
 }
 

@@ -37,7 +37,7 @@ use crate::chart::ChartSource;
 use crate::cluster::{Cluster, RoutedService};
 use crate::context::Ctx;
 use crate::error::Refusal;
-use crate::helm::Write;
+use crate::helm::{SetValue, Write};
 use crate::observe::Observation;
 use crate::planned::{self, PlannedStep};
 use crate::record::Recorded;
@@ -124,6 +124,28 @@ impl SlotKind for Router {
 
     fn app(seen: &Seen<Router>) -> Option<&AppSettings> {
         Some(&seen.kind.values.app)
+    }
+
+    fn record_move(seen: &Seen<Router>, to: Slot, sizes: &[(String, u64)]) -> Vec<(String, SetValue)> {
+        let record = seen.kind.values.slot(to);
+        if record.workers.is_empty() {
+            return Vec::new();
+        }
+        let workers: Vec<values::WorkerRecord> = record
+            .workers
+            .iter()
+            .map(|w| values::WorkerRecord {
+                replicas: sizes
+                    .iter()
+                    .find(|(name, _)| *name == w.name)
+                    .map_or(w.replicas, |(_, n)| *n),
+                ..w.clone()
+            })
+            .collect();
+        vec![(
+            format!("router.slots.{to}.workers"),
+            SetValue::Json(serde_json::to_value(workers).unwrap_or_default()),
+        )]
     }
 
     fn way_back(seen: &Seen<Router>, gone: Slot) -> String {
@@ -316,8 +338,9 @@ pub fn seen(
             ));
         }
     }
-    Seen {
+    let mut seen = Seen {
         pods: observe::pod_slots(&router),
+        followers: observe::followers(&router),
         slots,
         services,
         drift,
@@ -328,7 +351,16 @@ pub fn seen(
             leftovers,
         },
         release,
+    };
+    let unsettled = super::follow::unsettled(&seen);
+    if !unsettled.is_empty() {
+        let lines: Vec<String> = unsettled.iter().map(ToString::to_string).collect();
+        seen.warnings.push(format!(
+            "a move of the workers or CronJobs did not finish: {}; `bgslot recover {name}` settles them",
+            lines.join("; ")
+        ));
     }
+    seen
 }
 
 #[cfg(test)]

@@ -15,26 +15,34 @@ use super::drift::unrecorded;
 use super::live::{deployments_of, SlotLive};
 use super::values::{label_selector, RouterValues};
 use super::{slot_release, Router};
-use crate::cluster::{Cluster, PodSlots};
+use crate::cluster::{Cluster, FollowerKind, Followers, Named, PodSlots};
 use crate::context::Ctx;
 use crate::observe::Observation;
 use crate::slots::Seen;
 use crate::vocab::{PerSlot, Slot};
 use crate::wait;
+use crate::workers::{Worker, Workloads};
 
 /// Reads what the slot releases and the router's Services of the router `release` show.
-pub async fn observe(ctx: &Ctx, release: Observation) -> Result<Seen<Router>> {
+pub async fn observe(ctx: &Ctx, mut release: Observation) -> Result<Seen<Router>> {
     let name = release.release.to_string();
     let router = RouterValues::of(&name, &release.all_values)?
         .with_context(|| format!("release {name} records no router"))?;
     let names = PerSlot::new(|slot| slot_release(&name, slot));
     let pods = pod_slots(&router);
+    let followers = followers(&router);
     let releases = [names.blue.as_str(), names.green.as_str()];
-    let (records, deployments, services) = tokio::try_join!(
+    let (records, deployments, services, workers, cron_jobs) = tokio::try_join!(
         ctx.records.latest_labels(&releases),
         every_deployment(&ctx.cluster),
         ctx.cluster.services(&name, &pods),
+        ctx.cluster.workers_in(&name, &followers, None),
+        ctx.cluster.cron_jobs_in(&name, &followers),
     )?;
+    // What the shared swap, status and waits read of workers and CronJobs, as for bgslot's chart.
+    release.values.workloads = workloads(&router);
+    release.cluster.workers = workers;
+    release.cluster.cron_jobs = cron_jobs;
     let live = PerSlot::new(|slot| SlotLive {
         slot,
         release: names[slot].clone(),
@@ -72,6 +80,80 @@ pub fn pod_slots(router: &RouterValues) -> PodSlots {
             Vec::new()
         }
     }))
+}
+
+/// Where each deployed slot's workers and CronJobs are: the objects the router records by name.
+pub fn followers(router: &RouterValues) -> Followers {
+    let mut named = Vec::new();
+    for slot in Slot::ALL {
+        let record = router.slot(slot);
+        if !record.is_deployed() {
+            continue;
+        }
+        named.extend(record.workers.iter().map(|w| Named {
+            kind: FollowerKind::Worker,
+            name: w.name.clone(),
+            slot,
+            object: w.deployment.clone(),
+        }));
+        named.extend(record.cron_jobs.iter().map(|c| Named {
+            kind: FollowerKind::CronJob,
+            name: c.name.clone(),
+            slot,
+            object: c.cron_job.clone(),
+        }));
+    }
+    Followers::Named(named)
+}
+
+/// The workers and CronJobs of the deployed slots as bgslot's chart would configure them: each
+/// worker's production size per slot from the record, its stage size and handover from the app
+/// settings.
+pub fn workloads(router: &RouterValues) -> Workloads {
+    let deployed: Vec<Slot> = Slot::ALL
+        .into_iter()
+        .filter(|&s| router.slot(s).is_deployed())
+        .collect();
+    let mut names: Vec<&str> = Vec::new();
+    let mut cron_jobs: Vec<String> = Vec::new();
+    for &slot in &deployed {
+        let record = router.slot(slot);
+        for w in &record.workers {
+            if !names.contains(&w.name.as_str()) {
+                names.push(&w.name);
+            }
+        }
+        for c in &record.cron_jobs {
+            if !cron_jobs.contains(&c.name) {
+                cron_jobs.push(c.name.clone());
+            }
+        }
+    }
+    let app = &router.app;
+    let workers = names
+        .into_iter()
+        .map(|name| {
+            let of = |slot: Slot| {
+                router
+                    .slot(slot)
+                    .workers
+                    .iter()
+                    .find(|w| w.name == name && deployed.contains(&slot))
+            };
+            Worker {
+                name: name.to_string(),
+                handover: app.handover,
+                replicas: PerSlot::new(|s| of(s).map(|w| w.replicas).unwrap_or(0)),
+                stage_replicas: PerSlot::new(|_| app.worker_stage_replicas),
+                autoscaled: PerSlot::new(|s| of(s).is_some_and(|w| w.autoscaled)),
+            }
+        })
+        .collect();
+    Workloads {
+        workers,
+        cron_jobs,
+        held: Default::default(),
+    }
 }
 
 /// Every Deployment of the namespace: a slot release's are found by helm's annotation, since

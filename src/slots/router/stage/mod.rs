@@ -12,10 +12,11 @@ pub mod decide;
 use decide::{router_write, slot_record, Known, Request, SlotPlan};
 
 use super::manifest::Rendered;
-use super::observe::pod_slots;
+use super::observe::{followers, pod_slots, workloads};
 use super::preflight::{self, Analysis, Checks, Renders, Scopes};
-use super::values::{label_selector, AppChanges, AppSettings};
+use super::values::{label_selector, AppChanges, AppSettings, RouterValues};
 use super::{slot_release, Router};
+use crate::cluster::Followers;
 use crate::context::Ctx;
 use crate::error::Refusal;
 use crate::helm::{AsStage, HelmError, HelmErrorKind, ReleaseRecord, Write};
@@ -37,8 +38,9 @@ pub struct Plan {
     pub changes: AppChanges,
     /// The router write as rendered in the preflight (its record from the slot's render).
     pub router: Write,
-    /// The router's values after its write (its URLs).
+    /// The router's values after its write (its URLs, its workers and CronJobs).
     pub after: ReleaseValues,
+    pub followers: Followers,
     pub force: bool,
 }
 
@@ -157,7 +159,7 @@ pub async fn plan(
         &renders,
         &checks,
     )?;
-    let after = values_after(ctx, release, &router_render)?;
+    let (after, followers) = values_after(ctx, release, &router_render)?;
     let mut recorded = seen.map(|s| s.kind.values.clone()).unwrap_or_default();
     recorded.slot_mut(slot).selector = analysis.selector.clone();
     recorded.slot_mut(slot).state = super::values::RecordedState::Deployed;
@@ -183,6 +185,7 @@ pub async fn plan(
             changes: basis.request.app.clone(),
             router: write,
             after,
+            followers,
             force,
         },
     })
@@ -201,14 +204,23 @@ pub fn settled_app(app: &AppSettings, written: &ReleaseRecord) -> AppSettings {
     app
 }
 
-/// The router's computed values after its write (for its URLs), from its rendered user values.
-fn values_after(ctx: &Ctx, release: &str, rendered: &ReleaseRecord) -> Result<ReleaseValues> {
+/// The router's computed values after its write (for its URLs, and its workers and CronJobs as
+/// observe reads them), from its rendered user values; and where those workers are.
+fn values_after(
+    ctx: &Ctx,
+    release: &str,
+    rendered: &ReleaseRecord,
+) -> Result<(ReleaseValues, Followers)> {
     let user = rendered.user_values();
     let all = match &ctx.chart.defaults {
         Some(defaults) => coalesce(defaults, &user),
         None => user,
     };
-    Ok(ReleaseValues::from_json(release, &all)?)
+    let mut values = ReleaseValues::from_json(release, &all)?;
+    let router = RouterValues::of(release, &all)?
+        .with_context(|| format!("the router {release} as rendered records no router"))?;
+    values.workloads = workloads(&router);
+    Ok((values, followers(&router)))
 }
 
 /// The writes a router deploy makes, in order: the slot release, the size of what the chart
@@ -250,6 +262,18 @@ pub fn preview(
             a.scale.join(", ")
         )
     });
+    let held = plan.write.as_stage.as_ref().map(|held| {
+        let mut what = Vec::new();
+        if !held.workers.is_empty() {
+            what.push(format!("the workers {} at {} replicas", held.workers.join(", "), held.replicas));
+        }
+        if !a.cron_jobs.is_empty() {
+            let names: Vec<&str> = a.cron_jobs.iter().map(|c| c.cron_job.as_str()).collect();
+            what.push(format!("the CronJobs {} suspended", names.join(", ")));
+        }
+        format!("as stage, with {} (bgslot edits the render as helm's post-renderer)", what.join(" and "))
+    });
+    let hooks = format!("hooks: {}", a.hooks.describe());
     steps.push(
         PlannedStep::action(if plan.install {
             format!(
@@ -263,7 +287,7 @@ pub fn preview(
             )
         })
         .write(ctx.helm.slot_command_line(&name, &plan.write), changes)
-        .then(scale),
+        .then(held.into_iter().chain([hooks]).chain(scale)),
     );
     let all = seen
         .map(|s| s.release.all_values.clone())
@@ -365,6 +389,8 @@ pub async fn stage(
     Ok(Staged {
         revision: seen.map(|s| s.latest().revision + 1).unwrap_or(1),
         values: p.after.clone(),
+        followers: p.followers.clone(),
+        hooks: Some(a.hooks.clone()),
         slot_release: Some((name, written.version)),
         chart: Some(record.chart).filter(|c| !c.is_empty()),
         accepted: a.accepted.clone(),
@@ -399,6 +425,13 @@ async fn refusal_of(ctx: &Ctx, err: anyhow::Error, what: &str, chart: &str) -> a
                 ctx.helm.version
             ),
             "fix the values given (-f, --set) or the chart so that it renders on this cluster",
+        )
+        .into();
+    }
+    if HelmError::is(&err, HelmErrorKind::MissingDependencies) {
+        return Refusal::new(
+            format!("{what} cannot be rendered: chart {chart} lacks dependencies it names: {stderr}"),
+            format!("fetch them into its charts/ directory as helm asks (`helm dependency build {chart}`), then deploy again"),
         )
         .into();
     }
