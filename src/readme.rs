@@ -416,6 +416,7 @@ fn a_failed_revision_is_refused_then_recovered() {
             action: "rollback",
             to_revision: Some(12),
         }],
+        settled: Vec::new(),
         production_ready: Some(3),
         production_desired: Some(3),
     };

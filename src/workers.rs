@@ -299,7 +299,9 @@ mod tests {
         observed.slots.green = state("web:v2");
         let refuse = |o: &Observed| {
             let web = Some(o.slot(Slot::Green).image.as_deref());
-            w.check_can_run("web", o, Slot::Green, web).unwrap_err().reason
+            w.check_can_run("web", o, Slot::Green, web)
+                .unwrap_err()
+                .reason
         };
         assert!(
             refuse(&observed).contains("the green slot has no Deployment for the worker consumer")
@@ -314,7 +316,9 @@ mod tests {
         }];
         assert!(refuse(&observed).contains("would run web:v1, not what its web pods run (web:v2)"));
         observed.workers[0].state = state("web:v2");
-        assert!(w.check_can_run("web", &observed, Slot::Green, Some(Some("web:v2"))).is_ok());
+        assert!(w
+            .check_can_run("web", &observed, Slot::Green, Some(Some("web:v2")))
+            .is_ok());
         // A router's worker runs what its chart renders: only its presence and config count.
         observed.workers[0].state = state("sidekiq:v7");
         assert!(w.check_can_run("web", &observed, Slot::Green, None).is_ok());

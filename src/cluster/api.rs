@@ -168,7 +168,11 @@ impl Cluster {
         Ok(())
     }
 
-    pub(super) async fn list<K>(&self, selector: &str, what: impl FnOnce() -> String) -> Result<Vec<K>>
+    pub(super) async fn list<K>(
+        &self,
+        selector: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<Vec<K>>
     where
         K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
             + Clone

@@ -114,9 +114,9 @@ impl Cluster {
         let mut jobs: Vec<CronJobState> = wanted
             .iter()
             .filter_map(|n| {
-                let doc = docs
-                    .iter()
-                    .find(|d| d.pointer("/metadata/name").and_then(|v| v.as_str()) == Some(&n.object))?;
+                let doc = docs.iter().find(|d| {
+                    d.pointer("/metadata/name").and_then(|v| v.as_str()) == Some(&n.object)
+                })?;
                 CronJobState::named(doc, n.name.clone(), n.slot)
             })
             .collect();

@@ -680,7 +680,13 @@ mod tests {
             ..slot_write()
         };
         let helm3 = PostRenderer::Executable("/usr/local/bin/bgslot".into());
-        let argv = strings(slot_write_argv("web-green", &target(), &write, None, Some(&helm3)));
+        let argv = strings(slot_write_argv(
+            "web-green",
+            &target(),
+            &write,
+            None,
+            Some(&helm3),
+        ));
         let at = argv.iter().position(|a| a == "--post-renderer").unwrap();
         assert_eq!(
             argv[at..at + 10],
@@ -702,7 +708,10 @@ mod tests {
         let dry = strings(slot_render_argv("web-green", &target(), &write, None));
         assert!(!dry.iter().any(|a| a == "--post-renderer"));
         let plugin = post_render_plugin(Path::new("/opt/bgslot"));
-        assert!(plugin.contains("type: postrenderer/v1\nname: bgslot-as-stage\n"), "{plugin}");
+        assert!(
+            plugin.contains("type: postrenderer/v1\nname: bgslot-as-stage\n"),
+            "{plugin}"
+        );
         assert!(plugin.ends_with("- command: \"/opt/bgslot\"\n"), "{plugin}");
     }
 

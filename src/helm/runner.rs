@@ -221,8 +221,8 @@ impl HelmRunner {
                         .context("writing bgslot's post-renderer plugin")?;
                     let mut dirs = vec![dir.path().to_path_buf()];
                     dirs.extend(self.plugin_dirs().await?);
-                    let joined = std::env::join_paths(dirs)
-                        .context("joining helm's plugin directories")?;
+                    let joined =
+                        std::env::join_paths(dirs).context("joining helm's plugin directories")?;
                     env.push(("HELM_PLUGINS".into(), joined));
                     _plugins = Some(dir);
                     Some(argv::PostRenderer::Plugin(argv::POST_RENDER_PLUGIN.into()))

@@ -58,10 +58,21 @@ impl Settle {
     /// What settling it does, as a step reads.
     pub fn action(&self) -> String {
         match self {
-            Settle::Scale { worker, slot, deployment, from, to } => {
+            Settle::Scale {
+                worker,
+                slot,
+                deployment,
+                from,
+                to,
+            } => {
                 format!("scale the worker {worker} in {slot} from {from} to {to} replicas (Deployment {deployment})")
             }
-            Settle::Suspend { name, slot, cron_job, suspend } => format!(
+            Settle::Suspend {
+                name,
+                slot,
+                cron_job,
+                suspend,
+            } => format!(
                 "{} CronJob {name} in {slot} (CronJob {cron_job})",
                 if *suspend { "suspend" } else { "resume" }
             ),

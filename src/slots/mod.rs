@@ -196,7 +196,11 @@ pub trait SlotKind: Sized + Send + Sync + 'static {
     /// What the flip of production to `to` records besides `productionSlot`: a router records
     /// the size each worker of `to` takes (`sizes`), so a move the swap did not finish can be
     /// settled (`recover`).
-    fn record_move(_seen: &Seen<Self>, _to: Slot, _sizes: &[(String, u64)]) -> Vec<(String, SetValue)> {
+    fn record_move(
+        _seen: &Seen<Self>,
+        _to: Slot,
+        _sizes: &[(String, u64)],
+    ) -> Vec<(String, SetValue)> {
         Vec::new()
     }
 

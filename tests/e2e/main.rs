@@ -20,6 +20,7 @@ mod rbac;
 mod real_app;
 mod reports;
 mod router;
+mod router_app;
 mod router_render;
 mod router_traffic;
 mod safety;

@@ -67,7 +67,26 @@ struct Deploy {
     #[serde(deserialize_with = "nullable")]
     chart: Option<String>,
     accepted: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
+    hooks: Option<Hooks>,
     next: String,
+}
+
+/// The hooks a router's slot write ran (`path`: install or upgrade), and those it did not.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hooks {
+    path: String,
+    runs: Vec<Hook>,
+    skipped: Vec<Hook>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Hook {
+    kind: String,
+    name: String,
+    phases: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -199,7 +218,23 @@ struct Recover {
     #[serde(deserialize_with = "nullable")]
     production_desired: Option<i64>,
     recovered: Vec<Recovered>,
+    settled: Vec<Settled>,
     next: String,
+}
+
+/// A router's worker scaled, or CronJob suspended or resumed, where the record says.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Settled {
+    action: String,
+    slot: String,
+    worker: Option<String>,
+    deployment: Option<String>,
+    from: Option<i64>,
+    to: Option<u64>,
+    name: Option<String>,
+    cron_job: Option<String>,
+    suspend: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -282,6 +317,18 @@ struct App {
     replicas_key: String,
     service: String,
     accept: Vec<String>,
+    /// Further routes (`--service NAME=ROUTE`), workers (`--worker`) and how they move.
+    routes: Vec<Route>,
+    workers: Vec<String>,
+    worker_stage_replicas: u64,
+    handover: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Route {
+    service: String,
+    route: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -519,6 +566,10 @@ async fn every_command_prints_its_documented_json(major: u32) {
         0,
     )
     .await;
+    assert!(
+        installed.hooks.is_none(),
+        "bgslot's chart: its hooks are the migration"
+    );
     assert_eq!(
         (
             installed.workers[0].name.as_str(),
@@ -811,6 +862,15 @@ async fn every_router_command_prints_its_documented_json(major: u32) {
             installed.preview
         ),
         (Some(1), Some("myapp-0.1.0"), false)
+    );
+    // helm create's chart has a test hook only: the install runs none, skips none.
+    let hooks = installed
+        .hooks
+        .as_ref()
+        .expect("a router's deploy names its hooks");
+    assert_eq!(
+        (hooks.path.as_str(), hooks.runs.len(), hooks.skipped.len()),
+        ("install", 0, 0)
     );
     let deployed: Deploy = json(&env, &["deploy", "web", "--tag", "v2"], 0).await;
     assert_eq!(

@@ -437,7 +437,7 @@ async fn every_preflight_refusal_changes_nothing(major: u32) {
     refuse(
         &env,
         deploy(&base, &["--set", "fullnameOverride=shop"]),
-        &format!("web-blue and web-green would both render Pod {ns}/shop-test-connection, Service {ns}/shop"),
+        &format!("web-blue and web-green would both render Service {ns}/shop, ServiceAccount {ns}/shop, Deployment {ns}/shop"),
     )
     .await;
     refuse(
@@ -601,7 +601,7 @@ async fn every_preflight_refusal_changes_nothing(major: u32) {
         &[
             ("templates/clusterrole.yaml", "apiVersion: rbac.authorization.k8s.io/v1\nkind: ClusterRole\nmetadata:\n  name: {{ .Release.Namespace }}-{{ .Release.Name }}-reader\nrules: []\n"),
             ("templates/pvc.yaml", "apiVersion: v1\nkind: PersistentVolumeClaim\nmetadata:\n  name: {{ .Release.Name }}-data\nspec:\n  accessModes: [ReadWriteOnce]\n  resources: {requests: {storage: 1Gi}}\n"),
-            ("templates/cron.yaml", "apiVersion: {{ if .Capabilities.APIVersions.Has \"batch/v1/CronJob\" }}batch/v1{{ else }}batch/v1beta1{{ end }}\nkind: CronJob\nmetadata:\n  name: {{ .Release.Name }}-report\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: report, image: busybox}]\n"),
+            ("templates/job.yaml", "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-report\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: report, image: busybox}]\n"),
             ("templates/ds.yaml", "apiVersion: apps/v1\nkind: DaemonSet\nmetadata:\n  name: {{ .Release.Name }}-agent\nspec:\n  selector: {matchLabels: {agent: {{ .Release.Name }}}}\n  template:\n    metadata: {labels: {agent: {{ .Release.Name }}}}\n    spec: {containers: [{name: agent, image: busybox}]}\n"),
             ("templates/predelete.yaml", "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-goodbye\n  annotations: {\"helm.sh/hook\": pre-delete}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: bye, image: busybox}]\n"),
         ],
@@ -1060,7 +1060,7 @@ async fn accepted_risks_run_and_show_as_warnings(major: u32) {
         "risky",
         &[],
         &[
-            ("templates/cron.yaml", "apiVersion: {{ if .Capabilities.APIVersions.Has \"batch/v1/CronJob\" }}batch/v1{{ else }}batch/v1beta1{{ end }}\nkind: CronJob\nmetadata:\n  name: {{ .Release.Name }}-report\nspec:\n  schedule: \"0 3 * * *\"\n  jobTemplate:\n    spec:\n      template:\n        spec:\n          restartPolicy: Never\n          containers: [{name: report, image: busybox}]\n"),
+            ("templates/job.yaml", "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-report\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: report, image: busybox}]\n"),
             ("templates/predelete.yaml", "apiVersion: batch/v1\nkind: Job\nmetadata:\n  name: {{ .Release.Name }}-goodbye\n  annotations: {\"helm.sh/hook\": pre-delete}\nspec:\n  template:\n    spec:\n      restartPolicy: Never\n      containers: [{name: bye, image: busybox}]\n"),
         ],
     );

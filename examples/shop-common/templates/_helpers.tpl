@@ -33,3 +33,8 @@ app.kubernetes.io/managed-by: {{ $ctx.Release.Service }}
 {{- define "shop-common.image" -}}
 {{- printf "%s:%s" .Values.image.repository (.Values.image.tag | default .Chart.AppVersion) -}}
 {{- end -}}
+
+{{/* The CronJob API the cluster serves: batch/v1 from Kubernetes 1.21 (as bitnami's common). */}}
+{{- define "shop-common.cronJobApiVersion" -}}
+{{- if semverCompare "<1.21-0" .Capabilities.KubeVersion.Version -}}batch/v1beta1{{- else -}}batch/v1{{- end -}}
+{{- end -}}

@@ -184,7 +184,7 @@ pub fn steps<K>(ctx: &Ctx, seen: &Seen<K>, plan: &SwapPlan) -> Vec<PlannedStep> 
         .filter(|(name, _)| !by_api && !plan.stop_first.contains(name))
         .map(|(name, n)| format!("scale the worker {name} in {to} to {n} replicas (what it runs in {from}; its HPA owns replicas)"));
     let serves = format!("wait until every production Service routes only to {to}'s ready pods{}", seen.slot(to).of_release());
-    let moves = by_api.then(|| api_moves(seen, plan)).unwrap_or_default();
+    let moves = if by_api { api_moves(seen, plan) } else { Vec::new() };
     steps.push(
         PlannedStep::action(format!("{}: production {from} -> {to}", plan.kind.op()))
             .write(shown(&plan.write), preview::changes(&plan.write, all_values, &[], None))

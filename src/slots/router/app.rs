@@ -250,7 +250,10 @@ impl AppChanges {
         set(&mut app.digest_key, &self.digest_key);
         set(&mut app.replicas_key, &self.replicas_key);
         if let Some(services) = &self.services {
-            app.service = services.first().map(|s| s.service.clone()).unwrap_or_default();
+            app.service = services
+                .first()
+                .map(|s| s.service.clone())
+                .unwrap_or_default();
             app.routes = services
                 .iter()
                 .skip(1)
@@ -299,9 +302,18 @@ mod tests {
     fn services_after_the_first_are_routes_named_after_them() {
         let changes = AppChanges {
             services: Some(vec![
-                ServiceArg { service: "{release}-web".into(), route: None },
-                ServiceArg { service: "{release}-streaming".into(), route: None },
-                ServiceArg { service: "{release}-admin-api".into(), route: Some("admin".into()) },
+                ServiceArg {
+                    service: "{release}-web".into(),
+                    route: None,
+                },
+                ServiceArg {
+                    service: "{release}-streaming".into(),
+                    route: None,
+                },
+                ServiceArg {
+                    service: "{release}-admin-api".into(),
+                    route: Some("admin".into()),
+                },
             ]),
             workers: Some(vec!["{release}-sidekiq".into()]),
             handover: Some(Handover::StopFirst),
@@ -312,12 +324,21 @@ mod tests {
         assert_eq!(
             app.routes,
             [
-                RouteSetting { service: "{release}-streaming".into(), route: "streaming".into() },
-                RouteSetting { service: "{release}-admin-api".into(), route: "admin".into() },
+                RouteSetting {
+                    service: "{release}-streaming".into(),
+                    route: "streaming".into()
+                },
+                RouteSetting {
+                    service: "{release}-admin-api".into(),
+                    route: "admin".into()
+                },
             ]
         );
         assert_eq!((app.workers.len(), app.handover), (1, Handover::StopFirst));
-        assert_eq!(named_in("{release}-sidekiq", "web-green"), "web-green-sidekiq");
+        assert_eq!(
+            named_in("{release}-sidekiq", "web-green"),
+            "web-green-sidekiq"
+        );
         assert_eq!(route_of("metrics"), "metrics");
         // What a flag does not name stays as recorded.
         assert_eq!(AppChanges::default().settings(Some(&app)), app);

@@ -62,7 +62,10 @@ fn held_back(doc: &str, as_stage: &AsStage) -> Result<Option<String>, String> {
         return Ok(None);
     };
     let kind = value["kind"].as_str().unwrap_or_default().to_string();
-    let name = value["metadata"]["name"].as_str().unwrap_or_default().to_string();
+    let name = value["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let (kind, name) = (kind.as_str(), name.as_str());
     let spec = match kind {
         "Deployment" if as_stage.workers.iter().any(|w| w == name) => {
@@ -144,9 +147,22 @@ spec:
         assert_eq!(objects[1].doc["spec"]["replicas"], 0);
         assert_eq!(objects[2].doc["spec"]["suspend"], true);
         assert_eq!(objects[2].doc["spec"]["schedule"], "0 3 * * *");
-        assert!(out.contains("# Source: shop/templates/sidekiq.yaml\n{"), "{out}");
-        assert!(out.starts_with("---\n# Source: shop/templates/web.yaml\napiVersion: apps/v1\n"), "{out}");
-        let one = post_render(RENDERED, &AsStage { workers: Vec::new(), replicas: 1 }).unwrap();
+        assert!(
+            out.contains("# Source: shop/templates/sidekiq.yaml\n{"),
+            "{out}"
+        );
+        assert!(
+            out.starts_with("---\n# Source: shop/templates/web.yaml\napiVersion: apps/v1\n"),
+            "{out}"
+        );
+        let one = post_render(
+            RENDERED,
+            &AsStage {
+                workers: Vec::new(),
+                replicas: 1,
+            },
+        )
+        .unwrap();
         assert_eq!(parse(&one).unwrap()[1].doc["spec"]["replicas"], 3);
     }
 }

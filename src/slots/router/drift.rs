@@ -19,7 +19,11 @@ fn empty() -> BTreeMap<String, String> {
 
 /// The selector a router Service that routes to the slot `record` describes should have: the
 /// Service `key` (`main`, an `extraServices` key, or a further route's name) of `router`.
-pub fn expected_selector(router: &RouterValues, record: &SlotRecord, key: &str) -> BTreeMap<String, String> {
+pub fn expected_selector(
+    router: &RouterValues,
+    record: &SlotRecord,
+    key: &str,
+) -> BTreeMap<String, String> {
     if !record.is_deployed() {
         return empty();
     }

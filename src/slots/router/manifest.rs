@@ -162,13 +162,15 @@ impl Rendered {
     /// releases cannot share.
     pub fn named(&self) -> impl Iterator<Item = &Object> {
         let test = |h: &&Hook| h.events.iter().any(|e| e.starts_with("test"));
-        self.objects.iter().chain(
-            self.hooks
-                .iter()
-                .filter(move |h| !test(h))
-                .map(|h| &h.object),
-        )
-        .filter(|o| !o.name.is_empty())
+        self.objects
+            .iter()
+            .chain(
+                self.hooks
+                    .iter()
+                    .filter(move |h| !test(h))
+                    .map(|h| &h.object),
+            )
+            .filter(|o| !o.name.is_empty())
     }
 
     /// Every object, hooks included.

@@ -26,8 +26,8 @@ pub mod stage;
 pub mod values;
 pub mod view;
 
-pub use live::SlotLive;
 pub use app::{AppChanges, AppSettings, Risk};
+pub use live::SlotLive;
 pub use values::{RecordedState, RouterValues, SlotRecord};
 
 use super::stage::{Basis, Staged, Staging};
@@ -126,7 +126,11 @@ impl SlotKind for Router {
         Some(&seen.kind.values.app)
     }
 
-    fn record_move(seen: &Seen<Router>, to: Slot, sizes: &[(String, u64)]) -> Vec<(String, SetValue)> {
+    fn record_move(
+        seen: &Seen<Router>,
+        to: Slot,
+        sizes: &[(String, u64)],
+    ) -> Vec<(String, SetValue)> {
         let record = seen.kind.values.slot(to);
         if record.workers.is_empty() {
             return Vec::new();

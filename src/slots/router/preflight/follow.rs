@@ -44,7 +44,10 @@ pub(super) fn follows<'a>(
                 "name a worker with --worker, {release} standing for the slot release (e.g. --worker '{release}-worker')",
             ));
         };
-        if let Some(route) = mirrored.iter().find(|m| m.routed.iter().any(|d| d.name == name)) {
+        if let Some(route) = mirrored
+            .iter()
+            .find(|m| m.routed.iter().any(|d| d.name == name))
+        {
             return Err(Refusal::new(
                 format!(
                     "Deployment {name} of {release} serves the route {} (Service {}): a worker pulls work and runs in production only",
@@ -78,7 +81,11 @@ pub(super) fn follows<'a>(
     out.cron_jobs = slot
         .of_kind("CronJob")
         .map(|cron| CronJobRecord {
-            name: cron.name.strip_prefix(&prefix).unwrap_or(&cron.name).to_string(),
+            name: cron
+                .name
+                .strip_prefix(&prefix)
+                .unwrap_or(&cron.name)
+                .to_string(),
             cron_job: cron.name.clone(),
         })
         .collect();
@@ -98,11 +105,18 @@ mod tests {
         case.app.workers = vec!["{release}-sidekiq".into()];
         let a = case.run().unwrap();
         assert_eq!(
-            (a.workers[0].name.as_str(), a.workers[0].deployment.as_str(), a.workers[0].replicas),
+            (
+                a.workers[0].name.as_str(),
+                a.workers[0].deployment.as_str(),
+                a.workers[0].replicas
+            ),
             ("sidekiq", "web-green-sidekiq", 2)
         );
         assert_eq!(
-            (a.cron_jobs[0].name.as_str(), a.cron_jobs[0].cron_job.as_str()),
+            (
+                a.cron_jobs[0].name.as_str(),
+                a.cron_jobs[0].cron_job.as_str()
+            ),
             ("nightly", "web-green-nightly")
         );
         assert!(a.deployments.contains(&"web-green-sidekiq".to_string()));
@@ -113,17 +127,32 @@ mod tests {
         let mut missing = Case::new();
         missing.app.workers = vec!["{release}-sidekiq".into()];
         let err = missing.refusal();
-        assert!(err.reason.contains("renders no Deployment named web-green-sidekiq"), "{err:?}");
+        assert!(
+            err.reason
+                .contains("renders no Deployment named web-green-sidekiq"),
+            "{err:?}"
+        );
         let mut routed = Case::new();
         routed.app.workers = vec!["{release}-myapp".into()];
         let err = routed.refusal();
-        assert!(err.reason.contains("serves the route main (Service web-green-myapp)"), "{err:?}");
+        assert!(
+            err.reason
+                .contains("serves the route main (Service web-green-myapp)"),
+            "{err:?}"
+        );
         let hpa = "apiVersion: autoscaling/v2\nkind: HorizontalPodAutoscaler\nmetadata: {name: web-green-sidekiq}\nspec: {scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web-green-sidekiq}, minReplicas: 1, maxReplicas: 4}";
         let mut scaled = Case::new().slot(add(WORKER)).slot(add(hpa));
         scaled.app.workers = vec!["{release}-sidekiq".into()];
-        assert!(scaled.run().unwrap().workers[0].autoscaled, "at 0 in stage, the HPA stands aside");
+        assert!(
+            scaled.run().unwrap().workers[0].autoscaled,
+            "at 0 in stage, the HPA stands aside"
+        );
         scaled.app.worker_stage_replicas = 1;
         let err = scaled.refusal();
-        assert!(err.reason.contains("sizes the worker web-green-sidekiq, which the stage slot runs at 1"), "{err:?}");
+        assert!(
+            err.reason
+                .contains("sizes the worker web-green-sidekiq, which the stage slot runs at 1"),
+            "{err:?}"
+        );
     }
 }

@@ -35,7 +35,11 @@ const UPGRADE: [&str; 2] = ["pre-upgrade", "post-upgrade"];
 /// Sorts the render's install and upgrade hooks by whether a write that installs (or upgrades)
 /// runs them. Test hooks and delete or rollback hooks belong to neither path.
 pub fn hooks(slot: &Rendered, install: bool) -> Hooks {
-    let (path, other) = if install { (INSTALL, UPGRADE) } else { (UPGRADE, INSTALL) };
+    let (path, other) = if install {
+        (INSTALL, UPGRADE)
+    } else {
+        (UPGRADE, INSTALL)
+    };
     let mut out = Hooks {
         path: if install { "install" } else { "upgrade" }.into(),
         ..Hooks::default()
@@ -67,8 +71,17 @@ impl Hooks {
         match (self.runs.is_empty(), self.skipped.is_empty()) {
             (true, true) => format!("the {} runs no hook", self.path),
             (false, true) => format!("the {} runs {}", self.path, list(&self.runs)),
-            (true, false) => format!("the {} runs no hook; not {}", self.path, list(&self.skipped)),
-            (false, false) => format!("the {} runs {}; not {}", self.path, list(&self.runs), list(&self.skipped)),
+            (true, false) => format!(
+                "the {} runs no hook; not {}",
+                self.path,
+                list(&self.skipped)
+            ),
+            (false, false) => format!(
+                "the {} runs {}; not {}",
+                self.path,
+                list(&self.runs),
+                list(&self.skipped)
+            ),
         }
     }
 }
@@ -76,7 +89,11 @@ impl Hooks {
 /// A slot release installed beside a running production whose install runs no hook Job while
 /// its upgrade would (a migration marked only `pre-upgrade`): the migration would not run.
 /// Refused unless accepted; the first deploy of an app is an install, as with helm.
-pub(super) fn skipped_migrations(slot: &Rendered, hooks: &Hooks, c: &Checks) -> Result<Option<Risk>, Refusal> {
+pub(super) fn skipped_migrations(
+    slot: &Rendered,
+    hooks: &Hooks,
+    c: &Checks,
+) -> Result<Option<Risk>, Refusal> {
     let job = |h: &&HookRun| h.kind == "Job";
     if !c.install || c.first || hooks.runs.iter().any(|h| job(&h)) {
         return Ok(None);
@@ -115,7 +132,9 @@ mod tests {
         let mut case = Case::new();
         case.slot.hooks.push(crate::slots::router::manifest::Hook {
             events: events.split(',').map(str::to_string).collect(),
-            object: crate::slots::router::manifest::parse(&doc).unwrap().remove(0),
+            object: crate::slots::router::manifest::parse(&doc)
+                .unwrap()
+                .remove(0),
         });
         case
     }
@@ -125,7 +144,11 @@ mod tests {
         let mut case = with_hook("pre-upgrade");
         case.install = true;
         let err = case.refusal();
-        assert!(err.reason.contains("an upgrade of your app would run Job web-green-migrate (pre-upgrade)"), "{err:?}");
+        assert!(
+            err.reason
+                .contains("an upgrade of your app would run Job web-green-migrate (pre-upgrade)"),
+            "{err:?}"
+        );
         assert!(err.hint.contains("--accept skipped-hooks"), "{}", err.hint);
         case.app.accept = vec![Risk::SkippedHooks];
         let a = case.run().unwrap();
@@ -143,6 +166,9 @@ mod tests {
         both.install = true;
         let a = both.run().unwrap();
         assert_eq!((a.hooks.path.as_str(), a.hooks.runs.len()), ("install", 1));
-        assert_eq!(a.hooks.describe(), "the install runs Job web-green-migrate (pre-install, pre-upgrade)");
+        assert_eq!(
+            a.hooks.describe(),
+            "the install runs Job web-green-migrate (pre-install, pre-upgrade)"
+        );
     }
 }

@@ -72,7 +72,6 @@ pub struct Checks<'a> {
     pub live_pods: &'a [LivePod],
 }
 
-
 /// What the router records of the new slot, and what the deploy waits for and sizes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Analysis {

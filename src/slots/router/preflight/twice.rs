@@ -84,7 +84,11 @@ pub(super) fn foreign_namespaces(slot: &Rendered, c: &Checks) -> Result<(), Refu
 pub(super) fn fixed_ports(slot: &Rendered, c: &Checks) -> Result<(), Refusal> {
     for o in slot.all() {
         let spec = &o.doc["spec"];
-        if o.kind == "Service" && spec["loadBalancerIP"].as_str().is_some_and(|ip| !ip.is_empty()) {
+        if o.kind == "Service"
+            && spec["loadBalancerIP"]
+                .as_str()
+                .is_some_and(|ip| !ip.is_empty())
+        {
             return Err(Refusal::new(
                 format!(
                     "{} in {} asks for loadBalancerIP {}: both slots cannot hold one address",
@@ -95,7 +99,11 @@ pub(super) fn fixed_ports(slot: &Rendered, c: &Checks) -> Result<(), Refusal> {
                 "leave loadBalancerIP unset for the slots; give the router's Service the address instead (--router-set service.type=LoadBalancer and its annotations)",
             ));
         }
-        if o.kind == "Service" && spec["externalIPs"].as_array().is_some_and(|ips| !ips.is_empty()) {
+        if o.kind == "Service"
+            && spec["externalIPs"]
+                .as_array()
+                .is_some_and(|ips| !ips.is_empty())
+        {
             return Err(Refusal::new(
                 format!(
                     "{} in {} claims externalIPs {}: both slots would take traffic for them",
@@ -228,7 +236,9 @@ fn why(risk: Risk) -> &'static str {
         Risk::Jobs => "each slot runs them: twice the scheduled work",
         Risk::Daemonset => "a pod per node per slot",
         Risk::DeleteHooks => "they run when clean uninstalls the old slot",
-        Risk::LoadBalancer => "each slot gets its own public address: the stage slot is exposed as production is",
+        Risk::LoadBalancer => {
+            "each slot gets its own public address: the stage slot is exposed as production is"
+        }
         Risk::SkippedHooks => "the install of a slot release does not run them",
     }
 }
@@ -407,25 +417,58 @@ mod tests {
     #[test]
     fn another_namespace_a_fixed_address_host_network_and_a_load_balancer_are_refused() {
         let err = Case::new()
-            .slot(|m| m.replace("metadata: {name: web-green-myapp}\nspec:\n  type: ClusterIP", "metadata: {name: web-green-myapp, namespace: infra}\nspec:\n  type: ClusterIP"))
+            .slot(|m| {
+                m.replace(
+                    "metadata: {name: web-green-myapp}\nspec:\n  type: ClusterIP",
+                    "metadata: {name: web-green-myapp, namespace: infra}\nspec:\n  type: ClusterIP",
+                )
+            })
             .refusal();
-        assert!(err.reason.contains("Service infra/web-green-myapp"), "{err:?}");
+        assert!(
+            err.reason.contains("Service infra/web-green-myapp"),
+            "{err:?}"
+        );
         assert!(err.hint.contains("namespaceOverride"), "{}", err.hint);
         let err = Case::new()
-            .slot(|m| m.replace("type: ClusterIP", "type: ClusterIP\n  loadBalancerIP: 10.0.0.7"))
+            .slot(|m| {
+                m.replace(
+                    "type: ClusterIP",
+                    "type: ClusterIP\n  loadBalancerIP: 10.0.0.7",
+                )
+            })
             .refusal();
-        assert!(err.reason.contains("asks for loadBalancerIP 10.0.0.7"), "{err:?}");
+        assert!(
+            err.reason.contains("asks for loadBalancerIP 10.0.0.7"),
+            "{err:?}"
+        );
         let err = Case::new()
-            .slot(|m| m.replace("type: ClusterIP", "type: ClusterIP\n  externalIPs: [192.0.2.1]"))
+            .slot(|m| {
+                m.replace(
+                    "type: ClusterIP",
+                    "type: ClusterIP\n  externalIPs: [192.0.2.1]",
+                )
+            })
             .refusal();
         assert!(err.reason.contains("externalIPs 192.0.2.1"), "{err:?}");
         let err = Case::new()
-            .slot(|m| m.replace("serviceAccountName: web-green-myapp", "serviceAccountName: web-green-myapp\n      hostNetwork: true"))
+            .slot(|m| {
+                m.replace(
+                    "serviceAccountName: web-green-myapp",
+                    "serviceAccountName: web-green-myapp\n      hostNetwork: true",
+                )
+            })
             .refusal();
-        assert!(err.reason.contains("runs its pods with hostNetwork"), "{err:?}");
+        assert!(
+            err.reason.contains("runs its pods with hostNetwork"),
+            "{err:?}"
+        );
         let mut lb = Case::new().slot(|m| m.replace("type: ClusterIP", "type: LoadBalancer"));
         let err = lb.refusal();
-        assert!(err.reason.contains("load-balancer (each slot gets its own public address"), "{err:?}");
+        assert!(
+            err.reason
+                .contains("load-balancer (each slot gets its own public address"),
+            "{err:?}"
+        );
         assert!(err.hint.contains("--accept load-balancer"), "{}", err.hint);
         lb.app.accept = vec![Risk::LoadBalancer];
         assert_eq!(lb.run().unwrap().accepted, [Risk::LoadBalancer]);
@@ -434,7 +477,10 @@ mod tests {
     #[test]
     fn test_hooks_and_generated_names_are_not_collisions() {
         let mut case = Case::new();
-        for (events, name) in [("test", "web-blue-myapp-test-connection"), ("pre-install", "")] {
+        for (events, name) in [
+            ("test", "web-blue-myapp-test-connection"),
+            ("pre-install", ""),
+        ] {
             let doc = if name.is_empty() {
                 "apiVersion: batch/v1\nkind: Job\nmetadata: {generateName: web-}\nspec: {template: {spec: {containers: [{name: x}]}}}".to_string()
             } else {
@@ -541,7 +587,10 @@ mod tests {
         );
         // A CronJob is not a risk: it follows production (suspended in the stage slot).
         let cron = "apiVersion: batch/v1\nkind: CronJob\nmetadata: {name: web-green-report}\nspec: {schedule: '0 3 * * *', jobTemplate: {spec: {template: {spec: {containers: [{name: r}]}}}}}";
-        assert_eq!(Case::new().slot(add(cron)).run().unwrap().cron_jobs[0].name, "report");
+        assert_eq!(
+            Case::new().slot(add(cron)).run().unwrap().cron_jobs[0].name,
+            "report"
+        );
         // A plain Job counts; a hook Job that runs at install or upgrade does not.
         let case = Case::new().slot(add("apiVersion: batch/v1\nkind: Job\nmetadata: {name: once}\nspec: {template: {spec: {containers: [{name: x}]}}}"));
         assert!(case.refusal().reason.contains("jobs ("));

@@ -122,7 +122,11 @@ pub async fn plan(
     // A slot written as stage holds back its workers and CronJobs as helm applies it.
     if !plan.install && (!analysis.workers.is_empty() || !analysis.cron_jobs.is_empty()) {
         plan.write.as_stage = Some(AsStage {
-            workers: analysis.workers.iter().map(|w| w.deployment.clone()).collect(),
+            workers: analysis
+                .workers
+                .iter()
+                .map(|w| w.deployment.clone())
+                .collect(),
             replicas: req.app.worker_stage_replicas,
         });
     }
@@ -265,13 +269,20 @@ pub fn preview(
     let held = plan.write.as_stage.as_ref().map(|held| {
         let mut what = Vec::new();
         if !held.workers.is_empty() {
-            what.push(format!("the workers {} at {} replicas", held.workers.join(", "), held.replicas));
+            what.push(format!(
+                "the workers {} at {} replicas",
+                held.workers.join(", "),
+                held.replicas
+            ));
         }
         if !a.cron_jobs.is_empty() {
             let names: Vec<&str> = a.cron_jobs.iter().map(|c| c.cron_job.as_str()).collect();
             what.push(format!("the CronJobs {} suspended", names.join(", ")));
         }
-        format!("as stage, with {} (bgslot edits the render as helm's post-renderer)", what.join(" and "))
+        format!(
+            "as stage, with {} (bgslot edits the render as helm's post-renderer)",
+            what.join(" and ")
+        )
     });
     let hooks = format!("hooks: {}", a.hooks.describe());
     steps.push(
