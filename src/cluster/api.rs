@@ -298,17 +298,9 @@ impl Cluster {
             PodSlots::Selected(selectors) => selectors,
             PodSlots::Labelled(selector) => {
                 let pods = self
-                    .api::<Pod>()
-                    .list_metadata(&ListParams::default().labels(selector))
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "listing the pods {selector} in namespace {}",
-                            self.namespace
-                        )
-                    })?;
+                    .pod_metadata(selector, || format!("the pods {selector}"))
+                    .await?;
                 let named: Vec<(String, &BTreeMap<String, String>)> = pods
-                    .items
                     .iter()
                     .filter_map(|p| Some((p.metadata.name.clone()?, p.metadata.labels.as_ref()?)))
                     .collect();
@@ -318,18 +310,10 @@ impl Cluster {
         let names = |slot: Slot| async move {
             let lists = selectors[slot].iter().map(|selector| async move {
                 let pods = self
-                    .api::<Pod>()
-                    .list_metadata(&ListParams::default().labels(selector))
-                    .await
-                    .with_context(|| {
-                        format!(
-                            "listing the {slot} pods ({selector}) in namespace {}",
-                            self.namespace
-                        )
-                    })?;
+                    .pod_metadata(selector, || format!("the {slot} pods ({selector})"))
+                    .await?;
                 Ok::<_, anyhow::Error>(
-                    pods.items
-                        .into_iter()
+                    pods.into_iter()
                         .filter_map(|p| p.metadata.name)
                         .collect::<Vec<_>>(),
                 )
@@ -339,6 +323,20 @@ impl Cluster {
         };
         let (blue, green) = tokio::try_join!(names(Slot::Blue), names(Slot::Green))?;
         Ok(pod_slots(PerSlot { blue, green }))
+    }
+
+    /// The metadata of the pods `selector` matches.
+    async fn pod_metadata(
+        &self,
+        selector: &str,
+        what: impl FnOnce() -> String,
+    ) -> Result<Vec<kube::core::PartialObjectMeta<Pod>>> {
+        let list = self
+            .api::<Pod>()
+            .list_metadata(&ListParams::default().labels(selector))
+            .await
+            .with_context(|| format!("listing {} in namespace {}", what(), self.namespace))?;
+        Ok(list.items)
     }
 
     /// The endpoints of each of the release's Services (they carry the Service's labels):

@@ -51,6 +51,18 @@ impl Followers {
         list.iter()
             .filter(move |n| n.kind == kind && slot.is_none_or(|s| n.slot == s))
     }
+
+    /// Whether the worker `name` is meant to exist in `slot`: always for bgslot's chart, which
+    /// renders every worker in both slots; for a router, when the slot's record names it (a new
+    /// version may add a worker, or drop one).
+    pub fn has_worker(&self, name: &str, slot: Slot) -> bool {
+        match self {
+            Followers::Labelled => true,
+            Followers::Named(_) => self
+                .named(FollowerKind::Worker, Some(slot))
+                .any(|n| n.name == name),
+        }
+    }
 }
 
 /// A pod of the namespace and the helm release of the Deployment that made it, if any.

@@ -125,3 +125,94 @@ pub fn unsettled<K>(seen: &Seen<K>) -> Vec<Settle> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::{CronJobState, SlotState, WorkerState};
+    use crate::slots::router::fixtures;
+    use crate::slots::router::observe::{followers, workloads};
+    use crate::slots::router::values::{CronJobRecord, WorkerRecord};
+
+    /// A router with blue in production, each slot with a worker and a CronJob, as they run.
+    fn seen(blue: i32, green: i32, suspended: [bool; 2]) -> Seen<crate::slots::Router> {
+        let mut seen = fixtures::seen(
+            Slot::Blue,
+            true,
+            &["bgslot install blue v1", "bgslot deploy green v2"],
+        );
+        for slot in Slot::ALL {
+            let record = seen.kind.values.slot_mut(slot);
+            record.workers = vec![WorkerRecord {
+                name: "sidekiq".into(),
+                deployment: format!("web-{slot}-sidekiq"),
+                replicas: 3,
+                autoscaled: false,
+            }];
+            record.cron_jobs = vec![CronJobRecord {
+                name: "nightly".into(),
+                cron_job: format!("web-{slot}-nightly"),
+            }];
+        }
+        let router = &seen.kind.values;
+        seen.followers = followers(router);
+        seen.release.values.workloads = workloads(router);
+        seen.release.cluster.workers = [(Slot::Blue, blue), (Slot::Green, green)]
+            .map(|(slot, desired)| WorkerState {
+                name: "sidekiq".into(),
+                slot,
+                state: SlotState {
+                    deployment: Some(format!("web-{slot}-sidekiq")),
+                    desired,
+                    ..SlotState::default()
+                },
+                requires: Vec::new(),
+                pods: String::new(),
+            })
+            .to_vec();
+        seen.release.cluster.cron_jobs = [(Slot::Blue, suspended[0]), (Slot::Green, suspended[1])]
+            .map(|(slot, suspended)| CronJobState {
+                name: "nightly".into(),
+                slot,
+                cron_job: format!("web-{slot}-nightly"),
+                schedule: "0 3 * * *".into(),
+                suspended,
+                last_schedule: None,
+            })
+            .to_vec();
+        seen
+    }
+
+    #[test]
+    fn a_router_s_workers_and_cron_jobs_run_where_its_record_says_or_are_unsettled() {
+        assert_eq!(unsettled(&seen(3, 0, [false, true])), []);
+        // A swap to green interrupted after the router's write: nothing moved yet.
+        let mut moved = seen(3, 0, [false, true]);
+        moved.release.values.production = Slot::Green;
+        let shown: Vec<String> = unsettled(&moved).iter().map(|s| s.action()).collect();
+        assert_eq!(
+            shown,
+            [
+                "scale the worker sidekiq in blue from 3 to 0 replicas (Deployment web-blue-sidekiq)",
+                "scale the worker sidekiq in green from 0 to 3 replicas (Deployment web-green-sidekiq)",
+                "suspend CronJob nightly in blue (CronJob web-blue-nightly)",
+                "resume CronJob nightly in green (CronJob web-green-nightly)",
+            ]
+        );
+        // bgslot's chart moves its own by its writes: nothing to settle here.
+        moved.followers = Followers::Labelled;
+        assert_eq!(unsettled(&moved), []);
+    }
+
+    #[test]
+    fn a_worker_only_one_slot_records_exists_there_only() {
+        let mut seen = seen(3, 0, [false, true]);
+        seen.kind.values.slot_mut(Slot::Green).workers.clear();
+        let followers = followers(&seen.kind.values);
+        assert!(followers.has_worker("sidekiq", Slot::Blue));
+        assert!(!followers.has_worker("sidekiq", Slot::Green));
+        assert!(Followers::Labelled.has_worker("sidekiq", Slot::Green));
+        let w = &workloads(&seen.kind.values).workers[0];
+        assert_eq!((w.replicas.blue, w.replicas.green), (3, 0));
+    }
+}

@@ -60,6 +60,12 @@ pub async fn workers_settled(
     timeout: Duration,
     events: &dyn Events,
 ) -> Result<Vec<WorkerPods>> {
+    let names: Vec<String> = names
+        .iter()
+        .filter(|name| followers.has_worker(name, slot))
+        .cloned()
+        .collect();
+    let names = names.as_slice();
     if names.is_empty() {
         return Ok(Vec::new());
     }

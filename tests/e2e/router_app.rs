@@ -24,18 +24,28 @@ with_both_helms!(
     a_release_whose_production_check_fails_moves_the_workers_back,
 );
 
+/// Copies the directory `from` into the directory `into` (`cp -r`).
+fn copy_into(from: &Path, into: &Path) {
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(from)
+        .arg(into)
+        .status()
+        .unwrap();
+    assert!(
+        status.success(),
+        "cp -r {} {}",
+        from.display(),
+        into.display()
+    );
+}
+
 /// `examples/shop` and its library chart copied into `dir`, its dependency built by this
 /// test's helm, as a team would (`helm dependency build`).
 fn shop_chart(env: &Env, dir: &Path) -> PathBuf {
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
     for chart in ["shop", "shop-common"] {
-        let status = std::process::Command::new("cp")
-            .arg("-r")
-            .arg(examples.join(chart))
-            .arg(dir)
-            .status()
-            .unwrap();
-        assert!(status.success());
+        copy_into(&examples.join(chart), dir);
     }
     let shop = dir.join("shop");
     let _ = std::fs::remove_dir_all(shop.join("charts"));

@@ -154,13 +154,16 @@ pub fn decide<K: SlotKind>(seen: &Seen<K>, request: &SwapRequest, chart: &ChartS
             ));
         }
     }
-    if let Some(workers) = (!values.workloads.workers.is_empty()).then_some(&values.workloads) {
-        // A router's workers are their chart's, checked against the version at deploy.
+    if !values.workloads.workers.is_empty() {
+        // A router's workers are their chart's, checked against the version at deploy; a worker
+        // only the old production has (the new version dropped it) just stops.
         let web = match seen.followers {
             Followers::Labelled => Some(observed.slot(to).image.as_deref()),
             Followers::Named(_) => None,
         };
-        workers.check_can_run(release, observed, to, web)?;
+        let mut moving = values.workloads.clone();
+        moving.workers.retain(|w| seen.followers.has_worker(&w.name, to));
+        moving.check_can_run(release, observed, to, web)?;
     }
     if !target.available {
         return Err(Refusal::new(
@@ -532,6 +535,54 @@ mod tests {
             assert!(plan.write.generated.is_none() && !plan.write.reset_then_reuse && !plan.write.force_conflicts);
             assert_eq!(plan.write.description(), "bgslot swap blue->green");
             assert!(plan.promote.is_none() && plan.start_workers.is_none());
+        }
+
+        #[test]
+        fn a_router_s_workers_move_by_the_api_sized_as_production_runs_them_and_recorded() {
+            use crate::cluster::{SlotState, WorkerState};
+            use crate::slots::router::observe::{followers, workloads};
+            use crate::slots::router::values::WorkerRecord;
+            let mut rs = seen(Slot::Blue, true, DEPLOYED);
+            for slot in Slot::ALL {
+                rs.kind.values.slot_mut(slot).workers = vec![WorkerRecord {
+                    name: "sidekiq".into(),
+                    deployment: format!("web-{slot}-sidekiq"),
+                    replicas: 2,
+                    autoscaled: false,
+                }];
+            }
+            rs.kind.values.app.handover = crate::workers::Handover::StopFirst;
+            rs.followers = followers(&rs.kind.values);
+            rs.release.values.workloads = workloads(&rs.kind.values);
+            // Production's worker was grown to 5 by hand since: the new slot takes 5.
+            rs.release.cluster.workers = [(Slot::Blue, 5), (Slot::Green, 0)]
+                .map(|(slot, desired)| WorkerState {
+                    name: "sidekiq".into(),
+                    slot,
+                    state: SlotState { deployment: Some(format!("web-{slot}-sidekiq")), desired, ..SlotState::default() },
+                    requires: Vec::new(),
+                    pods: String::new(),
+                })
+                .to_vec();
+            let plan = decide(&rs, &request(Some("v2")), &chart()).unwrap();
+            assert_eq!(plan.worker_capacity, [("sidekiq".to_string(), 5)]);
+            assert_eq!(
+                sets(&plan.write),
+                [
+                    "productionSlot=green",
+                    r#"router.slots.green.workers=[{"autoscaled":false,"deployment":"web-green-sidekiq","name":"sidekiq","replicas":5}]"#
+                ]
+            );
+            // No heldWorkers and no second write: the stop-first move is the API's, after the flip.
+            assert!(plan.start_workers.is_none());
+            assert_eq!(plan.stop_first, ["sidekiq"]);
+            let moves: Vec<String> = plan.effects.iter().map(|e| format!("{} {}: {} -> {}", e.object, e.field, e.old, e.new)).collect();
+            assert_eq!(moves, ["worker sidekiq (green) replicas: 0 -> 5", "worker sidekiq (blue) replicas: 2 -> 0"]);
+            // A worker the new version dropped is not required there.
+            rs.kind.values.slots.green.workers.clear();
+            rs.followers = followers(&rs.kind.values);
+            rs.release.cluster.workers.retain(|w| w.slot == Slot::Blue);
+            assert!(decide(&rs, &request(Some("v2")), &chart()).is_ok());
         }
 
         #[test]
