@@ -109,6 +109,10 @@ pub(super) fn mirrored_services<'a>(
                     ))
                 }
                 many => {
+                    // The shortest name first (`web` before `web-streaming`): most often the main.
+                    let mut many = many.to_vec();
+                    many.sort_by_key(|s| (s.name.len(), s.name.clone()));
+                    let many = many.as_slice();
                     return Err(Refusal::new(
                         format!(
                             "{release} renders {} Services that select its Deployments ({}): which one is the main route?",
