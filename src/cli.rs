@@ -101,6 +101,7 @@ impl GlobalArgs {
             timeout: global.timeout,
             chart: global.chart,
             wait_for_lock: global.wait_for_lock,
+            run: None,
         })
     }
 }
