@@ -88,8 +88,8 @@ struct Progress {
 
 struct Bars {
     multi: indicatif::MultiProgress,
-    /// A bar per slot's web pods and per slot's worker.
-    by_slot: BTreeMap<(Slot, Option<String>), indicatif::ProgressBar>,
+    /// A bar per slot's web pods and per slot's worker (of each target, across clusters).
+    by_slot: BTreeMap<(Option<String>, Slot, Option<String>), indicatif::ProgressBar>,
 }
 
 impl Progress {
@@ -135,7 +135,7 @@ impl Bars {
         let multi = &self.multi;
         let label = rollout.label();
         self.by_slot
-            .entry((rollout.slot, rollout.worker.clone()))
+            .entry((rollout.target.clone(), rollout.slot, rollout.worker.clone()))
             .or_insert_with(|| {
                 // No colour: the bar reads the same with NO_COLOR, in any terminal.
                 let style = indicatif::ProgressStyle::with_template(
@@ -197,10 +197,31 @@ pub struct ErrorReport {
     pub hint: Option<String>,
     pub exit_code: i32,
     pub kind: &'static str,
+    /// A run across several clusters: its ID (absent for a run on one release).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// A run across several clusters: what each target was left as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<serde_json::Value>,
+    /// The same as a table, for the text form.
+    #[serde(skip)]
+    pub table: Option<String>,
 }
 
 impl ErrorReport {
     pub fn new(err: &anyhow::Error) -> ErrorReport {
+        if let Some(across) = error::across(err) {
+            return ErrorReport {
+                error: across.error.clone(),
+                caused_by: across.caused_by.clone(),
+                hint: across.hint.clone(),
+                exit_code: across.status.code(),
+                kind: across.status.kind(),
+                run: Some(across.run.clone()),
+                targets: Some(across.targets.clone()),
+                table: Some(across.table.clone()),
+            };
+        }
         let status = ExitStatus::of(err);
         let chain: Vec<String> = chain_kinds(err).map(|c| c.to_string()).collect();
         // A refusal or a lock taken by another says what happened and leads, prefixed with the
@@ -246,6 +267,9 @@ impl ErrorReport {
             hint: error::hint(err),
             exit_code: status.code(),
             kind: status.kind(),
+            run: None,
+            targets: None,
+            table: None,
         }
     }
 
@@ -261,6 +285,9 @@ impl ErrorReport {
             hint: Some("run with --help to see the usage".into()),
             exit_code: ExitStatus::Usage.code(),
             kind: ExitStatus::Usage.kind(),
+            run: None,
+            targets: None,
+            table: None,
         }
     }
 }
@@ -282,7 +309,15 @@ impl Display for ErrorReport {
             writeln!(f, "  hint: {hint}")?;
         }
         if self.exit_code == ExitStatus::Refused.code() {
-            writeln!(f, "  nothing was changed")?;
+            let anywhere = if self.targets.is_some() {
+                " anywhere"
+            } else {
+                ""
+            };
+            writeln!(f, "  nothing was changed{anywhere}")?;
+        }
+        if let Some(table) = &self.table {
+            write!(f, "{table}")?;
         }
         Ok(())
     }
