@@ -21,6 +21,8 @@ pub struct Args {
     /// Helm release name
     #[arg(value_name = "RELEASE")]
     pub release: ReleaseName,
+    #[command(flatten)]
+    pub targets: super::Targets,
 }
 
 impl Args {

@@ -34,6 +34,8 @@ pub struct Args {
     /// Recover even a pending revision younger than --min-age, or a release a GitOps controller owns
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub targets: super::Targets,
 }
 
 impl Args {

@@ -30,6 +30,12 @@ pub struct Args {
     /// until interrupted (a terminal redraws it in place; -o json prints one document per line)
     #[arg(short, long)]
     pub watch: bool,
+    /// With targets: exit 5 when they do not all serve one version (status exits 0 either way
+    /// without it)
+    #[arg(long)]
+    pub check: bool,
+    #[command(flatten)]
+    pub targets: super::Targets,
 }
 
 impl Args {
