@@ -31,7 +31,7 @@ impl Args {
     }
 }
 
-async fn history(ctx: &Ctx, release: &ReleaseName) -> Result<HistoryReport> {
+pub async fn history(ctx: &Ctx, release: &ReleaseName) -> Result<HistoryReport> {
     // The latest record's user values say what kind the release is (bgslot writes a router's).
     let (revisions, latest) = tokio::try_join!(ctx.records.history(release), ctx.records.latest(release))?;
     let revisions = revisions.ok_or_else(|| not_found(release, &ctx.namespace))?;

@@ -207,14 +207,51 @@ pub async fn swap_to(ctx: &Ctx, release: &ReleaseName, version: &str, force: boo
         expect_tag: Some(version.to_string()),
         force,
     };
-    let read = swap::observe(ctx, release, SwapKind::Swap)
+    let prepared = prepare_swap(ctx, release, &request)
         .await
         .map_err(|err| Unswapped { err, to: None })?;
-    with_kind!(read, seen => {
-        let plan = swap::decide(&seen, &request, &ctx.chart).map_err(|r| Unswapped { err: r.into(), to: None })?;
-        let to = plan.to;
-        swap::act(ctx, &seen, plan).await.map_err(|err| Unswapped { err, to: Some(to) })
-    })
+    act_swap(ctx, prepared).await
+}
+
+/// A swap (or rollback) every check allowed, not written yet: a run across clusters decides
+/// every target's before it flips any.
+pub struct PreparedSwap {
+    read: crate::slots::Read,
+    plan: swap::SwapPlan,
+}
+
+impl PreparedSwap {
+    /// The slot production moves to.
+    pub fn to(&self) -> Slot {
+        self.plan.to
+    }
+
+    /// Production's slot and version now, and the version it moves to.
+    pub fn versions(&self) -> ((Slot, String), String) {
+        with_kind!(&self.read, seen => (
+            (seen.production(), seen.slot(seen.production()).tag.clone()),
+            seen.slot(self.plan.to).tag.clone(),
+        ))
+    }
+
+    /// What `--dry-run` shows of it.
+    pub fn preview(&self, ctx: &Ctx) -> Plan {
+        with_kind!(&self.read, seen => swap::preview(ctx, seen, &self.plan))
+    }
+}
+
+/// Observes the release and decides the swap `request` asks for; nothing is written.
+pub async fn prepare_swap(ctx: &Ctx, release: &ReleaseName, request: &SwapRequest) -> Result<PreparedSwap> {
+    let read = swap::observe(ctx, release, request.kind).await?;
+    let plan = with_kind!(&read, seen => swap::decide(seen, request, &ctx.chart)?);
+    Ok(PreparedSwap { read, plan })
+}
+
+/// Writes a prepared swap and waits for it, as `swap` does.
+pub async fn act_swap(ctx: &Ctx, prepared: PreparedSwap) -> Result<SwapReport, Unswapped> {
+    let to = prepared.plan.to;
+    let plan = prepared.plan;
+    with_kind!(prepared.read, seen => swap::act(ctx, &seen, plan).await.map_err(|err| Unswapped { err, to: Some(to) }))
 }
 
 /// Whether production of `release` is on `to` now, after a swap to it that failed (`err`).
