@@ -86,9 +86,9 @@ fn find<T: std::error::Error + Send + Sync + 'static>(err: &anyhow::Error) -> Op
 
 /// How a run across several clusters ended, when not well: its verdict decided from every
 /// target's outcome (a refusal anywhere is 3, a lock 4, a mix 5...), what to say first, each
-/// target's cause, a hint, and what every target was left as (as JSON and as a table), which
-/// the printer shows with the error.
-#[derive(Debug, Clone, PartialEq)]
+/// target's cause, and a hint. (What every target was left as travels beside it, in the error
+/// of `fleet`, which the printer shows.)
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Across {
     pub status: ExitStatus,
     pub error: String,
@@ -96,10 +96,6 @@ pub struct Across {
     pub hint: Option<String>,
     /// The run's ID.
     pub run: String,
-    /// `targets[]` of the JSON document.
-    pub targets: serde_json::Value,
-    /// The same, as the text output's table.
-    pub table: String,
 }
 
 impl fmt::Display for Across {
@@ -301,8 +297,6 @@ mod tests {
             caused_by: vec![],
             hint: None,
             run: "r".into(),
-            targets: serde_json::json!([]),
-            table: String::new(),
         };
         // A refusal or a lock inside it does not change the verdict.
         let err = anyhow::Error::new(mixed.clone()).context(Refusal::new("no", ""));

@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::commands::{Report, Ui};
 use crate::error::{self, ExitStatus, LockHeld, LockLost, Operation, Refusal};
 use crate::events::{Event, Events, Rollout};
+use crate::fleet::{self, report::TargetRow};
 use crate::term;
 use crate::vocab::Slot;
 
@@ -190,7 +191,7 @@ impl Drop for Progress {
 }
 
 /// An error as `-o json` reports it; its `Display` is the text form.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ErrorReport {
     pub error: String,
     pub caused_by: Vec<String>,
@@ -202,7 +203,7 @@ pub struct ErrorReport {
     pub run: Option<String>,
     /// A run across several clusters: what each target was left as.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub targets: Option<serde_json::Value>,
+    pub targets: Option<Vec<TargetRow>>,
     /// The same as a table, for the text form.
     #[serde(skip)]
     pub table: Option<String>,
@@ -210,7 +211,8 @@ pub struct ErrorReport {
 
 impl ErrorReport {
     pub fn new(err: &anyhow::Error) -> ErrorReport {
-        if let Some(across) = error::across(err) {
+        if let Some(failed) = err.downcast_ref::<fleet::report::Failed>() {
+            let across = &failed.across;
             return ErrorReport {
                 error: across.error.clone(),
                 caused_by: across.caused_by.clone(),
@@ -218,8 +220,8 @@ impl ErrorReport {
                 exit_code: across.status.code(),
                 kind: across.status.kind(),
                 run: Some(across.run.clone()),
-                targets: Some(across.targets.clone()),
-                table: Some(across.table.clone()),
+                targets: Some(failed.rows.clone()),
+                table: Some(failed.table.clone()),
             };
         }
         let status = ExitStatus::of(err);

@@ -88,7 +88,12 @@ impl From<Revision> for HistoryEntry {
             slot: recorded.as_ref().and_then(Recorded::slot),
             from,
             tag,
-            summary: recorded.as_ref().map(Recorded::summary).unwrap_or_else(|| revision.description.clone()),
+            summary: match (recorded.as_ref().map(Recorded::summary), crate::record::run_of(&revision.description)) {
+                // A run across several clusters: the same run ID in each cluster's history.
+                (Some(summary), Some(run)) => format!("{summary} (run {run})"),
+                (Some(summary), None) => summary,
+                (None, _) => revision.description.clone(),
+            },
             revision,
         }
     }

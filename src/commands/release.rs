@@ -408,7 +408,7 @@ fn plan<K: SlotKind>(
     out
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ReleaseReport {
     #[serde(flatten)]
     pub header: Header,
@@ -421,7 +421,7 @@ pub struct ReleaseReport {
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Step {
     Deploy(DeployReport),

@@ -7,35 +7,19 @@
 use anyhow::Result;
 use futures::future::join_all;
 
-use super::decide::{self, Moved, Phase, Stop};
+use super::decide::{self, Moved, Phase, Standing, Stop};
 use super::release::own_values;
-use super::{halting, stopping, Ending, Run};
+use super::report::TargetReport;
+use super::{halting, stopping, Ending, Passed, Run};
 use crate::commands::release::{self as cmd, PreparedSwap};
 use crate::commands::swap::{SwapKind, SwapRequest};
 use crate::commands::{clean, deploy, recover, Mutating, Outcome, Session};
 use crate::context::Ctx;
 use crate::error;
 use crate::names::Tag;
-use crate::slots::{DeployRequest, SlotKind};
-use crate::vocab::Slot;
+use crate::slots::{DeployRequest, Seen, SlotKind};
+use crate::vocab::{Op, Slot};
 use crate::{with_kind, with_target};
-
-/// Ends the preflight: `None` when every target passed (its outcome recorded), else how the run
-/// ended.
-fn preflight_failed<T>(run: &mut Run<'_>, found: Vec<Result<T>>) -> (Vec<T>, Vec<anyhow::Error>) {
-    let mut ok = Vec::new();
-    let mut failures = Vec::new();
-    for (i, result) in found.into_iter().enumerate() {
-        match result {
-            Ok(t) => ok.push(t),
-            Err(err) => {
-                run.fail(i, &err);
-                failures.push(err);
-            }
-        }
-    }
-    (ok, failures)
-}
 
 /// A dry run's ending: each target's plan, nothing changed.
 fn planned(run: &Run<'_>) -> Ending {
@@ -45,6 +29,23 @@ fn planned(run: &Run<'_>) -> Ending {
             run.what()
         ),
         ..Ending::default()
+    }
+}
+
+/// Production's slot and the version it serves.
+fn production_of<K: SlotKind>(seen: &Seen<K>) -> (Slot, String) {
+    (seen.production(), seen.slot(seen.production()).tag.clone())
+}
+
+/// A dry run's plan, or the report of a command that had nothing to do.
+fn outcome_report<R: Into<TargetReport> + Clone + std::fmt::Display>(
+    run: &mut Run<'_>,
+    i: usize,
+    outcome: &Outcome<R>,
+) {
+    match outcome {
+        Outcome::Planned(plan) => run.report(i, plan),
+        Outcome::Done(report) => run.report(i, report),
     }
 }
 
@@ -60,74 +61,72 @@ pub async fn deploy(run: &mut Run<'_>, args: &deploy::Args) -> Result<()> {
     };
     let release = run.release;
     let create = args.image.create_namespace;
-    let found = join_all(ctxs.iter().zip(&requests).map(|(ctx, request)| async move {
-        let creates_namespace = create && ctx.cluster.create_namespace_if_missing(true).await?;
-        let s = Session {
-            ctx,
-            release,
-            dry_run: true,
-            creates_namespace,
-        };
-        let target = deploy::target(&s, request).await?;
-        with_target!(target, seen => {
-            let production = seen.as_ref().map(production_of);
-            let plan = deploy::execute(&s, seen.as_ref(), request).await?;
-            Ok((production, creates_namespace, plan))
-        })
-    }))
-    .await;
-    let (found, failures) = preflight_failed(run, found);
-    if !failures.is_empty() {
-        return run.refused(&failures);
-    }
-    let mut creates = Vec::new();
-    for (i, (production, creates_namespace, plan)) in found.into_iter().enumerate() {
-        run.standings[i].production = production;
-        creates.push(creates_namespace);
-        match plan {
-            Outcome::Planned(plan) => run.report(i, &plan),
-            Outcome::Done(report) => run.report(i, &report),
-        }
-    }
+    let check = || {
+        join_all(ctxs.iter().zip(&requests).map(|(ctx, request)| async move {
+            let creates_namespace = create && ctx.cluster.create_namespace_if_missing(true).await?;
+            let s = Session {
+                ctx,
+                release,
+                dry_run: true,
+                creates_namespace,
+            };
+            let target = deploy::target(&s, request).await?;
+            with_target!(target, seen => {
+                let production = seen.as_ref().map(production_of);
+                let plan = deploy::execute(&s, seen.as_ref(), request).await?;
+                Ok((production, plan))
+            })
+        }))
+    };
+    let found = match run.checked(&ctxs, args.target.dry_run, &check).await {
+        Passed::Go(found) => found,
+        Passed::Ended(ended) => return ended,
+    };
     if args.target.dry_run {
+        for (i, (production, plan)) in found.iter().enumerate() {
+            run.standings[i].production = production.clone();
+            outcome_report(run, i, plan);
+        }
         let ending = planned(run);
         return run.finish(None, ending);
     }
-    for (i, ctx) in ctxs.iter().enumerate() {
-        if creates[i] {
+    if create {
+        for (i, ctx) in ctxs.iter().enumerate() {
             if let Err(err) = ctx.cluster.create_namespace_if_missing(false).await {
                 run.fail(i, &err);
                 return run.finish(Some(Stop::Lock { held: false }), Ending::default());
             }
         }
     }
-    if let Err(stop) = run.lock(&ctxs).await {
-        return run.finish(Some(stop), Ending::default());
+    let found = match run.locked(&ctxs, found, &check).await {
+        Passed::Go(found) => found,
+        Passed::Ended(ended) => return ended,
+    };
+    for (i, (production, _)) in found.into_iter().enumerate() {
+        run.standings[i].production = production;
     }
     run.step("deploy: every target at once");
     for i in 0..ctxs.len() {
         run.enter(i, Phase::Deploy);
     }
-    let deployed = join_all(ctxs.iter().zip(&requests).zip(&creates).map(
-        |((ctx, request), &creates_namespace)| async move {
-            let s = Session {
-                ctx,
-                release,
-                dry_run: false,
-                creates_namespace,
-            };
-            deploy::deploy(&s, request)
-                .await
-                .map_err(|err| error::after_writes(err, ctx.written()))
-        },
-    ))
+    let deployed = join_all(ctxs.iter().zip(&requests).map(|(ctx, request)| async move {
+        let s = Session {
+            ctx,
+            release,
+            dry_run: false,
+            creates_namespace: false,
+        };
+        deploy::deploy(&s, request)
+            .await
+            .map_err(|err| error::after_writes(err, ctx.written()))
+    }))
     .await;
     run.unlock(&ctxs).await;
     let mut failed = false;
     for (i, result) in deployed.into_iter().enumerate() {
         match result {
             Ok(Outcome::Done(d)) => {
-                if d.header.operation == crate::vocab::Op::Install {
+                if d.header.operation == Op::Install {
                     run.standings[i].moved = Some(Moved::Install);
                     run.standings[i].production = Some((d.slot, d.version.clone()));
                 }
@@ -154,7 +153,7 @@ pub async fn deploy(run: &mut Run<'_>, args: &deploy::Args) -> Result<()> {
     let version = base.version.recorded();
     let ending = Ending {
         summary: format!(
-            "{what} (run {}): {version} is staged on every target",
+            "{what} (run {}): {version} is ready on every target",
             run.stamp.id
         ),
         next: format!("bgslot swap {release} {} --expect-tag {version}", run.flags),
@@ -163,9 +162,44 @@ pub async fn deploy(run: &mut Run<'_>, args: &deploy::Args) -> Result<()> {
     run.finish(None, ending)
 }
 
-/// Production's slot and the version it serves.
-fn production_of<K: SlotKind>(seen: &crate::slots::Seen<K>) -> (Slot, String) {
-    (seen.production(), seen.slot(seen.production()).tag.clone())
+/// The preflight of a swap or rollback on every target (its own decision, nothing written) and
+/// the Leases: each target's production and the version it would move to, or the run's end (a
+/// refusal, or a dry run's plans printed).
+async fn prepared(
+    run: &mut Run<'_>,
+    ctxs: &[Ctx],
+    request: &SwapRequest,
+    dry_run: bool,
+) -> Result<Vec<((Slot, String), String)>, Result<()>> {
+    let release = run.release;
+    let check = || {
+        join_all(
+            ctxs.iter()
+                .map(|ctx| cmd::prepare_swap(ctx, release, request)),
+        )
+    };
+    let found = match run.checked(ctxs, dry_run, &check).await {
+        Passed::Go(found) => found,
+        Passed::Ended(ended) => return Err(ended),
+    };
+    if dry_run {
+        for (i, p) in found.iter().enumerate() {
+            run.standings[i].production = Some(p.versions().0);
+            run.report(i, &p.preview(&ctxs[i]));
+        }
+        let ending = planned(run);
+        return Err(run.finish(None, ending));
+    }
+    let found = match run.locked(ctxs, found, &check).await {
+        Passed::Go(found) => found,
+        Passed::Ended(ended) => return Err(ended),
+    };
+    let versions: Vec<((Slot, String), String)> =
+        found.iter().map(PreparedSwap::versions).collect();
+    for (i, (production, _)) in versions.iter().enumerate() {
+        run.standings[i].production = Some(production.clone());
+    }
+    Ok(versions)
 }
 
 /// `swap` across targets: decided on every target first, then in waves under the Leases; a
@@ -184,12 +218,10 @@ pub async fn swap(
     let Some(ctxs) = run.connect().await else {
         return run.unreachable();
     };
-    let Some(versions) = prepare_all(run, &ctxs, &request, target.dry_run).await? else {
-        return Ok(());
+    let versions = match prepared(run, &ctxs, &request, target.dry_run).await {
+        Ok(versions) => versions,
+        Err(ended) => return ended,
     };
-    if let Err(stop) = run.lock(&ctxs).await {
-        return run.finish(Some(stop), Ending::default());
-    }
     let release = run.release;
     let what = run.what();
     let n = ctxs.len();
@@ -197,12 +229,14 @@ pub async fn swap(
     for i in 0..n {
         let name = run.name(i).to_string();
         if stopping() {
+            run.causes
+                .push(format!("a signal stopped the waves before {name}"));
             failure = Some(format!("stopped by a signal before the swap of {name}"));
             break;
         }
         run.step(&format!("swap, wave {} of {n}: {name}", i + 1));
         run.enter(i, Phase::Swap);
-        // Decided again under the Lease: the release may have changed since the preflight.
+        // Decided again right before its write: the waves before it took a while.
         let swapped = match cmd::prepare_swap(&ctxs[i], release, &request).await {
             Ok(p) => {
                 let to = p.to();
@@ -222,11 +256,15 @@ pub async fn swap(
             Err((err, to)) => {
                 run.fail(i, &err);
                 if let Some(to) = to.filter(|_| !error::lost_lock(&err)) {
-                    let landed = cmd::landed_on(&ctxs[i], release, to, &err).await;
-                    if landed.as_ref().map_or(true, |l| *l) {
-                        if let Err(read) = &landed {
-                            run.fail(i, read);
+                    // Production may have moved before what failed: then it goes back too.
+                    let landed = match cmd::landed_on(&ctxs[i], release, to, &err).await {
+                        Ok(landed) => landed,
+                        Err(read) => {
+                            run.fail(i, &read);
+                            true
                         }
+                    };
+                    if landed {
                         run.standings[i].moved = Some(Moved::Swap);
                         run.standings[i].production = Some((to, versions[i].1.clone()));
                     }
@@ -250,42 +288,6 @@ pub async fn swap(
         ..Ending::default()
     };
     run.finish(None, ending)
-}
-
-/// The preflight of a swap or rollback on every target: its own decision, nothing written.
-/// Returns each target's production and the version it would move to, or `None` when the run
-/// already ended (a refusal, or a dry run printed).
-async fn prepare_all(
-    run: &mut Run<'_>,
-    ctxs: &[Ctx],
-    request: &SwapRequest,
-    dry_run: bool,
-) -> Result<Option<Vec<((Slot, String), String)>>> {
-    let release = run.release;
-    let found = join_all(
-        ctxs.iter()
-            .map(|ctx| cmd::prepare_swap(ctx, release, request)),
-    )
-    .await;
-    let (prepared, failures) = preflight_failed(run, found);
-    if !failures.is_empty() {
-        run.refused(&failures)?;
-        return Ok(None);
-    }
-    let versions: Vec<((Slot, String), String)> =
-        prepared.iter().map(PreparedSwap::versions).collect();
-    for (i, (production, _)) in versions.iter().enumerate() {
-        run.standings[i].production = Some(production.clone());
-    }
-    if dry_run {
-        for (i, p) in prepared.iter().enumerate() {
-            run.report(i, &p.preview(&ctxs[i]));
-        }
-        let ending = planned(run);
-        run.finish(None, ending)?;
-        return Ok(None);
-    }
-    Ok(Some(versions))
 }
 
 /// Swaps back every target a failed `swap` moved, the last first.
@@ -335,8 +337,8 @@ fn mix_ending(run: &Run<'_>, lead: &str) -> Ending {
             ..Ending::default()
         };
     }
-    let needs = |s: &decide::Standing| match run.op {
-        crate::vocab::Op::Rollback => s.moved.is_none(),
+    let needs = |s: &Standing| match run.op {
+        Op::Rollback => s.moved.is_none(),
         _ => s.moved.is_some(),
     };
     let commands: Vec<Option<String>> = (0..run.members.len())
@@ -379,12 +381,10 @@ pub async fn rollback(run: &mut Run<'_>, target: &Mutating, force: bool) -> Resu
     let Some(ctxs) = run.connect().await else {
         return run.unreachable();
     };
-    let Some(versions) = prepare_all(run, &ctxs, &request, target.dry_run).await? else {
-        return Ok(());
+    let versions = match prepared(run, &ctxs, &request, target.dry_run).await {
+        Ok(versions) => versions,
+        Err(ended) => return ended,
     };
-    if let Err(stop) = run.lock(&ctxs).await {
-        return run.finish(Some(stop), Ending::default());
-    }
     let release = run.release;
     let what = run.what();
     let mut failed = Vec::new();
@@ -439,6 +439,7 @@ pub async fn clean(run: &mut Run<'_>, args: &clean::Args) -> Result<()> {
         return run.unreachable();
     };
     let release = run.release;
+    let request = &request;
     let each = |dry_run: bool| {
         join_all(ctxs.iter().map(move |ctx| async move {
             let s = Session {
@@ -450,30 +451,32 @@ pub async fn clean(run: &mut Run<'_>, args: &clean::Args) -> Result<()> {
             let read = clean::observe(ctx, release).await?;
             with_kind!(read, seen => {
                 let production = production_of(&seen);
-                let outcome = clean::execute(&s, &seen, &request)
+                let outcome = clean::execute(&s, &seen, request)
                     .await
                     .map_err(|err| error::after_writes(err, ctx.written()))?;
                 Ok((production, outcome))
             })
         }))
     };
-    let (found, failures) = preflight_failed(run, each(true).await);
-    if !failures.is_empty() {
-        return run.refused(&failures);
-    }
-    for (i, (production, outcome)) in found.into_iter().enumerate() {
-        run.standings[i].production = Some(production);
-        match outcome {
-            Outcome::Planned(plan) => run.report(i, &plan),
-            Outcome::Done(report) => run.report(i, &report),
-        }
-    }
+    let check = || each(true);
+    let found = match run.checked(&ctxs, args.target.dry_run, &check).await {
+        Passed::Go(found) => found,
+        Passed::Ended(ended) => return ended,
+    };
     if args.target.dry_run {
+        for (i, (production, outcome)) in found.iter().enumerate() {
+            run.standings[i].production = Some(production.clone());
+            outcome_report(run, i, outcome);
+        }
         let ending = planned(run);
         return run.finish(None, ending);
     }
-    if let Err(stop) = run.lock(&ctxs).await {
-        return run.finish(Some(stop), Ending::default());
+    let found = match run.locked(&ctxs, found, &check).await {
+        Passed::Go(found) => found,
+        Passed::Ended(ended) => return ended,
+    };
+    for (i, (production, _)) in found.into_iter().enumerate() {
+        run.standings[i].production = Some(production);
     }
     run.step("clean: every target at once");
     for i in 0..ctxs.len() {
@@ -535,22 +538,20 @@ pub async fn recover(run: &mut Run<'_>, args: &recover::Args) -> Result<()> {
                 .map_err(|err| error::after_writes(err, ctx.written()))
         }))
     };
-    let (found, failures) = preflight_failed(run, each(true).await);
-    if !failures.is_empty() {
-        return run.refused(&failures);
-    }
-    for (i, outcome) in found.into_iter().enumerate() {
-        match outcome {
-            Outcome::Planned(plan) => run.report(i, &plan),
-            Outcome::Done(report) => run.report(i, &report),
-        }
-    }
+    let check = || each(true);
+    let found = match run.checked(&ctxs, args.target.dry_run, &check).await {
+        Passed::Go(found) => found,
+        Passed::Ended(ended) => return ended,
+    };
     if args.target.dry_run {
+        for (i, outcome) in found.iter().enumerate() {
+            outcome_report(run, i, outcome);
+        }
         let ending = planned(run);
         return run.finish(None, ending);
     }
-    if let Err(stop) = run.lock(&ctxs).await {
-        return run.finish(Some(stop), Ending::default());
+    if let Passed::Ended(ended) = run.locked(&ctxs, found, &check).await {
+        return ended;
     }
     for i in 0..ctxs.len() {
         run.enter(i, Phase::Done);

@@ -100,7 +100,7 @@ pub async fn status(run: &mut Run<'_>, args: &status::Args) -> Result<()> {
             std::mem::take(&mut run.causes),
             None,
             run.stamp.id.as_str(),
-            &rows,
+            rows,
         );
         across.table = text;
         return Err(across.into());
@@ -225,7 +225,7 @@ pub async fn history(run: &mut Run<'_>) -> Result<()> {
             std::mem::take(&mut run.causes),
             None,
             run.stamp.id.as_str(),
-            &rows,
+            rows,
         );
         across.table = text;
         return Err(across.into());

@@ -139,12 +139,14 @@ pub(crate) struct Run<'a> {
     pub stamp: RunStamp,
     pub members: Vec<Resolved>,
     pub standings: Vec<Standing>,
-    /// Each target's own report (JSON and text), once it has one.
-    pub reports: Vec<Option<(serde_json::Value, String)>>,
+    /// Each target's own report (and its text), once it has one.
+    pub reports: Vec<Option<(report::TargetReport, String)>>,
     /// Why it stopped, a line per target and cause.
     pub causes: Vec<String>,
     /// The target flags as given (`--targets FILE`), for the next commands.
     pub flags: String,
+    /// The preflight met another run's Lease: it is checked again under the Leases.
+    recheck: bool,
     ui: &'a dyn Ui,
     events: Arc<dyn Events>,
 }
@@ -171,6 +173,7 @@ impl<'a> Run<'a> {
             reports: vec![None; n],
             causes: Vec::new(),
             flags: String::new(),
+            recheck: false,
             events: ui.events(),
             ui,
         }
@@ -208,10 +211,14 @@ impl<'a> Run<'a> {
 
     /// Connects to every target at once; `None` for each that cannot be reached (recorded).
     pub async fn connect_each(&mut self) -> Vec<Option<Ctx>> {
+        // Only a run that may write has a run ID worth naming.
+        let run = match self.op {
+            Op::Status | Op::History => String::new(),
+            _ => format!(" (run {})", self.stamp.id),
+        };
         self.step(&format!(
-            "{} (run {}): {}",
+            "{}{run}: {}",
             self.what(),
-            self.stamp.id,
             self.members
                 .iter()
                 .map(|m| format!(
@@ -253,17 +260,106 @@ impl<'a> Run<'a> {
     }
 
     /// Records target `i`'s own report.
-    pub fn report<R: crate::commands::Report>(&mut self, i: usize, report: &R) {
-        let json = report
-            .json(false)
-            .ok()
-            .and_then(|j| serde_json::from_str(&j).ok())
-            .unwrap_or_default();
-        self.reports[i] = Some((json, report.to_string()));
+    pub fn report<R: Clone + std::fmt::Display + Into<report::TargetReport>>(
+        &mut self,
+        i: usize,
+        report: &R,
+    ) {
+        let text = report.to_string();
+        self.reports[i] = Some((report.clone().into(), text));
     }
 
     pub fn enter(&mut self, i: usize, phase: Phase) {
         self.standings[i].phase = phase;
+    }
+
+    /// The preflight: `check` (the command's own dry run on every target, read-only), split into
+    /// what passed and what failed. A failure on a target whose Lease another bgslot holds is
+    /// that run in the way, not this release: it is checked again under the Leases
+    /// ([`Run::locked`]), which then wait for it (or stop with exit 4). Any other failure ends
+    /// the run (exit 3, or 1 for a target that could not be read): nothing was changed.
+    pub async fn checked<T, F, Fut>(&mut self, ctxs: &[Ctx], dry_run: bool, check: &F) -> Passed<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<T>>>,
+    {
+        self.step("preflight: every target's own dry run, at once");
+        let (ok, failures) = self.split(check().await);
+        if failures.is_empty() {
+            return Passed::Go(ok);
+        }
+        // A dry run takes no Lease: it reports what it found.
+        if !dry_run && self.held_elsewhere(ctxs).await {
+            self.step(
+                "preflight: another bgslot is working on a target; checking again under the locks",
+            );
+            self.recheck = true;
+            return Passed::Go(ok);
+        }
+        Passed::Ended(self.refused(&failures))
+    }
+
+    /// The Leases, then, when one was waited for (the releases may have changed meanwhile) or the
+    /// preflight met another run, the preflight again under them; a failure then releases them
+    /// and ends the run with nothing changed.
+    pub async fn locked<T, F, Fut>(&mut self, ctxs: &[Ctx], passed: Vec<T>, check: &F) -> Passed<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<T>>>,
+    {
+        if let Err(stop) = self.lock(ctxs).await {
+            return Passed::Ended(self.finish(Some(stop), Ending::default()));
+        }
+        let waited = self
+            .members
+            .iter()
+            .any(|m| m.settings.wait_for_lock.is_some());
+        if !self.recheck && !waited {
+            return Passed::Go(passed);
+        }
+        for standing in &mut self.standings {
+            standing.error = None;
+        }
+        self.causes.clear();
+        self.step("preflight again, under the locks");
+        let (ok, failures) = self.split(check().await);
+        if failures.is_empty() {
+            return Passed::Go(ok);
+        }
+        self.unlock(ctxs).await;
+        Passed::Ended(self.refused(&failures))
+    }
+
+    /// The preflight met another run: what it found is only known under the Leases.
+    pub fn recheck_pending(&self) -> bool {
+        self.recheck
+    }
+
+    /// Each target's outcome: what passed (every one, in order, when none failed), and the
+    /// failures (recorded).
+    fn split<T>(&mut self, found: Vec<Result<T>>) -> (Vec<T>, Vec<anyhow::Error>) {
+        let mut ok = Vec::new();
+        let mut failures = Vec::new();
+        for (i, result) in found.into_iter().enumerate() {
+            match result {
+                Ok(t) => ok.push(t),
+                Err(err) => {
+                    self.fail(i, &err);
+                    failures.push(err);
+                }
+            }
+        }
+        (ok, failures)
+    }
+
+    /// Whether another bgslot holds the Lease of one of the targets now.
+    async fn held_elsewhere(&self, ctxs: &[Ctx]) -> bool {
+        let held = join_all(
+            ctxs.iter()
+                .map(|ctx| crate::lock::holder(ctx.client.clone(), &ctx.namespace, self.release)),
+        )
+        .await;
+        held.into_iter().any(|h| matches!(h, Ok(Some(_))))
     }
 
     /// Takes every target's Lease, in the canonical order of their keys; at the first that
@@ -341,8 +437,8 @@ impl<'a> Run<'a> {
                     &self.standings[i],
                 );
                 row.command = commands.get(i).cloned().flatten();
-                if let Some((json, text)) = &self.reports[i] {
-                    row.report = Some(json.clone());
+                if let Some((report, text)) = &self.reports[i] {
+                    row.report = Some(report.clone());
                     row.text = Some(text.clone());
                 }
                 row
@@ -370,9 +466,17 @@ impl<'a> Run<'a> {
             };
             return self.ui.print(&report);
         }
-        let lead = match ending.lead {
-            Some(lead) => lead,
-            None => format!("{} failed", self.what()),
+        let lead = match (ending.lead, stop) {
+            (Some(lead), _) => lead,
+            // The Lease that could not be taken says why.
+            (None, Some(Stop::Lock { .. })) if !self.causes.is_empty() => format!(
+                "cannot {} {} across {} targets: {}",
+                self.op,
+                self.release,
+                self.members.len(),
+                self.causes.remove(0)
+            ),
+            (None, _) => format!("{} failed", self.what()),
         };
         let causes = std::mem::take(&mut self.causes);
         Err(report::across(
@@ -381,7 +485,7 @@ impl<'a> Run<'a> {
             causes,
             ending.hint,
             self.stamp.id.as_str(),
-            &rows,
+            rows,
         )
         .into())
     }
@@ -392,13 +496,27 @@ impl<'a> Run<'a> {
         let status = decide::preflight_status(&statuses);
         let hint = failures.iter().find_map(error::hint);
         let verb = match status {
-            ExitStatus::Refused => "refused",
-            ExitStatus::Usage => "cannot run",
+            ExitStatus::Refused => "refused to",
+            ExitStatus::Usage => "cannot",
             _ => "could not read every target of",
         };
-        let lead = format!("{verb} {}: nothing was changed", self.what());
+        // The first target's reason leads; the others follow as causes.
+        let first = if self.causes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", self.causes.remove(0))
+        };
+        let what = match status {
+            ExitStatus::Refused | ExitStatus::Usage => format!(
+                "{} {} across {} targets",
+                self.op,
+                self.release,
+                self.members.len()
+            ),
+            _ => self.what(),
+        };
         let ending = Ending {
-            lead: Some(lead),
+            lead: Some(format!("{verb} {what}{first}")),
             hint,
             ..Ending::default()
         };
@@ -418,6 +536,13 @@ impl Run<'_> {
         };
         self.finish(Some(Stop::Preflight(ExitStatus::Failed)), ending)
     }
+}
+
+/// What the preflight (or the Leases) let through: every target's outcome, in order, or the
+/// run's end.
+pub(crate) enum Passed<T> {
+    Go(Vec<T>),
+    Ended(Result<()>),
 }
 
 /// How a run ends, besides its rows: the first line, a hint, the commands that end a mix, and

@@ -10,7 +10,7 @@ use futures::future::join_all;
 
 use super::decide::{self, Fix, Moved, Phase, Stop};
 use super::targets::TargetSpec;
-use super::{halting, stopping, Ending, Run};
+use super::{halting, stopping, Ending, Passed, Run};
 use crate::commands::deploy::{self, DeployReport};
 use crate::commands::release::{self as cmd, Args, ReleaseReport, Step, SwapOrder, Unswapped};
 use crate::commands::swap::{SwapKind, SwapReport, SwapRequest};
@@ -39,85 +39,97 @@ pub async fn release(run: &mut Run<'_>, args: &Args) -> Result<()> {
     let Some(ctxs) = run.connect().await else {
         return run.unreachable();
     };
-    run.step("preflight: every target's own dry run, at once");
     let release = run.release;
-    let found = join_all(
-        ctxs.iter()
-            .zip(&requests)
-            .map(|(ctx, request)| preflight(ctx, release, args, request)),
-    )
-    .await;
-    let mut failures = Vec::new();
-    let mut creates = Vec::new();
-    for (i, result) in found.into_iter().enumerate() {
-        match result {
-            Ok(found) => {
-                run.standings[i].production = found.production;
-                creates.push(found.creates_namespace);
-                match found.plan {
-                    Outcome::Planned(plan) => run.report(i, &plan),
-                    Outcome::Done(report) => run.report(i, &report),
-                }
-            }
-            Err(err) => {
-                run.fail(i, &err);
-                failures.push(err);
-                creates.push(false);
-            }
-        }
-    }
-    if !failures.is_empty() {
-        return run.refused(&failures);
-    }
-    let names: Vec<String> = (0..ctxs.len()).map(|i| run.name(i).to_string()).collect();
-    let names: Vec<&str> = names.iter().map(String::as_str).collect();
-    let versions: Vec<Option<&str>> = run.standings.iter().map(|s| s.version()).collect();
-    if let Some(mixed) = decide::mixed_start(&names, &versions) {
-        if !args.allow_mixed {
-            let refusal: anyhow::Error = Refusal::new(
-                format!("the targets do not serve one version: {mixed}"),
-                "bring them to one version first, or pass --allow-mixed to release the new one to all of them anyway",
-            )
-            .into();
-            run.causes.push(format!("a mixed start: {mixed}"));
-            return run.refused(&[refusal]);
-        }
-        run.step(&format!(
-            "a mixed start ({mixed}), released anyway (--allow-mixed)"
-        ));
-    }
+    let check = || {
+        join_all(
+            ctxs.iter()
+                .zip(&requests)
+                .map(|(ctx, request)| preflight(ctx, release, args, request)),
+        )
+    };
+    let found = match run.checked(&ctxs, args.target.dry_run, &check).await {
+        Passed::Go(found) => found,
+        Passed::Ended(ended) => return ended,
+    };
     if args.target.dry_run {
+        if let Some(refused) = mixed_start(run, &found, args) {
+            return refused;
+        }
+        for (i, found) in found.into_iter().enumerate() {
+            match found.plan {
+                Outcome::Planned(plan) => run.report(i, &plan),
+                Outcome::Done(report) => run.report(i, &report),
+            }
+        }
+        let summary = format!(
+            "{} (dry run): each target's plan; nothing was changed",
+            run.what()
+        );
         return run.finish(
             None,
             Ending {
-                summary: format!(
-                    "{} (dry run): each target's plan; nothing was changed",
-                    run.what()
-                ),
+                summary,
                 ..Ending::default()
             },
         );
     }
-    for (i, ctx) in ctxs.iter().enumerate() {
-        if creates[i] {
+    // A refusal comes before anything is written, namespaces included.
+    if !run.recheck_pending() {
+        if let Some(refused) = mixed_start(run, &found, args) {
+            return refused;
+        }
+    }
+    // The Leases live in the namespaces: those missing are made first (--create-namespace).
+    if args.image.create_namespace {
+        for (i, ctx) in ctxs.iter().enumerate() {
             if let Err(err) = ctx.cluster.create_namespace_if_missing(false).await {
                 run.fail(i, &err);
                 return run.finish(Some(Stop::Lock { held: false }), Ending::default());
             }
         }
     }
-    if let Err(stop) = run.lock(&ctxs).await {
-        return run.finish(Some(stop), Ending::default());
+    let found = match run.locked(&ctxs, found, &check).await {
+        Passed::Go(found) => found,
+        Passed::Ended(ended) => return ended,
+    };
+    if let Some(refused) = mixed_start(run, &found, args) {
+        run.unlock(&ctxs).await;
+        return refused;
     }
-    let (stop, ending) = phases(run, &ctxs, args, &requests, &creates).await;
+    let (stop, ending) = phases(run, &ctxs, args, &requests).await;
     run.unlock(&ctxs).await;
     run.finish(stop, ending)
+}
+
+/// Records what production serves on each target and refuses a mixed start (unless
+/// `--allow-mixed`): the run's end then.
+fn mixed_start(run: &mut Run<'_>, found: &[Found], args: &Args) -> Option<Result<()>> {
+    for (i, f) in found.iter().enumerate() {
+        run.standings[i].production = f.production.clone();
+    }
+    let names: Vec<String> = (0..found.len()).map(|i| run.name(i).to_string()).collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let versions: Vec<Option<&str>> = run.standings.iter().map(|s| s.version()).collect();
+    let mixed = decide::mixed_start(&names, &versions)?;
+    if args.allow_mixed {
+        run.step(&format!(
+            "a mixed start ({mixed}), released anyway (--allow-mixed)"
+        ));
+        return None;
+    }
+    let refusal: anyhow::Error = Refusal::new(
+        format!("the targets do not serve one version: {mixed}"),
+        "bring them to one version first, or pass --allow-mixed to release the new one to all of them anyway",
+    )
+    .into();
+    run.causes
+        .push(format!("the targets do not serve one version: {mixed}"));
+    Some(run.refused(&[refusal]))
 }
 
 /// What the preflight of one target found.
 struct Found {
     production: Option<(Slot, String)>,
-    creates_namespace: bool,
     plan: Outcome<ReleaseReport>,
 }
 
@@ -141,7 +153,7 @@ async fn preflight(
     with_target!(target, seen => {
         let production = seen.as_ref().map(|seen| (seen.production(), seen.slot(seen.production()).tag.clone()));
         let plan = cmd::release(&s, args, seen.as_ref(), request).await?;
-        Ok(Found { production, creates_namespace, plan })
+        Ok(Found { production, plan })
     })
 }
 
@@ -160,7 +172,6 @@ async fn phases(
     ctxs: &[Ctx],
     args: &Args,
     requests: &[DeployRequest],
-    creates: &[bool],
 ) -> (Option<Stop>, Ending) {
     let n = ctxs.len();
     let release = run.release;
@@ -176,19 +187,17 @@ async fn phases(
     for i in 0..n {
         run.enter(i, Phase::Deploy);
     }
-    let deployed = join_all(ctxs.iter().zip(requests).zip(creates).map(
-        |((ctx, request), &creates_namespace)| async move {
-            let s = Session {
-                ctx,
-                release,
-                dry_run: false,
-                creates_namespace,
-            };
-            deploy::deploy(&s, request)
-                .await
-                .map_err(|err| error::after_writes(err, ctx.written()))
-        },
-    ))
+    let deployed = join_all(ctxs.iter().zip(requests).map(|(ctx, request)| async move {
+        let s = Session {
+            ctx,
+            release,
+            dry_run: false,
+            creates_namespace: false,
+        };
+        deploy::deploy(&s, request)
+            .await
+            .map_err(|err| error::after_writes(err, ctx.written()))
+    }))
     .await;
     let mut failed = false;
     for (i, result) in deployed.into_iter().enumerate() {
@@ -301,7 +310,7 @@ async fn phases(
         run.enter(i, Phase::Done);
     }
     let flags = run.flags.clone();
-    let next = if args.clean {
+    let next = if args.clean || swapping.is_empty() {
         format!("bgslot release {release} --tag NEW_TAG {flags}")
     } else {
         format!("bgslot clean {release} {flags}   (or: bgslot rollback {release} {flags})")

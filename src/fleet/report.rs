@@ -8,8 +8,52 @@ use std::fmt;
 use serde::Serialize;
 
 use super::decide::{Phase, Standing};
+use crate::commands::clean::CleanReport;
+use crate::commands::deploy::DeployReport;
+use crate::commands::history::HistoryReport;
+use crate::commands::preview::Plan;
+use crate::commands::recover::RecoverReport;
+use crate::commands::release::ReleaseReport;
+use crate::commands::status::StatusReport;
+use crate::commands::swap::SwapReport;
 use crate::error::{Across, ExitStatus};
 use crate::vocab::{Op, Slot};
+
+/// The command's own report on one target, as that command prints it alone.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+#[serde(untagged)]
+pub enum TargetReport {
+    Release(Box<ReleaseReport>),
+    Deploy(Box<DeployReport>),
+    Swap(Box<SwapReport>),
+    Clean(Box<CleanReport>),
+    Recover(Box<RecoverReport>),
+    Status(Box<StatusReport>),
+    History(Box<HistoryReport>),
+    /// A dry run's plan.
+    Plan(Box<Plan>),
+}
+
+macro_rules! target_reports {
+    ($($variant:ident($report:ty)),*) => {$(
+        impl From<$report> for TargetReport {
+            fn from(report: $report) -> TargetReport {
+                TargetReport::$variant(Box::new(report))
+            }
+        }
+    )*};
+}
+
+target_reports!(
+    Release(ReleaseReport),
+    Deploy(DeployReport),
+    Swap(SwapReport),
+    Clean(CleanReport),
+    Recover(RecoverReport),
+    Status(StatusReport),
+    History(HistoryReport),
+    Plan(Plan)
+);
 
 /// One target, as a run left it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -27,7 +71,7 @@ pub struct TargetRow {
     /// The one command that ends a mix on this target; `null` unless the run left one.
     pub command: Option<String>,
     /// The command's own report on this target (`null` when it did not get that far).
-    pub report: Option<serde_json::Value>,
+    pub report: Option<TargetReport>,
     /// That report as text, shown under the table.
     #[serde(skip)]
     pub text: Option<String>,
@@ -124,7 +168,7 @@ impl fmt::Display for FleetReport {
             if let Some(text) = &row.text {
                 writeln!(f)?;
                 for line in text.lines() {
-                    writeln!(f, "[{}] {line}", row.name)?;
+                    writeln!(f, "{}", format!("[{}] {line}", row.name).trim_end())?;
                 }
             }
         }
@@ -135,6 +179,28 @@ impl fmt::Display for FleetReport {
     }
 }
 
+/// The error a run that did not end well returns: its verdict, lead and causes
+/// ([`Across`], which decides the exit status), with every target's row, shown by the printer.
+#[derive(Debug)]
+pub struct Failed {
+    pub across: Across,
+    pub rows: Vec<TargetRow>,
+    /// The rows as the text form shows them.
+    pub table: String,
+}
+
+impl fmt::Display for Failed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.across.fmt(f)
+    }
+}
+
+impl std::error::Error for Failed {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&self.across)
+    }
+}
+
 /// The error of a run that did not end well: its verdict, lead and causes, with the rows.
 pub fn across(
     status: ExitStatus,
@@ -142,17 +208,19 @@ pub fn across(
     caused_by: Vec<String>,
     hint: Option<String>,
     run: &str,
-    rows: &[TargetRow],
-) -> Across {
-    let targets = serde_json::to_value(rows).unwrap_or_default();
-    Across {
-        status,
-        error,
-        caused_by,
-        hint,
-        run: run.to_string(),
-        targets,
-        table: format!("targets (run {run}):\n{}", table(rows)),
+    rows: Vec<TargetRow>,
+) -> Failed {
+    let table = format!("targets (run {run}):\n{}", table(&rows));
+    Failed {
+        across: Across {
+            status,
+            error,
+            caused_by,
+            hint,
+            run: run.to_string(),
+        },
+        rows,
+        table,
     }
 }
 
