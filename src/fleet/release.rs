@@ -273,23 +273,24 @@ async fn phases(
     }
     record(run, &done, verify);
 
-    // Clean everywhere after the drain delay.
-    if args.clean {
+    // Clean everywhere a swap left an old slot, after the drain delay (an install left none).
+    if args.clean && !swapping.is_empty() {
         if let Err(err) = wait::drain_delay(args.min_age, run.events.as_ref()).await {
             run.causes.push(format!("{err:#}"));
             return after(format!("{what} stopped during the drain delay: every target serves the new version; the old slots still run"));
         }
-        for i in 0..n {
+        for &i in &swapping {
             run.enter(i, Phase::Clean);
         }
         let min_age = args.min_age;
         let cleaned = join_all(
-            ctxs.iter()
-                .map(|ctx| cmd::clean_now(ctx, release, min_age, args.force)),
+            swapping
+                .iter()
+                .map(|&i| cmd::clean_now(&ctxs[i], release, min_age, args.force)),
         )
         .await;
         let mut failed = Vec::new();
-        for (i, result) in cleaned.into_iter().enumerate() {
+        for (&i, result) in swapping.iter().zip(cleaned) {
             match result {
                 Ok(c) => done[i].cleaned = c,
                 Err(err) => {
