@@ -101,6 +101,10 @@ enum Verb {
     /// The swap-cost benchmark (scripts/bench runs it): `bgslot swap` against a bare helm upgrade
     /// and a bare selector patch, flip latency, readiness noticed; writes swap.json.
     SwapBench(bench::swap::Options),
+    /// The benchmark across two clusters (scripts/bench runs it under `run --clusters 2`): a
+    /// deploy to two targets against one, a wave swap of two against one, the flip skew of
+    /// `release --swap together`; writes fleet.json.
+    FleetBench(bench::fleet::Options),
     /// Print what the node did to pods' apps (started, SIGTERM, SIGKILL, exited), from
     /// DIR/pod-events.jsonl, oldest first.
     PodEvents {
@@ -240,6 +244,7 @@ async fn main() -> ExitCode {
         Verb::Load(args) => load(args).await,
         Verb::ZeroDowntime(opts) => bench::run(opts).await.map(|()| ExitCode::SUCCESS),
         Verb::SwapBench(opts) => bench::swap::run(opts).await.map(|()| ExitCode::SUCCESS),
+        Verb::FleetBench(opts) => bench::fleet::run(opts).await.map(|()| ExitCode::SUCCESS),
         Verb::ServiceAddr {
             service,
             port,
