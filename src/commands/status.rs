@@ -40,6 +40,12 @@ pub struct Args {
 
 impl Args {
     pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
+        if self.check {
+            return Err(crate::error::UsageError(
+                "--check compares several clusters: give --targets FILE or --target NAME=CONTEXT".into(),
+            )
+            .into());
+        }
         if !self.watch {
             return read(run, Op::Status, &self.release, async |ctx: &Ctx| status(ctx, &self.release).await).await;
         }

@@ -772,6 +772,36 @@ async fn a_mixed_start_an_unreachable_target_and_a_bad_file_change_nothing(major
         [p.a.fingerprint("web").await, p.b.fingerprint("web").await],
         before
     );
+    // --allow-mixed lets it through; a dry run shows each target's plan and changes nothing.
+    let planned = p
+        .bgslot(&[
+            "release",
+            "web",
+            "--tag",
+            "v3",
+            "--replace",
+            "--allow-mixed",
+            "--dry-run",
+            "--targets",
+            &file,
+            "-o",
+            "json",
+        ])
+        .await
+        .must_succeed()
+        .json();
+    for name in ["a", "b"] {
+        let plan = &target(&planned, name)["report"];
+        assert_eq!(plan["dry_run"], true, "{planned}");
+        assert!(
+            plan["steps"].as_array().unwrap().len() >= 2,
+            "stage and swap: {planned}"
+        );
+    }
+    assert_eq!(
+        [p.a.fingerprint("web").await, p.b.fingerprint("web").await],
+        before
+    );
 
     // A target whose API server does not answer: exit 1 at preflight, nothing changed elsewhere.
     let nowhere = p.dir.path().join("nowhere.yaml");
