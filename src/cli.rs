@@ -17,7 +17,8 @@ use crate::output::{print_error, ErrorReport, OutputFormat, Printer};
 /// Boring, safe blue/green releases on Kubernetes with Helm.
 ///
 /// Exit codes: 0 done, 1 failed (helm error, timeout, verification failed), 2 usage,
-/// 3 refused by a safety check (nothing changed), 4 the release is locked by another bgslot.
+/// 3 refused by a safety check (nothing changed), 4 the release is locked by another bgslot,
+/// 5 several clusters left on different versions.
 #[derive(Debug, Parser)]
 #[command(
     name = "bgslot",
@@ -101,6 +102,7 @@ impl GlobalArgs {
             timeout: global.timeout,
             chart: global.chart,
             wait_for_lock: global.wait_for_lock,
+            run: None,
         })
     }
 }
@@ -124,7 +126,8 @@ pub async fn run(cli: Cli) -> ExitStatus {
         ui: &printer,
         cli: Cli::command,
     };
-    match cli.command.run(&invocation).await {
+    // A command given targets runs across them; every other run is the command itself.
+    match crate::fleet::run(&cli.command, &invocation).await {
         Ok(()) => ExitStatus::Done,
         Err(err) => {
             printer.finish();

@@ -18,6 +18,7 @@ use crate::events::Events;
 use crate::helm::{self, HelmError, HelmRunner, Records, ReleaseRecord, SlotWrite, Target, Write};
 use crate::lock::{Holder, LockGuard};
 use crate::names::ReleaseName;
+use crate::record::RunStamp;
 use crate::vocab::Op;
 
 /// What the global flags and the environment say, as plain values.
@@ -37,6 +38,9 @@ pub struct Settings {
     pub chart: Option<String>,
     /// Wait this long for a lock another bgslot holds instead of failing.
     pub wait_for_lock: Option<Duration>,
+    /// The run across several clusters this connection is one target of: its ID goes into every
+    /// helm description written, and with the target count into the release Lease's holder.
+    pub run: Option<RunStamp>,
 }
 
 pub struct Ctx {
@@ -101,7 +105,8 @@ impl Ctx {
                 ))
             }
         }
-        let helm = helm?;
+        let mut helm = helm?;
+        helm.run_id = settings.run.as_ref().map(|r| r.id.clone());
         Ok(Ctx {
             settings: settings.clone(),
             cluster: Cluster::new(client.clone(), namespace.clone(), events.clone()),
@@ -131,7 +136,10 @@ impl Ctx {
             self.client.clone(),
             &self.namespace,
             release,
-            Holder { operation: op },
+            Holder {
+                operation: op,
+                run: self.settings.run.clone(),
+            },
             self.settings.wait_for_lock,
             self.events.clone(),
         )

@@ -23,6 +23,9 @@ pub enum ExitStatus {
     Refused,
     /// 4: another bgslot holds the release lock (or took it over while this one ran).
     Locked,
+    /// 5: a run across several clusters left them on different versions (a swap-back failed,
+    /// or a second signal stopped it), or `status --check` found them so.
+    Mixed,
 }
 
 impl ExitStatus {
@@ -33,6 +36,7 @@ impl ExitStatus {
             ExitStatus::Usage => 2,
             ExitStatus::Refused => 3,
             ExitStatus::Locked => 4,
+            ExitStatus::Mixed => 5,
         }
     }
 
@@ -44,13 +48,16 @@ impl ExitStatus {
             ExitStatus::Usage => "usage",
             ExitStatus::Refused => "refused",
             ExitStatus::Locked => "locked",
+            ExitStatus::Mixed => "mixed",
         }
     }
 
     /// The outcome an error stands for: a refusal or a held lock anywhere in its chain wins over
     /// whatever happened around it; then a usage error; else a plain failure.
     pub fn of(err: &anyhow::Error) -> ExitStatus {
-        if carries::<AfterWrites>(err) {
+        if let Some(across) = find::<Across>(err) {
+            across.status
+        } else if carries::<AfterWrites>(err) {
             ExitStatus::Failed
         } else if carries::<Refusal>(err) {
             ExitStatus::Refused
@@ -69,6 +76,39 @@ fn carries<T: std::error::Error + fmt::Display + Send + Sync + 'static>(
     err: &anyhow::Error,
 ) -> bool {
     err.downcast_ref::<T>().is_some() || err.chain().any(|c| c.is::<T>())
+}
+
+/// `T` wherever it is in the error.
+fn find<T: std::error::Error + Send + Sync + 'static>(err: &anyhow::Error) -> Option<&T> {
+    err.downcast_ref::<T>()
+        .or_else(|| err.chain().find_map(|c| c.downcast_ref::<T>()))
+}
+
+/// How a run across several clusters ended, when not well: its verdict decided from every
+/// target's outcome (a refusal anywhere is 3, a lock 4, a mix 5...), what to say first, each
+/// target's cause, and a hint. (What every target was left as travels beside it, in the error
+/// of `fleet`, which the printer shows.)
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Across {
+    pub status: ExitStatus,
+    pub error: String,
+    pub caused_by: Vec<String>,
+    pub hint: Option<String>,
+    /// The run's ID.
+    pub run: String,
+}
+
+impl fmt::Display for Across {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.error)
+    }
+}
+
+impl std::error::Error for Across {}
+
+/// The outcome of a run across several clusters in `err`, if it is one.
+pub fn across(err: &anyhow::Error) -> Option<&Across> {
+    find::<Across>(err)
 }
 
 /// A safety check said no. Nothing was changed.
@@ -247,6 +287,26 @@ mod tests {
         assert_eq!(ExitStatus::of(&err), ExitStatus::Failed);
         let err = anyhow::Error::new(UsageError("bad".into()));
         assert_eq!(ExitStatus::of(&err).code(), 2);
+    }
+
+    #[test]
+    fn a_run_across_clusters_carries_its_own_verdict() {
+        let mixed = Across {
+            status: ExitStatus::Mixed,
+            error: "release web across 2 targets left them on different versions".into(),
+            caused_by: vec![],
+            hint: None,
+            run: "r".into(),
+        };
+        // A refusal or a lock inside it does not change the verdict.
+        let err = anyhow::Error::new(mixed.clone()).context(Refusal::new("no", ""));
+        assert_eq!(ExitStatus::of(&err), ExitStatus::Mixed);
+        assert_eq!(
+            (ExitStatus::Mixed.code(), ExitStatus::Mixed.kind()),
+            (5, "mixed")
+        );
+        assert_eq!(across(&err), Some(&mixed));
+        assert!(across(&anyhow::anyhow!("x")).is_none());
     }
 
     #[test]

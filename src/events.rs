@@ -23,6 +23,8 @@ pub enum Event<'a> {
 /// Where a slot's rollout stands, as a wait saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rollout {
+    /// The target it runs in, when one run acts on several clusters.
+    pub target: Option<String>,
     pub slot: Slot,
     /// A worker's name; `None` for the slot's web pods.
     pub worker: Option<String>,
@@ -36,9 +38,13 @@ pub struct Rollout {
 impl Rollout {
     /// What is rolling out: `green`, or `green consumer` for a worker.
     pub fn label(&self) -> String {
-        match &self.worker {
+        let label = match &self.worker {
             Some(worker) => format!("{} {worker}", self.slot),
             None => self.slot.to_string(),
+        };
+        match &self.target {
+            Some(target) => format!("[{target}] {label}"),
+            None => label,
         }
     }
 
@@ -74,6 +80,7 @@ mod tests {
     #[test]
     fn a_rollout_reads_as_one_line() {
         let mut rollout = Rollout {
+            target: None,
             slot: Slot::Green,
             worker: None,
             ready: 4,
@@ -85,6 +92,11 @@ mod tests {
         assert_eq!(
             rollout.line(),
             "green consumer: 3/3 ready (readiness probe failing)"
+        );
+        rollout.target = Some("eu".into());
+        assert_eq!(
+            rollout.line(),
+            "[eu] green consumer: 3/3 ready (readiness probe failing)"
         );
     }
 }

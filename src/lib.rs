@@ -32,8 +32,9 @@ pub mod values;
 pub mod wait;
 pub mod workers;
 
-// Floor 3: the commands.
+// Floor 3: the commands, and the same commands across several clusters.
 pub mod commands;
+pub mod fleet;
 
 // Floor 4: the surface.
 pub mod cli;

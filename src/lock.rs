@@ -17,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::error::LockHeld;
 use crate::events::Events;
+use crate::record::RunStamp;
 use crate::vocab::Op;
 
 /// How long a Lease stays valid without renewal; renewal happens every third of it.
@@ -30,6 +31,8 @@ pub fn lease_name(release: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Holder {
     pub operation: Op,
+    /// The run across several clusters this Lease is one of.
+    pub run: Option<RunStamp>,
 }
 
 impl Holder {
@@ -37,12 +40,19 @@ impl Holder {
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_else(|_| "unknown".into());
-        let host = hostname();
-        format!(
-            "{user}@{host} pid {} ({})",
-            std::process::id(),
-            self.operation
-        )
+        self.identity_of(&user, &hostname(), std::process::id())
+    }
+
+    /// `alice@ci pid 7 (swap)`; one of a run across clusters also names the run and its targets:
+    /// `alice@ci pid 7 (release, run 20261206T181714Z-7f3a, 2 targets)`.
+    fn identity_of(&self, user: &str, host: &str, pid: u32) -> String {
+        match &self.run {
+            Some(run) => format!(
+                "{user}@{host} pid {pid} ({}, run {}, {} targets)",
+                self.operation, run.id, run.targets
+            ),
+            None => format!("{user}@{host} pid {pid} ({})", self.operation),
+        }
     }
 }
 
@@ -347,6 +357,26 @@ mod tests {
         assert!(is_free(&s, now));
         let (s, now) = spec(None, 0);
         assert!(is_free(&s, now));
+    }
+
+    #[test]
+    fn a_holder_names_its_run_across_clusters() {
+        let alone = Holder {
+            operation: Op::Swap,
+            run: None,
+        };
+        assert_eq!(alone.identity_of("alice", "ci", 7), "alice@ci pid 7 (swap)");
+        let run = Holder {
+            operation: Op::Release,
+            run: Some(RunStamp {
+                id: crate::record::RunId::new("20261206T181714Z", 0x7f3a),
+                targets: 2,
+            }),
+        };
+        assert_eq!(
+            run.identity_of("alice", "ci", 7),
+            "alice@ci pid 7 (release, run 20261206T181714Z-7f3a, 2 targets)"
+        );
     }
 
     #[test]

@@ -41,6 +41,44 @@ impl FromStr for ReleaseName {
     }
 }
 
+/// The name of a target of a run across several clusters (`eu`, `us-east`): a label in output
+/// and JSON and `BGSLOT_CLUSTER` for a verify command. 1 to 40 letters, digits, `-`, `_` or `.`,
+/// starting with a letter or digit.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize)]
+#[serde(transparent)]
+pub struct TargetName(String);
+
+impl FromStr for TargetName {
+    type Err = String;
+
+    fn from_str(name: &str) -> Result<Self, String> {
+        let ok = (1..=40).contains(&name.len())
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if ok {
+            Ok(TargetName(name.to_string()))
+        } else {
+            Err(format!(
+                "target name '{name}' is invalid: 1 to 40 letters, digits, '-', '_' or '.', starting with a letter or digit"
+            ))
+        }
+    }
+}
+
+impl TargetName {
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for TargetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
 /// An OCI image tag: `[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 #[serde(transparent)]
@@ -270,6 +308,16 @@ pub fn image_parts(image: &str) -> ImageParts {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn target_names_are_labels() {
+        for ok in ["eu", "us-east-1", "Primary", "a.b_c"] {
+            assert_eq!(ok.parse::<TargetName>().unwrap().as_str(), ok);
+        }
+        for bad in ["", "-eu", "eu west", "eu=x", &"a".repeat(41)] {
+            assert!(bad.parse::<TargetName>().is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn a_rendered_image_splits_leniently() {

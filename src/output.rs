@@ -15,6 +15,7 @@ use serde::Serialize;
 use crate::commands::{Report, Ui};
 use crate::error::{self, ExitStatus, LockHeld, LockLost, Operation, Refusal};
 use crate::events::{Event, Events, Rollout};
+use crate::fleet::{self, report::TargetRow};
 use crate::term;
 use crate::vocab::Slot;
 
@@ -88,8 +89,8 @@ struct Progress {
 
 struct Bars {
     multi: indicatif::MultiProgress,
-    /// A bar per slot's web pods and per slot's worker.
-    by_slot: BTreeMap<(Slot, Option<String>), indicatif::ProgressBar>,
+    /// A bar per slot's web pods and per slot's worker (of each target, across clusters).
+    by_slot: BTreeMap<(Option<String>, Slot, Option<String>), indicatif::ProgressBar>,
 }
 
 impl Progress {
@@ -135,7 +136,7 @@ impl Bars {
         let multi = &self.multi;
         let label = rollout.label();
         self.by_slot
-            .entry((rollout.slot, rollout.worker.clone()))
+            .entry((rollout.target.clone(), rollout.slot, rollout.worker.clone()))
             .or_insert_with(|| {
                 // No colour: the bar reads the same with NO_COLOR, in any terminal.
                 let style = indicatif::ProgressStyle::with_template(
@@ -190,17 +191,39 @@ impl Drop for Progress {
 }
 
 /// An error as `-o json` reports it; its `Display` is the text form.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize)]
 pub struct ErrorReport {
     pub error: String,
     pub caused_by: Vec<String>,
     pub hint: Option<String>,
     pub exit_code: i32,
     pub kind: &'static str,
+    /// A run across several clusters: its ID (absent for a run on one release).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run: Option<String>,
+    /// A run across several clusters: what each target was left as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub targets: Option<Vec<TargetRow>>,
+    /// The same as a table, for the text form.
+    #[serde(skip)]
+    pub table: Option<String>,
 }
 
 impl ErrorReport {
     pub fn new(err: &anyhow::Error) -> ErrorReport {
+        if let Some(failed) = err.downcast_ref::<fleet::report::Failed>() {
+            let across = &failed.across;
+            return ErrorReport {
+                error: across.error.clone(),
+                caused_by: across.caused_by.clone(),
+                hint: across.hint.clone(),
+                exit_code: across.status.code(),
+                kind: across.status.kind(),
+                run: Some(across.run.clone()),
+                targets: Some(failed.rows.clone()),
+                table: Some(failed.table.clone()),
+            };
+        }
         let status = ExitStatus::of(err);
         let chain: Vec<String> = chain_kinds(err).map(|c| c.to_string()).collect();
         // A refusal or a lock taken by another says what happened and leads, prefixed with the
@@ -246,6 +269,9 @@ impl ErrorReport {
             hint: error::hint(err),
             exit_code: status.code(),
             kind: status.kind(),
+            run: None,
+            targets: None,
+            table: None,
         }
     }
 
@@ -261,6 +287,9 @@ impl ErrorReport {
             hint: Some("run with --help to see the usage".into()),
             exit_code: ExitStatus::Usage.code(),
             kind: ExitStatus::Usage.kind(),
+            run: None,
+            targets: None,
+            table: None,
         }
     }
 }
@@ -282,7 +311,15 @@ impl Display for ErrorReport {
             writeln!(f, "  hint: {hint}")?;
         }
         if self.exit_code == ExitStatus::Refused.code() {
-            writeln!(f, "  nothing was changed")?;
+            let anywhere = if self.targets.is_some() {
+                " anywhere"
+            } else {
+                ""
+            };
+            writeln!(f, "  nothing was changed{anywhere}")?;
+        }
+        if let Some(table) = &self.table {
+            write!(f, "{table}")?;
         }
         Ok(())
     }

@@ -763,3 +763,51 @@ fn workers_follow_production() {
 fn version() {
     quoted_run("version", &VersionReport::current());
 }
+
+#[test]
+fn several_clusters_a_bad_targets_file_and_a_mix() {
+    // The usage error of a targets file, read as bgslot reads it.
+    let bad = "namespace: shop\ntargets:\n  - name: eu\n    context: prod-eu\n  - name: us\n    contxt: prod-us\n";
+    let err = crate::fleet::targets::parse_file("bad-targets.yaml", bad).unwrap_err();
+    quoted_error(anyhow::Error::new(err));
+
+    // The report of a run that left eu on the new version (its API server went away) and us
+    // swapped back, as the printer shows the run's error.
+    use crate::fleet::decide::{Moved, Phase, Standing};
+    use crate::fleet::report::{across, TargetRow};
+    let unreachable = "swapping back ALSO failed: check `bgslot status` now: listing the workers of web in namespace shop: ServiceError: client error (Connect): client error (Connect): tcp connect error: Connection refused (os error 111)";
+    let failed_check = "verify command `smoke-test` exited with exit status: 1 against production";
+    let fix = "bgslot rollback web --kube-context prod-eu -n shop";
+    let mut eu = TargetRow::new(
+        "eu",
+        "prod-eu",
+        "shop",
+        &Standing {
+            phase: Phase::SwapBack,
+            moved: Some(Moved::Swap),
+            error: Some(unreachable.into()),
+            ..Standing::new(Some((Slot::Blue, "v8".into())))
+        },
+    );
+    eu.command = Some(fix.into());
+    let us = TargetRow::new(
+        "us",
+        "prod-us",
+        "shop",
+        &Standing {
+            phase: Phase::SwapBack,
+            swapped_back: true,
+            error: Some(failed_check.into()),
+            ..Standing::new(Some((Slot::Green, "v7".into())))
+        },
+    );
+    let mixed = across(
+        crate::error::ExitStatus::Mixed,
+        "release web across 2 targets failed: verification against production failed on us; the targets are left on different versions: eu serves v8, us serves v7".into(),
+        vec![format!("us: {failed_check}"), format!("eu: {unreachable}")],
+        Some(format!("end the mix on eu: `{fix}`")),
+        "20261207T110930Z-789e",
+        vec![eu, us],
+    );
+    quoted_error(anyhow::Error::new(mixed));
+}

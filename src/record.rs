@@ -16,11 +16,81 @@
 //! ```
 //!
 //! VERSION is a tag or a `sha256:` digest: one word.
+//!
+//! A run across several clusters adds one word to every description it writes, `run=ID` (the
+//! same ID in every cluster, so their `helm history` lines up); a description without it reads
+//! as before, and every reader of a `Recorded` sees through it.
 
 use std::fmt;
 use std::str::FromStr;
 
 use crate::vocab::{Op, Slot};
+
+/// The word a run across several clusters ends each description it writes with: `run=ID`.
+const RUN_WORD: &str = "run=";
+
+/// One run of bgslot across several clusters: the same ID in every revision it writes, and in its
+/// Lease holders. `TIME-SALT`: when it started (UTC, `20261206T181714Z`) and 4 hex digits.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RunId(String);
+
+impl RunId {
+    /// The ID of a run that started at `time` (`YYYYMMDDTHHMMSSZ`), told apart by `salt`.
+    pub fn new(time: &str, salt: u16) -> RunId {
+        RunId(format!("{time}-{salt:04x}"))
+    }
+
+    /// An ID read back from a description: letters, digits and `-`, 1 to 40 of them.
+    pub fn parse(text: &str) -> Option<RunId> {
+        let ok = !text.is_empty()
+            && text.len() <= 40
+            && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        ok.then(|| RunId(text.to_string()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for RunId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A run across several clusters, as each of its Leases names it: its ID and how many targets it
+/// acts on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunStamp {
+    pub id: RunId,
+    pub targets: usize,
+}
+
+/// The description a write of `run` records: `description`, then `run=ID`; without a run, the
+/// description as it is.
+pub fn stamped(description: &str, run: Option<&RunId>) -> String {
+    match run {
+        Some(run) => format!("{description} {RUN_WORD}{run}"),
+        None => description.to_string(),
+    }
+}
+
+/// The run that wrote `description`, when a run across several clusters did.
+pub fn run_of(description: &str) -> Option<RunId> {
+    split_run(description).1
+}
+
+/// The description without its `run=ID` word, and that run.
+fn split_run(description: &str) -> (&str, Option<RunId>) {
+    let trimmed = description.trim_end();
+    if let Some((rest, last)) = trimmed.rsplit_once(' ') {
+        if let Some(run) = last.strip_prefix(RUN_WORD).and_then(RunId::parse) {
+            return (rest, Some(run));
+        }
+    }
+    (description, None)
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Recorded {
@@ -178,6 +248,7 @@ impl FromStr for Recorded {
     type Err = Foreign;
 
     fn from_str(description: &str) -> Result<Recorded, Foreign> {
+        let (description, _) = split_run(description);
         let words: Vec<&str> = description.split_whitespace().collect();
         let flip = |text: &str| -> Result<(Slot, Slot), Foreign> {
             let (from, to) = text.split_once("->").ok_or(Foreign)?;
@@ -326,6 +397,37 @@ mod tests {
             "",
         ] {
             assert_eq!(read(foreign), None, "{foreign}");
+        }
+    }
+
+    #[test]
+    fn a_run_across_clusters_stamps_its_id_and_every_reader_sees_through_it() {
+        let run = RunId::new("20261206T181714Z", 0x7f3a);
+        assert_eq!(run.as_str(), "20261206T181714Z-7f3a");
+        let swap = Recorded::Swap {
+            from: Slot::Blue,
+            to: Slot::Green,
+        };
+        let written = stamped(&swap.to_string(), Some(&run));
+        assert_eq!(written, "bgslot swap blue->green run=20261206T181714Z-7f3a");
+        assert_eq!(read(&written), Some(swap.clone()));
+        assert_eq!(run_of(&written), Some(run.clone()));
+        // Without a run nothing changes, and old descriptions have no run.
+        assert_eq!(stamped(&swap.to_string(), None), "bgslot swap blue->green");
+        assert_eq!(run_of("bgslot swap blue->green"), None);
+        assert_eq!(run_of("bgslot deploy green v2"), None);
+        // A router's slot release and recover's uninstall carry it too; helm's own words do not.
+        assert_eq!(
+            run_of("bgslot recover: never deployed run=20261206T181714Z-7f3a"),
+            Some(run)
+        );
+        assert_eq!(run_of("Upgrade complete"), None);
+        for not_a_run in [
+            "bgslot swap blue->green run=",
+            "bgslot swap blue->green run=a/b",
+        ] {
+            assert_eq!(run_of(not_a_run), None, "{not_a_run}");
+            assert_eq!(read(not_a_run), None, "{not_a_run}");
         }
     }
 

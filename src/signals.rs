@@ -3,9 +3,14 @@
 //! bgslot must not vanish in the middle of a helm write: it forwards the signal to helm, waits for
 //! helm to finish, releases the lock and reports the state the release was left in.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use tokio::sync::watch;
+
+/// How many SIGINT/SIGTERM arrived: a run across several clusters stops forward progress at the
+/// first and stops at once at the second.
+static COUNT: AtomicUsize = AtomicUsize::new(0);
 
 fn channel() -> &'static watch::Sender<Option<i32>> {
     static CHANNEL: OnceLock<watch::Sender<Option<i32>>> = OnceLock::new();
@@ -21,6 +26,7 @@ pub fn install() {
         };
         tokio::spawn(async move {
             while stream.recv().await.is_some() {
+                COUNT.fetch_add(1, Ordering::SeqCst);
                 channel().send_replace(Some(kind.as_raw_value()));
             }
         });
@@ -30,6 +36,11 @@ pub fn install() {
 /// The signal received so far, if any.
 pub fn received() -> Option<i32> {
     *channel().borrow()
+}
+
+/// How many signals arrived so far.
+pub fn count() -> usize {
+    COUNT.load(Ordering::SeqCst)
 }
 
 pub fn name(sig: i32) -> &'static str {

@@ -14,6 +14,8 @@
 #   3  refused by a safety check, nothing changed (e.g. the idle slot still holds a version: see
 #      RELEASE_REPLACE)
 #   4  locked: another bgslot is releasing this release, nothing changed
+#   5  across several clusters (--targets FILE): they are left on different versions (a swap-back
+#      failed); the summary names each cluster's version and the command that ends the mix
 #   >128  bgslot was killed by a signal
 #
 # Configuration (environment):
@@ -35,7 +37,8 @@
 #                      variables). Set it empty to release without verification.
 #   BGSLOT             the bgslot binary (default: bgslot on PATH)
 # bgslot itself reads KUBECONFIG, HELM_KUBECONTEXT, HELM_BIN. Arguments are passed on to
-# `bgslot release` (e.g. --values deploy/values.yaml, --wait-for-lock 10m, --create-namespace).
+# `bgslot release` (e.g. --values deploy/values.yaml, --wait-for-lock 10m, --create-namespace, or
+# --targets deploy/targets.yaml to release several clusters in lockstep).
 set -eu
 
 say() { printf 'bgslot-release: %s\n' "$*"; }
@@ -103,6 +106,28 @@ field() {
 items() {
   sed -n "/^  \"$1\": \\[\$/,/^  \\]/s/^    \"\\(.*\\)\",\\{0,1\\}\$/\\1/p" "$report"
 }
+# A run across several clusters: one line per target (its fields are indented by six spaces;
+# its own report, nested deeper, is skipped): name, production slot, version, phase, swapped
+# back, and the command that ends a mix there.
+target_rows() {
+  awk '
+    function value(line) { sub(/^[^:]*: /, "", line); sub(/,$/, "", line); gsub(/^"|"$/, "", line); return line }
+    /^      "name": / { name = value($0) }
+    /^      "production_slot": / { slot = value($0) }
+    /^      "version": / { version = value($0) }
+    /^      "phase": / { phase = value($0) }
+    /^      "swapped_back": / { back = value($0) }
+    /^      "command": / { printf "%s\t%s\t%s\t%s\t%s\t%s\n", name, slot, version, phase, back, value($0) }
+  ' "$report"
+}
+targets_summary() {
+  target_rows | while IFS="$(printf '\t')" read -r t_name t_slot t_version t_phase t_back t_command; do
+    t_line="$t_name: production ($t_slot) runs $t_version, reached $t_phase"
+    if [ "$t_back" = true ]; then t_line="$t_line, swapped back"; fi
+    line "$t_line"
+    if [ "$t_command" != null ]; then line "  end the mix on $t_name: $t_command"; fi
+  done
+}
 step_operations() {
   sed -n '/^  "steps": \[$/,/^  \]/s/^      "operation": "\(.*\)",\{0,1\}$/\1/p' "$report"
 }
@@ -116,6 +141,10 @@ one_line() { tr '\n' ' ' | sed 's/ $//'; }
 summary() {
   if [ "$(sed -n 1p "$report")" != "{" ]; then
     say "$name: bgslot exited with $code and wrote no JSON report to $report"
+  elif [ "$code" -eq 0 ] && [ -n "$(field run)" ]; then
+    say "$name released across clusters (run $(field run)): every target serves the new version"
+    targets_summary
+    line "next: $(text "$(field next)")"
   elif [ "$code" -eq 0 ]; then
     first=$(step_operations | head -n 1)
     if [ "$first" = install ]; then done=installed; else done=released; fi
@@ -132,6 +161,7 @@ summary() {
     done
     hint=$(field hint)
     [ -n "$hint" ] && [ "$hint" != null ] && line "hint: $(text "$hint")"
+    if [ -n "$(field run)" ]; then targets_summary; fi
   fi
   case $code in
     0) ;;
@@ -139,6 +169,7 @@ summary() {
     2) line "exit 2: bgslot rejected its command line: check the RELEASE_* variables and the arguments" ;;
     3) line "exit 3: refused by a safety check; nothing was changed" ;;
     4) line "exit 4: another bgslot holds the release lock (another pipeline or a person is releasing $name); nothing was changed" ;;
+    5) line "exit 5: the clusters are left on different versions; run the command named for each one above" ;;
     *) line "exit $code: bgslot did not finish (killed by a signal?); run \`bgslot status $name\`" ;;
   esac
   line "report: $report"

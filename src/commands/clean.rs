@@ -35,6 +35,8 @@ pub struct Args {
     /// Drain delay: how long after the last swap the old slot must be kept
     #[arg(long, value_parser = parse_duration, default_value = "30s", value_name = "DURATION")]
     pub min_age: Duration,
+    #[command(flatten)]
+    pub targets: super::Targets,
 }
 
 impl Args {

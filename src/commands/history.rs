@@ -21,6 +21,8 @@ pub struct Args {
     /// Helm release name
     #[arg(value_name = "RELEASE")]
     pub release: ReleaseName,
+    #[command(flatten)]
+    pub targets: super::Targets,
 }
 
 impl Args {
@@ -29,7 +31,7 @@ impl Args {
     }
 }
 
-async fn history(ctx: &Ctx, release: &ReleaseName) -> Result<HistoryReport> {
+pub async fn history(ctx: &Ctx, release: &ReleaseName) -> Result<HistoryReport> {
     // The latest record's user values say what kind the release is (bgslot writes a router's).
     let (revisions, latest) = tokio::try_join!(ctx.records.history(release), ctx.records.latest(release))?;
     let revisions = revisions.ok_or_else(|| not_found(release, &ctx.namespace))?;
@@ -86,7 +88,12 @@ impl From<Revision> for HistoryEntry {
             slot: recorded.as_ref().and_then(Recorded::slot),
             from,
             tag,
-            summary: recorded.as_ref().map(Recorded::summary).unwrap_or_else(|| revision.description.clone()),
+            summary: match (recorded.as_ref().map(Recorded::summary), crate::record::run_of(&revision.description)) {
+                // A run across several clusters: the same run ID in each cluster's history.
+                (Some(summary), Some(run)) => format!("{summary} (run {run})"),
+                (Some(summary), None) => summary,
+                (None, _) => revision.description.clone(),
+            },
             revision,
         }
     }

@@ -6,6 +6,7 @@
 //! print the report. Adding a command is one new module here plus its line in the list below.
 
 use std::fmt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -14,7 +15,7 @@ use serde::Serialize;
 use crate::context::{Ctx, Settings};
 use crate::error::{self, Operation};
 use crate::events::Events;
-use crate::names::ReleaseName;
+use crate::names::{ReleaseName, TargetName};
 use crate::observe::Observation;
 use crate::signals;
 use crate::vocab::{Op, Slot};
@@ -70,6 +71,76 @@ commands! {
     /// What helm runs as the post-renderer of a slot release staged in router mode
     #[command(hide = true)]
     PostRender(post_render),
+}
+
+impl Command {
+    /// The clusters the command was asked to act on at once, when it takes targets and was
+    /// given some.
+    pub fn targets(&self) -> Option<&Targets> {
+        let targets = match self {
+            Command::Status(a) => &a.targets,
+            Command::Deploy(a) => &a.targets,
+            Command::Swap(a) => &a.targets,
+            Command::Clean(a) => &a.targets,
+            Command::Rollback(a) => &a.targets,
+            Command::Release(a) => &a.targets,
+            Command::Recover(a) => &a.targets,
+            Command::History(a) => &a.targets,
+            Command::Chart(_)
+            | Command::Completions(_)
+            | Command::Man(_)
+            | Command::Version(_)
+            | Command::PostRender(_) => return None,
+        };
+        targets.given().then_some(targets)
+    }
+}
+
+/// Several clusters at once: the targets every command that acts on a release takes. None
+/// given: the one release the global flags name, as always.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct Targets {
+    /// A targets file: the clusters to act on (kubeconfig, context, namespace, values of each),
+    /// listed in wave order, the first being the canary; see the README, "Several clusters"
+    #[arg(
+        long = "targets",
+        value_name = "FILE",
+        conflicts_with = "target",
+        help_heading = "Several clusters"
+    )]
+    pub targets: Option<PathBuf>,
+    /// A target: NAME=CONTEXT, a context of the kubeconfig (--kubeconfig or KUBECONFIG); repeat
+    /// it, in wave order
+    #[arg(long = "target", value_name = "NAME=CONTEXT", value_parser = parse_target, help_heading = "Several clusters")]
+    pub target: Vec<TargetFlag>,
+}
+
+impl Targets {
+    pub fn given(&self) -> bool {
+        self.targets.is_some() || !self.target.is_empty()
+    }
+}
+
+/// One `--target NAME=CONTEXT`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetFlag {
+    pub name: TargetName,
+    pub context: String,
+}
+
+fn parse_target(text: &str) -> Result<TargetFlag, String> {
+    let Some((name, context)) = text.split_once('=') else {
+        return Err(format!("'{text}' is not NAME=CONTEXT (e.g. eu=prod-eu)"));
+    };
+    if context.is_empty() {
+        return Err(format!(
+            "'{text}' names no context: NAME=CONTEXT (e.g. eu=prod-eu)"
+        ));
+    }
+    Ok(TargetFlag {
+        name: name.parse()?,
+        context: context.to_string(),
+    })
 }
 
 /// A command's result: text for a person (`Display`), a JSON document for a program; both
@@ -222,7 +293,26 @@ pub struct Session<'a> {
     opened: tokio::sync::OnceCell<()>,
 }
 
-impl Session<'_> {
+impl<'a> Session<'a> {
+    /// A session of `op` on `release` through `ctx`, its lock taken already unless it creates its
+    /// namespace (then [`Session::open`] takes it).
+    pub fn new(
+        ctx: &'a Ctx,
+        release: &'a ReleaseName,
+        op: Op,
+        dry_run: bool,
+        creates_namespace: bool,
+    ) -> Session<'a> {
+        Session {
+            ctx,
+            release,
+            op,
+            dry_run,
+            creates_namespace,
+            opened: tokio::sync::OnceCell::new(),
+        }
+    }
+
     /// Before the first write of a run that creates its namespace: creates it and takes the
     /// release lock, which lives in it. So a run refused by its checks leaves no namespace
     /// behind. Nothing to do for any other run (the skeleton took the lock already).
@@ -263,14 +353,13 @@ where
         if !mutation.dry_run && !creates_namespace {
             ctx.lock(mutation.release, mutation.op).await?;
         }
-        let session = Session {
-            ctx: &ctx,
-            release: mutation.release,
-            op: mutation.op,
-            dry_run: mutation.dry_run,
+        let session = Session::new(
+            &ctx,
+            mutation.release,
+            mutation.op,
+            mutation.dry_run,
             creates_namespace,
-            opened: tokio::sync::OnceCell::new(),
-        };
+        );
         let result = body(&session)
             .await
             .map_err(|err| error::after_writes(err, ctx.written()));
@@ -352,6 +441,28 @@ impl Mutating {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_target_flag_is_a_name_and_a_context() {
+        let flag = parse_target("eu=prod-eu").unwrap();
+        assert_eq!(
+            (flag.name.as_str(), flag.context.as_str()),
+            ("eu", "prod-eu")
+        );
+        // A context may hold '=' (the first one splits).
+        assert_eq!(parse_target("us=arn:aws=x").unwrap().context, "arn:aws=x");
+        assert_eq!(
+            parse_target("eu").unwrap_err(),
+            "'eu' is not NAME=CONTEXT (e.g. eu=prod-eu)"
+        );
+        assert_eq!(
+            parse_target("eu=").unwrap_err(),
+            "'eu=' names no context: NAME=CONTEXT (e.g. eu=prod-eu)"
+        );
+        assert!(parse_target("e u=ctx")
+            .unwrap_err()
+            .contains("target name 'e u' is invalid"));
+    }
 
     #[test]
     fn a_header_serializes_flat_and_a_plan_has_no_next() {

@@ -35,6 +35,8 @@ pub struct Args {
     /// Recover even a pending revision younger than --min-age, or a release a GitOps controller owns
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub targets: super::Targets,
 }
 
 impl Args {
@@ -47,7 +49,7 @@ impl Args {
 /// The description of a slot release uninstalled by recover.
 const UNINSTALLED: &str = "bgslot recover: never deployed";
 
-async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>> {
+pub async fn execute(s: &Session<'_>, args: &Args) -> Result<Outcome<RecoverReport>> {
     let (ctx, release) = (s.ctx, s.release);
     // Read as every command reads a release, from helm's storage; but decided on the history
     // alone (the values of a stuck revision are what is in doubt), whose kind its user values

@@ -17,7 +17,8 @@ use super::swap::{self, SwapKind, SwapReport, SwapRequest};
 use super::{mutate, Header, Invocation, Mutating, Outcome, Session};
 use crate::context::Ctx;
 use crate::duration::parse_duration;
-use crate::error;
+use crate::error::{self, UsageError};
+use crate::names::ReleaseName;
 use crate::slots::{DeployRequest, Seen, SlotKind};
 use crate::vocab::{Mode, Op, Role, Slot};
 use crate::wait;
@@ -31,8 +32,9 @@ pub struct Args {
     pub image: ImageArgs,
     /// Command run (without a shell: split into words as a shell would, quotes respected) after
     /// the deploy against stage, and after the swap against production. It gets BGSLOT_TARGET
-    /// (stage|production), BGSLOT_URL, BGSLOT_SERVICE, BGSLOT_NAMESPACE, BGSLOT_SLOT, BGSLOT_TAG.
-    /// A non-zero exit fails the release; after the swap it also swaps back.
+    /// (stage|production), BGSLOT_URL, BGSLOT_SERVICE, BGSLOT_NAMESPACE, BGSLOT_SLOT, BGSLOT_TAG,
+    /// and across targets BGSLOT_CLUSTER (the target's name). A non-zero exit fails the
+    /// release; after the swap it also swaps back.
     #[arg(long, value_name = "CMD", value_parser = parse_command)]
     pub verify_cmd: Option<VerifyCommand>,
     /// Clean the old slot after the drain delay
@@ -45,6 +47,24 @@ pub struct Args {
     /// disagree with the values (each write takes the fields back)
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub targets: super::Targets,
+    /// With targets: release even when they do not all serve one version now (a mixed start)
+    #[arg(long, help_heading = "Several clusters")]
+    pub allow_mixed: bool,
+    /// With targets: swap one at a time in listed order, production verified after each
+    /// (waves, the default), or all at once, then verify each (together: the least version skew)
+    #[arg(long, value_enum, value_name = "ORDER", help_heading = "Several clusters")]
+    pub swap: Option<SwapOrder>,
+}
+
+/// How a release across targets swaps them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SwapOrder {
+    /// One target at a time, in listed order, production verified after each.
+    Waves,
+    /// All at once (in parallel), then production verified on each.
+    Together,
 }
 
 /// `--verify-cmd` split into a program and its arguments.
@@ -68,6 +88,12 @@ impl fmt::Display for VerifyCommand {
 
 impl Args {
     pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
+        if self.allow_mixed || self.swap.is_some() {
+            return Err(UsageError(
+                "--allow-mixed and --swap are for a release across several clusters: give --targets FILE or --target NAME=CONTEXT".into(),
+            )
+            .into());
+        }
         let mutation = self.target.mutation(Op::Release).creating_namespace(self.image.create_namespace);
         let request = self.image.request(self.force);
         mutate(run, mutation, async |s: &Session<'_>| {
@@ -79,7 +105,7 @@ impl Args {
 }
 
 /// The deploy, then (or, with `--dry-run`, the plan of) everything after it.
-async fn release<K: SlotKind>(
+pub async fn release<K: SlotKind>(
     s: &Session<'_>,
     args: &Args,
     seen: Option<&Seen<K>>,
@@ -102,40 +128,24 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport) -> Result<Release
     let verify = args.verify_cmd.as_ref();
     if deployed.header.operation == Op::Install {
         if let Some(cmd) = verify {
-            run_verify(ctx, cmd, &Target::of_deploy(&deployed), &version).await?;
+            run_verify(ctx, cmd, &Target::of_deploy(&deployed), &version, None).await?;
         }
         return Ok(ReleaseReport::new(deployed, None, None, verify));
     }
     if let Some(cmd) = verify {
-        run_verify(ctx, cmd, &Target::of_deploy(&deployed), &version)
-            .await
-            .context("verification against stage failed; production is unchanged (the new version stays staged)")?;
+        verify_stage(ctx, cmd, &deployed, None).await?;
     }
-    let request = SwapRequest {
-        kind: SwapKind::Swap,
-        expect_tag: Some(version.clone()),
-        force: args.force,
-    };
-    let read = swap::observe(ctx, release, SwapKind::Swap).await?;
-    let (to, swapped) = with_kind!(read, seen => {
-        let plan = swap::decide(&seen, &request, &ctx.chart)?;
-        (plan.to, swap::act(ctx, &seen, plan).await)
-    });
-    let swapped = match swapped {
+    let swapped = match swap_to(ctx, release, &version, args.force).await {
         Ok(swapped) => swapped,
         // The flip was written but what follows it (the workers) did not settle: move everything
         // back, as a failed verification does. A swap that failed before its flip changed nothing.
         // A lost lock stops every write, the swap-back's too: it says what was done itself.
-        Err(err) if error::lost_lock(&err) => return Err(err),
-        Err(err) => {
-            let now = crate::observe::Observation::existing(ctx, release, crate::observe::History::Latest)
-                .await
-                .with_context(|| format!("the swap to {to} did not complete ({err:#}), and the release could not be read again"))?;
-            if now.values.production != to {
+        Err(Unswapped { err, to: Some(to) }) if !error::lost_lock(&err) => {
+            if !landed_on(ctx, release, to, &err).await? {
                 return Err(err);
             }
             ctx.events.step(&format!("the swap to {to} did not complete: {err:#}; swapping back"));
-            let back = swap_back(ctx, args)
+            let back = swap_back(ctx, release, args.force)
                 .await
                 .with_context(|| format!("the swap to {to} did not complete: {err:#}"))?;
             return Err(err.context(format!(
@@ -143,11 +153,12 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport) -> Result<Release
                 back.to
             )));
         }
+        Err(Unswapped { err, .. }) => return Err(err),
     };
     if let Some(cmd) = verify {
-        if let Err(err) = run_verify(ctx, cmd, &Target::of_swap(&swapped), &version).await {
+        if let Err(err) = verify_production(ctx, cmd, &swapped, &version, None).await {
             ctx.events.step(&format!("verification against production failed: {err:#}; swapping back"));
-            let back = swap_back(ctx, args)
+            let back = swap_back(ctx, release, args.force)
                 .await
                 .with_context(|| format!("verification against production failed: {err:#}"))?;
             return Err(err.context(format!(
@@ -158,35 +169,127 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport) -> Result<Release
     }
     let cleaned = if args.clean {
         wait::drain_delay(args.min_age, ctx.events.as_ref()).await?;
-        // The drain delay is never skipped here: --force only lifts the ownership check.
-        let request = CleanRequest {
-            min_age: args.min_age,
-            force: false,
-            over_gitops: args.force,
-        };
-        let now = k8s_openapi::jiff::Timestamp::now();
-        with_kind!(clean::observe(ctx, release).await?, seen => {
-            match clean::decide(&seen, now, &request, &ctx.chart)? {
-                Some(plan) => Some(clean::act(ctx, &seen, plan).await?),
-                None => None,
-            }
-        })
+        clean_now(ctx, release, args.min_age, args.force).await?
     } else {
         None
     };
     Ok(ReleaseReport::new(deployed, Some(swapped), cleaned, verify))
 }
 
+/// Runs the verify command against the stage a deploy left; its failure says production is
+/// unchanged. `cluster` names the target of a run across clusters.
+pub async fn verify_stage(ctx: &Ctx, cmd: &VerifyCommand, deployed: &DeployReport, cluster: Option<&str>) -> Result<()> {
+    run_verify(ctx, cmd, &Target::of_deploy(deployed), &deployed.version, cluster)
+        .await
+        .context("verification against stage failed; production is unchanged (the new version stays staged)")
+}
+
+/// Runs the verify command against the production a swap (or an install) left.
+pub async fn verify_production(ctx: &Ctx, cmd: &VerifyCommand, swapped: &SwapReport, version: &str, cluster: Option<&str>) -> Result<()> {
+    run_verify(ctx, cmd, &Target::of_swap(swapped), version, cluster).await
+}
+
+/// Runs the verify command against production right after an install.
+pub async fn verify_install(ctx: &Ctx, cmd: &VerifyCommand, deployed: &DeployReport, cluster: Option<&str>) -> Result<()> {
+    run_verify(ctx, cmd, &Target::of_deploy(deployed), &deployed.version, cluster).await
+}
+
+/// A swap that did not happen, or did not complete: why, and the slot it was flipping to once
+/// that was decided (the flip may then have been written).
+pub struct Unswapped {
+    pub err: anyhow::Error,
+    pub to: Option<Slot>,
+}
+
+/// The swap of a release to the staged `version`, with every check of `swap --expect-tag`.
+pub async fn swap_to(ctx: &Ctx, release: &ReleaseName, version: &str, force: bool) -> Result<SwapReport, Unswapped> {
+    let request = SwapRequest {
+        kind: SwapKind::Swap,
+        expect_tag: Some(version.to_string()),
+        force,
+    };
+    let prepared = prepare_swap(ctx, release, &request)
+        .await
+        .map_err(|err| Unswapped { err, to: None })?;
+    act_swap(ctx, prepared).await
+}
+
+/// A swap (or rollback) every check allowed, not written yet: a run across clusters decides
+/// every target's before it flips any.
+pub struct PreparedSwap {
+    read: crate::slots::Read,
+    plan: swap::SwapPlan,
+}
+
+impl PreparedSwap {
+    /// The slot production moves to.
+    pub fn to(&self) -> Slot {
+        self.plan.to
+    }
+
+    /// Production's slot and version now, and the version it moves to.
+    pub fn versions(&self) -> ((Slot, String), String) {
+        with_kind!(&self.read, seen => (
+            (seen.production(), seen.slot(seen.production()).tag.clone()),
+            seen.slot(self.plan.to).tag.clone(),
+        ))
+    }
+
+    /// What `--dry-run` shows of it.
+    pub fn preview(&self, ctx: &Ctx) -> Plan {
+        with_kind!(&self.read, seen => swap::preview(ctx, seen, &self.plan))
+    }
+}
+
+/// Observes the release and decides the swap `request` asks for; nothing is written.
+pub async fn prepare_swap(ctx: &Ctx, release: &ReleaseName, request: &SwapRequest) -> Result<PreparedSwap> {
+    let read = swap::observe(ctx, release, request.kind).await?;
+    let plan = with_kind!(&read, seen => swap::decide(seen, request, &ctx.chart)?);
+    Ok(PreparedSwap { read, plan })
+}
+
+/// Writes a prepared swap and waits for it, as `swap` does.
+pub async fn act_swap(ctx: &Ctx, prepared: PreparedSwap) -> Result<SwapReport, Unswapped> {
+    let to = prepared.plan.to;
+    let plan = prepared.plan;
+    with_kind!(prepared.read, seen => swap::act(ctx, &seen, plan).await.map_err(|err| Unswapped { err, to: Some(to) }))
+}
+
+/// Whether production of `release` is on `to` now, after a swap to it that failed (`err`).
+pub async fn landed_on(ctx: &Ctx, release: &ReleaseName, to: Slot, err: &anyhow::Error) -> Result<bool> {
+    let now = crate::observe::Observation::existing(ctx, release, crate::observe::History::Latest)
+        .await
+        .with_context(|| format!("the swap to {to} did not complete ({err:#}), and the release could not be read again"))?;
+    Ok(now.values.production == to)
+}
+
+/// Cleans the old slot now (the drain delay was waited out): the delay is never skipped here,
+/// `force` only lifts the ownership check. `None` when there was nothing to clean.
+pub async fn clean_now(ctx: &Ctx, release: &ReleaseName, min_age: Duration, force: bool) -> Result<Option<CleanReport>> {
+    let request = CleanRequest {
+        min_age,
+        force: false,
+        over_gitops: force,
+    };
+    let now = k8s_openapi::jiff::Timestamp::now();
+    Ok(with_kind!(clean::observe(ctx, release).await?, seen => {
+        match clean::decide(&seen, now, &request, &ctx.chart)? {
+            Some(plan) => Some(clean::act(ctx, &seen, plan).await?),
+            None => None,
+        }
+    }))
+}
+
 /// Moves production (and its workers) back to the slot it came from, with every check of a
 /// rollback.
-async fn swap_back(ctx: &Ctx, args: &Args) -> Result<SwapReport> {
+pub async fn swap_back(ctx: &Ctx, release: &ReleaseName, force: bool) -> Result<SwapReport> {
     let back = SwapRequest {
         kind: SwapKind::Rollback,
         expect_tag: None,
-        force: args.force,
+        force,
     };
     async {
-        let read = swap::observe(ctx, &args.target.release, SwapKind::Rollback).await?;
+        let read = swap::observe(ctx, release, SwapKind::Rollback).await?;
         with_kind!(read, seen => {
             let plan = swap::decide(&seen, &back, &ctx.chart)?;
             swap::act(ctx, &seen, plan).await
@@ -224,15 +327,19 @@ impl Target {
     }
 }
 
-async fn run_verify(ctx: &Ctx, cmd: &VerifyCommand, target: &Target, version: &str) -> Result<()> {
+async fn run_verify(ctx: &Ctx, cmd: &VerifyCommand, target: &Target, version: &str, cluster: Option<&str>) -> Result<()> {
     let argv = &cmd.0;
     ctx.events.step(&format!("verify ({}): {cmd}", target.target));
+    let mut command = tokio::process::Command::new(&argv[0]);
+    if let Some(cluster) = cluster {
+        command.env("BGSLOT_CLUSTER", cluster);
+    }
     // Its output goes to stderr with bgslot's progress: stdout carries bgslot's result (JSON).
     let to_stderr = std::io::stderr()
         .as_fd()
         .try_clone_to_owned()
         .context("duplicating stderr for the verify command")?;
-    let status = tokio::process::Command::new(&argv[0])
+    let status = command
         .args(&argv[1..])
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::from(to_stderr))
@@ -302,7 +409,7 @@ fn plan<K: SlotKind>(
     out
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct ReleaseReport {
     #[serde(flatten)]
     pub header: Header,
@@ -315,7 +422,7 @@ pub struct ReleaseReport {
     pub steps: Vec<Step>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, PartialEq)]
 #[serde(untagged)]
 pub enum Step {
     Deploy(DeployReport),
@@ -324,7 +431,7 @@ pub enum Step {
 }
 
 impl ReleaseReport {
-    fn new(
+    pub fn new(
         deployed: DeployReport,
         swapped: Option<SwapReport>,
         cleaned: Option<CleanReport>,

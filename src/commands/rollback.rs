@@ -14,6 +14,8 @@ pub struct Args {
     /// a GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub targets: super::Targets,
 }
 
 impl Args {

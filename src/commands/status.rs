@@ -30,10 +30,22 @@ pub struct Args {
     /// until interrupted (a terminal redraws it in place; -o json prints one document per line)
     #[arg(short, long)]
     pub watch: bool,
+    /// With targets: exit 5 when they do not all serve one version (status exits 0 either way
+    /// without it)
+    #[arg(long)]
+    pub check: bool,
+    #[command(flatten)]
+    pub targets: super::Targets,
 }
 
 impl Args {
     pub async fn run(&self, run: &Invocation<'_>) -> Result<()> {
+        if self.check {
+            return Err(crate::error::UsageError(
+                "--check compares several clusters: give --targets FILE or --target NAME=CONTEXT".into(),
+            )
+            .into());
+        }
         if !self.watch {
             return read(run, Op::Status, &self.release, async |ctx: &Ctx| status(ctx, &self.release).await).await;
         }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::names::SetArg;
-use crate::record::Recorded;
+use crate::record::{stamped, Recorded, RunId};
 
 /// Where the cluster is, as helm's own global flags say it.
 #[derive(Debug, Clone, Default)]
@@ -132,6 +132,7 @@ pub fn write_argv(
     write: &Write,
     major: u64,
     generated: Option<&Path>,
+    run: Option<&RunId>,
 ) -> Vec<OsString> {
     let mut argv: Vec<OsString> = Vec::new();
     if write.install {
@@ -161,7 +162,10 @@ pub fn write_argv(
     }
     // bgslot's own keys come last so a pass-through --set cannot undo the slot bookkeeping.
     argv.extend(set_args(&write.sets));
-    argv.extend(["--description".into(), write.description().into()]);
+    argv.extend([
+        "--description".into(),
+        stamped(&write.description(), run).into(),
+    ]);
     // Helm 4 applies server-side: a field someone edited by hand is owned by another manager and
     // the apply conflicts. Only an explicit --force takes it back. Helm 3 merges client-side.
     if write.force_conflicts && major >= 4 {
@@ -259,6 +263,7 @@ pub fn slot_write_argv(
     write: &SlotWrite,
     base: Option<&Path>,
     post: Option<&PostRenderer>,
+    run: Option<&RunId>,
 ) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec![
         "upgrade".into(),
@@ -293,7 +298,7 @@ pub fn slot_write_argv(
     }
     argv.extend([
         "--description".into(),
-        write.description().into(),
+        stamped(&write.description(), run).into(),
         "--timeout".into(),
         format!("{}s", write.timeout.as_secs().max(1)).into(),
         "--output".into(),
@@ -310,7 +315,7 @@ pub fn slot_render_argv(
     write: &SlotWrite,
     base: Option<&Path>,
 ) -> Vec<OsString> {
-    let mut argv = slot_write_argv(release, target, write, base, None);
+    let mut argv = slot_write_argv(release, target, write, base, None, None);
     argv.push("--dry-run=server".into());
     argv
 }
@@ -322,13 +327,14 @@ pub fn uninstall_argv(
     target: &Target,
     description: &str,
     timeout: std::time::Duration,
+    run: Option<&RunId>,
 ) -> Vec<OsString> {
     let mut argv: Vec<OsString> = vec!["uninstall".into(), release.into()];
     argv.extend(target.args());
     argv.extend([
         "--keep-history".into(),
         "--description".into(),
-        description.into(),
+        stamped(description, run).into(),
         "--timeout".into(),
         format!("{}s", timeout.as_secs().max(1)).into(),
     ]);
@@ -472,7 +478,15 @@ mod tests {
     fn swap_is_one_reuse_values_upgrade_with_only_the_changed_key() {
         let write = Write::upgrade(swap()).set("productionSlot", SetValue::Str("green".into()));
         assert_eq!(
-            strings(write_argv("web", "/tmp/chart", &target(), &write, 3, None)),
+            strings(write_argv(
+                "web",
+                "/tmp/chart",
+                &target(),
+                &write,
+                3,
+                None,
+                None
+            )),
             [
                 "upgrade",
                 "web",
@@ -491,6 +505,43 @@ mod tests {
     }
 
     #[test]
+    fn a_run_across_clusters_stamps_every_description_it_writes() {
+        let run = RunId::new("20261206T181714Z", 0x7f3a);
+        let write = Write::upgrade(swap()).set("productionSlot", SetValue::Str("green".into()));
+        let argv = strings(write_argv(
+            "web",
+            "c",
+            &target(),
+            &write,
+            4,
+            None,
+            Some(&run),
+        ));
+        let at = argv.iter().position(|a| a == "--description").unwrap();
+        assert_eq!(
+            argv[at + 1],
+            "bgslot swap blue->green run=20261206T181714Z-7f3a"
+        );
+        let argv = strings(uninstall_argv(
+            "web-blue",
+            &target(),
+            "bgslot clean blue",
+            std::time::Duration::from_secs(90),
+            Some(&run),
+        ));
+        assert!(argv.contains(&"bgslot clean blue run=20261206T181714Z-7f3a".to_string()));
+        let argv = strings(slot_write_argv(
+            "web-green",
+            &target(),
+            &slot_write(),
+            None,
+            None,
+            Some(&run),
+        ));
+        assert!(argv.contains(&"bgslot deploy green v2 run=20261206T181714Z-7f3a".to_string()));
+    }
+
+    #[test]
     fn lists_are_set_as_json() {
         let write = Write::upgrade(swap())
             .set(
@@ -498,7 +549,7 @@ mod tests {
                 SetValue::Json(serde_json::json!(["consumer"])),
             )
             .set("heldWorkers", SetValue::Json(serde_json::json!([])));
-        let argv = strings(write_argv("web", "c", &target(), &write, 3, None));
+        let argv = strings(write_argv("web", "c", &target(), &write, 3, None, None));
         assert!(
             argv.windows(2)
                 .any(|w| w == ["--set-json", r#"heldWorkers=["consumer"]"#]),
@@ -515,7 +566,7 @@ mod tests {
     fn chart_version_change_resets_then_reuses() {
         let mut write = Write::upgrade(deploy(Slot::Green));
         write.reset_then_reuse = true;
-        let argv = strings(write_argv("web", "c", &target(), &write, 4, None));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4, None, None));
         assert!(argv.contains(&"--reset-then-reuse-values".to_string()));
         assert!(!argv.contains(&"--reuse-values".to_string()));
     }
@@ -534,6 +585,7 @@ mod tests {
             &write,
             4,
             Some(generated),
+            None,
         ));
         let user = argv
             .iter()
@@ -553,10 +605,14 @@ mod tests {
     fn forcing_takes_over_conflicting_fields_only_on_helm4() {
         let mut write = Write::upgrade(swap());
         write.force_conflicts = true;
-        assert!(strings(write_argv("web", "c", &target(), &write, 4, None))
-            .contains(&"--force-conflicts".to_string()));
-        assert!(!strings(write_argv("web", "c", &target(), &write, 3, None))
-            .contains(&"--force-conflicts".to_string()));
+        assert!(
+            strings(write_argv("web", "c", &target(), &write, 4, None, None))
+                .contains(&"--force-conflicts".to_string())
+        );
+        assert!(
+            !strings(write_argv("web", "c", &target(), &write, 3, None, None))
+                .contains(&"--force-conflicts".to_string())
+        );
     }
 
     #[test]
@@ -566,7 +622,7 @@ mod tests {
             version: "v1".into(),
         });
         write.install = true;
-        let argv = strings(write_argv("web", "c", &target(), &write, 4, None));
+        let argv = strings(write_argv("web", "c", &target(), &write, 4, None, None));
         assert_eq!(&argv[..3], ["install", "web", "c"]);
         assert!(!argv.iter().any(|a| a.contains("reuse")));
         assert_eq!(argv.last().unwrap(), "bgslot install blue v1");
@@ -627,6 +683,7 @@ mod tests {
             &slot_write(),
             Some(base),
             Some(&PostRenderer::Plugin(POST_RENDER_PLUGIN.into())),
+            None,
         ));
         assert_eq!(
             argv,
@@ -686,6 +743,7 @@ mod tests {
             &write,
             None,
             Some(&helm3),
+            None,
         ));
         let at = argv.iter().position(|a| a == "--post-renderer").unwrap();
         assert_eq!(
@@ -718,7 +776,15 @@ mod tests {
     #[test]
     fn a_render_is_the_write_as_a_server_side_dry_run() {
         let write = Write::upgrade(swap()).set("productionSlot", SetValue::Str("green".into()));
-        let argv = strings(dry_run(write_argv("web", "c", &target(), &write, 4, None)));
+        let argv = strings(dry_run(write_argv(
+            "web",
+            "c",
+            &target(),
+            &write,
+            4,
+            None,
+            None,
+        )));
         assert_eq!(
             &argv[argv.len() - 3..],
             ["--dry-run=server", "--output", "json"]
@@ -733,7 +799,8 @@ mod tests {
                 "web-blue",
                 &target(),
                 "bgslot clean blue",
-                std::time::Duration::from_secs(90)
+                std::time::Duration::from_secs(90),
+                None
             )),
             [
                 "uninstall",

@@ -15,6 +15,7 @@ use super::json::{parse_history, ReleaseRecord, Revision, Status};
 use super::version::{parse_version, HelmVersion, VersionCache, MIN_HELM};
 use crate::events::{Event, Events};
 use crate::names::shell_words;
+use crate::record::RunId;
 use crate::signals;
 
 /// Runs helm for one bgslot invocation; knows its version.
@@ -26,6 +27,8 @@ pub struct HelmRunner {
     pub version: HelmVersion,
     pub target: Target,
     pub verbose: bool,
+    /// The run across several clusters whose ID every write records in its description.
+    pub run_id: Option<RunId>,
     events: Arc<dyn Events>,
 }
 
@@ -60,6 +63,7 @@ impl HelmRunner {
             },
             target,
             verbose,
+            run_id: None,
             events,
         };
         runner.version = match cache.as_ref().and_then(VersionCache::read) {
@@ -134,6 +138,7 @@ impl HelmRunner {
             write,
             self.version.major,
             generated,
+            self.run_id.as_ref(),
         );
         self.printable(&argv)
     }
@@ -160,6 +165,7 @@ impl HelmRunner {
             write,
             self.version.major,
             generated.as_ref().map(|f| f.path()),
+            self.run_id.as_ref(),
         );
         self.run(argv).await.map(|_| ())
     }
@@ -237,6 +243,7 @@ impl HelmRunner {
             write,
             base.as_ref().map(|f| f.path()),
             post.as_ref(),
+            self.run_id.as_ref(),
         );
         let out = self.run_with(argv, &env).await?;
         serde_json::from_str(&out)
@@ -253,6 +260,7 @@ impl HelmRunner {
             write,
             self.version.major,
             generated.as_ref().map(|f| f.path()),
+            self.run_id.as_ref(),
         ));
         let out = self.run(argv).await?;
         serde_json::from_str(&out)
@@ -271,6 +279,7 @@ impl HelmRunner {
             &self.target,
             description,
             timeout,
+            self.run_id.as_ref(),
         ))
         .await
         .map(|_| ())
@@ -293,6 +302,7 @@ impl HelmRunner {
             write,
             base,
             Some(&post),
+            self.run_id.as_ref(),
         ))
     }
 
@@ -323,6 +333,7 @@ impl HelmRunner {
             &self.target,
             description,
             timeout,
+            self.run_id.as_ref(),
         ))
     }
 

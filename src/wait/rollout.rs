@@ -105,6 +105,7 @@ impl SlotRollout {
             ..s
         });
         Rollout {
+            target: None,
             slot,
             worker: None,
             ready: state.ready,

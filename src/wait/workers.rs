@@ -40,6 +40,7 @@ impl WorkerPods {
             detail.push_str(&format!(", {stopping} stopping"));
         }
         Rollout {
+            target: None,
             slot: self.worker.slot,
             worker: Some(self.worker.name.clone()),
             ready: s.ready,

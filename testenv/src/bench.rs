@@ -6,6 +6,7 @@
 //! control (preStop 0, `clean --force` right after `swap`) that must drop requests, and a prompt
 //! clean (the default preStop, `clean --force` right after `swap`). Figures only, no asserts.
 
+pub mod fleet;
 mod plot;
 pub mod swap;
 

@@ -24,10 +24,20 @@ use crate::pki;
 /// Marks a directory as made by `up`, so `down` never deletes anything else.
 const MARKER: &str = ".bgslot-testenv";
 pub const NODE_NAME: &str = "bgslot-sim";
+/// The kubeconfig context (and cluster) of an environment, unless `--context` names another: a
+/// second environment beside it needs its own, so that one kubeconfig can hold both.
+pub const CONTEXT: &str = "bgslot-testenv";
+/// Where `up --clusters N` puts the control planes after the first: `DIR/clusters/2`, ...; `down`
+/// of the first stops them too.
+const CLUSTERS: &str = "clusters";
 
 #[derive(Clone, Debug)]
 pub struct UpOptions {
     pub dir: Option<PathBuf>,
+    /// The kubeconfig context and cluster name of the (first) control plane.
+    pub context: String,
+    /// How many control planes, side by side; the others in `DIR/clusters/K`.
+    pub clusters: usize,
     pub startup_delay: Duration,
     pub max_grace: Option<Duration>,
     pub max_probe_period: Duration,
@@ -283,7 +293,7 @@ pub async fn start(dir: &Path, opts: &UpOptions) -> Result<Started> {
     let kubeconfig = dir.join("kubeconfig");
     write_private(
         &kubeconfig,
-        &kubeconfig_yaml(api_port, &pki.ca_cert_pem, &token),
+        &kubeconfig_yaml(&opts.context, api_port, &pki.ca_cert_pem, &token),
     )?;
 
     let mut procs = Procs {
@@ -425,29 +435,88 @@ fn write_private(path: &Path, contents: &str) -> Result<()> {
     Ok(())
 }
 
-fn kubeconfig_yaml(port: u16, ca_pem: &str, token: &str) -> String {
+/// A kubeconfig whose cluster, user and context are named after `name` (the first environment's
+/// user is `admin`, as it always was): kubeconfigs merged in KUBECONFIG keep the first file's
+/// entry of a name, so two environments must not share one.
+fn kubeconfig_yaml(name: &str, port: u16, ca_pem: &str, token: &str) -> String {
     let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem);
+    let user = if name == CONTEXT {
+        "admin".to_string()
+    } else {
+        format!("admin@{name}")
+    };
     format!(
         "apiVersion: v1
 kind: Config
 clusters:
-- name: bgslot-testenv
+- name: {name}
   cluster:
     server: https://127.0.0.1:{port}
     certificate-authority-data: {ca}
 users:
-- name: admin
+- name: {user}
   user:
     token: {token}
 contexts:
-- name: bgslot-testenv
+- name: {name}
   context:
-    cluster: bgslot-testenv
-    user: admin
+    cluster: {name}
+    user: {user}
     namespace: default
-current-context: bgslot-testenv
+current-context: {name}
 "
     )
+}
+
+/// Starts `opts.clusters` control planes side by side, at once: the first in `dir`, the others in
+/// `dir/clusters/K` with the context `CONTEXT-K`. What the command of `run` gets: KUBECONFIG
+/// listing every kubeconfig (the first's context is the current one), BGSLOT_TESTENV_DIR (the
+/// first) and BGSLOT_TESTENV_DIR_K for the others.
+pub async fn start_all(dir: &Path, opts: &UpOptions) -> Result<Started> {
+    if opts.clusters <= 1 {
+        return start(dir, opts).await;
+    }
+    let mut others = Vec::new();
+    for k in 2..=opts.clusters {
+        let (sub, _) = make_dir(Some(&dir.join(CLUSTERS).join(k.to_string())))?;
+        let sub_opts = UpOptions {
+            dir: Some(sub.clone()),
+            context: format!("{}-{k}", opts.context),
+            clusters: 1,
+            ..opts.clone()
+        };
+        others.push((k, sub, sub_opts));
+    }
+    let first = start(dir, opts);
+    let rest = futures::future::try_join_all(others.iter().map(|(_, sub, o)| start(sub, o)));
+    let (first, rest) = tokio::try_join!(first, rest)?;
+    let kubeconfigs: Vec<String> = std::iter::once(&first)
+        .chain(&rest)
+        .map(|s| s.kubeconfig.display().to_string())
+        .collect();
+    let mut env: Vec<(String, String)> = first
+        .env
+        .into_iter()
+        .map(|(k, v)| {
+            if k == "KUBECONFIG" {
+                (k, kubeconfigs.join(":"))
+            } else {
+                (k, v)
+            }
+        })
+        .collect();
+    for (k, sub, _) in &others {
+        env.push((format!("BGSLOT_TESTENV_DIR_{k}"), sub.display().to_string()));
+    }
+    let text: String = env
+        .iter()
+        .map(|(k, v)| format!("{k}={}\n", shell_words(&[v])))
+        .collect();
+    fs::write(dir.join("env"), text)?;
+    Ok(Started {
+        kubeconfig: first.kubeconfig,
+        env,
+    })
 }
 
 pub async fn readyz(client: &Client) -> bool {
@@ -529,9 +598,13 @@ fn signal(pid: i32, sig: libc::c_int) {
     }
 }
 
-/// Kills the running kube-apiserver of `dir`, keeps it down for `down_for`, and starts it again
-/// with the same command line (for tests of clients that must survive an API server restart).
-pub fn restart_apiserver(dir: &Path, down_for: Duration) -> Result<i32> {
+/// Where `stop_apiserver` keeps the stopped API server's command line for `start_apiserver`.
+const APISERVER_ARGV: &str = "kube-apiserver.argv";
+
+/// Kills the running kube-apiserver of `dir` (SIGKILL: clients must survive an API server that
+/// vanishes mid-request) and keeps its command line, so `start_apiserver` can start it again.
+/// Everything else of the environment keeps running. Returns the pid it killed.
+pub fn stop_apiserver(dir: &Path) -> Result<i32> {
     let dir =
         fs::canonicalize(dir).with_context(|| format!("no environment at {}", dir.display()))?;
     let (_, pid) = read_pids(&dir)
@@ -541,18 +614,40 @@ pub fn restart_apiserver(dir: &Path, down_for: Duration) -> Result<i32> {
         .with_context(|| format!("no running kube-apiserver in {}", dir.display()))?;
     let cmdline = fs::read(format!("/proc/{pid}/cmdline"))
         .context("reading the kube-apiserver command line")?;
+    write_private_bytes(&dir.join(APISERVER_ARGV), &cmdline)?;
+    signal(pid, libc::SIGKILL);
+    if !wait_gone(pid, &dir, Duration::from_secs(10)) {
+        bail!("kube-apiserver (pid {pid}) did not exit after SIGKILL");
+    }
+    Ok(pid)
+}
+
+/// Starts the kube-apiserver `stop_apiserver` stopped, with the same command line; returns its
+/// pid (not waiting until it is ready).
+pub fn start_apiserver(dir: &Path) -> Result<i32> {
+    let dir =
+        fs::canonicalize(dir).with_context(|| format!("no environment at {}", dir.display()))?;
+    if let Some((_, pid)) = read_pids(&dir)
+        .into_iter()
+        .find(|(name, pid)| name == "kube-apiserver" && alive(*pid, &dir))
+    {
+        bail!(
+            "kube-apiserver (pid {pid}) of {} is running already",
+            dir.display()
+        );
+    }
+    let cmdline = fs::read(dir.join(APISERVER_ARGV)).with_context(|| {
+        format!(
+            "no stopped kube-apiserver in {} (testenv stop-apiserver stops one)",
+            dir.display()
+        )
+    })?;
     let mut argv: Vec<String> = cmdline
         .split(|b| *b == 0)
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
         .collect();
     let program = PathBuf::from(argv.remove(0));
-    // Killed, not stopped: clients must also survive an API server that vanishes mid-request.
-    signal(pid, libc::SIGKILL);
-    if !wait_gone(pid, &dir, Duration::from_secs(10)) {
-        bail!("kube-apiserver (pid {pid}) did not exit after SIGKILL");
-    }
-    std::thread::sleep(down_for);
     let log = fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -561,6 +656,26 @@ pub fn restart_apiserver(dir: &Path, down_for: Duration) -> Result<i32> {
         .with_context(|| format!("restarting {}", program.display()))?;
     record_pid(&dir, "kube-apiserver", child.id())?;
     Ok(child.id() as i32)
+}
+
+/// Kills the running kube-apiserver of `dir`, keeps it down for `down_for`, and starts it again
+/// with the same command line (for tests of clients that must survive an API server restart).
+pub fn restart_apiserver(dir: &Path, down_for: Duration) -> Result<i32> {
+    stop_apiserver(dir)?;
+    std::thread::sleep(down_for);
+    start_apiserver(dir)
+}
+
+fn write_private_bytes(path: &Path, contents: &[u8]) -> Result<()> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("writing {}", path.display()))?;
+    f.write_all(contents)?;
+    Ok(())
 }
 
 /// Stops every process recorded in `DIR/pids` (SIGTERM, then SIGKILL after 10 s) and removes
@@ -582,7 +697,17 @@ pub fn down(dir: &Path) -> Result<()> {
 
 /// Stops the processes of `dir` one by one, newest first (the API server needs etcd to shut down
 /// cleanly), leaving the directory in place; then any pod app of `dir` that survived its kubelet.
+/// The environments started beside it in `dir/clusters/` (by `up --clusters`, or by a test that
+/// needed a second cluster) are stopped first.
 pub fn stop(dir: &Path) {
+    if let Ok(entries) = fs::read_dir(dir.join(CLUSTERS)) {
+        for entry in entries.flatten() {
+            let sub = entry.path();
+            if sub.join(MARKER).exists() {
+                stop(&sub);
+            }
+        }
+    }
     for (name, pid) in read_pids(dir).into_iter().rev() {
         if !alive(pid, dir) {
             continue;
@@ -649,6 +774,24 @@ mod tests {
         assert_ne!(ports[0], ports[1]);
         assert_ne!(ports[1], ports[2]);
         assert_ne!(ports[0], ports[2]);
+    }
+
+    #[test]
+    fn a_second_environment_names_its_cluster_user_and_context_apart() {
+        let first = kubeconfig_yaml(CONTEXT, 1, "ca", "t");
+        assert!(
+            first.contains("- name: admin\n")
+                && first.contains("current-context: bgslot-testenv\n")
+        );
+        let second = kubeconfig_yaml("bgslot-testenv-2", 2, "ca", "t");
+        for line in [
+            "- name: bgslot-testenv-2\n  cluster:",
+            "- name: admin@bgslot-testenv-2\n",
+            "    cluster: bgslot-testenv-2\n    user: admin@bgslot-testenv-2\n",
+            "current-context: bgslot-testenv-2\n",
+        ] {
+            assert!(second.contains(line), "{line} in {second}");
+        }
     }
 
     #[test]

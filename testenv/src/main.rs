@@ -58,6 +58,17 @@ enum Verb {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// Kill the API server of an environment and keep it down (everything else keeps running),
+    /// until `start-apiserver`.
+    StopApiserver {
+        /// The directory `up` printed (default: $BGSLOT_TESTENV_DIR).
+        dir: Option<PathBuf>,
+    },
+    /// Start the API server `stop-apiserver` stopped, and wait until it is ready.
+    StartApiserver {
+        /// The directory `up` printed (default: $BGSLOT_TESTENV_DIR).
+        dir: Option<PathBuf>,
+    },
     /// Kill the API server of an environment, keep it down for a while, and start it again.
     RestartApiserver {
         /// The directory `up` printed (default: $BGSLOT_TESTENV_DIR).
@@ -90,6 +101,10 @@ enum Verb {
     /// The swap-cost benchmark (scripts/bench runs it): `bgslot swap` against a bare helm upgrade
     /// and a bare selector patch, flip latency, readiness noticed; writes swap.json.
     SwapBench(bench::swap::Options),
+    /// The benchmark across two clusters (scripts/bench runs it under `run --clusters 2`): a
+    /// deploy to two targets against one, a wave swap of two against one, the flip skew of
+    /// `release --swap together`; writes fleet.json.
+    FleetBench(bench::fleet::Options),
     /// Print what the node did to pods' apps (started, SIGTERM, SIGKILL, exited), from
     /// DIR/pod-events.jsonl, oldest first.
     PodEvents {
@@ -172,6 +187,14 @@ struct UpArgs {
     /// Directory for the environment (default: a fresh one under /dev/shm or the temp dir).
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// The kubeconfig context (and cluster) name of the control plane.
+    #[arg(long, default_value = controlplane::CONTEXT)]
+    context: String,
+    /// Control planes side by side, each on its own free ports with its own node: the others in
+    /// DIR/clusters/K with the context CONTEXT-K; KUBECONFIG lists every kubeconfig, and
+    /// BGSLOT_TESTENV_DIR_K names each other's directory.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=5))]
+    clusters: u16,
     #[command(flatten)]
     node: NodeArgs,
 }
@@ -180,6 +203,8 @@ impl From<UpArgs> for UpOptions {
     fn from(a: UpArgs) -> Self {
         UpOptions {
             dir: a.dir,
+            context: a.context,
+            clusters: a.clusters as usize,
             startup_delay: a.node.startup_delay,
             max_grace: a.node.max_grace,
             max_probe_period: a.node.max_probe_period,
@@ -196,6 +221,8 @@ async fn main() -> ExitCode {
         Verb::Up(args) => up(args.into()).await,
         Verb::Down { dir } => down(dir),
         Verb::RestartApiserver { dir, down_for } => restart_apiserver(dir, down_for).await,
+        Verb::StopApiserver { dir } => stop_apiserver(dir),
+        Verb::StartApiserver { dir } => start_apiserver(dir).await,
         Verb::Run { up, command } => run(up.into(), &command).await,
         Verb::Kubelet {
             kubeconfig,
@@ -217,6 +244,7 @@ async fn main() -> ExitCode {
         Verb::Load(args) => load(args).await,
         Verb::ZeroDowntime(opts) => bench::run(opts).await.map(|()| ExitCode::SUCCESS),
         Verb::SwapBench(opts) => bench::swap::run(opts).await.map(|()| ExitCode::SUCCESS),
+        Verb::FleetBench(opts) => bench::fleet::run(opts).await.map(|()| ExitCode::SUCCESS),
         Verb::ServiceAddr {
             service,
             port,
@@ -322,9 +350,32 @@ fn down(dir: Option<PathBuf>) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn stop_apiserver(dir: Option<PathBuf>) -> Result<ExitCode> {
+    let pid = controlplane::stop_apiserver(&env_dir(dir)?)?;
+    eprintln!(
+        "testenv: kube-apiserver (pid {pid}) stopped; `testenv start-apiserver` starts it again"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn start_apiserver(dir: Option<PathBuf>) -> Result<ExitCode> {
+    let dir = env_dir(dir)?;
+    let pid = controlplane::start_apiserver(&dir)?;
+    await_apiserver(&dir, pid).await?;
+    eprintln!("testenv: kube-apiserver started (pid {pid})");
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn restart_apiserver(dir: Option<PathBuf>, down_for: Duration) -> Result<ExitCode> {
     let dir = env_dir(dir)?;
     let pid = controlplane::restart_apiserver(&dir, down_for)?;
+    await_apiserver(&dir, pid).await?;
+    eprintln!("testenv: kube-apiserver restarted (pid {pid})");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Waits until the API server `pid` of `dir` answers /readyz.
+async fn await_apiserver(dir: &Path, pid: i32) -> Result<()> {
     let client = client_for(&dir.join("kubeconfig")).await?;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     while !controlplane::readyz(&client).await {
@@ -334,16 +385,18 @@ async fn restart_apiserver(dir: Option<PathBuf>, down_for: Duration) -> Result<E
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    eprintln!("testenv: kube-apiserver restarted (pid {pid})");
-    Ok(ExitCode::SUCCESS)
+    Ok(())
 }
 
 async fn up(opts: UpOptions) -> Result<ExitCode> {
     let (dir, created) = controlplane::make_dir(opts.dir.as_deref())?;
-    match controlplane::start(&dir, &opts).await {
+    match controlplane::start_all(&dir, &opts).await {
         Ok(started) => {
-            println!("export KUBECONFIG={}", started.kubeconfig.display());
-            println!("export BGSLOT_TESTENV_DIR={}", dir.display());
+            for (key, value) in &started.env {
+                if key == "KUBECONFIG" || key.starts_with("BGSLOT_TESTENV_DIR") {
+                    println!("export {key}={}", bgslot::names::shell_words(&[value]));
+                }
+            }
             eprintln!("testenv: stop it with: testenv down {}", dir.display());
             Ok(ExitCode::SUCCESS)
         }
@@ -372,7 +425,7 @@ async fn run(opts: UpOptions, command: &[String]) -> Result<ExitCode> {
     let (dir, created) = controlplane::make_dir(opts.dir.as_deref())?;
 
     let started = tokio::select! {
-        r = controlplane::start(&dir, &opts) => r,
+        r = controlplane::start_all(&dir, &opts) => r,
         _ = sigint.recv() => return Ok(interrupted_while_starting(&dir, created, libc::SIGINT)),
         _ = sigterm.recv() => return Ok(interrupted_while_starting(&dir, created, libc::SIGTERM)),
     };

@@ -177,3 +177,46 @@ async fn pod_apps_die_with_a_killed_kubelet() {
     testenv(&["down", dir.to_str().unwrap()]);
     assert!(processes_mentioning(&dir).is_empty());
 }
+
+/// `run --clusters 2`: two control planes side by side, both handed over (one KUBECONFIG with
+/// both contexts, the second's directory), the second's API server stopped and started on demand
+/// while the first runs on, and both stopped and removed at the end.
+#[test]
+fn run_with_two_clusters_hands_both_over_and_stops_both() {
+    assert!(
+        cache_env().exists(),
+        "no testenv cache: run `testenv prepare`"
+    );
+    let out = std::env::temp_dir().join(format!("testenv-clusters-{}", std::process::id()));
+    let testenv = env!("CARGO_BIN_EXE_testenv");
+    let script = format!(
+        r#"set -e
+echo "$BGSLOT_TESTENV_DIR" > {out}
+test "$BGSLOT_TESTENV_DIR_2" = "$BGSLOT_TESTENV_DIR/clusters/2"
+test "$KUBECONFIG" = "$BGSLOT_TESTENV_DIR/kubeconfig:$BGSLOT_TESTENV_DIR_2/kubeconfig"
+grep -q '^current-context: bgslot-testenv$' "$BGSLOT_TESTENV_DIR/kubeconfig"
+grep -q '^current-context: bgslot-testenv-2$' "$BGSLOT_TESTENV_DIR_2/kubeconfig"
+test "$(wc -l < "$BGSLOT_TESTENV_DIR_2/pids")" -eq 4
+{testenv} stop-apiserver "$BGSLOT_TESTENV_DIR_2"
+if {testenv} stop-apiserver "$BGSLOT_TESTENV_DIR_2" 2>/dev/null; then exit 7; fi
+{testenv} start-apiserver "$BGSLOT_TESTENV_DIR_2"
+exit 0"#,
+        out = out.display()
+    );
+    let status = Command::new(testenv)
+        .args(["run", "--clusters", "2", "--", "sh", "-c", &script])
+        .env_remove("BGSLOT_TESTENV_DIR")
+        .env_remove("BGSLOT_TESTENV_DIR_2")
+        .status()
+        .expect("running testenv");
+    let dir = PathBuf::from(
+        std::fs::read_to_string(&out)
+            .expect("the command ran")
+            .trim(),
+    );
+    let _ = std::fs::remove_file(&out);
+    assert_eq!(status.code(), Some(0), "the checks of the command passed");
+    assert!(!dir.exists(), "{} was not removed", dir.display());
+    let left = processes_mentioning(&dir);
+    assert!(left.is_empty(), "still running: {left:#?}");
+}

@@ -1062,3 +1062,211 @@ fn gitlab_job_releases_with_the_script() {
     );
     assert_eq!(ci["stages"], json!(["build", "release"]));
 }
+
+#[test]
+fn github_actions_clusters_workflow_releases_every_cluster_with_one_secret_each() {
+    let wf = yaml("github-actions-clusters.yaml");
+    assert_eq!(wf["on"]["push"]["branches"], json!(["main"]));
+    assert_eq!(wf["concurrency"]["cancel-in-progress"], json!(false));
+    let release = &wf["jobs"]["release"];
+    assert_eq!(release["needs"], "build");
+    let steps = release["steps"].as_array().unwrap();
+    let kube = steps
+        .iter()
+        .find(|s| s["env"]["KUBECONFIG_EU"].is_string())
+        .expect("a step writes the kubeconfigs");
+    assert_eq!(
+        (&kube["env"]["KUBECONFIG_EU"], &kube["env"]["KUBECONFIG_US"]),
+        (
+            &json!("${{ secrets.KUBECONFIG_EU }}"),
+            &json!("${{ secrets.KUBECONFIG_US }}")
+        ),
+        "one secret per cluster"
+    );
+    let step = steps
+        .iter()
+        .find(|s| {
+            s["run"]
+                .as_str()
+                .is_some_and(|r| r.contains("bgslot-release.sh --targets deploy/targets.yaml"))
+        })
+        .expect("a step runs bgslot-release.sh across the targets");
+    assert_eq!(step["env"]["RELEASE_TAG"], "${{ github.sha }}");
+    let upload = steps
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/upload-artifact@"))
+        })
+        .expect("a step uploads the report");
+    assert_eq!(upload["if"], "always()");
+    // The example targets file names the kubeconfigs where the job writes them.
+    let targets = yaml("targets.yaml");
+    for (i, name) in ["eu", "us"].into_iter().enumerate() {
+        assert_eq!(targets["targets"][i]["name"], name);
+        assert_eq!(
+            targets["targets"][i]["kubeconfig"],
+            format!("kube/{name}.yaml")
+        );
+        assert!(kube["run"]
+            .as_str()
+            .unwrap()
+            .contains(&format!("> deploy/kube/{name}.yaml")));
+    }
+}
+
+with_both_helms!(the_clusters_workflow_runs_its_steps_on_two_control_planes);
+
+/// The release job of `github-actions-clusters.yaml`, run: its kubeconfig step (with the two
+/// control planes' kubeconfigs as the secrets) and its release step, in a checkout laid out as
+/// the workflow expects (`ci/`, `deploy/targets.yaml` from the example, its contexts and
+/// namespace made these planes'), first installing, then releasing across both.
+async fn the_clusters_workflow_runs_its_steps_on_two_control_planes(major: u32) {
+    use common::clusters;
+    let _gate = clusters::shared().await;
+    let (first, second) = (clusters::first(), clusters::second().await);
+    let eu = Env::new(major, "ci-clusters").await;
+    let us = eu
+        .same_namespace_on(second.client().await, &second.kubeconfig_str())
+        .await;
+    let wf = yaml("github-actions-clusters.yaml");
+    let steps = wf["jobs"]["release"]["steps"].as_array().unwrap().clone();
+    let kube = steps
+        .iter()
+        .find(|s| s["env"]["KUBECONFIG_EU"].is_string())
+        .unwrap();
+    let release = steps
+        .iter()
+        .find(|s| {
+            s["run"]
+                .as_str()
+                .is_some_and(|r| r.contains("bgslot-release.sh"))
+        })
+        .unwrap();
+
+    let checkout = tempfile::tempdir().unwrap();
+    let at = |p: &str| checkout.path().join(p);
+    std::fs::create_dir_all(at("ci")).unwrap();
+    std::fs::create_dir_all(at("deploy")).unwrap();
+    for script in ["bgslot-release.sh", "smoke-check.sh"] {
+        std::fs::copy(ci_file(script), at(&format!("ci/{script}"))).unwrap();
+    }
+    let targets = std::fs::read_to_string(ci_file("targets.yaml"))
+        .unwrap()
+        .replace("context: prod-eu", &format!("context: {}", first.context))
+        .replace("context: prod-us", &format!("context: {}", second.context))
+        .replace("namespace: shop", &format!("namespace: {}", eu.ns));
+    std::fs::write(at("deploy/targets.yaml"), targets).unwrap();
+    std::fs::write(at("deploy/values.yaml"), "replicaCount: 1\n").unwrap();
+    let log = at("verify.log");
+    let verify = at("verify.sh");
+    write_executable(
+        &verify,
+        &format!(
+            "#!/bin/sh\necho \"$BGSLOT_CLUSTER $BGSLOT_TARGET $BGSLOT_TAG\" >> '{}'\n",
+            log.display()
+        ),
+    );
+
+    // Runs one step's `run:` as the runner would: in the checkout, with the step's env.
+    let step = |step: &Value, extra: Vec<(&str, String)>| {
+        let mut cmd = tokio::process::Command::new("sh");
+        cmd.arg("-c")
+            .arg(step["run"].as_str().unwrap())
+            .current_dir(checkout.path())
+            .env_clear();
+        for (k, v) in eu.helm.command().get_envs() {
+            if let Some(v) = v {
+                cmd.env(k, v);
+            }
+        }
+        cmd.env("PATH", std::env::var("PATH").unwrap())
+            .env("HOME", std::env::var("HOME").unwrap())
+            .env("USER", "ci")
+            .env("HELM_BIN", &eu.helm.path)
+            .env("NO_COLOR", "1")
+            .env("BGSLOT", env!("CARGO_BIN_EXE_bgslot"));
+        for (k, v) in step["env"].as_object().into_iter().flatten() {
+            cmd.env(k, v.as_str().unwrap_or_default());
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        cmd.stdin(std::process::Stdio::null()).kill_on_drop(true);
+        cmd
+    };
+    let secret = |plane: &clusters::Plane| std::fs::read_to_string(plane.kubeconfig()).unwrap();
+    let wrote = step(
+        kube,
+        vec![
+            ("KUBECONFIG_EU", secret(&first)),
+            ("KUBECONFIG_US", secret(&second)),
+        ],
+    )
+    .output()
+    .await
+    .unwrap();
+    assert!(wrote.status.success(), "the kubeconfig step: {wrote:?}");
+
+    let released = |tag: &str| {
+        step(
+            release,
+            vec![
+                ("RELEASE_TAG", tag.to_string()),
+                ("RELEASE_MIN_AGE", "1s".to_string()),
+                ("VERIFY_CMD", verify.display().to_string()),
+            ],
+        )
+        .output()
+    };
+    let run = Run::from(released("v1").await.unwrap()).must_succeed();
+    assert!(
+        run.stdout
+            .contains("bgslot-release: web released across clusters (run "),
+        "{run:?}"
+    );
+    let run = Run::from(released("v2").await.unwrap()).must_succeed();
+    assert_lines(
+        &run,
+        &[
+            "  eu: production (green) runs v2, reached done",
+            "  us: production (green) runs v2, reached done",
+        ],
+    );
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(at("bgslot-report.json")).unwrap()).unwrap();
+    assert_eq!(report["consistent"], true, "{report}");
+    let calls = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(
+        calls.lines().collect::<Vec<_>>(),
+        [
+            "eu production v1",
+            "us production v1",
+            "eu stage v2",
+            "us stage v2",
+            "eu production v2",
+            "us production v2",
+        ],
+        "each cluster's checks, told apart by BGSLOT_CLUSTER"
+    );
+    for (env, plane) in [(&eu, &first), (&us, &second)] {
+        let service = format!("{}/web", env.ns);
+        common::eventually("each cluster's proxy serves v2", || async {
+            common::dataplane::version_behind(&plane.dir, &service)
+                .await
+                .as_deref()
+                == Some("v2")
+        })
+        .await;
+        // RELEASE_CLEAN: the old slot was cleaned everywhere.
+        assert_eq!(
+            env.fingerprint("web")
+                .await
+                .deployments
+                .keys()
+                .collect::<Vec<_>>(),
+            ["web-green"]
+        );
+    }
+}

@@ -13,6 +13,7 @@ mod ci_pipeline;
 mod cli;
 mod direct_read;
 mod dry_run;
+mod fleet;
 mod gitops;
 mod helm_storage;
 mod plugin;

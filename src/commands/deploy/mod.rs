@@ -38,6 +38,8 @@ pub struct Args {
     /// edit owns), or when a GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub targets: super::Targets,
 }
 
 impl Args {

@@ -37,6 +37,8 @@ pub struct Args {
     /// edit still owns one, with Helm 4), or when a GitOps controller owns the release
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub targets: super::Targets,
 }
 
 impl Args {

@@ -124,6 +124,19 @@ impl Env {
         }
     }
 
+    /// A namespace of the same name on another cluster (reached by `client`, named by
+    /// `kubeconfig`), with this test's helm; deleted when dropped.
+    pub async fn same_namespace_on(&self, client: Client, kubeconfig: &str) -> Env {
+        super::create_namespace(&client, &self.ns).await;
+        Env {
+            helm: self.helm.clone(),
+            ns: self.ns.clone(),
+            client,
+            kubeconfig: Some(kubeconfig.to_string()),
+            admin_kubeconfig: Some(kubeconfig.to_string()),
+        }
+    }
+
     /// The same namespace, with bgslot and helm running as the user of `kubeconfig`.
     pub fn with_user(mut self, kubeconfig: String) -> Env {
         self.kubeconfig = Some(kubeconfig);

@@ -202,3 +202,36 @@ pub fn pod_events() -> Vec<PodEvent> {
         })
         .collect()
 }
+
+/// The version that answers a request sent now to `service` (NAMESPACE/NAME) through the node's
+/// proxy of the environment in `dir`; `None` when no pod answered.
+pub async fn version_behind(dir: &std::path::Path, service: &str) -> Option<String> {
+    use tokio::io::AsyncWriteExt;
+    let out = tokio::process::Command::new(testenv_bin())
+        .args(["service-addr", service, "--dir"])
+        .arg(dir)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "testenv service-addr {service}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let addr = String::from_utf8(out.stdout).unwrap();
+    let ask = async {
+        let mut sock = tokio::net::TcpStream::connect(addr.trim()).await.ok()?;
+        sock.write_all(b"GET / HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
+        let mut answer = String::new();
+        sock.read_to_string(&mut answer).await.ok()?;
+        let body = answer.split_once("\r\n\r\n")?.1;
+        let body: Value = serde_json::from_str(body.trim()).ok()?;
+        body["version"].as_str().map(str::to_string)
+    };
+    tokio::time::timeout(Duration::from_secs(5), ask)
+        .await
+        .ok()
+        .flatten()
+}

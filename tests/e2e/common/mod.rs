@@ -5,6 +5,7 @@
 //! not find it fails with a message saying how to provide it: nothing here skips.
 
 pub mod cli;
+pub mod clusters;
 pub mod dataplane;
 pub mod postgres;
 pub mod rbac;
@@ -139,6 +140,12 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         std::process::id(),
         COUNTER.fetch_add(1, Ordering::Relaxed)
     );
+    create_namespace(client, &name).await;
+    name
+}
+
+/// Creates the test namespace `name`.
+pub async fn create_namespace(client: &Client, name: &str) {
     let ns: Namespace = serde_json::from_value(serde_json::json!({
         "metadata": { "name": name, "labels": { "bgslot-test": "true" } }
     }))
@@ -147,7 +154,6 @@ pub async fn namespace(client: &Client, prefix: &str) -> String {
         .create(&PostParams::default(), &ns)
         .await
         .expect("create test namespace");
-    name
 }
 
 pub async fn delete_namespace(client: &Client, name: &str) {

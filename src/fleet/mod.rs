@@ -1,0 +1,582 @@
+//! One release in several clusters, moved in lockstep: every command that acts on a release
+//! (`deploy`, `swap`, `rollback`, `clean`, `release`, `status`, `history`, `recover`) run across
+//! a set of targets, so that they all end on one version, or all back on the old one.
+//!
+//! It builds on the commands and never re-implements one: each target gets a [`Ctx`] of its own
+//! (its kubeconfig, context and namespace) and runs the command's own steps (`decide`, `act`,
+//! the verify runner and the swap-back of `release`). What it adds is the order: a read-only
+//! preflight of every target (the command's own dry run), one Lease per cluster taken in the
+//! canonical order of [`order`], the phases of a release across targets ([`release`]), the
+//! compensation and the verdict of [`decide`], and one run ID in every helm revision written.
+//! The targets come from a file or flags ([`targets`]); what it reports is [`report`].
+
+use std::sync::Arc;
+
+use anyhow::Result;
+use futures::future::join_all;
+
+pub mod decide;
+pub mod order;
+pub mod report;
+pub mod targets;
+
+mod each;
+mod look;
+mod release;
+
+use crate::commands::{Command, Invocation, Ui};
+use crate::context::Ctx;
+use crate::error::{self, ExitStatus, UsageError};
+use crate::events::{Event, Events, Rollout};
+use crate::names::ReleaseName;
+use crate::record::{RunId, RunStamp};
+use crate::signals;
+use crate::vocab::Op;
+use decide::{Phase, Standing, Stop};
+use report::{FleetReport, TargetRow};
+use targets::Resolved;
+
+/// Runs `command` across the targets it was given (`Command::targets`).
+pub async fn run(command: &Command, invocation: &Invocation<'_>) -> Result<()> {
+    let Some(given) = command.targets() else {
+        return command.run(invocation).await;
+    };
+    let (op, release) = match command {
+        Command::Status(a) => (Op::Status, &a.release),
+        Command::History(a) => (Op::History, &a.release),
+        Command::Deploy(a) => (Op::Deploy, &a.target.release),
+        Command::Swap(a) => (Op::Swap, &a.target.release),
+        Command::Rollback(a) => (Op::Rollback, &a.target.release),
+        Command::Clean(a) => (Op::Clean, &a.target.release),
+        Command::Release(a) => (Op::Release, &a.target.release),
+        Command::Recover(a) => (Op::Recover, &a.target.release),
+        _ => return command.run(invocation).await,
+    };
+    let members = targets::load(given, release, invocation.settings)?;
+    let stamp = RunStamp {
+        id: new_run_id(),
+        targets: members.len(),
+    };
+    let mut run = Run::new(op, release, stamp, members, invocation.ui);
+    run.flags = flags_of(given);
+    match command {
+        Command::Status(a) => look::status(&mut run, a).await,
+        Command::History(_) => look::history(&mut run).await,
+        Command::Deploy(a) => each::deploy(&mut run, a).await,
+        Command::Swap(a) => each::swap(&mut run, &a.target, a.expect_tag.as_ref(), a.force).await,
+        Command::Rollback(a) => each::rollback(&mut run, &a.target, a.force).await,
+        Command::Clean(a) => each::clean(&mut run, a).await,
+        Command::Release(a) => release::release(&mut run, a).await,
+        Command::Recover(a) => each::recover(&mut run, a).await,
+        _ => unreachable!("only the commands above take targets"),
+    }
+}
+
+/// The target flags as given, for the commands a report suggests.
+fn flags_of(given: &crate::commands::Targets) -> String {
+    match &given.targets {
+        Some(path) => format!(
+            "--targets {}",
+            crate::names::shell_words(&[path.to_string_lossy()])
+        ),
+        None => given
+            .target
+            .iter()
+            .map(|t| {
+                format!(
+                    "--target {}",
+                    crate::names::shell_words(&[format!("{}={}", t.name, t.context)])
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(" "),
+    }
+}
+
+/// `20261206T181714Z-7f3a`: when the run started, and a salt from the pid and the clock.
+fn new_run_id() -> RunId {
+    let now = k8s_openapi::jiff::Timestamp::now();
+    let time = now.strftime("%Y%m%dT%H%M%SZ").to_string();
+    let salt = (std::process::id()
+        ^ now.subsec_nanosecond() as u32
+        ^ (now.subsec_nanosecond() as u32 >> 16)) as u16;
+    RunId::new(&time, salt)
+}
+
+/// The progress of one target, each line and bar labelled with its name.
+struct Labelled {
+    name: String,
+    inner: Arc<dyn Events>,
+}
+
+impl Events for Labelled {
+    fn event(&self, event: Event<'_>) {
+        match event {
+            Event::Step(text) => self.inner.step(&format!("[{}] {text}", self.name)),
+            Event::Command(text) => self
+                .inner
+                .event(Event::Command(&format!("[{}] {text}", self.name))),
+            Event::Warning(text) => self.inner.warning(&format!("[{}] {text}", self.name)),
+            Event::Rollout(r) => self.inner.event(Event::Rollout(&self.labelled(r))),
+            Event::RolloutDone(r) => self.inner.event(Event::RolloutDone(&self.labelled(r))),
+        }
+    }
+}
+
+impl Labelled {
+    fn labelled(&self, rollout: &Rollout) -> Rollout {
+        Rollout {
+            target: Some(self.name.clone()),
+            ..rollout.clone()
+        }
+    }
+}
+
+/// A run across the targets: who they are, what each was left as, and what it reports.
+pub(crate) struct Run<'a> {
+    pub op: Op,
+    pub release: &'a ReleaseName,
+    pub stamp: RunStamp,
+    pub members: Vec<Resolved>,
+    pub standings: Vec<Standing>,
+    /// Each target's own report (and its text), once it has one.
+    pub reports: Vec<Option<(report::TargetReport, String)>>,
+    /// Why it stopped, a line per target and cause.
+    pub causes: Vec<String>,
+    /// The target flags as given (`--targets FILE`), for the next commands.
+    pub flags: String,
+    /// The preflight met another run's Lease: it is checked again under the Leases.
+    recheck: bool,
+    ui: &'a dyn Ui,
+    events: Arc<dyn Events>,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        op: Op,
+        release: &'a ReleaseName,
+        stamp: RunStamp,
+        members: Vec<Resolved>,
+        ui: &'a dyn Ui,
+    ) -> Run<'a> {
+        let n = members.len();
+        let mut members = members;
+        for m in &mut members {
+            m.settings.run = Some(stamp.clone());
+        }
+        Run {
+            op,
+            release,
+            stamp,
+            members,
+            standings: vec![Standing::new(None); n],
+            reports: vec![None; n],
+            causes: Vec::new(),
+            flags: String::new(),
+            recheck: false,
+            events: ui.events(),
+            ui,
+        }
+    }
+
+    pub fn name(&self, i: usize) -> &str {
+        self.members[i].spec.name.as_str()
+    }
+
+    /// A line of the run's own progress.
+    pub fn step(&self, line: &str) {
+        self.events.step(line);
+    }
+
+    /// `release web across 2 targets`.
+    pub fn what(&self) -> String {
+        format!(
+            "{} {} across {} targets",
+            self.op,
+            self.release,
+            self.members.len()
+        )
+    }
+
+    pub fn ui(&self) -> &dyn Ui {
+        self.ui
+    }
+
+    /// Connects to every target at once; `None` (each failure recorded) when one cannot be
+    /// reached or its helm found.
+    pub async fn connect(&mut self) -> Option<Vec<Ctx>> {
+        let ctxs = self.connect_each().await;
+        ctxs.into_iter().collect()
+    }
+
+    /// Connects to every target at once; `None` for each that cannot be reached (recorded).
+    pub async fn connect_each(&mut self) -> Vec<Option<Ctx>> {
+        // Only a run that may write has a run ID worth naming.
+        let run = match self.op {
+            Op::Status | Op::History => String::new(),
+            _ => format!(" (run {})", self.stamp.id),
+        };
+        self.step(&format!(
+            "{}{run}: {}",
+            self.what(),
+            self.members
+                .iter()
+                .map(|m| format!(
+                    "{} ({}, namespace {})",
+                    m.spec.name, m.spec.context, m.key.namespace
+                ))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let connected = join_all(self.members.iter().map(|m| {
+            let events: Arc<dyn Events> = Arc::new(Labelled {
+                name: m.spec.name.to_string(),
+                inner: self.events.clone(),
+            });
+            Ctx::connect(&m.settings, events)
+        }))
+        .await;
+        let mut ctxs = Vec::new();
+        for (i, result) in connected.into_iter().enumerate() {
+            match result {
+                Ok(ctx) => ctxs.push(Some(ctx)),
+                Err(err) => {
+                    self.fail(i, &err);
+                    ctxs.push(None);
+                }
+            }
+        }
+        ctxs
+    }
+
+    /// Records what went wrong on target `i`.
+    pub fn fail(&mut self, i: usize, err: &anyhow::Error) {
+        let line = format!("{err:#}").replace('\n', " ");
+        self.standings[i].error = Some(match self.standings[i].error.take() {
+            Some(before) => format!("{before}; then: {line}"),
+            None => line,
+        });
+        self.causes.push(format!("{}: {err:#}", self.name(i)));
+    }
+
+    /// Records target `i`'s own report.
+    pub fn report<R: Clone + std::fmt::Display + Into<report::TargetReport>>(
+        &mut self,
+        i: usize,
+        report: &R,
+    ) {
+        let text = report.to_string();
+        self.reports[i] = Some((report.clone().into(), text));
+    }
+
+    pub fn enter(&mut self, i: usize, phase: Phase) {
+        self.standings[i].phase = phase;
+    }
+
+    /// The preflight: `check` (the command's own dry run on every target, read-only), split into
+    /// what passed and what failed. A failure on a target whose Lease another bgslot holds is
+    /// that run in the way, not this release: it is checked again under the Leases
+    /// ([`Run::locked`]), which then wait for it (or stop with exit 4). Any other failure ends
+    /// the run (exit 3, or 1 for a target that could not be read): nothing was changed.
+    pub async fn checked<T, F, Fut>(&mut self, ctxs: &[Ctx], dry_run: bool, check: &F) -> Passed<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<T>>>,
+    {
+        self.step("preflight: every target's own dry run, at once");
+        let (ok, failures) = self.split(check().await);
+        if failures.is_empty() {
+            return Passed::Go(ok);
+        }
+        // A dry run takes no Lease: it reports what it found.
+        if !dry_run && self.held_elsewhere(ctxs).await {
+            self.step(
+                "preflight: another bgslot is working on a target; checking again under the locks",
+            );
+            self.recheck = true;
+            return Passed::Go(ok);
+        }
+        Passed::Ended(self.refused(&failures))
+    }
+
+    /// The Leases, then, when one was waited for (the releases may have changed meanwhile) or the
+    /// preflight met another run, the preflight again under them; a failure then releases them
+    /// and ends the run with nothing changed.
+    pub async fn locked<T, F, Fut>(&mut self, ctxs: &[Ctx], passed: Vec<T>, check: &F) -> Passed<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Vec<Result<T>>>,
+    {
+        if let Err(stop) = self.lock(ctxs).await {
+            return Passed::Ended(self.finish(Some(stop), Ending::default()));
+        }
+        let waited = self
+            .members
+            .iter()
+            .any(|m| m.settings.wait_for_lock.is_some());
+        if !self.recheck && !waited {
+            return Passed::Go(passed);
+        }
+        for standing in &mut self.standings {
+            standing.error = None;
+        }
+        self.causes.clear();
+        self.step("preflight again, under the locks");
+        let (ok, failures) = self.split(check().await);
+        if failures.is_empty() {
+            return Passed::Go(ok);
+        }
+        self.unlock(ctxs).await;
+        Passed::Ended(self.refused(&failures))
+    }
+
+    /// The preflight met another run: what it found is only known under the Leases.
+    pub fn recheck_pending(&self) -> bool {
+        self.recheck
+    }
+
+    /// Each target's outcome: what passed (every one, in order, when none failed), and the
+    /// failures (recorded).
+    fn split<T>(&mut self, found: Vec<Result<T>>) -> (Vec<T>, Vec<anyhow::Error>) {
+        let mut ok = Vec::new();
+        let mut failures = Vec::new();
+        for (i, result) in found.into_iter().enumerate() {
+            match result {
+                Ok(t) => ok.push(t),
+                Err(err) => {
+                    self.fail(i, &err);
+                    failures.push(err);
+                }
+            }
+        }
+        (ok, failures)
+    }
+
+    /// Whether another bgslot holds the Lease of one of the targets now.
+    async fn held_elsewhere(&self, ctxs: &[Ctx]) -> bool {
+        let held = join_all(
+            ctxs.iter()
+                .map(|ctx| crate::lock::holder(ctx.client.clone(), &ctx.namespace, self.release)),
+        )
+        .await;
+        held.into_iter().any(|h| matches!(h, Ok(Some(_))))
+    }
+
+    /// Takes every target's Lease, in the canonical order of their keys; at the first that
+    /// cannot be taken, releases those taken and says why.
+    pub async fn lock(&mut self, ctxs: &[Ctx]) -> Result<(), Stop> {
+        let keys: Vec<order::Key> = self.members.iter().map(|m| m.key.clone()).collect();
+        let order = order::lock_order(&keys);
+        self.step(&format!(
+            "taking the release locks in their canonical order: {}",
+            order
+                .iter()
+                .map(|&i| self.name(i).to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        let mut taken: Vec<usize> = Vec::new();
+        for i in order {
+            self.enter(i, Phase::Lock);
+            if let Err(err) = ctxs[i].lock(self.release, self.op).await {
+                let held = ExitStatus::of(&err) == ExitStatus::Locked;
+                self.fail(i, &err);
+                for &t in taken.iter().rev() {
+                    ctxs[t].unlock().await;
+                }
+                if !taken.is_empty() {
+                    self.step(&format!(
+                        "released the locks taken: {}",
+                        taken
+                            .iter()
+                            .map(|&t| self.name(t).to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+                return Err(Stop::Lock { held });
+            }
+            taken.push(i);
+        }
+        Ok(())
+    }
+
+    /// Releases every Lease still held.
+    pub async fn unlock(&self, ctxs: &[Ctx]) {
+        join_all(ctxs.iter().map(|c| c.unlock())).await;
+    }
+
+    /// The command line that runs `command` on target `i` alone.
+    pub fn command_on(&self, i: usize, command: &str) -> String {
+        let m = &self.members[i];
+        let mut line = format!(
+            "bgslot {command} {} --kube-context {} -n {}",
+            self.release,
+            crate::names::shell_words(&[&m.spec.context]),
+            m.key.namespace
+        );
+        if let Some(kubeconfig) = &m.settings.kubeconfig {
+            line.push_str(&format!(
+                " --kubeconfig {}",
+                crate::names::shell_words(&[kubeconfig.to_string_lossy()])
+            ));
+        }
+        line
+    }
+
+    /// The rows of the report, with the commands that end a mix.
+    pub fn rows(&self, commands: &[Option<String>]) -> Vec<TargetRow> {
+        self.members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut row = TargetRow::new(
+                    m.spec.name.as_str(),
+                    &m.spec.context,
+                    &m.key.namespace,
+                    &self.standings[i],
+                );
+                row.command = commands.get(i).cloned().flatten();
+                if let Some((report, text)) = &self.reports[i] {
+                    row.report = Some(report.clone());
+                    row.text = Some(text.clone());
+                }
+                row
+            })
+            .collect()
+    }
+
+    /// Ends the run: prints the report when it ran through (`stop` is `None`), else returns the
+    /// error that carries the verdict, `lead` first, with every target's row.
+    pub fn finish(&mut self, stop: Option<Stop>, ending: Ending) -> Result<()> {
+        let status = decide::verdict(stop, &self.standings);
+        let rows = self.rows(&ending.commands);
+        if status == ExitStatus::Done {
+            let consistent = consistent(&self.standings);
+            let summary = ending.summary;
+            let report = FleetReport {
+                operation: self.op,
+                release: self.release.to_string(),
+                run: self.stamp.id.to_string(),
+                consistent,
+                targets: rows,
+                next: ending.next,
+                summary,
+                text: None,
+            };
+            return self.ui.print(&report);
+        }
+        let lead = match (ending.lead, stop) {
+            (Some(lead), _) => lead,
+            // The Lease that could not be taken says why.
+            (None, Some(Stop::Lock { .. })) if !self.causes.is_empty() => format!(
+                "cannot {} {} across {} targets: {}",
+                self.op,
+                self.release,
+                self.members.len(),
+                self.causes.remove(0)
+            ),
+            (None, _) => format!("{} failed", self.what()),
+        };
+        let causes = std::mem::take(&mut self.causes);
+        Err(report::across(
+            status,
+            lead,
+            causes,
+            ending.hint,
+            self.stamp.id.as_str(),
+            rows,
+        )
+        .into())
+    }
+
+    /// Ends a run that failed its preflight: each target's own outcome decides the status.
+    pub fn refused(&mut self, failures: &[anyhow::Error]) -> Result<()> {
+        let statuses: Vec<ExitStatus> = failures.iter().map(ExitStatus::of).collect();
+        let status = decide::preflight_status(&statuses);
+        let hint = failures.iter().find_map(error::hint);
+        let verb = match status {
+            ExitStatus::Refused => "refused to",
+            ExitStatus::Usage => "cannot",
+            _ => "could not read every target of",
+        };
+        // The first target's reason leads; the others follow as causes.
+        let first = if self.causes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", self.causes.remove(0))
+        };
+        let what = match status {
+            ExitStatus::Refused | ExitStatus::Usage => format!(
+                "{} {} across {} targets",
+                self.op,
+                self.release,
+                self.members.len()
+            ),
+            _ => self.what(),
+        };
+        let ending = Ending {
+            lead: Some(format!("{verb} {what}{first}")),
+            hint,
+            ..Ending::default()
+        };
+        self.finish(Some(Stop::Preflight(status)), ending)
+    }
+}
+
+impl Run<'_> {
+    /// Ends a run that could not reach every target: nothing was changed.
+    pub fn unreachable(&mut self) -> Result<()> {
+        let ending = Ending {
+            lead: Some(format!(
+                "could not reach every target of {}: nothing was changed",
+                self.what()
+            )),
+            ..Ending::default()
+        };
+        self.finish(Some(Stop::Preflight(ExitStatus::Failed)), ending)
+    }
+}
+
+/// What the preflight (or the Leases) let through: every target's outcome, in order, or the
+/// run's end.
+pub(crate) enum Passed<T> {
+    Go(Vec<T>),
+    Ended(Result<()>),
+}
+
+/// How a run ends, besides its rows: the first line, a hint, the commands that end a mix, and
+/// for a run that ran through its summary and next step.
+#[derive(Debug, Default)]
+pub(crate) struct Ending {
+    pub lead: Option<String>,
+    pub hint: Option<String>,
+    pub commands: Vec<Option<String>>,
+    pub summary: String,
+    pub next: String,
+}
+
+/// Every target serves one version; `None` when the run does not know what each serves.
+fn consistent(standings: &[Standing]) -> Option<bool> {
+    let names: Vec<&str> = vec![""; standings.len()];
+    let versions: Vec<Option<&str>> = standings.iter().map(Standing::version).collect();
+    if versions.iter().any(Option::is_none) {
+        return None;
+    }
+    Some(decide::mixed_start(&names, &versions).is_none())
+}
+
+/// A first SIGINT/SIGTERM stops forward progress.
+fn stopping() -> bool {
+    signals::count() >= 1
+}
+
+/// A second one stops at once, compensation included.
+fn halting() -> bool {
+    signals::count() >= 2
+}
+
+/// A usage error for what a run across targets cannot do.
+fn unsupported(what: &str) -> anyhow::Error {
+    UsageError(what.to_string()).into()
+}
