@@ -775,7 +775,7 @@ fn several_clusters_a_bad_targets_file_and_a_mix() {
     // swapped back, as the printer shows the run's error.
     use crate::fleet::decide::{Moved, Phase, Standing};
     use crate::fleet::report::{across, TargetRow};
-    let unreachable = "swapping back ALSO failed: check `bgslot status` now: listing the workers of web in namespace shop: ServiceError: client error (Connect): client error (Connect): tcp connect error: Connection refused (os error 111)";
+    let unreachable = "swapping back failed: listing the workers of web in namespace shop: ServiceError: client error (Connect): client error (Connect): tcp connect error: Connection refused (os error 111)";
     let failed_check = "verify command `smoke-test` exited with exit status: 1 against production";
     let fix = "bgslot rollback web --kube-context prod-eu -n shop";
     let mut eu = TargetRow::new(

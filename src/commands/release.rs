@@ -147,6 +147,7 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport) -> Result<Release
             ctx.events.step(&format!("the swap to {to} did not complete: {err:#}; swapping back"));
             let back = swap_back(ctx, release, args.force)
                 .await
+                .context(CHECK_NOW)
                 .with_context(|| format!("the swap to {to} did not complete: {err:#}"))?;
             return Err(err.context(format!(
                 "the swap did not complete; production was swapped back to {}",
@@ -160,6 +161,7 @@ async fn cycle(ctx: &Ctx, args: &Args, deployed: DeployReport) -> Result<Release
             ctx.events.step(&format!("verification against production failed: {err:#}; swapping back"));
             let back = swap_back(ctx, release, args.force)
                 .await
+                .context(CHECK_NOW)
                 .with_context(|| format!("verification against production failed: {err:#}"))?;
             return Err(err.context(format!(
                 "verification against production failed; production was swapped back to {}",
@@ -280,6 +282,10 @@ pub async fn clean_now(ctx: &Ctx, release: &ReleaseName, min_age: Duration, forc
     }))
 }
 
+/// What a one-release run says when its swap-back fails too: nothing else will say it. A run across
+/// targets names the command that ends the mix on each target instead.
+const CHECK_NOW: &str = "swapping back ALSO failed: check `bgslot status` now";
+
 /// Moves production (and its workers) back to the slot it came from, with every check of a
 /// rollback.
 pub async fn swap_back(ctx: &Ctx, release: &ReleaseName, force: bool) -> Result<SwapReport> {
@@ -288,15 +294,11 @@ pub async fn swap_back(ctx: &Ctx, release: &ReleaseName, force: bool) -> Result<
         expect_tag: None,
         force,
     };
-    async {
-        let read = swap::observe(ctx, release, SwapKind::Rollback).await?;
-        with_kind!(read, seen => {
-            let plan = swap::decide(&seen, &back, &ctx.chart)?;
-            swap::act(ctx, &seen, plan).await
-        })
-    }
-    .await
-    .context("swapping back ALSO failed: check `bgslot status` now")
+    let read = swap::observe(ctx, release, SwapKind::Rollback).await?;
+    with_kind!(read, seen => {
+        let plan = swap::decide(&seen, &back, &ctx.chart)?;
+        swap::act(ctx, &seen, plan).await
+    })
 }
 
 /// What a verify command is pointed at.

@@ -4,7 +4,7 @@
 //! `swap` in waves in listed order (a failure swaps back what it swapped, the last first), and
 //! `rollback` in reverse listed order.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::future::join_all;
 
 use super::decide::{self, Moved, Phase, Standing, Stop};
@@ -305,7 +305,10 @@ async fn swap_back_all(
             return;
         }
         run.enter(i, Phase::SwapBack);
-        match cmd::swap_back(&ctxs[i], run.release, force).await {
+        match cmd::swap_back(&ctxs[i], run.release, force)
+            .await
+            .context("swapping back failed")
+        {
             Ok(_) => {
                 let standing = &mut run.standings[i];
                 standing.moved = None;

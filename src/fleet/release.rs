@@ -5,7 +5,7 @@
 //! already swapped swapped back, the last first; and with `--clean`, the clean everywhere after
 //! the drain delay. The steps are `release`'s own.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::future::join_all;
 
 use super::decide::{self, Fix, Moved, Phase, Stop};
@@ -569,7 +569,10 @@ async fn compensate(
             return;
         }
         run.enter(i, Phase::SwapBack);
-        match cmd::swap_back(&ctxs[i], run.release, args.force).await {
+        match cmd::swap_back(&ctxs[i], run.release, args.force)
+            .await
+            .context("swapping back failed")
+        {
             Ok(back) => {
                 let standing = &mut run.standings[i];
                 standing.moved = None;

@@ -234,7 +234,7 @@ mod tests {
         let mut standing = Standing::new(Some((Slot::Green, "v7".into())));
         standing.phase = Phase::SwapBack;
         standing.moved = Some(Moved::Swap);
-        standing.error = Some("swapping back ALSO failed".into());
+        standing.error = Some("swapping back failed".into());
         let mut eu = TargetRow::new("eu", "prod-eu", "shop", &standing);
         eu.command = Some("bgslot rollback web --kube-context prod-eu -n shop".into());
         let us = TargetRow::new(
@@ -252,7 +252,7 @@ mod tests {
             json,
             serde_json::json!({"name": "eu", "context": "prod-eu", "namespace": "shop",
                 "production_slot": "green", "version": "v7", "phase": "swap-back",
-                "swapped_back": false, "error": "swapping back ALSO failed",
+                "swapped_back": false, "error": "swapping back failed",
                 "command": "bgslot rollback web --kube-context prod-eu -n shop", "report": null})
         );
         assert_eq!(
@@ -261,7 +261,7 @@ mod tests {
                 "  TARGET  CONTEXT  NAMESPACE  PRODUCTION  VERSION  PHASE      SWAPPED BACK",
                 "  eu      prod-eu  shop       green       v7       swap-back  no",
                 "  us      prod-us  shop       blue        v6       swap-back  yes",
-                "  eu: swapping back ALSO failed",
+                "  eu: swapping back failed",
                 "  end the mix on eu: bgslot rollback web --kube-context prod-eu -n shop",
                 "",
             ]
