@@ -4,7 +4,7 @@
 //! `swap` in waves in listed order (a failure swaps back what it swapped, the last first), and
 //! `rollback` in reverse listed order.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::future::join_all;
 
 use super::decide::{self, Moved, Phase, Standing, Stop};
@@ -152,15 +152,21 @@ pub async fn deploy(run: &mut Run<'_>, args: &deploy::Args) -> Result<()> {
     run.finish(None, ending)
 }
 
-/// The preflight of a swap or rollback on every target (its own decision, nothing written) and
-/// the Leases: each target's production and the version it would move to, or the run's end (a
-/// refusal, or a dry run's plans printed).
+/// Each target's production and the version a swap or rollback would move it to.
+type Versions = Vec<((Slot, String), String)>;
+
+/// The connections, the preflight of a swap or rollback on every target (its own decision,
+/// nothing written) and the Leases: each target's production and the version it would move to,
+/// or the run's end (a target unreachable, a refusal, or a dry run's plans printed).
 async fn prepared(
     run: &mut Run<'_>,
-    ctxs: &[Ctx],
     request: &SwapRequest,
     dry_run: bool,
-) -> Result<Vec<((Slot, String), String)>, Result<()>> {
+) -> Result<(Vec<Ctx>, Versions), Result<()>> {
+    let Some(connected) = run.connect().await else {
+        return Err(run.unreachable());
+    };
+    let ctxs = &connected[..];
     let release = run.release;
     let check = || {
         join_all(
@@ -184,12 +190,11 @@ async fn prepared(
         Passed::Go(found) => found,
         Passed::Ended(ended) => return Err(ended),
     };
-    let versions: Vec<((Slot, String), String)> =
-        found.iter().map(PreparedSwap::versions).collect();
+    let versions: Versions = found.iter().map(PreparedSwap::versions).collect();
     for (i, (production, _)) in versions.iter().enumerate() {
         run.standings[i].production = Some(production.clone());
     }
-    Ok(versions)
+    Ok((connected, versions))
 }
 
 /// `swap` across targets: decided on every target first, then in waves under the Leases; a
@@ -205,11 +210,8 @@ pub async fn swap(
         expect_tag: expect_tag.map(Tag::to_string),
         force,
     };
-    let Some(ctxs) = run.connect().await else {
-        return run.unreachable();
-    };
-    let versions = match prepared(run, &ctxs, &request, target.dry_run).await {
-        Ok(versions) => versions,
+    let (ctxs, versions) = match prepared(run, &request, target.dry_run).await {
+        Ok(prepared) => prepared,
         Err(ended) => return ended,
     };
     let release = run.release;
@@ -265,7 +267,11 @@ pub async fn swap(
         }
     }
     if let Some(failure) = failure {
-        swap_back_all(run, &ctxs, force, &versions).await;
+        let before: Vec<_> = versions
+            .iter()
+            .map(|(production, _)| Some(production.clone()))
+            .collect();
+        run.swap_back_all(&ctxs, force, &before).await;
         run.unlock(&ctxs).await;
         let ending = mix_ending(run, &format!("{what} failed: {failure}"));
         return run.finish(Some(Stop::After), ending);
@@ -278,46 +284,6 @@ pub async fn swap(
         ..Ending::default()
     };
     run.finish(None, ending)
-}
-
-/// Swaps back every target a failed `swap` moved, the last first.
-async fn swap_back_all(
-    run: &mut Run<'_>,
-    ctxs: &[Ctx],
-    force: bool,
-    versions: &[((Slot, String), String)],
-) {
-    let order = decide::swap_back_order(&run.standings);
-    if order.is_empty() {
-        return;
-    }
-    let names: Vec<String> = order.iter().map(|&i| run.name(i).to_string()).collect();
-    run.step(&format!(
-        "swapping back, the last swapped first: {}",
-        names.join(", ")
-    ));
-    for i in order {
-        if halting() {
-            run.causes.push(format!(
-                "a second signal stopped the swap-back before {}",
-                run.name(i)
-            ));
-            return;
-        }
-        run.enter(i, Phase::SwapBack);
-        match cmd::swap_back(&ctxs[i], run.release, force)
-            .await
-            .context("swapping back failed")
-        {
-            Ok(_) => {
-                let standing = &mut run.standings[i];
-                standing.moved = None;
-                standing.swapped_back = true;
-                standing.production = Some(versions[i].0.clone());
-            }
-            Err(err) => run.fail(i, &err),
-        }
-    }
 }
 
 /// The ending of a run whose moves failed: a mix, with the `rollback` that ends it on each target
@@ -337,30 +303,7 @@ fn mix_ending(run: &Run<'_>, lead: &str) -> Ending {
     let commands: Vec<Option<String>> = (0..run.members.len())
         .map(|i| needs(&run.standings[i]).then(|| run.command_on(i, "rollback")))
         .collect();
-    let serving: Vec<String> = (0..run.members.len())
-        .map(|i| {
-            format!(
-                "{} serves {}",
-                run.name(i),
-                run.standings[i].version().unwrap_or("an unknown version")
-            )
-        })
-        .collect();
-    let hint = commands
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| c.as_ref().map(|c| format!("on {}: `{c}`", run.name(i))))
-        .collect::<Vec<_>>()
-        .join("; ");
-    Ending {
-        lead: Some(format!(
-            "{lead}; the targets are left on different versions: {}",
-            serving.join(", ")
-        )),
-        hint: Some(format!("end the mix {hint}")),
-        commands,
-        ..Ending::default()
-    }
+    run.mixed(lead, commands)
 }
 
 /// `rollback` across targets: every target able to roll back (decided first), then in reverse
@@ -371,11 +314,8 @@ pub async fn rollback(run: &mut Run<'_>, target: &Mutating, force: bool) -> Resu
         expect_tag: None,
         force,
     };
-    let Some(ctxs) = run.connect().await else {
-        return run.unreachable();
-    };
-    let versions = match prepared(run, &ctxs, &request, target.dry_run).await {
-        Ok(versions) => versions,
+    let (ctxs, versions) = match prepared(run, &request, target.dry_run).await {
+        Ok(prepared) => prepared,
         Err(ended) => return ended,
     };
     let release = run.release;

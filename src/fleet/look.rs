@@ -75,7 +75,6 @@ pub async fn status(run: &mut Run<'_>, args: &status::Args) -> Result<()> {
         ctxs.len(),
         table(run, &reports)
     );
-    let rows = run.rows(&[]);
     if !unread.is_empty() || (args.check && mixed.is_some()) {
         let (status, lead) = if unread.is_empty() {
             (
@@ -94,28 +93,9 @@ pub async fn status(run: &mut Run<'_>, args: &status::Args) -> Result<()> {
                 ),
             )
         };
-        let mut across = report::across(
-            status,
-            lead,
-            std::mem::take(&mut run.causes),
-            None,
-            run.stamp.id.as_str(),
-            rows,
-        );
-        across.table = text;
-        return Err(across.into());
+        return shown(run, text, Err((status, lead)));
     }
-    let report = FleetReport {
-        operation: run.op,
-        release: release.to_string(),
-        run: run.stamp.id.to_string(),
-        consistent: Some(mixed.is_none()),
-        targets: rows,
-        next: String::new(),
-        summary: String::new(),
-        text: Some(text),
-    };
-    run.ui().print(&report)
+    shown(run, text, Ok(Some(mixed.is_none())))
 }
 
 /// A row per target: production and stage (slot and version), how ready production is, the
@@ -213,34 +193,49 @@ pub async fn history(run: &mut Run<'_>) -> Result<()> {
             }
         }
     }
-    let rows = run.rows(&[]);
     if !unread.is_empty() {
         let lead = format!(
             "could not read every target of {release}: {}",
             unread.join(", ")
         );
-        let mut across = report::across(
-            ExitStatus::Failed,
-            lead,
-            std::mem::take(&mut run.causes),
-            None,
-            run.stamp.id.as_str(),
-            rows,
-        );
-        across.table = text;
-        return Err(across.into());
+        return shown(run, text, Err((ExitStatus::Failed, lead)));
     }
-    let report = FleetReport {
-        operation: run.op,
-        release: release.to_string(),
-        run: run.stamp.id.to_string(),
-        consistent: None,
-        targets: rows,
-        next: String::new(),
-        summary: String::new(),
-        text: Some(text),
-    };
-    run.ui().print(&report)
+    shown(run, text, Ok(None))
+}
+
+/// What a read across targets shows: its text and a row per target, printed (`Ok`, with whether
+/// every target serves one version where that is known) or as the run's error (`Err`: the exit
+/// status and the lead line).
+fn shown(
+    run: &mut Run<'_>,
+    text: String,
+    ended: Result<Option<bool>, (ExitStatus, String)>,
+) -> Result<()> {
+    let rows = run.rows(&[]);
+    match ended {
+        Ok(consistent) => run.ui().print(&FleetReport {
+            operation: run.op,
+            release: run.release.to_string(),
+            run: run.stamp.id.to_string(),
+            consistent,
+            targets: rows,
+            next: String::new(),
+            summary: String::new(),
+            text: Some(text),
+        }),
+        Err((status, lead)) => {
+            let mut across = report::across(
+                status,
+                lead,
+                std::mem::take(&mut run.causes),
+                None,
+                run.stamp.id.as_str(),
+                rows,
+            );
+            across.table = text;
+            Err(across.into())
+        }
+    }
 }
 
 fn indent(report: &HistoryReport) -> String {

@@ -12,7 +12,7 @@
 
 use std::sync::Arc;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use futures::future::join_all;
 
 pub mod decide;
@@ -24,6 +24,8 @@ mod each;
 mod look;
 mod release;
 
+use crate::commands::release::swap_back;
+use crate::commands::swap::SwapReport;
 use crate::commands::{Command, Invocation, Ui};
 use crate::context::Ctx;
 use crate::error::{self, ExitStatus, UsageError};
@@ -31,7 +33,7 @@ use crate::events::{Event, Events, Rollout};
 use crate::names::ReleaseName;
 use crate::record::{RunId, RunStamp};
 use crate::signals;
-use crate::vocab::Op;
+use crate::vocab::{Op, Slot};
 use decide::{Phase, Standing, Stop};
 use report::{FleetReport, TargetRow};
 use targets::Resolved;
@@ -271,6 +273,80 @@ impl<'a> Run<'a> {
 
     pub fn enter(&mut self, i: usize, phase: Phase) {
         self.standings[i].phase = phase;
+    }
+
+    /// The ending of a run that left the targets on different versions: what each serves, and
+    /// `commands[i]`, the command that ends the mix on target `i` where it needs one.
+    pub fn mixed(&self, lead: &str, commands: Vec<Option<String>>) -> Ending {
+        let serving: Vec<String> = (0..self.members.len())
+            .map(|i| {
+                format!(
+                    "{} serves {}",
+                    self.name(i),
+                    self.standings[i].version().unwrap_or("an unknown version")
+                )
+            })
+            .collect();
+        let hint = commands
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| c.as_ref().map(|c| format!("on {}: `{c}`", self.name(i))))
+            .collect::<Vec<_>>()
+            .join("; ");
+        Ending {
+            lead: Some(format!(
+                "{lead}; the targets are left on different versions: {}",
+                serving.join(", ")
+            )),
+            hint: Some(format!("end the mix {hint}")),
+            commands,
+            ..Ending::default()
+        }
+    }
+
+    /// Swaps back every target production moved to, the last first (one rollback each, with its
+    /// checks), each back on the version `before` names; a second signal stops it at once. Returns
+    /// each target's rollback report, where one ran.
+    pub async fn swap_back_all(
+        &mut self,
+        ctxs: &[Ctx],
+        force: bool,
+        before: &[Option<(Slot, String)>],
+    ) -> Vec<Option<SwapReport>> {
+        let mut backs = vec![None; ctxs.len()];
+        let order = decide::swap_back_order(&self.standings);
+        if order.is_empty() {
+            return backs;
+        }
+        let names: Vec<&str> = order.iter().map(|&i| self.name(i)).collect();
+        self.step(&format!(
+            "swapping back, the last swapped first: {}",
+            names.join(", ")
+        ));
+        for i in order {
+            if halting() {
+                self.causes.push(format!(
+                    "a second signal stopped the swap-back before {}",
+                    self.name(i)
+                ));
+                break;
+            }
+            self.enter(i, Phase::SwapBack);
+            match swap_back(&ctxs[i], self.release, force)
+                .await
+                .context("swapping back failed")
+            {
+                Ok(back) => {
+                    let standing = &mut self.standings[i];
+                    standing.moved = None;
+                    standing.swapped_back = true;
+                    standing.production = before[i].clone().or(Some((back.to, String::new())));
+                    backs[i] = Some(back);
+                }
+                Err(err) => self.fail(i, &err),
+            }
+        }
+        backs
     }
 
     /// The preflight: `check` (the command's own dry run on every target, read-only), split into

@@ -5,12 +5,12 @@
 //! already swapped swapped back, the last first; and with `--clean`, the clean everywhere after
 //! the drain delay. The steps are `release`'s own.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use futures::future::join_all;
 
 use super::decide::{self, Fix, Moved, Phase, Stop};
 use super::targets::TargetSpec;
-use super::{halting, stopping, Ending, Passed, Run};
+use super::{stopping, Ending, Passed, Run};
 use crate::commands::deploy::{self, DeployReport};
 use crate::commands::release::{self as cmd, Args, ReleaseReport, Step, SwapOrder, Unswapped};
 use crate::commands::swap::{SwapKind, SwapReport, SwapRequest};
@@ -257,7 +257,10 @@ async fn phases(
         SwapOrder::Together => together(run, ctxs, &swapping, &version, args, &mut done).await,
     };
     if let Some(failure) = failure {
-        compensate(run, ctxs, args, &before, &mut done).await;
+        let backs = run.swap_back_all(ctxs, args.force, &before).await;
+        for (d, back) in done.iter_mut().zip(backs) {
+            d.back = back.or(d.back.take());
+        }
         record(run, &done, verify);
         return mixed_or(run, &version, format!("{what} failed: {failure}"));
     }
@@ -356,34 +359,7 @@ fn mixed_or(run: &Run<'_>, version: &str, lead: String) -> (Option<Stop>, Ending
             })
         })
         .collect();
-    let serving: Vec<String> = (0..run.members.len())
-        .map(|i| {
-            format!(
-                "{} serves {}",
-                run.name(i),
-                run.standings[i].version().unwrap_or("an unknown version")
-            )
-        })
-        .collect();
-    let hint = commands
-        .iter()
-        .enumerate()
-        .filter_map(|(i, c)| c.as_ref().map(|c| format!("on {}: `{c}`", run.name(i))))
-        .collect::<Vec<_>>()
-        .join("; ");
-    (
-        Some(Stop::After),
-        Ending {
-            lead: Some(format!(
-                "{}; the targets are left on different versions: {}",
-                lead,
-                serving.join(", ")
-            )),
-            hint: Some(format!("end the mix {hint}")),
-            commands,
-            ..Ending::default()
-        },
-    )
+    (Some(Stop::After), run.mixed(&lead, commands))
 }
 
 /// One target at a time, in listed order, production verified after each; the failure, if any.
@@ -417,13 +393,8 @@ async fn waves(
             }
         }
         if let Some(cmd) = &args.verify_cmd {
-            run.enter(i, Phase::VerifyProduction);
-            let swapped = done[i].swapped.clone().expect("swapped");
-            if let Err(err) =
-                cmd::verify_production(&ctxs[i], cmd, &swapped, version, Some(&name)).await
-            {
-                run.fail(i, &err);
-                return Some(format!("verification against production failed on {name}"));
+            if let Some(failure) = verify_production(run, &ctxs[i], i, cmd, version, done).await {
+                return Some(failure);
             }
         }
     }
@@ -498,21 +469,40 @@ async fn together(
     }
     if let Some(cmd) = &args.verify_cmd {
         for &i in swapping {
-            let name = run.name(i).to_string();
-            run.enter(i, Phase::VerifyProduction);
-            let swapped = done[i].swapped.clone().expect("swapped");
-            if let Err(err) =
-                cmd::verify_production(&ctxs[i], cmd, &swapped, version, Some(&name)).await
-            {
-                run.fail(i, &err);
-                return Some(format!("verification against production failed on {name}"));
+            if let Some(failure) = verify_production(run, &ctxs[i], i, cmd, version, done).await {
+                return Some(failure);
             }
             if stopping() {
-                return Some(format!("stopped by a signal after verifying {name}"));
+                return Some(format!(
+                    "stopped by a signal after verifying {}",
+                    run.name(i)
+                ));
             }
         }
     }
     None
+}
+
+/// Production verified on target `i`, just swapped; the failure, if any.
+async fn verify_production(
+    run: &mut Run<'_>,
+    ctx: &Ctx,
+    i: usize,
+    cmd: &cmd::VerifyCommand,
+    version: &str,
+    done: &[Done],
+) -> Option<String> {
+    let name = run.name(i).to_string();
+    run.enter(i, Phase::VerifyProduction);
+    let swapped = done[i]
+        .swapped
+        .as_ref()
+        .expect("a target verified in production was swapped");
+    let err = cmd::verify_production(ctx, cmd, swapped, version, Some(&name))
+        .await
+        .err()?;
+    run.fail(i, &err);
+    Some(format!("verification against production failed on {name}"))
 }
 
 fn moved(run: &mut Run<'_>, i: usize, swapped: &SwapReport, version: &str, done: &mut [Done]) {
@@ -539,49 +529,6 @@ async fn unswapped_at(run: &mut Run<'_>, ctx: &Ctx, i: usize, unswapped: Unswapp
     if landed {
         run.standings[i].moved = Some(Moved::Swap);
         run.standings[i].production = Some((to, version.to_string()));
-    }
-}
-
-/// Swaps back every target production moved to, the last first (one rollback each, with its
-/// checks); a second signal stops it at once.
-async fn compensate(
-    run: &mut Run<'_>,
-    ctxs: &[Ctx],
-    args: &Args,
-    before: &[Option<(Slot, String)>],
-    done: &mut [Done],
-) {
-    let order = decide::swap_back_order(&run.standings);
-    if order.is_empty() {
-        return;
-    }
-    let names: Vec<String> = order.iter().map(|&i| run.name(i).to_string()).collect();
-    run.step(&format!(
-        "swapping back, the last swapped first: {}",
-        names.join(", ")
-    ));
-    for i in order {
-        if halting() {
-            run.causes.push(format!(
-                "a second signal stopped the swap-back before {}",
-                run.name(i)
-            ));
-            return;
-        }
-        run.enter(i, Phase::SwapBack);
-        match cmd::swap_back(&ctxs[i], run.release, args.force)
-            .await
-            .context("swapping back failed")
-        {
-            Ok(back) => {
-                let standing = &mut run.standings[i];
-                standing.moved = None;
-                standing.swapped_back = true;
-                standing.production = before[i].clone().or(Some((back.to, String::new())));
-                done[i].back = Some(back);
-            }
-            Err(err) => run.fail(i, &err),
-        }
     }
 }
 
