@@ -8,7 +8,7 @@ use anyhow::Result;
 use futures::future::join_all;
 
 use super::decide::{self, Moved, Phase, Standing, Stop};
-use super::release::own_values;
+use super::release::own_requests;
 use super::report::TargetReport;
 use super::{halting, stopping, Ending, Passed, Run};
 use crate::commands::release::{self as cmd, PreparedSwap};
@@ -17,7 +17,7 @@ use crate::commands::{clean, deploy, recover, Mutating, Outcome, Session};
 use crate::context::Ctx;
 use crate::error;
 use crate::names::Tag;
-use crate::slots::{DeployRequest, Seen, SlotKind};
+use crate::slots::{Seen, SlotKind};
 use crate::vocab::{Op, Slot};
 use crate::{with_kind, with_target};
 
@@ -51,11 +51,7 @@ fn outcome_report<R: Into<TargetReport> + Clone + std::fmt::Display>(
 
 pub async fn deploy(run: &mut Run<'_>, args: &deploy::Args) -> Result<()> {
     let base = args.image.request(args.force);
-    let requests: Vec<DeployRequest> = run
-        .members
-        .iter()
-        .map(|m| own_values(&base, &m.spec))
-        .collect();
+    let requests = own_requests(run, &base);
     let Some(ctxs) = run.connect().await else {
         return run.unreachable();
     };
@@ -132,23 +128,19 @@ pub async fn deploy(run: &mut Run<'_>, args: &deploy::Args) -> Result<()> {
     }
     let what = run.what();
     if failed {
-        let ending = Ending {
-            lead: Some(format!(
+        let ending = Ending::failed(format!(
                 "{what} failed: the deploy did not finish on every target; production is untouched everywhere (the new version stays staged where it got ready)"
-            )),
-            ..Ending::default()
-        };
+            ));
         return run.finish(Some(Stop::After), ending);
     }
     let version = base.version.recorded();
-    let ending = Ending {
-        summary: format!(
+    let ending = Ending::done(
+        format!(
             "{what} (run {}): {version} is ready on every target",
             run.stamp.id
         ),
-        next: format!("bgslot swap {release} {} --expect-tag {version}", run.flags),
-        ..Ending::default()
-    };
+        format!("bgslot swap {release} {} --expect-tag {version}", run.flags),
+    );
     run.finish(None, ending)
 }
 
@@ -278,11 +270,10 @@ pub async fn swap(
     }
     run.unlock(&ctxs).await;
     let flags = run.flags.clone();
-    let ending = Ending {
-        summary: format!("{what} (run {}): every target swapped", run.stamp.id),
-        next: format!("bgslot clean {release} {flags}   (or: bgslot rollback {release} {flags})"),
-        ..Ending::default()
-    };
+    let ending = Ending::done(
+        format!("{what} (run {}): every target swapped", run.stamp.id),
+        format!("bgslot clean {release} {flags}   (or: bgslot rollback {release} {flags})"),
+    );
     run.finish(None, ending)
 }
 
@@ -291,10 +282,7 @@ pub async fn swap(
 /// every target back where it was.
 fn mix_ending(run: &Run<'_>, lead: &str) -> Ending {
     if !decide::left_mixed(&run.standings) {
-        return Ending {
-            lead: Some(format!("{lead}; every target serves what it served before")),
-            ..Ending::default()
-        };
+        return Ending::failed(format!("{lead}; every target serves what it served before"));
     }
     let needs = |s: &Standing| match run.op {
         Op::Rollback => s.moved.is_none(),
@@ -354,11 +342,10 @@ pub async fn rollback(run: &mut Run<'_>, target: &Mutating, force: bool) -> Resu
         let ending = mix_ending(run, &format!("{what} failed on {}", failed.join(", ")));
         return run.finish(Some(Stop::After), ending);
     }
-    let ending = Ending {
-        summary: format!("{what} (run {}): every target rolled back", run.stamp.id),
-        next: format!("bgslot status {release} {}", run.flags),
-        ..Ending::default()
-    };
+    let ending = Ending::done(
+        format!("{what} (run {}): every target rolled back", run.stamp.id),
+        format!("bgslot status {release} {}", run.flags),
+    );
     run.finish(None, ending)
 }
 
@@ -428,23 +415,19 @@ pub async fn clean(run: &mut Run<'_>, args: &clean::Args) -> Result<()> {
     }
     let what = run.what();
     if !failed.is_empty() {
-        let ending = Ending {
-            lead: Some(format!(
+        let ending = Ending::failed(format!(
                 "{what} failed on {}: production is unchanged everywhere; the old slot still runs where the clean failed",
                 failed.join(", ")
-            )),
-            ..Ending::default()
-        };
+            ));
         return run.finish(Some(Stop::After), ending);
     }
-    let ending = Ending {
-        summary: format!(
+    let ending = Ending::done(
+        format!(
             "{what} (run {}): the old slot is empty on every target",
             run.stamp.id
         ),
-        next: format!("bgslot release {release} --tag NEW_TAG {}", run.flags),
-        ..Ending::default()
-    };
+        format!("bgslot release {release} --tag NEW_TAG {}", run.flags),
+    );
     run.finish(None, ending)
 }
 
@@ -494,16 +477,12 @@ pub async fn recover(run: &mut Run<'_>, args: &recover::Args) -> Result<()> {
     }
     let what = run.what();
     if !failed.is_empty() {
-        let ending = Ending {
-            lead: Some(format!("{what} failed on {}", failed.join(", "))),
-            ..Ending::default()
-        };
+        let ending = Ending::failed(format!("{what} failed on {}", failed.join(", ")));
         return run.finish(Some(Stop::After), ending);
     }
-    let ending = Ending {
-        summary: format!("{what} (run {})", run.stamp.id),
-        next: format!("bgslot status {release} {}", run.flags),
-        ..Ending::default()
-    };
+    let ending = Ending::done(
+        format!("{what} (run {})", run.stamp.id),
+        format!("bgslot status {release} {}", run.flags),
+    );
     run.finish(None, ending)
 }

@@ -603,13 +603,10 @@ impl<'a> Run<'a> {
 impl Run<'_> {
     /// Ends a run that could not reach every target: nothing was changed.
     pub fn unreachable(&mut self) -> Result<()> {
-        let ending = Ending {
-            lead: Some(format!(
-                "could not reach every target of {}: nothing was changed",
-                self.what()
-            )),
-            ..Ending::default()
-        };
+        let ending = Ending::failed(format!(
+            "could not reach every target of {}: nothing was changed",
+            self.what()
+        ));
         self.finish(Some(Stop::Preflight(ExitStatus::Failed)), ending)
     }
 }
@@ -630,6 +627,25 @@ pub(crate) struct Ending {
     pub commands: Vec<Option<String>>,
     pub summary: String,
     pub next: String,
+}
+
+impl Ending {
+    /// A run that stopped: why, in one line.
+    fn failed(lead: String) -> Ending {
+        Ending {
+            lead: Some(lead),
+            ..Ending::default()
+        }
+    }
+
+    /// A run that did its work on every target, and what to run next.
+    fn done(summary: String, next: String) -> Ending {
+        Ending {
+            summary,
+            next,
+            ..Ending::default()
+        }
+    }
 }
 
 /// Every target serves one version; `None` when the run does not know what each serves.

@@ -21,8 +21,15 @@ use crate::slots::DeployRequest;
 use crate::vocab::{Op, Slot};
 use crate::{wait, with_target};
 
-/// The deploy request of one target: the command line's, then the target's own values.
-pub fn own_values(base: &DeployRequest, spec: &TargetSpec) -> DeployRequest {
+/// The deploy request of each target: the command line's, then the target's own values.
+pub fn own_requests(run: &Run<'_>, base: &DeployRequest) -> Vec<DeployRequest> {
+    run.members
+        .iter()
+        .map(|m| own_values(base, &m.spec))
+        .collect()
+}
+
+fn own_values(base: &DeployRequest, spec: &TargetSpec) -> DeployRequest {
     let mut request = base.clone();
     request.values_files.extend(spec.values.iter().cloned());
     request.user_sets.extend(spec.set.iter().cloned());
@@ -31,11 +38,7 @@ pub fn own_values(base: &DeployRequest, spec: &TargetSpec) -> DeployRequest {
 
 pub async fn release(run: &mut Run<'_>, args: &Args) -> Result<()> {
     let base = args.image.request(args.force);
-    let requests: Vec<DeployRequest> = run
-        .members
-        .iter()
-        .map(|m| own_values(&base, &m.spec))
-        .collect();
+    let requests = own_requests(run, &base);
     let Some(ctxs) = run.connect().await else {
         return run.unreachable();
     };
@@ -324,13 +327,7 @@ async fn phases(
 
 /// A stop after the Leases, leading with `lead`.
 fn after(lead: String) -> (Option<Stop>, Ending) {
-    (
-        Some(Stop::After),
-        Ending {
-            lead: Some(lead),
-            ..Ending::default()
-        },
-    )
+    (Some(Stop::After), Ending::failed(lead))
 }
 
 /// The ending of a run whose swaps failed: a mix when a swap-back failed (with the command that
