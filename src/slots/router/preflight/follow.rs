@@ -1,7 +1,8 @@
 //! What follows production in a slot release, found in its render: the Deployments named as
 //! workers (`--worker`: they pull work, so they run in the production slot only, at the chart's
 //! size or its HPA's, and at `--worker-stage-replicas` in the stage slot), and every CronJob
-//! (suspended unless its slot is production). bgslot moves them through the API at a swap, never
+//! (suspended unless its slot is production), but one the chart itself renders suspended: that
+//! one stays as the chart says (a team's way to keep a job off). bgslot moves them through the API at a swap, never
 //! by a helm write to a slot release, so each worker must be a Deployment of the slot release
 //! that no route serves; an HPA may size it in production only (at 0 replicas an HPA stands
 //! aside; above, it would undo the stage's size).
@@ -80,6 +81,7 @@ pub(super) fn follows<'a>(
     let prefix = format!("{release}-");
     out.cron_jobs = slot
         .of_kind("CronJob")
+        .filter(|cron| cron.doc["spec"]["suspend"] != true)
         .map(|cron| CronJobRecord {
             name: cron
                 .name
@@ -120,6 +122,16 @@ mod tests {
             ("nightly", "web-green-nightly")
         );
         assert!(a.deployments.contains(&"web-green-sidekiq".to_string()));
+    }
+
+    #[test]
+    fn a_cron_job_the_chart_renders_suspended_does_not_follow_production() {
+        let off = CRON.replace("schedule:", "suspend: true\n  schedule:");
+        let a = Case::new().slot(add(&off)).run().unwrap();
+        assert!(a.cron_jobs.is_empty(), "{:?}", a.cron_jobs);
+        let on = CRON.replace("schedule:", "suspend: false\n  schedule:");
+        let a = Case::new().slot(add(&on)).run().unwrap();
+        assert_eq!(a.cron_jobs.len(), 1);
     }
 
     #[test]
