@@ -8,8 +8,9 @@
 //! | preflight (a refusal, a mixed start, an owner) | unchanged | 3 (1 if unreachable) |
 //! | lock | unchanged, Leases taken so far released | 4 |
 //! | deploy or stage verify on any target | production untouched everywhere | 1 |
+//! | the same, next to a first install elsewhere | mixed: the installed serve it | 5 |
 //! | swap or production verify on target k | 1..k swapped back: all on the old version | 1 |
-//! | a swap-back failed | mixed: each target's version and the command that ends the mix | 5 |
+//! | a swap-back failed (on any or every target) | mixed: each target's version and the command that ends it | 5 |
 //! | clean on some target | all on the new version; the old slot still runs there | 1 |
 
 use serde::Serialize;
@@ -67,6 +68,8 @@ pub struct Standing {
     /// Production moved in this run and was not moved back.
     pub moved: Option<Moved>,
     pub swapped_back: bool,
+    /// The new version is staged there, ready: a swap moves production to it.
+    pub staged: bool,
     /// What went wrong on it, one line.
     pub error: Option<String>,
 }
@@ -78,6 +81,7 @@ impl Standing {
             production,
             moved: None,
             swapped_back: false,
+            staged: false,
             error: None,
         }
     }
@@ -141,14 +145,23 @@ pub fn left_mixed(targets: &[Standing]) -> bool {
     moved > 0 && moved < targets.len()
 }
 
-/// The run's exit status: a mix it left wins (5); else where it stopped decides.
+/// Whether a swap-back left a target on the new version (it failed, or a second signal stopped
+/// it): the run promised every target back on the old one.
+pub fn unreturned(targets: &[Standing]) -> bool {
+    targets
+        .iter()
+        .any(|t| t.phase == Phase::SwapBack && t.moved == Some(Moved::Swap))
+}
+
+/// The run's exit status: a mix it left, or a target a swap-back could not bring back, wins (5);
+/// else where it stopped decides.
 pub fn verdict(stop: Option<Stop>, targets: &[Standing]) -> ExitStatus {
     match stop {
         // Nothing was changed: these stops cannot leave a mix behind.
         Some(Stop::Preflight(status)) => status,
         Some(Stop::Lock { held: true }) => ExitStatus::Locked,
         Some(Stop::Lock { held: false }) => ExitStatus::Failed,
-        _ if left_mixed(targets) => ExitStatus::Mixed,
+        _ if left_mixed(targets) || unreturned(targets) => ExitStatus::Mixed,
         Some(Stop::After) => ExitStatus::Failed,
         None => ExitStatus::Done,
     }
@@ -162,13 +175,18 @@ pub enum Fix {
     /// It stayed on the old version while the others were installed new: `bgslot swap
     /// --expect-tag VERSION` moves it to the new version staged there.
     SwapTo(String),
+    /// The others were installed new and the new version never got ready here (its deploy
+    /// failed, or a first install did not finish): the run again, which installs or deploys it
+    /// where it is missing.
+    Rerun,
 }
 
-/// For a run that left a mix, the one command that ends it on each target (`None` where nothing
-/// is to be done): the targets production moved to by a swap go back; only when the new version
-/// was installed (nothing older to go back to) do the others move forward.
+/// For a run that left a mix (or a target a swap-back could not bring back), the one command
+/// that ends it on each target (`None` where nothing is to be done): the targets production
+/// moved to by a swap go back; only when the new version was installed (nothing older to go back
+/// to) do the others move forward, by a swap where it is staged, else by the run again.
 pub fn ends_mix(targets: &[Standing], new_version: &str) -> Vec<Option<Fix>> {
-    if !left_mixed(targets) {
+    if !left_mixed(targets) && !unreturned(targets) {
         return vec![None; targets.len()];
     }
     let any_swapped = targets.iter().any(|t| t.moved == Some(Moved::Swap));
@@ -178,7 +196,8 @@ pub fn ends_mix(targets: &[Standing], new_version: &str) -> Vec<Option<Fix>> {
             Some(Moved::Swap) => Some(Fix::Rollback),
             Some(Moved::Install) => None,
             None if any_swapped => None,
-            None => Some(Fix::SwapTo(new_version.to_string())),
+            None if t.staged => Some(Fix::SwapTo(new_version.to_string())),
+            None => Some(Fix::Rerun),
         })
         .collect()
 }
@@ -198,6 +217,7 @@ mod tests {
             production: Some((slot, version.to_string())),
             moved,
             swapped_back: back,
+            staged: true,
             error: None,
         }
     }
@@ -307,10 +327,6 @@ mod tests {
         assert!(left_mixed(&targets));
         assert_eq!(verdict(Some(Stop::After), &targets), ExitStatus::Mixed);
         assert_eq!(ends_mix(&targets, "v7"), [Some(Fix::Rollback), None]);
-        // Every swap-back failed: all still serve the new version; a failure, not a mix.
-        let none_back = [new(Phase::SwapBack), new(Phase::SwapBack)];
-        assert_eq!(verdict(Some(Stop::After), &none_back), ExitStatus::Failed);
-        assert_eq!(ends_mix(&none_back, "v7"), [None, None]);
     }
 
     #[test]
@@ -338,6 +354,34 @@ mod tests {
             [None, Some(Fix::SwapTo("v7".into()))]
         );
         assert!(swap_back_order(&targets).is_empty());
+    }
+
+    #[test]
+    fn a_deploy_that_failed_next_to_a_first_install_is_a_mix_the_run_again_ends() {
+        // eu had nothing: its install made v7 production; us's deploy never got ready.
+        let installed = at(Phase::Deploy, "v7", Some(Moved::Install), false);
+        let failed = Standing {
+            staged: false,
+            ..Standing::new(None)
+        };
+        let targets = [installed, failed];
+        assert_eq!(verdict(Some(Stop::After), &targets), ExitStatus::Mixed);
+        assert_eq!(ends_mix(&targets, "v7"), [None, Some(Fix::Rerun)]);
+    }
+
+    #[test]
+    fn swap_backs_that_all_failed_leave_every_target_new_and_are_5_not_a_clean_1() {
+        let targets = [new(Phase::SwapBack), new(Phase::SwapBack)];
+        assert!(!left_mixed(&targets) && unreturned(&targets));
+        assert_eq!(verdict(Some(Stop::After), &targets), ExitStatus::Mixed);
+        assert_eq!(
+            ends_mix(&targets, "v7"),
+            [Some(Fix::Rollback), Some(Fix::Rollback)]
+        );
+        // Every target new after a clean that failed is the 1 of its row: no swap-back ran.
+        let cleaning = [new(Phase::Clean), new(Phase::Done)];
+        assert_eq!(verdict(Some(Stop::After), &cleaning), ExitStatus::Failed);
+        assert_eq!(ends_mix(&cleaning, "v7"), [None, None]);
     }
 
     #[test]

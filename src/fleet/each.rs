@@ -115,6 +115,8 @@ pub async fn deploy(run: &mut Run<'_>, args: &deploy::Args) -> Result<()> {
                 if d.header.operation == Op::Install {
                     run.standings[i].moved = Some(Moved::Install);
                     run.standings[i].production = Some((d.slot, d.version.clone()));
+                } else {
+                    run.standings[i].staged = true;
                 }
                 run.enter(i, Phase::Done);
                 run.report(i, &d);
@@ -127,13 +129,12 @@ pub async fn deploy(run: &mut Run<'_>, args: &deploy::Args) -> Result<()> {
         }
     }
     let what = run.what();
+    let version = base.version.recorded();
     if failed {
-        let ending = Ending::failed(format!(
-                "{what} failed: the deploy did not finish on every target; production is untouched everywhere (the new version stays staged where it got ready)"
-            ));
+        let lead = format!("{what} failed: the deploy did not finish on every target");
+        let ending = run.unswapped_ending(&lead, &version);
         return run.finish(Some(Stop::After), ending);
     }
-    let version = base.version.recorded();
     let ending = Ending::done(
         format!(
             "{what} (run {}): {version} is ready on every target",
@@ -238,21 +239,7 @@ pub async fn swap(
                 run.report(i, &report);
             }
             Err((err, to)) => {
-                run.fail(i, &err);
-                if let Some(to) = to.filter(|_| !error::lost_lock(&err)) {
-                    // Production may have moved before what failed: then it goes back too.
-                    let landed = match cmd::landed_on(&ctxs[i], release, to, &err).await {
-                        Ok(landed) => landed,
-                        Err(read) => {
-                            run.fail(i, &read);
-                            true
-                        }
-                    };
-                    if landed {
-                        run.standings[i].moved = Some(Moved::Swap);
-                        run.standings[i].production = Some((to, versions[i].1.clone()));
-                    }
-                }
+                run.unswapped(&ctxs[i], i, err, to, &versions[i].1).await;
                 failure = Some(format!("the swap of {name} failed"));
                 break;
             }
@@ -281,7 +268,7 @@ pub async fn swap(
 /// that needs one (a swap's targets still on the new version, a rollback's not yet back), or
 /// every target back where it was.
 fn mix_ending(run: &Run<'_>, lead: &str) -> Ending {
-    if !decide::left_mixed(&run.standings) {
+    if !decide::left_mixed(&run.standings) && !decide::unreturned(&run.standings) {
         return Ending::failed(format!("{lead}; every target serves what it served before"));
     }
     let needs = |s: &Standing| match run.op {

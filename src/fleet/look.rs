@@ -58,8 +58,10 @@ pub async fn status(run: &mut Run<'_>, args: &status::Args) -> Result<()> {
         .filter(|&i| reports[i].is_none())
         .map(|i| names[i].as_str())
         .collect();
-    let versions: Vec<Option<&str>> = run.standings.iter().map(|s| s.version()).collect();
-    let read_names: Vec<&str> = names.iter().map(String::as_str).collect();
+    // Only what was read is compared: a target that could not be read has no version to differ.
+    let read: Vec<usize> = (0..ctxs.len()).filter(|&i| reports[i].is_some()).collect();
+    let versions: Vec<Option<&str>> = read.iter().map(|&i| run.standings[i].version()).collect();
+    let read_names: Vec<&str> = read.iter().map(|&i| names[i].as_str()).collect();
     let mixed = decide::mixed_start(&read_names, &versions);
     let consistent = match (&mixed, unread.is_empty()) {
         (Some(versions), _) => format!("consistent: no ({versions})"),

@@ -24,7 +24,7 @@ mod each;
 mod look;
 mod release;
 
-use crate::commands::release::swap_back;
+use crate::commands::release::{landed_on, swap_back};
 use crate::commands::swap::SwapReport;
 use crate::commands::{Command, Invocation, Ui};
 use crate::context::Ctx;
@@ -34,7 +34,7 @@ use crate::names::ReleaseName;
 use crate::record::{RunId, RunStamp};
 use crate::signals;
 use crate::vocab::{Op, Slot};
-use decide::{Phase, Standing, Stop};
+use decide::{Fix, Moved, Phase, Standing, Stop};
 use report::{FleetReport, TargetRow};
 use targets::Resolved;
 
@@ -61,6 +61,7 @@ pub async fn run(command: &Command, invocation: &Invocation<'_>) -> Result<()> {
     };
     let mut run = Run::new(op, release, stamp, members, invocation.ui);
     run.flags = flags_of(given);
+    run.rerun = rerun_of(op, std::env::args().skip(1));
     match command {
         Command::Status(a) => look::status(&mut run, a).await,
         Command::History(_) => look::history(&mut run).await,
@@ -93,6 +94,16 @@ fn flags_of(given: &crate::commands::Targets) -> String {
             .collect::<Vec<_>>()
             .join(" "),
     }
+}
+
+/// This run's command line as typed, to run again where the new version is missing; a release
+/// again with `--allow-mixed`, since the targets no longer start on one version.
+fn rerun_of(op: Op, args: impl Iterator<Item = String>) -> String {
+    let mut words: Vec<String> = std::iter::once("bgslot".to_string()).chain(args).collect();
+    if op == Op::Release && !words.iter().any(|w| w == "--allow-mixed") {
+        words.push("--allow-mixed".into());
+    }
+    crate::names::shell_words(&words)
 }
 
 /// `20261206T181714Z-7f3a`: when the run started, and a salt from the pid and the clock.
@@ -147,6 +158,8 @@ pub(crate) struct Run<'a> {
     pub causes: Vec<String>,
     /// The target flags as given (`--targets FILE`), for the next commands.
     pub flags: String,
+    /// This run again (see [`rerun_of`]).
+    pub rerun: String,
     /// The preflight met another run's Lease: it is checked again under the Leases.
     recheck: bool,
     ui: &'a dyn Ui,
@@ -175,6 +188,7 @@ impl<'a> Run<'a> {
             reports: vec![None; n],
             causes: Vec::new(),
             flags: String::new(),
+            rerun: String::new(),
             recheck: false,
             events: ui.events(),
             ui,
@@ -275,8 +289,74 @@ impl<'a> Run<'a> {
         self.standings[i].phase = phase;
     }
 
-    /// The ending of a run that left the targets on different versions: what each serves, and
-    /// `commands[i]`, the command that ends the mix on target `i` where it needs one.
+    /// A swap that failed on target `i`, on its way `to` a slot (`None`: refused before its
+    /// write): whether production moved decides whether it goes back. It is read again even when
+    /// the Lease was lost (a read is not a write): a flip written before the loss is named, and
+    /// its swap-back, fenced, writes nothing. A target that cannot be read again may have moved:
+    /// it is counted as moved (swapped back, or named in a mix).
+    pub async fn unswapped(
+        &mut self,
+        ctx: &Ctx,
+        i: usize,
+        err: anyhow::Error,
+        to: Option<Slot>,
+        version: &str,
+    ) {
+        self.fail(i, &err);
+        let Some(to) = to else {
+            return;
+        };
+        let landed = match landed_on(ctx, self.release, to, &err).await {
+            Ok(landed) => landed,
+            Err(read) => {
+                self.fail(i, &read);
+                true
+            }
+        };
+        if landed {
+            self.standings[i].moved = Some(Moved::Swap);
+            self.standings[i].production = Some((to, version.to_string()));
+        }
+    }
+
+    /// The command that ends a mix on each target, where one is needed ([`decide::ends_mix`]).
+    pub fn fixes(&self, version: &str) -> Vec<Option<String>> {
+        decide::ends_mix(&self.standings, version)
+            .iter()
+            .enumerate()
+            .map(|(i, fix)| {
+                fix.as_ref().map(|fix| match fix {
+                    Fix::Rollback => self.command_on(i, "rollback"),
+                    Fix::SwapTo(v) => format!("{} --expect-tag {v}", self.command_on(i, "swap")),
+                    Fix::Rerun => self.rerun.clone(),
+                })
+            })
+            .collect()
+    }
+
+    /// The ending of a run stopped before any swap (a deploy, a check of the new version, a
+    /// signal): production is untouched, but where a first install made the new version
+    /// production (there was nothing older); a mix that leaves names what ends it.
+    pub fn unswapped_ending(&self, lead: &str, version: &str) -> Ending {
+        let installed: Vec<&str> = (0..self.members.len())
+            .filter(|&i| self.standings[i].moved == Some(Moved::Install))
+            .map(|i| self.name(i))
+            .collect();
+        if installed.is_empty() {
+            Ending::failed(format!("{lead}; production is untouched everywhere (the new version stays staged where it got ready)"))
+        } else if decide::left_mixed(&self.standings) {
+            self.mixed(lead, self.fixes(version))
+        } else {
+            Ending::failed(format!(
+                "{lead}; every target was a first install, so each serves {version} in production (there was nothing before it): {}",
+                installed.join(", ")
+            ))
+        }
+    }
+
+    /// The ending of a run that left the targets on different versions, or a target a swap-back
+    /// could not bring back: what each serves, and `commands[i]`, the command that ends it on
+    /// target `i` where it needs one.
     pub fn mixed(&self, lead: &str, commands: Vec<Option<String>>) -> Ending {
         let serving: Vec<String> = (0..self.members.len())
             .map(|i| {
@@ -293,12 +373,17 @@ impl<'a> Run<'a> {
             .filter_map(|(i, c)| c.as_ref().map(|c| format!("on {}: `{c}`", self.name(i))))
             .collect::<Vec<_>>()
             .join("; ");
+        let (left, end) = if decide::left_mixed(&self.standings) {
+            ("the targets are left on different versions", "end the mix")
+        } else {
+            (
+                "a swap-back did not finish, so the targets are left on the new version",
+                "go back",
+            )
+        };
         Ending {
-            lead: Some(format!(
-                "{lead}; the targets are left on different versions: {}",
-                serving.join(", ")
-            )),
-            hint: Some(format!("end the mix {hint}")),
+            lead: Some(format!("{lead}; {left}: {}", serving.join(", "))),
+            hint: Some(format!("{end} {hint}")),
             commands,
             ..Ending::default()
         }
@@ -370,6 +455,12 @@ impl<'a> Run<'a> {
                 "preflight: another bgslot is working on a target; checking again under the locks",
             );
             self.recheck = true;
+            // What failed is that run in the way, for now: what the check under the Leases
+            // finds is what the run reports (a Lease that cannot be taken leads an exit 4).
+            for standing in &mut self.standings {
+                standing.error = None;
+            }
+            self.causes.clear();
             return Passed::Go(ok);
         }
         Passed::Ended(self.refused(&failures))
@@ -428,14 +519,17 @@ impl<'a> Run<'a> {
         (ok, failures)
     }
 
-    /// Whether another bgslot holds the Lease of one of the targets now.
+    /// Whether another bgslot holds the Lease of every target whose preflight failed now: a
+    /// failure where no other run works is this release's own.
     async fn held_elsewhere(&self, ctxs: &[Ctx]) -> bool {
-        let held = join_all(
-            ctxs.iter()
-                .map(|ctx| crate::lock::holder(ctx.client.clone(), &ctx.namespace, self.release)),
-        )
+        let failed: Vec<usize> = (0..ctxs.len())
+            .filter(|&i| self.standings[i].error.is_some())
+            .collect();
+        let held = join_all(failed.iter().map(|&i| {
+            crate::lock::holder(ctxs[i].client.clone(), &ctxs[i].namespace, self.release)
+        }))
         .await;
-        held.into_iter().any(|h| matches!(h, Ok(Some(_))))
+        !failed.is_empty() && held.into_iter().all(|h| matches!(h, Ok(Some(_))))
     }
 
     /// Takes every target's Lease, in the canonical order of their keys; at the first that
@@ -671,4 +765,52 @@ fn halting() -> bool {
 /// A usage error for what a run across targets cannot do.
 fn unsupported(what: &str) -> anyhow::Error {
     UsageError(what.to_string()).into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_run_again_is_the_command_line_as_typed_and_a_release_allows_the_mix_it_left() {
+        let args = |words: &[&str]| words.iter().map(|w| w.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            rerun_of(
+                Op::Release,
+                args(&[
+                    "release",
+                    "web",
+                    "--tag",
+                    "v7",
+                    "--targets",
+                    "my targets.yaml"
+                ])
+                .into_iter()
+            ),
+            "bgslot release web --tag v7 --targets 'my targets.yaml' --allow-mixed"
+        );
+        assert_eq!(
+            rerun_of(
+                Op::Release,
+                args(&[
+                    "release",
+                    "web",
+                    "--tag",
+                    "v7",
+                    "--allow-mixed",
+                    "--target",
+                    "eu=a"
+                ])
+                .into_iter()
+            ),
+            "bgslot release web --tag v7 --allow-mixed --target eu=a"
+        );
+        assert_eq!(
+            rerun_of(
+                Op::Deploy,
+                args(&["deploy", "web", "--tag", "v7"]).into_iter()
+            ),
+            "bgslot deploy web --tag v7"
+        );
+    }
 }

@@ -8,11 +8,11 @@
 use anyhow::Result;
 use futures::future::join_all;
 
-use super::decide::{self, Fix, Moved, Phase, Stop};
+use super::decide::{self, Moved, Phase, Stop};
 use super::targets::TargetSpec;
 use super::{stopping, Ending, Passed, Run};
 use crate::commands::deploy::{self, DeployReport};
-use crate::commands::release::{self as cmd, Args, ReleaseReport, Step, SwapOrder, Unswapped};
+use crate::commands::release::{self as cmd, Args, ReleaseReport, Step, SwapOrder};
 use crate::commands::swap::{SwapKind, SwapReport, SwapRequest};
 use crate::commands::{Outcome, Session};
 use crate::context::Ctx;
@@ -199,6 +199,8 @@ async fn phases(
                 if d.header.operation == Op::Install {
                     run.standings[i].moved = Some(Moved::Install);
                     run.standings[i].production = Some((d.slot, d.version.clone()));
+                } else {
+                    run.standings[i].staged = true;
                 }
                 done[i].deployed = Some(d);
             }
@@ -216,9 +218,10 @@ async fn phases(
         } else {
             "stopped by a signal after the deploy"
         };
-        return after(format!(
-            "{what} failed: {why}; production is untouched everywhere (the new version stays staged where it got ready)"
-        ));
+        return (
+            Some(Stop::After),
+            run.unswapped_ending(&format!("{what} failed: {why}"), &version),
+        );
     }
 
     // Verify every stage (a first install: its production), in listed order.
@@ -235,12 +238,17 @@ async fn phases(
             };
             if let Err(err) = verified {
                 run.fail(i, &err);
-                return after(format!(
-                    "{what} failed: verification against stage failed on {name}; production is untouched everywhere (the new version stays staged)"
-                ));
+                let against = match d.header.operation {
+                    Op::Install => "production (a first install)",
+                    _ => "stage",
+                };
+                let lead =
+                    format!("{what} failed: verification against {against} failed on {name}");
+                return (Some(Stop::After), run.unswapped_ending(&lead, &version));
             }
             if stopping() {
-                return after(format!("{what} stopped by a signal after verifying {name}; production is untouched everywhere"));
+                let lead = format!("{what} stopped by a signal after verifying {name}");
+                return (Some(Stop::After), run.unswapped_ending(&lead, &version));
             }
         }
     }
@@ -333,7 +341,7 @@ fn after(lead: String) -> (Option<Stop>, Ending) {
 /// The ending of a run whose swaps failed: a mix when a swap-back failed (with the command that
 /// ends it on each target), else every target back on what it served.
 fn mixed_or(run: &Run<'_>, version: &str, lead: String) -> (Option<Stop>, Ending) {
-    if !decide::left_mixed(&run.standings) {
+    if !decide::left_mixed(&run.standings) && !decide::unreturned(&run.standings) {
         let back: Vec<String> = (0..run.members.len())
             .filter(|&i| run.standings[i].swapped_back)
             .map(|i| run.name(i).to_string())
@@ -345,18 +353,7 @@ fn mixed_or(run: &Run<'_>, version: &str, lead: String) -> (Option<Stop>, Ending
         };
         return after(lead);
     }
-    let fixes = decide::ends_mix(&run.standings, version);
-    let commands: Vec<Option<String>> = fixes
-        .iter()
-        .enumerate()
-        .map(|(i, fix)| {
-            fix.as_ref().map(|fix| match fix {
-                Fix::Rollback => run.command_on(i, "rollback"),
-                Fix::SwapTo(v) => format!("{} --expect-tag {v}", run.command_on(i, "swap")),
-            })
-        })
-        .collect();
-    (Some(Stop::After), run.mixed(&lead, commands))
+    (Some(Stop::After), run.mixed(&lead, run.fixes(version)))
 }
 
 /// One target at a time, in listed order, production verified after each; the failure, if any.
@@ -385,7 +382,8 @@ async fn waves(
         match cmd::swap_to(&ctxs[i], release, version, args.force).await {
             Ok(swapped) => moved(run, i, &swapped, version, done),
             Err(unswapped) => {
-                unswapped_at(run, &ctxs[i], i, unswapped, version).await;
+                run.unswapped(&ctxs[i], i, unswapped.err, unswapped.to, version)
+                    .await;
                 return Some(format!("the swap of {name} failed"));
             }
         }
@@ -456,7 +454,8 @@ async fn together(
         match result {
             Ok(swapped) => moved(run, i, &swapped, version, done),
             Err(unswapped) => {
-                unswapped_at(run, &ctxs[i], i, unswapped, version).await;
+                run.unswapped(&ctxs[i], i, unswapped.err, unswapped.to, version)
+                    .await;
                 failed.push(run.name(i).to_string());
             }
         }
@@ -506,27 +505,6 @@ fn moved(run: &mut Run<'_>, i: usize, swapped: &SwapReport, version: &str, done:
     run.standings[i].moved = Some(Moved::Swap);
     run.standings[i].production = Some((swapped.to, version.to_string()));
     done[i].swapped = Some(swapped.clone());
-}
-
-/// A swap that failed on target `i`: whether production moved decides whether it goes back. A
-/// target that cannot be read again may have moved: it is swapped back too (or named in a mix).
-async fn unswapped_at(run: &mut Run<'_>, ctx: &Ctx, i: usize, unswapped: Unswapped, version: &str) {
-    let Unswapped { err, to } = unswapped;
-    run.fail(i, &err);
-    let Some(to) = to.filter(|_| !error::lost_lock(&err)) else {
-        return;
-    };
-    let landed = match cmd::landed_on(ctx, run.release, to, &err).await {
-        Ok(landed) => landed,
-        Err(read) => {
-            run.fail(i, &read);
-            true
-        }
-    };
-    if landed {
-        run.standings[i].moved = Some(Moved::Swap);
-        run.standings[i].production = Some((to, version.to_string()));
-    }
 }
 
 /// Each target's own `release` report, with the steps it ran so far.

@@ -595,6 +595,16 @@ async fn a_swap_back_that_cannot_happen_exits_5_naming_the_command_that_ends_the
         .await
         .must_exit(5)
         .json();
+    // A target that cannot be read has no version to differ: status says it does not know.
+    let blind = p
+        .bgslot(&["status", "web", "--targets", &file])
+        .await
+        .must_exit(1);
+    assert!(
+        format!("{}{}", blind.stdout, blind.stderr)
+            .contains("consistent: unknown (b could not be read)"),
+        "{blind:?}"
+    );
     p.planes[1].testenv(&["start-apiserver"]);
     drop(restart);
     assert_eq!(
