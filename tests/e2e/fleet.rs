@@ -36,6 +36,7 @@ with_both_helms!(
     a_lease_held_in_one_cluster_exits_4_and_releases_the_other,
     opposite_orders_both_finish_without_a_deadlock,
     a_mixed_start_an_unreachable_target_and_a_bad_file_change_nothing,
+    a_first_install_that_fails_on_one_target_is_a_mix_the_run_again_ends,
     a_bundled_and_a_router_release_move_together,
 );
 
@@ -739,6 +740,59 @@ async fn opposite_orders_both_finish_without_a_deadlock(major: u32) {
     assert!(waited.stderr.contains("2 targets)"), "{waited:?}");
     let [a, b] = p.versions().await;
     assert_eq!(a, b, "both clusters end on one version");
+}
+
+async fn a_first_install_that_fails_on_one_target_is_a_mix_the_run_again_ends(major: u32) {
+    let p = Pair::new(major, "fleet-first", false).await;
+    // b's first slot never gets ready (the simulated kubelet's fault annotation, from b's own
+    // values in the targets file); a's install makes v1 its production.
+    let clean = p.targets(&["a", "b"]);
+    let healthy = std::fs::read_to_string(&clean).unwrap();
+    let file = p.dir.path().join("targets-first.yaml");
+    let faulty = healthy.replacen(
+        "  - name: b\n",
+        "  - name: b\n    set: ['blue.podAnnotations.sim\\.bgslot\\.dev/fault=never-ready']\n",
+        1,
+    );
+    assert_ne!(faulty, healthy);
+    std::fs::write(&file, &faulty).unwrap();
+    let file = file.to_str().unwrap();
+    let mixed = p
+        .bgslot(&[
+            "release",
+            "web",
+            "--tag",
+            "v1",
+            "--replicas",
+            "1",
+            "--timeout",
+            "8s",
+            "--targets",
+            file,
+            "-o",
+            "json",
+        ])
+        .await
+        .must_exit(5)
+        .json();
+    let error = mixed["error"].as_str().unwrap();
+    assert!(
+        error.contains("the deploy did not finish on every target")
+            && error.contains("the targets are left on different versions: a serves v1")
+            && !error.contains("untouched"),
+        "{mixed}"
+    );
+    let again = target(&mixed, "b")["command"].as_str().unwrap().to_string();
+    assert!(
+        again.ends_with(&format!("--targets {file} -o json --allow-mixed")),
+        "{again}"
+    );
+    assert_eq!(target(&mixed, "a")["command"], Value::Null, "{mixed}");
+    // The run again, with b healthy now, ends the mix: both serve v1.
+    std::fs::write(file, &healthy).unwrap();
+    let words: Vec<&str> = again.split_whitespace().skip(1).collect();
+    p.bgslot(&words).await.must_succeed();
+    assert_eq!(p.versions().await, ["green v1", "green v1"]);
 }
 
 async fn a_mixed_start_an_unreachable_target_and_a_bad_file_change_nothing(major: u32) {
