@@ -82,11 +82,8 @@ pub async fn deploy(run: &mut Run<'_>, args: &deploy::Args) -> Result<()> {
         return run.finish(None, ending);
     }
     if create {
-        for (i, ctx) in ctxs.iter().enumerate() {
-            if let Err(err) = ctx.cluster.create_namespace_if_missing(false).await {
-                run.fail(i, &err);
-                return run.finish(Some(Stop::Lock { held: false }), Ending::default());
-            }
+        if let Err(ended) = run.create_namespaces(&ctxs).await {
+            return ended;
         }
     }
     let found = match run.locked(&ctxs, found, &check).await {

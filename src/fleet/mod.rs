@@ -21,6 +21,7 @@ pub mod report;
 pub mod targets;
 
 mod each;
+mod ending;
 mod look;
 mod release;
 
@@ -34,7 +35,8 @@ use crate::names::ReleaseName;
 use crate::record::{RunId, RunStamp};
 use crate::signals;
 use crate::vocab::{Op, Slot};
-use decide::{Fix, Moved, Phase, Standing, Stop};
+use decide::{Moved, Phase, Standing, Stop};
+pub(crate) use ending::Ending;
 use report::{FleetReport, TargetRow};
 use targets::Resolved;
 
@@ -319,76 +321,6 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// The command that ends a mix on each target, where one is needed ([`decide::ends_mix`]).
-    pub fn fixes(&self, version: &str) -> Vec<Option<String>> {
-        decide::ends_mix(&self.standings, version)
-            .iter()
-            .enumerate()
-            .map(|(i, fix)| {
-                fix.as_ref().map(|fix| match fix {
-                    Fix::Rollback => self.command_on(i, "rollback"),
-                    Fix::SwapTo(v) => format!("{} --expect-tag {v}", self.command_on(i, "swap")),
-                    Fix::Rerun => self.rerun.clone(),
-                })
-            })
-            .collect()
-    }
-
-    /// The ending of a run stopped before any swap (a deploy, a check of the new version, a
-    /// signal): production is untouched, but where a first install made the new version
-    /// production (there was nothing older); a mix that leaves names what ends it.
-    pub fn unswapped_ending(&self, lead: &str, version: &str) -> Ending {
-        let installed: Vec<&str> = (0..self.members.len())
-            .filter(|&i| self.standings[i].moved == Some(Moved::Install))
-            .map(|i| self.name(i))
-            .collect();
-        if installed.is_empty() {
-            Ending::failed(format!("{lead}; production is untouched everywhere (the new version stays staged where it got ready)"))
-        } else if decide::left_mixed(&self.standings) {
-            self.mixed(lead, self.fixes(version))
-        } else {
-            Ending::failed(format!(
-                "{lead}; every target was a first install, so each serves {version} in production (there was nothing before it): {}",
-                installed.join(", ")
-            ))
-        }
-    }
-
-    /// The ending of a run that left the targets on different versions, or a target a swap-back
-    /// could not bring back: what each serves, and `commands[i]`, the command that ends it on
-    /// target `i` where it needs one.
-    pub fn mixed(&self, lead: &str, commands: Vec<Option<String>>) -> Ending {
-        let serving: Vec<String> = (0..self.members.len())
-            .map(|i| {
-                format!(
-                    "{} serves {}",
-                    self.name(i),
-                    self.standings[i].version().unwrap_or("an unknown version")
-                )
-            })
-            .collect();
-        let hint = commands
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| c.as_ref().map(|c| format!("on {}: `{c}`", self.name(i))))
-            .collect::<Vec<_>>()
-            .join("; ");
-        let (left, end) = if decide::left_mixed(&self.standings) {
-            ("the targets are left on different versions", "end the mix")
-        } else {
-            (
-                "a swap-back did not finish, so the targets are left on the new version",
-                "go back",
-            )
-        };
-        Ending {
-            lead: Some(format!("{lead}; {left}: {}", serving.join(", "))),
-            hint: Some(format!("{end} {hint}")),
-            commands,
-            ..Ending::default()
-        }
-    }
-
     /// Swaps back every target production moved to, the last first (one rollback each, with its
     /// checks), each back on the version `before` names; a second signal stops it at once. Returns
     /// each target's rollback report, where one ran.
@@ -530,6 +462,18 @@ impl<'a> Run<'a> {
         }))
         .await;
         !failed.is_empty() && held.into_iter().all(|h| matches!(h, Ok(Some(_))))
+    }
+
+    /// Makes each target's namespace where it is missing (`--create-namespace`: the Leases live
+    /// there); at the first that cannot be made, the run's end.
+    pub async fn create_namespaces(&mut self, ctxs: &[Ctx]) -> Result<(), Result<()>> {
+        for (i, ctx) in ctxs.iter().enumerate() {
+            if let Err(err) = ctx.cluster.create_namespace_if_missing(false).await {
+                self.fail(i, &err);
+                return Err(self.finish(Some(Stop::Lock { held: false }), Ending::default()));
+            }
+        }
+        Ok(())
     }
 
     /// Takes every target's Lease, in the canonical order of their keys; at the first that
@@ -710,36 +654,6 @@ impl Run<'_> {
 pub(crate) enum Passed<T> {
     Go(Vec<T>),
     Ended(Result<()>),
-}
-
-/// How a run ends, besides its rows: the first line, a hint, the commands that end a mix, and
-/// for a run that ran through its summary and next step.
-#[derive(Debug, Default)]
-pub(crate) struct Ending {
-    pub lead: Option<String>,
-    pub hint: Option<String>,
-    pub commands: Vec<Option<String>>,
-    pub summary: String,
-    pub next: String,
-}
-
-impl Ending {
-    /// A run that stopped: why, in one line.
-    fn failed(lead: String) -> Ending {
-        Ending {
-            lead: Some(lead),
-            ..Ending::default()
-        }
-    }
-
-    /// A run that did its work on every target, and what to run next.
-    fn done(summary: String, next: String) -> Ending {
-        Ending {
-            summary,
-            next,
-            ..Ending::default()
-        }
-    }
 }
 
 /// Every target serves one version; `None` when the run does not know what each serves.

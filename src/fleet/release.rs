@@ -84,11 +84,8 @@ pub async fn release(run: &mut Run<'_>, args: &Args) -> Result<()> {
     }
     // The Leases live in the namespaces: those missing are made first (--create-namespace).
     if args.image.create_namespace {
-        for (i, ctx) in ctxs.iter().enumerate() {
-            if let Err(err) = ctx.cluster.create_namespace_if_missing(false).await {
-                run.fail(i, &err);
-                return run.finish(Some(Stop::Lock { held: false }), Ending::default());
-            }
+        if let Err(ended) = run.create_namespaces(&ctxs).await {
+            return ended;
         }
     }
     let found = match run.locked(&ctxs, found, &check).await {
