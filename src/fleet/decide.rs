@@ -371,6 +371,8 @@ mod tests {
 
     #[test]
     fn swap_backs_that_all_failed_leave_every_target_new_and_are_5_not_a_clean_1() {
+        // Both swap-backs failed, or a second signal stopped them (the runner leaves each target
+        // still to go back in the swap-back phase).
         let targets = [new(Phase::SwapBack), new(Phase::SwapBack)];
         assert!(!left_mixed(&targets) && unreturned(&targets));
         assert_eq!(verdict(Some(Stop::After), &targets), ExitStatus::Mixed);

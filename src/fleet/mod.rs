@@ -340,12 +340,16 @@ impl<'a> Run<'a> {
             "swapping back, the last swapped first: {}",
             names.join(", ")
         ));
-        for i in order {
+        for (k, &i) in order.iter().enumerate() {
             if halting() {
                 self.causes.push(format!(
                     "a second signal stopped the swap-back before {}",
                     self.name(i)
                 ));
+                // Each target still to go back is left in the swap-back, on the new version.
+                for &left in &order[k..] {
+                    self.enter(left, Phase::SwapBack);
+                }
                 break;
             }
             self.enter(i, Phase::SwapBack);
