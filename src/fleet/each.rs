@@ -8,8 +8,8 @@ use anyhow::Result;
 use futures::future::join_all;
 
 use super::decide::{self, Moved, Phase, Standing, Stop};
-use super::release::own_requests;
 use super::report::TargetReport;
+use super::staging::{deploy_each, own_requests};
 use super::{halting, stopping, Ending, Passed, Run};
 use crate::commands::release::{self as cmd, PreparedSwap};
 use crate::commands::swap::{SwapKind, SwapRequest};
@@ -93,36 +93,13 @@ pub async fn deploy(run: &mut Run<'_>, args: &deploy::Args) -> Result<()> {
     for (i, (production, _)) in found.into_iter().enumerate() {
         run.standings[i].production = production;
     }
-    run.step("deploy: every target at once");
-    for i in 0..ctxs.len() {
-        run.enter(i, Phase::Deploy);
-    }
-    let deployed = join_all(ctxs.iter().zip(&requests).map(|(ctx, request)| async move {
-        let s = Session::new(ctx, release, Op::Deploy, false, false);
-        deploy::deploy(&s, request)
-            .await
-            .map_err(|err| error::after_writes(err, ctx.written()))
-    }))
-    .await;
+    let deployed = deploy_each(run, &ctxs, &requests, Op::Deploy).await;
     run.unlock(&ctxs).await;
-    let mut failed = false;
-    for (i, result) in deployed.into_iter().enumerate() {
-        match result {
-            Ok(Outcome::Done(d)) => {
-                if d.header.operation == Op::Install {
-                    run.standings[i].moved = Some(Moved::Install);
-                    run.standings[i].production = Some((d.slot, d.version.clone()));
-                } else {
-                    run.standings[i].staged = true;
-                }
-                run.enter(i, Phase::Done);
-                run.report(i, &d);
-            }
-            Ok(Outcome::Planned(_)) => unreachable!("not a dry run"),
-            Err(err) => {
-                run.fail(i, &err);
-                failed = true;
-            }
+    let failed = deployed.iter().any(Option::is_none);
+    for (i, d) in deployed.iter().enumerate() {
+        if let Some(d) = d {
+            run.enter(i, Phase::Done);
+            run.report(i, d);
         }
     }
     let what = run.what();

@@ -24,6 +24,7 @@ mod each;
 mod ending;
 mod look;
 mod release;
+mod staging;
 
 use crate::commands::release::{landed_on, swap_back};
 use crate::commands::swap::SwapReport;

@@ -9,32 +9,17 @@ use anyhow::Result;
 use futures::future::join_all;
 
 use super::decide::{self, Moved, Phase, Stop};
-use super::targets::TargetSpec;
+use super::staging::{deploy_each, own_requests};
 use super::{stopping, Ending, Passed, Run};
 use crate::commands::deploy::{self, DeployReport};
 use crate::commands::release::{self as cmd, Args, ReleaseReport, Step, SwapOrder};
 use crate::commands::swap::{SwapKind, SwapReport, SwapRequest};
 use crate::commands::{Outcome, Session};
 use crate::context::Ctx;
-use crate::error::{self, Refusal};
+use crate::error::Refusal;
 use crate::slots::DeployRequest;
 use crate::vocab::{Op, Slot};
 use crate::{wait, with_target};
-
-/// The deploy request of each target: the command line's, then the target's own values.
-pub fn own_requests(run: &Run<'_>, base: &DeployRequest) -> Vec<DeployRequest> {
-    run.members
-        .iter()
-        .map(|m| own_values(base, &m.spec))
-        .collect()
-}
-
-fn own_values(base: &DeployRequest, spec: &TargetSpec) -> DeployRequest {
-    let mut request = base.clone();
-    request.values_files.extend(spec.values.iter().cloned());
-    request.user_sets.extend(spec.set.iter().cloned());
-    request
-}
 
 pub async fn release(run: &mut Run<'_>, args: &Args) -> Result<()> {
     let base = args.image.request(args.force);
@@ -178,35 +163,10 @@ async fn phases(
     let mut done = vec![Done::default(); n];
 
     // Deploy, every target at once.
-    run.step("deploy: every target at once");
-    for i in 0..n {
-        run.enter(i, Phase::Deploy);
-    }
-    let deployed = join_all(ctxs.iter().zip(requests).map(|(ctx, request)| async move {
-        let s = Session::new(ctx, release, Op::Release, false, false);
-        deploy::deploy(&s, request)
-            .await
-            .map_err(|err| error::after_writes(err, ctx.written()))
-    }))
-    .await;
-    let mut failed = false;
-    for (i, result) in deployed.into_iter().enumerate() {
-        match result {
-            Ok(Outcome::Done(d)) => {
-                if d.header.operation == Op::Install {
-                    run.standings[i].moved = Some(Moved::Install);
-                    run.standings[i].production = Some((d.slot, d.version.clone()));
-                } else {
-                    run.standings[i].staged = true;
-                }
-                done[i].deployed = Some(d);
-            }
-            Ok(Outcome::Planned(_)) => unreachable!("not a dry run"),
-            Err(err) => {
-                run.fail(i, &err);
-                failed = true;
-            }
-        }
+    let deployed = deploy_each(run, ctxs, requests, Op::Release).await;
+    let failed = deployed.iter().any(Option::is_none);
+    for (d, deployed) in done.iter_mut().zip(deployed) {
+        d.deployed = deployed;
     }
     record(run, &done, verify);
     if failed || stopping() {
