@@ -1,8 +1,13 @@
-//! How a run across targets ends, besides its rows: the first line, the hint, the command that
-//! ends a mix on each target, or, for a run that ran through, its summary and next step.
+//! How a run across targets ends: its verdict and exit status, the first line, the hint, the
+//! command that ends a mix on each target, or, for a run that ran through, its summary and next
+//! step, with a row per target either way.
 
-use super::decide::{self, Fix, Moved};
+use anyhow::Result;
+
+use super::decide::{self, Fix, Moved, Standing, Stop};
+use super::report::{self, FleetReport};
 use super::Run;
+use crate::error::{self, ExitStatus};
 
 /// How a run ends, besides its rows: the first line, a hint, the commands that end a mix, and
 /// for a run that ran through its summary and next step.
@@ -104,4 +109,100 @@ impl Run<'_> {
             ..Ending::default()
         }
     }
+
+    /// Ends the run: prints the report when it ran through (`stop` is `None`), else returns the
+    /// error that carries the verdict, `lead` first, with every target's row.
+    pub fn finish(&mut self, stop: Option<Stop>, ending: Ending) -> Result<()> {
+        let status = decide::verdict(stop, &self.standings);
+        let rows = self.rows(&ending.commands);
+        if status == ExitStatus::Done {
+            let consistent = consistent(&self.standings);
+            let summary = ending.summary;
+            let report = FleetReport {
+                operation: self.op,
+                release: self.release.to_string(),
+                run: self.stamp.id.to_string(),
+                consistent,
+                targets: rows,
+                next: ending.next,
+                summary,
+                text: None,
+            };
+            return self.ui.print(&report);
+        }
+        let lead = match (ending.lead, stop) {
+            (Some(lead), _) => lead,
+            // The Lease that could not be taken says why.
+            (None, Some(Stop::Lock { .. })) if !self.causes.is_empty() => format!(
+                "cannot {} {} across {} targets: {}",
+                self.op,
+                self.release,
+                self.members.len(),
+                self.causes.remove(0)
+            ),
+            (None, _) => format!("{} failed", self.what()),
+        };
+        let causes = std::mem::take(&mut self.causes);
+        Err(report::across(
+            status,
+            lead,
+            causes,
+            ending.hint,
+            self.stamp.id.as_str(),
+            rows,
+        )
+        .into())
+    }
+
+    /// Ends a run that failed its preflight: each target's own outcome decides the status.
+    pub fn refused(&mut self, failures: &[anyhow::Error]) -> Result<()> {
+        let statuses: Vec<ExitStatus> = failures.iter().map(ExitStatus::of).collect();
+        let status = decide::preflight_status(&statuses);
+        let hint = failures.iter().find_map(error::hint);
+        let verb = match status {
+            ExitStatus::Refused => "refused to",
+            ExitStatus::Usage => "cannot",
+            _ => "could not read every target of",
+        };
+        // The first target's reason leads; the others follow as causes.
+        let first = if self.causes.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", self.causes.remove(0))
+        };
+        let what = match status {
+            ExitStatus::Refused | ExitStatus::Usage => format!(
+                "{} {} across {} targets",
+                self.op,
+                self.release,
+                self.members.len()
+            ),
+            _ => self.what(),
+        };
+        let ending = Ending {
+            lead: Some(format!("{verb} {what}{first}")),
+            hint,
+            ..Ending::default()
+        };
+        self.finish(Some(Stop::Preflight(status)), ending)
+    }
+
+    /// Ends a run that could not reach every target: nothing was changed.
+    pub fn unreachable(&mut self) -> Result<()> {
+        let ending = Ending::failed(format!(
+            "could not reach every target of {}: nothing was changed",
+            self.what()
+        ));
+        self.finish(Some(Stop::Preflight(ExitStatus::Failed)), ending)
+    }
+}
+
+/// Every target serves one version; `None` when the run does not know what each serves.
+fn consistent(standings: &[Standing]) -> Option<bool> {
+    let names: Vec<&str> = vec![""; standings.len()];
+    let versions: Vec<Option<&str>> = standings.iter().map(Standing::version).collect();
+    if versions.iter().any(Option::is_none) {
+        return None;
+    }
+    Some(decide::mixed_start(&names, &versions).is_none())
 }

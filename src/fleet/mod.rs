@@ -30,7 +30,7 @@ use crate::commands::release::{landed_on, swap_back};
 use crate::commands::swap::SwapReport;
 use crate::commands::{Command, Invocation, Ui};
 use crate::context::Ctx;
-use crate::error::{self, ExitStatus, UsageError};
+use crate::error::{ExitStatus, UsageError};
 use crate::events::{Event, Events, Rollout};
 use crate::names::ReleaseName;
 use crate::record::{RunId, RunStamp};
@@ -38,7 +38,7 @@ use crate::signals;
 use crate::vocab::{Op, Slot};
 use decide::{Moved, Phase, Standing, Stop};
 pub(crate) use ending::Ending;
-use report::{FleetReport, TargetRow};
+use report::TargetRow;
 use targets::Resolved;
 
 /// Runs `command` across the targets it was given (`Command::targets`).
@@ -564,94 +564,6 @@ impl<'a> Run<'a> {
             })
             .collect()
     }
-
-    /// Ends the run: prints the report when it ran through (`stop` is `None`), else returns the
-    /// error that carries the verdict, `lead` first, with every target's row.
-    pub fn finish(&mut self, stop: Option<Stop>, ending: Ending) -> Result<()> {
-        let status = decide::verdict(stop, &self.standings);
-        let rows = self.rows(&ending.commands);
-        if status == ExitStatus::Done {
-            let consistent = consistent(&self.standings);
-            let summary = ending.summary;
-            let report = FleetReport {
-                operation: self.op,
-                release: self.release.to_string(),
-                run: self.stamp.id.to_string(),
-                consistent,
-                targets: rows,
-                next: ending.next,
-                summary,
-                text: None,
-            };
-            return self.ui.print(&report);
-        }
-        let lead = match (ending.lead, stop) {
-            (Some(lead), _) => lead,
-            // The Lease that could not be taken says why.
-            (None, Some(Stop::Lock { .. })) if !self.causes.is_empty() => format!(
-                "cannot {} {} across {} targets: {}",
-                self.op,
-                self.release,
-                self.members.len(),
-                self.causes.remove(0)
-            ),
-            (None, _) => format!("{} failed", self.what()),
-        };
-        let causes = std::mem::take(&mut self.causes);
-        Err(report::across(
-            status,
-            lead,
-            causes,
-            ending.hint,
-            self.stamp.id.as_str(),
-            rows,
-        )
-        .into())
-    }
-
-    /// Ends a run that failed its preflight: each target's own outcome decides the status.
-    pub fn refused(&mut self, failures: &[anyhow::Error]) -> Result<()> {
-        let statuses: Vec<ExitStatus> = failures.iter().map(ExitStatus::of).collect();
-        let status = decide::preflight_status(&statuses);
-        let hint = failures.iter().find_map(error::hint);
-        let verb = match status {
-            ExitStatus::Refused => "refused to",
-            ExitStatus::Usage => "cannot",
-            _ => "could not read every target of",
-        };
-        // The first target's reason leads; the others follow as causes.
-        let first = if self.causes.is_empty() {
-            String::new()
-        } else {
-            format!(": {}", self.causes.remove(0))
-        };
-        let what = match status {
-            ExitStatus::Refused | ExitStatus::Usage => format!(
-                "{} {} across {} targets",
-                self.op,
-                self.release,
-                self.members.len()
-            ),
-            _ => self.what(),
-        };
-        let ending = Ending {
-            lead: Some(format!("{verb} {what}{first}")),
-            hint,
-            ..Ending::default()
-        };
-        self.finish(Some(Stop::Preflight(status)), ending)
-    }
-}
-
-impl Run<'_> {
-    /// Ends a run that could not reach every target: nothing was changed.
-    pub fn unreachable(&mut self) -> Result<()> {
-        let ending = Ending::failed(format!(
-            "could not reach every target of {}: nothing was changed",
-            self.what()
-        ));
-        self.finish(Some(Stop::Preflight(ExitStatus::Failed)), ending)
-    }
 }
 
 /// What the preflight (or the Leases) let through: every target's outcome, in order, or the
@@ -659,16 +571,6 @@ impl Run<'_> {
 pub(crate) enum Passed<T> {
     Go(Vec<T>),
     Ended(Result<()>),
-}
-
-/// Every target serves one version; `None` when the run does not know what each serves.
-fn consistent(standings: &[Standing]) -> Option<bool> {
-    let names: Vec<&str> = vec![""; standings.len()];
-    let versions: Vec<Option<&str>> = standings.iter().map(Standing::version).collect();
-    if versions.iter().any(Option::is_none) {
-        return None;
-    }
-    Some(decide::mixed_start(&names, &versions).is_none())
 }
 
 /// A first SIGINT/SIGTERM stops forward progress.
